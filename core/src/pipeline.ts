@@ -1,0 +1,121 @@
+import type { Context, Handler, LogEntry } from './contract.js';
+import { FastResponse } from './response.js';
+
+/** Where adapters send errors that must never reach the client. */
+export type ErrorLogger = (message: string, error?: unknown) => void;
+
+export const defaultErrorLogger: ErrorLogger = (message, error) => {
+  console.error(`[tsgi] ${message}`, error ?? '');
+};
+
+/** The bare responses every server sends for pipeline outcomes. */
+export function plainResponse(status: number, text: string, headers?: Record<string, string>): Response {
+  return new FastResponse(text, {
+    status,
+    headers: { 'content-type': 'text/plain;charset=UTF-8', ...headers },
+  }) as unknown as Response;
+}
+
+export const internalError = (): Response => plainResponse(500, 'Internal Server Error\n');
+export const forbidden = (): Response => plainResponse(403, 'Forbidden\n');
+
+function isThenable<T>(v: unknown): v is PromiseLike<T> {
+  return v !== null && typeof v === 'object' && typeof (v as PromiseLike<T>).then === 'function';
+}
+
+function checkResponse(value: unknown, ctx: Context, log: ErrorLogger): Response {
+  if (value instanceof Response) return value;
+  log(`request ${ctx.id}: fetch returned ${value === null ? 'null' : typeof value}, not a Response`);
+  return internalError();
+}
+
+function failed(ctx: Context, log: ErrorLogger, phase: string) {
+  return (err: unknown): Response => {
+    log(`request ${ctx.id}: ${phase} threw`, err);
+    return internalError();
+  };
+}
+
+/** Runs `fetch` alone; stays synchronous when the handler is. */
+export function runFetch(h: Handler, req: Request, ctx: Context, log: ErrorLogger): Response | Promise<Response> {
+  let out: unknown;
+  try {
+    out = h.fetch(req, ctx);
+  } catch (err) {
+    return failed(ctx, log, 'fetch')(err);
+  }
+  if (isThenable<unknown>(out)) {
+    return Promise.resolve(out).then((v) => checkResponse(v, ctx, log), failed(ctx, log, 'fetch'));
+  }
+  return checkResponse(out, ctx, log);
+}
+
+/**
+ * `authenticate` alone. Returns a Response when the request is rejected,
+ * undefined to go on; sets `ctx.user` on `{ user }`. Throws what the hook throws.
+ */
+export async function runAuthenticate(h: Handler, req: Request, ctx: Context): Promise<Response | undefined> {
+  if (!h.authenticate) return undefined;
+  const out = await h.authenticate(req, ctx);
+  if (out == null) return undefined;
+  if (out instanceof Response) return out;
+  if (typeof out === 'object' && typeof out.user === 'string') {
+    ctx.user = out.user;
+    return undefined;
+  }
+  throw new TypeError('authenticate must return { user: string }, a Response, null or undefined');
+}
+
+/** `authorize` alone: a Response when refused (403 for `false`), undefined when allowed. */
+export async function runAuthorize(h: Handler, req: Request, ctx: Context): Promise<Response | undefined> {
+  if (!h.authorize) return undefined;
+  const out = await h.authorize(req, ctx);
+  if (out === false) return forbidden();
+  if (out == null || out === true) return undefined;
+  if (out instanceof Response) return out;
+  throw new TypeError('authorize must return a boolean, a Response, null or undefined');
+}
+
+/** The access phases (authenticate, then authorize) as one step. */
+export async function runAccess(h: Handler, req: Request, ctx: Context): Promise<Response | undefined> {
+  return (await runAuthenticate(h, req, ctx)) ?? (await runAuthorize(h, req, ctx));
+}
+
+/**
+ * authenticate → authorize → fetch. Never throws or rejects: failures become a
+ * bare 500 and go to `log`. Synchronous when the handler has no access hooks
+ * and its fetch is synchronous.
+ */
+export function runPipeline(h: Handler, req: Request, ctx: Context, log: ErrorLogger): Response | Promise<Response> {
+  if (!h.authenticate && !h.authorize) return runFetch(h, req, ctx, log);
+  return runAccess(h, req, ctx).then(
+    (rejected) => rejected ?? runFetch(h, req, ctx, log),
+    failed(ctx, log, 'authenticate/authorize'),
+  );
+}
+
+/** Runs the `log` hook; its errors are logged, never thrown. */
+export function runLog(h: Handler, entry: LogEntry, ctx: Context, log: ErrorLogger): void {
+  if (!h.log) return;
+  try {
+    const out = h.log(entry, ctx);
+    if (isThenable(out)) Promise.resolve(out).catch((err) => log(`request ${ctx.id}: log threw`, err));
+  } catch (err) {
+    log(`request ${ctx.id}: log threw`, err);
+  }
+}
+
+/** Checks a loaded module's default export; the message is what the CLI prints. */
+export function assertHandler(mod: unknown, where: string): Handler {
+  const m = mod as { default?: unknown } | null;
+  const h = (m && typeof m === 'object' && 'default' in m ? m.default : m) as Partial<Handler> | null | undefined;
+  if (!h || (typeof h !== 'object' && typeof h !== 'function') || typeof h.fetch !== 'function') {
+    throw new Error(`${where}: the default export must be an object with a fetch(request, ctx) method`);
+  }
+  for (const hook of ['authenticate', 'authorize', 'log', 'init', 'close'] as const) {
+    if (h[hook] !== undefined && typeof h[hook] !== 'function') {
+      throw new Error(`${where}: ${hook} must be a function`);
+    }
+  }
+  return h as Handler;
+}
