@@ -1,4 +1,53 @@
-export async function main(_argv: string[]): Promise<number> {
-  console.error('not implemented yet');
-  return 1;
+import cluster from 'node:cluster';
+import { parseArgs } from 'node:util';
+import { StartupError } from '@tsgi/core/node';
+import { serve } from './serve.js';
+
+const USAGE = 'usage: tsgi serve <handler.ts|.js|.mjs> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES]';
+
+function int(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new StartupError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+/** `tsgi serve`: one clear line on any start-up error, non-zero exit. */
+export async function main(argv: string[]): Promise<number | void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        port: { type: 'string', short: 'p' },
+        host: { type: 'string' },
+        unix: { type: 'string' },
+        workers: { type: 'string', short: 'w' },
+        'max-body': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new StartupError(`${(err as Error).message}\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new StartupError(USAGE);
+  try {
+    const server = await serve(positionals[0]!, {
+      port: int('port', values.port, 0) ?? 3000,
+      host: values.host ?? '127.0.0.1',
+      unixSocket: values.unix,
+      workers: int('workers', values.workers, 1),
+      maxBodySize: int('max-body', values['max-body'], 0),
+    });
+    if (!cluster.isWorker) console.log(`tsgi: listening on ${server.url}`);
+  } catch (err) {
+    if ((err as { reported?: boolean }).reported) return 1;
+    throw err;
+  }
 }

@@ -1,1 +1,5 @@
-export {};
+export { serve, type ServeOptions, type TsgiServer } from './serve.js';
+export { toNodeListener, DEFAULT_MAX_BODY, type NodeAdapterOptions, type NodeListener } from './listener.js';
+export { fastifyTsgi, type FastifyTsgiOptions } from './fastify.js';
+export { NodeRequest, BodyTooLargeError } from './request.js';
+export { sendResponse } from './send.js';

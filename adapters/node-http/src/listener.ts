@@ -1,0 +1,215 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  defaultErrorLogger,
+  internalError,
+  plainResponse,
+  runAccess,
+  runLog,
+  runPipeline,
+  toRawResponse,
+  type ErrorLogger,
+  type Handler,
+  type ServerKind,
+} from '@tsgi/core';
+import { Lifecycle, RequestContext, initHandler } from '@tsgi/core/node';
+import { NodeRequest, type RequestOptions } from './request.js';
+import { sendResponse } from './send.js';
+
+export interface NodeAdapterOptions {
+  /** Largest request body accepted, in bytes (default 10 MiB); larger gets 413. */
+  maxBodySize?: number;
+  /** What ctx.server reports (default 'node'; 'nginx' behind nginx workers mode). */
+  server?: ServerKind;
+  /** Behind a local proxy: ctx.ip from X-Real-IP, scheme from X-Forwarded-Proto. */
+  trustProxy?: boolean;
+  /** Honour `x-tsgi-phase: access` (run authenticate + authorize only), for nginx auth_request. */
+  phases?: boolean;
+  /** Scheme for request.url when not behind a trusted proxy. */
+  https?: boolean;
+  onError?: ErrorLogger;
+}
+
+export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
+
+export type NodeListener = ((req: IncomingMessage, res: ServerResponse) => void) & {
+  /** Settles when init has run; rejects with its StartupError. */
+  ready: Promise<void>;
+  lifecycle: Lifecycle;
+  handler: Handler;
+  /** For other Node frameworks (the Fastify plugin): run the pipeline, reply yourself, then call done. */
+  dispatch(req: IncomingMessage, res: ServerResponse): Dispatched | null;
+  done(res: ServerResponse, request: NodeRequest, ctx: RequestContext, status: number, bytes: number, start: number): void;
+  log: ErrorLogger;
+};
+
+export interface Dispatched {
+  request: NodeRequest;
+  ctx: RequestContext;
+  start: number;
+  response: Response | Promise<Response>;
+}
+
+function clientIp(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const real = req.headers['x-real-ip'];
+    if (typeof real === 'string' && real) return real;
+  }
+  return req.socket.remoteAddress ?? '';
+}
+
+/** Sends a response the adapter itself decided on, closing the connection when the body was left unread. */
+function sendOwn(res: ServerResponse, status: number, text: string, close: boolean): void {
+  if (res.headersSent) return;
+  if (close) res.shouldKeepAlive = false;
+  const headers = ['content-type', 'text/plain;charset=UTF-8', 'content-length', String(Buffer.byteLength(text))];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
+  res.end(text);
+}
+
+/**
+ * The handler as a node:http request listener. init runs once; requests that
+ * arrive earlier wait for it.
+ */
+export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {}): NodeListener {
+  const log = options.onError ?? defaultErrorLogger;
+  const lifecycle = new Lifecycle(log);
+  const kind: ServerKind = options.server ?? 'node';
+  const maxBody = options.maxBodySize ?? DEFAULT_MAX_BODY;
+  const trustProxy = options.trustProxy ?? false;
+  const phases = options.phases ?? false;
+  const hasLog = typeof handler.log === 'function';
+  const reqOpts: RequestOptions = {
+    maxBodySize: maxBody,
+    scheme: options.https ? 'https' : 'http',
+    trustProxy,
+    onTooLarge: (r) => sendOwn(r._res, 413, 'Payload Too Large\n', true),
+  };
+  let initialized = false;
+  const ready = initHandler(handler, { server: kind, env: process.env }).then(() => {
+    initialized = true;
+  });
+  ready.catch(() => {}); // reported by whoever awaits `ready`
+
+  function finish(
+    req: IncomingMessage,
+    res: ServerResponse,
+    request: NodeRequest,
+    ctx: RequestContext,
+    response: Response,
+    start: number,
+  ): void {
+    if (res.headersSent || res.writableEnded) {
+      // Already answered (413 or a closed client): drop what the handler made.
+      try {
+        const raw = toRawResponse(response);
+        if (raw.body instanceof ReadableStream) void raw.body.cancel().catch(() => {});
+      } catch {
+        // nothing to release
+      }
+      done(res, request, ctx, res.statusCode, 0, start);
+      return;
+    }
+    let sent: number | Promise<number>;
+    try {
+      sent = sendResponse(res, toRawResponse(response), req.method === 'HEAD');
+    } catch (err) {
+      // A header the wire can't carry (CR/LF, bad name) or a bad status: never partly sent.
+      log(`request ${ctx.id}: invalid response`, err);
+      if (!res.headersSent) {
+        for (const name of res.getHeaderNames()) res.removeHeader(name);
+        sent = sendResponse(res, toRawResponse(internalError()), req.method === 'HEAD');
+      } else {
+        res.destroy();
+        sent = 0;
+      }
+    }
+    if (typeof sent === 'number') done(res, request, ctx, res.statusCode, sent, start);
+    else
+      sent.then(
+        (bytes) => done(res, request, ctx, res.statusCode, bytes, start),
+        (err) => {
+          log(`request ${ctx.id}: response stream failed`, err);
+          done(res, request, ctx, res.statusCode, 0, start);
+        },
+      );
+  }
+
+  function done(res: ServerResponse, request: NodeRequest, ctx: RequestContext, status: number, bytes: number, start: number): void {
+    lifecycle.end();
+    if (!hasLog) return;
+    const run = (): void =>
+      runLog(
+        handler,
+        {
+          method: request.method,
+          url: request.url,
+          status,
+          bytes,
+          durationMs: performance.now() - start,
+          user: ctx.user,
+        },
+        ctx,
+        log,
+      );
+    if (res.writableFinished || res.destroyed) run();
+    else res.once('close', run);
+  }
+
+  /** Runs the pipeline; null when the adapter already answered (413). */
+  function dispatch(req: IncomingMessage, res: ServerResponse): Dispatched | null {
+    lifecycle.begin();
+    const start = hasLog ? performance.now() : 0;
+    const request = new NodeRequest(req, res, reqOpts);
+    const ctx = new RequestContext(kind, clientIp(req, trustProxy), lifecycle);
+    const cl = req.headers['content-length'];
+    if (cl !== undefined && Number(cl) > maxBody) {
+      sendOwn(res, 413, 'Payload Too Large\n', true);
+      done(res, request, ctx, 413, 0, start);
+      return null;
+    }
+    return { request, ctx, start, response: runPipeline(handler, request as unknown as Request, ctx, log) };
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    lifecycle.begin();
+    const start = hasLog ? performance.now() : 0;
+    const request = new NodeRequest(req, res, reqOpts);
+    const ctx = new RequestContext(kind, clientIp(req, trustProxy), lifecycle);
+    const cl = req.headers['content-length'];
+    if (cl !== undefined && Number(cl) > maxBody) {
+      sendOwn(res, 413, 'Payload Too Large\n', true);
+      done(res, request, ctx, 413, 0, start);
+      return;
+    }
+    let out: Response | Promise<Response>;
+    if (phases && req.headers['x-tsgi-phase'] === 'access') {
+      out = runAccess(handler, request as unknown as Request, ctx).then(
+        (rejected) => rejected ?? plainResponse(200, '', ctx.user ? { 'x-tsgi-user': ctx.user } : {}),
+        (err) => {
+          log(`request ${ctx.id}: authenticate/authorize threw`, err);
+          return internalError();
+        },
+      );
+    } else {
+      out = runPipeline(handler, request as unknown as Request, ctx, log);
+    }
+    if (out instanceof Promise) out.then((r) => finish(req, res, request, ctx, r, start));
+    else finish(req, res, request, ctx, out, start);
+  }
+
+  const listener = ((req: IncomingMessage, res: ServerResponse): void => {
+    if (initialized) return handle(req, res);
+    ready.then(
+      () => handle(req, res),
+      () => sendOwn(res, 503, 'Service Unavailable\n', false),
+    );
+  }) as NodeListener;
+  listener.ready = ready;
+  listener.lifecycle = lifecycle;
+  listener.handler = handler;
+  listener.dispatch = dispatch;
+  listener.done = done;
+  listener.log = log;
+  return listener;
+}
