@@ -1,0 +1,158 @@
+// Shared benchmark helpers: wrk on one core, the server on the other, interleaved rounds.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, cpus } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const SERVER_CPU = '0';
+export const LOAD_CPU = String(Math.min(1, cpus().length - 1));
+
+export function ensureTools() {
+  const missing = ['wrk', 'taskset'].filter((t) => spawnSync('which', [t]).status !== 0);
+  if (missing.length) {
+    console.log(`installing wrk ...`);
+    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+    execFileSync('apt-get', ['install', '-y', '-qq', 'wrk', 'util-linux'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  }
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Spawns `cmd args` pinned to the server core; resolves once `url` answers. */
+export async function startPinned(cmd, args, { url, env, cpu = SERVER_CPU, quiet = true } = {}) {
+  const child = spawn('taskset', ['-c', cpu, cmd, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'],
+  });
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited) throw new Error(`${cmd} ${args.join(' ')} exited before answering ${url}`);
+    try {
+      const r = await fetch(url);
+      await r.arrayBuffer();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`${url} did not answer within 30 s`);
+      await sleep(100);
+    }
+  }
+  return {
+    child,
+    pid: child.pid,
+    stop: async () => {
+      if (exited) return;
+      child.kill('SIGTERM');
+      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+      if (!exited) child.kill('SIGKILL');
+    },
+  };
+}
+
+let scriptDir;
+/** A wrk Lua script file for a POST with a fixed body. */
+export function postScript(body, contentType = 'application/json') {
+  scriptDir ??= mkdtempSync(join(tmpdir(), 'tsgi-bench-'));
+  const file = join(scriptDir, `post-${body.length}.lua`);
+  writeFileSync(
+    file,
+    `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\nwrk.headers["Content-Type"] = "${contentType}"\n`,
+  );
+  return file;
+}
+
+/** Runs wrk pinned to the load core; returns req/s and error counts. */
+export function wrk(url, { duration = 5, connections = 50, threads = 1, script } = {}) {
+  const args = ['-c', LOAD_CPU, 'wrk', `-t${threads}`, `-c${connections}`, `-d${duration}s`];
+  if (script) args.push('-s', script);
+  args.push(url);
+  const out = execFileSync('taskset', args, { encoding: 'utf8' });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const socketErrors = sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  return { rps, socketErrors, non2xx, raw: out };
+}
+
+/** Resident set size of a process and its children, in MiB. */
+export function rssMiB(pid) {
+  const pids = [pid];
+  try {
+    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+    pids.push(...kids.map(Number));
+  } catch {
+    // no children
+  }
+  let kb = 0;
+  for (const p of pids) {
+    try {
+      kb += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // gone
+    }
+  }
+  return kb / 1024;
+}
+
+export const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/**
+ * Interleaved rounds: every round runs each scenario once, in a rotated order,
+ * so drift on a shared machine hits all of them alike.
+ */
+export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } = {}) {
+  const results = Object.fromEntries(scenarios.map((s) => [s.name, { rps: [], socketErrors: 0, non2xx: 0 }]));
+  for (const s of scenarios) wrk(s.url, { ...opts, ...s.wrk, duration: warmup });
+  for (let r = 0; r < rounds; r++) {
+    const order = scenarios.map((_, i) => scenarios[(i + r) % scenarios.length]);
+    for (const s of order) {
+      const m = wrk(s.url, { ...opts, ...s.wrk });
+      const acc = results[s.name];
+      acc.rps.push(m.rps);
+      acc.socketErrors += m.socketErrors;
+      acc.non2xx += m.non2xx;
+      if (s.afterRun) s.afterRun(acc);
+    }
+  }
+  for (const s of scenarios) results[s.name].median = median(results[s.name].rps);
+  return results;
+}
+
+export function machineLine() {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  return `${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpu}, Node ${process.version}`;
+}
+
+/** Replaces the section under `## <heading>` in bench/README.md. */
+export function recordSection(heading, body) {
+  const file = new URL('./README.md', import.meta.url);
+  let text;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    text = '# tsgi benchmarks\n\nRun with `npm run bench` (Node), `npm run bench -- apache`, `npm run bench -- nginx`.\n';
+  }
+  const start = text.indexOf(`\n## ${heading}\n`);
+  const section = `\n## ${heading}\n\n${body.trim()}\n`;
+  if (start === -1) text = text.trimEnd() + '\n' + section;
+  else {
+    const next = text.indexOf('\n## ', start + 1);
+    text = text.slice(0, start) + section + (next === -1 ? '' : text.slice(next));
+  }
+  writeFileSync(file, text);
+}
