@@ -108,7 +108,10 @@ export function runLog(h: Handler, entry: LogEntry, ctx: Context, log: ErrorLogg
 /** Checks a loaded module's default export; the message is what the CLI prints. */
 export function assertHandler(mod: unknown, where: string): Handler {
   const m = mod as { default?: unknown } | null;
-  const h = (m && typeof m === 'object' && 'default' in m ? m.default : m) as Partial<Handler> | null | undefined;
+  let h = (m && typeof m === 'object' && 'default' in m ? m.default : m) as Partial<Handler> | null | undefined;
+  // A TS/ESM module compiled to CommonJS (no "type": "module") arrives as { default: { default: handler } }.
+  const inner = (h as { default?: Partial<Handler> } | null)?.default;
+  if (h && typeof h.fetch !== 'function' && inner && typeof inner.fetch === 'function') h = inner;
   if (!h || (typeof h !== 'object' && typeof h !== 'function') || typeof h.fetch !== 'function') {
     throw new Error(`${where}: the default export must be an object with a fetch(request, ctx) method`);
   }
