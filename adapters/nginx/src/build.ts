@@ -1,0 +1,531 @@
+/**
+ * `tsgi nginx build`: one handler + the njs bridge runtime -> one module that
+ * njs 0.7.9 loads. esbuild bundles (it cannot lower to ES5), Babel lowers
+ * (babel-preset-njs + our await hoisting), then the export is rewritten into
+ * the only form 0.7.9 accepts, and `nginx -t` loads the result.
+ */
+import { builtinModules, createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build as esbuild, type Plugin } from 'esbuild';
+import { StartupError } from '@tsgi/core/node';
+import { findJsModule, nginxBinary } from './nginx.js';
+import { packageNodePaths } from './workers-bundle.js';
+
+const require = createRequire(import.meta.url);
+// Babel ships no types here; the few calls below are typed loosely on purpose.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+const babel: any = require('@babel/core');
+const presetNjs: any = require('babel-preset-njs');
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** adapters/nginx/runtime (next to src/ and dist/). */
+export const defaultRuntimeDir = resolve(here, '..', 'runtime');
+
+export interface BuildOptions {
+  handler: string;
+  outDir: string;
+  /** Bridge runtime directory (bridge.ts + globals.ts); defaults to adapters/nginx/runtime. */
+  runtimeDir?: string;
+  /** Output file name inside outDir. */
+  fileName?: string;
+  /** Load the result with `nginx -t` (default: when nginx is installed). */
+  validate?: boolean;
+  minify?: boolean;
+}
+
+export interface LoadTimeCounts {
+  /** Functions created while the module evaluates (module scope and module-scope IIFEs). */
+  functions: number;
+  /** `X.prototype.y = ...`, `X.prototype = ...`, Object.create/setPrototypeOf/defineProperty at load time. */
+  prototypeAssignments: number;
+  objectLiterals: number;
+  arrayLiterals: number;
+}
+
+export interface BuildReport extends LoadTimeCounts {
+  bytes: number;
+  /** Rough extra cost per request on njs 0.7.9 of what the bundle builds at load time (µs). */
+  estimatedUsPerRequest: number;
+  /** The handler's share (bundle minus the bridge runtime alone), when the baseline could be built. */
+  handler?: LoadTimeCounts & { estimatedUsPerRequest: number };
+  warnings: string[];
+  /** true when `nginx -t` loaded the module. */
+  validated: boolean;
+}
+
+export interface BuildResult {
+  file: string;
+  report: BuildReport;
+}
+
+// Node-only free names: a handler using them needs Node (workers mode).
+const NODE_GLOBALS = new Set(['require', 'module', '__dirname', '__filename', 'setImmediate', 'clearImmediate', 'global']);
+// What njs 0.7.9 lacks (research: njs-and-apache-modules.md A2); `typeof X` checks are fine.
+const MISSING_GLOBALS = new Set([
+  'Map', 'Set', 'WeakMap', 'WeakSet', 'WeakRef', 'FinalizationRegistry', 'Proxy', 'Reflect', 'BigInt',
+  'queueMicrotask', 'structuredClone', 'Intl', 'SharedArrayBuffer', 'Atomics', 'fetch', 'XMLHttpRequest',
+]);
+// njs's `process` has these; anything else on it is Node's.
+const NJS_PROCESS = new Set(['env', 'pid', 'ppid', 'argv']);
+const MISSING_STATICS: Record<string, Set<string>> = {
+  Array: new Set(['from']),
+  Object: new Set(['fromEntries']),
+};
+
+const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+
+function workersHint(handler: string): string {
+  return `run it in workers mode instead: tsgi nginx run ${handler} --workers N`;
+}
+
+/** esbuild plugin: Node built-ins fail the build with a message naming them. */
+function rejectNodeBuiltins(found: { name: string; importer: string }[]): Plugin {
+  return {
+    name: 'tsgi-reject-node-builtins',
+    setup(b) {
+      b.onResolve({ filter: /.*/ }, (args) => {
+        if (!builtins.has(args.path) && !args.path.startsWith('node:')) return undefined;
+        found.push({ name: args.path, importer: args.importer });
+        // Resolve to an empty module so esbuild goes on and we can list every one.
+        return { path: args.path, namespace: 'tsgi-node-builtin' };
+      });
+      b.onLoad({ filter: /.*/, namespace: 'tsgi-node-builtin' }, () => ({ contents: 'module.exports = {}', loader: 'js' }));
+    },
+  };
+}
+
+/** `@tsgi/core` inside njs: only the runtime-agnostic helpers, with the runtime's Response. */
+function coreShim(bridgeFile: string): Plugin {
+  const contents = `
+import { Response } from ${JSON.stringify(bridgeFile)};
+export { Response };
+export function defineHandler(h) { return h; }
+export function plainResponse(status, text, headers) {
+  var h = { 'content-type': 'text/plain;charset=UTF-8' };
+  if (headers) for (var k in headers) h[k] = headers[k];
+  return new Response(text, { status: status, headers: h });
+}
+export function internalError() { return plainResponse(500, 'Internal Server Error\\n'); }
+export function forbidden() { return plainResponse(403, 'Forbidden\\n'); }
+`;
+  return {
+    name: 'tsgi-core-shim',
+    setup(b) {
+      b.onResolve({ filter: /^@tsgi\/core(\/.*)?$/ }, (args) => {
+        if (args.path !== '@tsgi/core') {
+          return { errors: [{ text: `${args.path} is Node-only; njs bundles may import only '@tsgi/core'` }] };
+        }
+        return { path: 'tsgi-core', namespace: 'tsgi-core-shim' };
+      });
+      b.onLoad({ filter: /.*/, namespace: 'tsgi-core-shim' }, () => ({ contents, loader: 'js', resolveDir: here }));
+    },
+  };
+}
+
+function findFile(dir: string, base: string): string | undefined {
+  for (const ext of ['.ts', '.js', '.mjs']) {
+    const f = join(dir, base + ext);
+    if (existsSync(f)) return f;
+  }
+  return undefined;
+}
+
+export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaultRuntimeDir): { bridge: string; globals?: string } {
+  const bridge = findFile(runtimeDir, 'bridge');
+  if (!bridge) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts)`);
+  return { bridge, globals: findFile(runtimeDir, 'globals') };
+}
+
+/** Babel plugin: njs 0.7.9 rejects `f(await x)` (babel-preset-njs #4); evaluate arguments into temps first. */
+function hoistAwaitFromArguments({ types: t }: any): any {
+  function hasAwait(path: any): boolean {
+    if (path.isAwaitExpression()) return true;
+    let found = false;
+    path.traverse({
+      Function(p: any) {
+        p.skip();
+      },
+      AwaitExpression(p: any) {
+        found = true;
+        p.stop();
+      },
+    });
+    return found;
+  }
+  function rewrite(path: any): void {
+    const args = path.get('arguments');
+    if (!args.some(hasAwait)) return;
+    const scope = (path.getFunctionParent() ?? path.scope.getProgramParent()).scope;
+    const seq: any[] = [];
+    const temp = (value: any): any => {
+      const id = scope.generateUidIdentifier('arg');
+      scope.push({ id });
+      seq.push(t.assignmentExpression('=', id, value));
+      return t.cloneNode(id);
+    };
+    let callee = path.node.callee;
+    // Keep `this` for method calls: evaluate the object (and a computed key) first, in order.
+    if (t.isMemberExpression(callee) && !t.isSuper(callee.object)) {
+      const obj = temp(callee.object);
+      const prop = callee.computed ? temp(callee.property) : callee.property;
+      callee = t.memberExpression(obj, prop, callee.computed);
+    } else if (!t.isIdentifier(callee) && !t.isSuper(callee)) {
+      callee = temp(callee);
+    }
+    const newArgs = path.node.arguments.map((a: any) =>
+      t.isSpreadElement(a) ? t.spreadElement(temp(a.argument)) : temp(a),
+    );
+    seq.push(path.isNewExpression() ? t.newExpression(callee, newArgs) : t.callExpression(callee, newArgs));
+    path.replaceWith(t.sequenceExpression(seq));
+  }
+  return {
+    name: 'tsgi-hoist-await-from-arguments',
+    visitor: {
+      CallExpression: { exit: rewrite },
+      NewExpression: { exit: rewrite },
+    },
+  };
+}
+
+/** 0.7.9 accepts only `export default <expr>`: rewrite esbuild's `export { x as default }`, drop other exports. */
+function njsExports({ types: t }: any): any {
+  return {
+    name: 'tsgi-njs-exports',
+    visitor: {
+      ExportNamedDeclaration(path: any) {
+        const { node } = path;
+        if (node.source) throw path.buildCodeFrameError('re-exports cannot reach njs');
+        if (node.declaration) {
+          path.replaceWith(node.declaration);
+          return;
+        }
+        const def = node.specifiers.find((s: any) => t.isIdentifier(s.exported, { name: 'default' }));
+        if (def) path.replaceWith(t.exportDefaultDeclaration(t.identifier(def.local.name)));
+        else path.remove();
+      },
+    },
+  };
+}
+
+interface Scan extends LoadTimeCounts {
+  nodeGlobals: string[];
+  missing: string[];
+}
+
+/** Babel pass over the final code: what runs at load time, and which globals njs lacks. */
+function scan(ast: any): Scan {
+  const out: Scan = { functions: 0, prototypeAssignments: 0, objectLiterals: 0, arrayLiterals: 0, nodeGlobals: [], missing: [] };
+  const isIife = (fn: any): boolean => {
+    const p = fn.parentPath;
+    return p && (p.isCallExpression() || p.isNewExpression()) && p.node.callee === fn.node;
+  };
+  // Code runs at load time when every enclosing function is an IIFE that itself runs at load time.
+  const atLoad = (path: any): boolean => {
+    let fn = path.getFunctionParent();
+    while (fn) {
+      if (!isIife(fn)) return false;
+      fn = fn.getFunctionParent();
+    }
+    return true;
+  };
+  const isProtoMember = (n: any): boolean =>
+    n?.type === 'MemberExpression' &&
+    ((!n.computed && n.property.name === 'prototype') ||
+      (n.object?.type === 'MemberExpression' && !n.object.computed && n.object.property.name === 'prototype'));
+  const nodeG = new Set<string>();
+  const missing = new Set<string>();
+  // Babel's class lowering writes `var _proto = C.prototype; _proto.m = ...`: follow such aliases.
+  const protoAliases = new Set<string>();
+  babel.traverse(ast, {
+    VariableDeclarator(path: any) {
+      const { id, init } = path.node;
+      if (id.type === 'Identifier' && init?.type === 'MemberExpression' && !init.computed && init.property.name === 'prototype') {
+        protoAliases.add(id.name);
+      }
+    },
+  });
+  const isAliasMember = (n: any): boolean =>
+    n?.type === 'MemberExpression' && n.object.type === 'Identifier' && protoAliases.has(n.object.name);
+  babel.traverse(ast, {
+    Function(path: any) {
+      if (atLoad(path)) out.functions++;
+    },
+    ObjectExpression(path: any) {
+      if (atLoad(path)) out.objectLiterals++;
+    },
+    ArrayExpression(path: any) {
+      if (atLoad(path)) out.arrayLiterals++;
+    },
+    AssignmentExpression(path: any) {
+      if ((isProtoMember(path.node.left) || isAliasMember(path.node.left)) && atLoad(path)) out.prototypeAssignments++;
+    },
+    CallExpression(path: any) {
+      const c = path.node.callee;
+      if (
+        c.type === 'MemberExpression' &&
+        c.object.type === 'Identifier' &&
+        c.object.name === 'Object' &&
+        ['create', 'setPrototypeOf', 'defineProperty', 'defineProperties'].includes(c.property.name) &&
+        atLoad(path)
+      ) {
+        out.prototypeAssignments++;
+      }
+    },
+    ReferencedIdentifier(path: any) {
+      const name = path.node.name;
+      if (path.scope.hasBinding(name, true)) return;
+      const parent = path.parentPath;
+      if (parent.isUnaryExpression({ operator: 'typeof' })) return;
+      if (NODE_GLOBALS.has(name)) nodeG.add(name);
+      else if (MISSING_GLOBALS.has(name)) missing.add(name);
+      else if (parent.isMemberExpression() && parent.node.object === path.node && !parent.node.computed) {
+        const prop = parent.node.property.name;
+        if (name === 'process' && !NJS_PROCESS.has(prop)) nodeG.add(`process.${prop}`);
+        else if (MISSING_STATICS[name]?.has(prop)) missing.add(`${name}.${prop}`);
+      }
+    },
+  });
+  out.nodeGlobals = [...nodeG];
+  out.missing = [...missing];
+  return out;
+}
+
+// Per request on njs 0.7.9 (njs-vm-cost.md): ~0.04 µs a function, ~0.4 µs a prototype change,
+// ~0.16 µs a load-time object; a bare js_content hello costs ~10 µs.
+function estimate(c: LoadTimeCounts): number {
+  const us = c.functions * 0.04 + c.prototypeAssignments * 0.4 + (c.objectLiterals + c.arrayLiterals) * 0.16;
+  return Math.round(us * 10) / 10;
+}
+export const WARN_US = 10;
+export const WARN_PROTOTYPES = 1500;
+
+function counts(s: LoadTimeCounts): LoadTimeCounts {
+  return {
+    functions: s.functions,
+    prototypeAssignments: s.prototypeAssignments,
+    objectLiterals: s.objectLiterals,
+    arrayLiterals: s.arrayLiterals,
+  };
+}
+
+interface Compiled {
+  code: string;
+  scan: Scan;
+}
+
+async function compile(entry: string, resolveDir: string, handlerLabel: string, rt: { bridge: string; globals?: string }, minify: boolean): Promise<Compiled> {
+  const found: { name: string; importer: string }[] = [];
+  let result;
+  try {
+    result = await esbuild({
+      stdin: { contents: entry, resolveDir, sourcefile: 'tsgi-njs-entry.js', loader: 'js' },
+      bundle: true,
+      write: false,
+      platform: 'neutral',
+      format: 'esm',
+      // es2020 keeps what babel-preset-njs lowers with Object.assign (spread, ?.) for Babel.
+      target: 'es2020',
+      mainFields: ['module', 'main'],
+      nodePaths: packageNodePaths(),
+      conditions: ['worker', 'browser'],
+      inject: rt.globals ? [rt.globals] : [],
+      define: { 'process.env.NODE_ENV': '"production"' },
+      plugins: [rejectNodeBuiltins(found), coreShim(rt.bridge)],
+      minifySyntax: minify,
+      legalComments: 'none',
+      logLevel: 'silent',
+      charset: 'utf8',
+    });
+  } catch (err) {
+    const e = err as { errors?: { text: string; location?: { file: string; line: number } | null }[] };
+    const first = e.errors?.[0];
+    if (first) {
+      const at = first.location ? ` (${first.location.file}:${first.location.line})` : '';
+      throw new StartupError(`cannot bundle ${handlerLabel}: ${first.text}${at}`);
+    }
+    throw err;
+  }
+  if (found.length) {
+    const list = [...new Set(found.map((f) => `"${f.name}" (imported by ${relative(process.cwd(), f.importer) || f.importer})`))];
+    throw new StartupError(
+      `${handlerLabel} imports the Node built-in ${list.join(', ')}, which njs cannot run; ${workersHint(handlerLabel)}`,
+    );
+  }
+  const bundled = result.outputFiles[0]!.text;
+  // Pass 1: the njs preset (classes, destructuring, spread, for-of, ?., defaults...).
+  const lowered = babel.transformSync(bundled, {
+    babelrc: false,
+    configFile: false,
+    sourceType: 'module',
+    presets: [presetNjs],
+    compact: false,
+    comments: false,
+  });
+  // Pass 2: on the lowered code (spread/classes already gone): await hoisting, exports.
+  const final = babel.transformSync(lowered.code, {
+    babelrc: false,
+    configFile: false,
+    sourceType: 'module',
+    plugins: [hoistAwaitFromArguments, njsExports],
+    compact: false,
+    comments: false,
+    ast: true,
+  });
+  return { code: final.code as string, scan: scan(final.ast) };
+}
+
+function entryFor(handler: string, bridge: string): string {
+  return `import handler from ${JSON.stringify(handler)};
+import { createBridge } from ${JSON.stringify(bridge)};
+export default createBridge(handler);
+`;
+}
+
+const BASELINE_HANDLER = `export default { fetch: function () { return new Response('hello\\n'); } };\n`;
+const baselines = new Map<string, Promise<Scan | undefined>>();
+
+/** The bridge runtime alone (with a one-line handler), so the report can show the handler's share. */
+function baseline(rt: { bridge: string; globals?: string }, minify: boolean): Promise<Scan | undefined> {
+  const key = `${rt.bridge}|${minify}`;
+  let p = baselines.get(key);
+  if (!p) {
+    p = (async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tsgi-njs-base-'));
+      try {
+        const h = join(dir, 'hello.js');
+        writeFileSync(h, BASELINE_HANDLER);
+        return (await compile(entryFor(h, rt.bridge), dir, 'baseline', rt, minify)).scan;
+      } catch {
+        return undefined;
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    })();
+    baselines.set(key, p);
+  }
+  return p;
+}
+
+/** Loads the module in nginx (`nginx -t`): njs compiles and evaluates it at config time. */
+export function validateWithNginx(file: string): { ok: boolean; message: string } {
+  const nginx = nginxBinary();
+  const mod = findJsModule();
+  const dir = mkdtempSync(join(tmpdir(), 'tsgi-njs-check-'));
+  try {
+    const conf = join(dir, 'nginx.conf');
+    writeFileSync(
+      conf,
+      `load_module ${mod};
+pid ${dir}/nginx.pid;
+error_log stderr notice;
+events {}
+http {
+  access_log off;
+  client_body_temp_path ${dir};
+  proxy_temp_path ${dir};
+  fastcgi_temp_path ${dir};
+  uwsgi_temp_path ${dir};
+  scgi_temp_path ${dir};
+  js_import tsgi from ${file};
+  server {
+    listen unix:${dir}/check.sock;
+    location / { js_content tsgi.content; }
+  }
+}
+`,
+    );
+    const r = spawnSync(nginx, ['-t', '-q', '-p', dir, '-c', conf], { encoding: 'utf8' });
+    const text = `${r.stderr ?? ''}${r.stdout ?? ''}`.trim();
+    return { ok: r.status === 0, message: text };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
+  const handler = resolve(opts.handler);
+  if (!existsSync(handler) || !statSync(handler).isFile()) throw new StartupError(`handler not found: ${handler}`);
+  const rt = runtimeFiles(opts.runtimeDir);
+  const minify = opts.minify ?? false;
+  const label = relative(process.cwd(), handler) || handler;
+  const { code, scan: s } = await compile(entryFor(handler, rt.bridge), dirname(handler), label, rt, minify);
+
+  if (s.nodeGlobals.length) {
+    throw new StartupError(`${label} uses the Node-only ${s.nodeGlobals.join(', ')}, which njs cannot run; ${workersHint(label)}`);
+  }
+  if (s.missing.length) {
+    throw new StartupError(
+      `${label} (or a package it imports) uses ${s.missing.join(', ')}, missing in njs 0.7.9; ${workersHint(label)}`,
+    );
+  }
+
+  const outDir = resolve(opts.outDir);
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, opts.fileName ?? 'tsgi.js');
+  writeFileSync(file, `// tsgi njs bundle of ${label}; generated by tsgi nginx build\n${code}\n`);
+  // nginx's unprivileged workers must read it.
+  chmodSync(file, 0o644);
+
+  const total = counts(s);
+  const report: BuildReport = {
+    bytes: Buffer.byteLength(code),
+    ...total,
+    estimatedUsPerRequest: estimate(total),
+    warnings: [],
+    validated: false,
+  };
+  const base = await baseline(rt, minify);
+  const own = base
+    ? {
+        functions: Math.max(0, s.functions - base.functions),
+        prototypeAssignments: Math.max(0, s.prototypeAssignments - base.prototypeAssignments),
+        objectLiterals: Math.max(0, s.objectLiterals - base.objectLiterals),
+        arrayLiterals: Math.max(0, s.arrayLiterals - base.arrayLiterals),
+      }
+    : total;
+  if (base) report.handler = { ...own, estimatedUsPerRequest: estimate(own) };
+  const ownUs = estimate(own);
+  if (ownUs > WARN_US) {
+    report.warnings.push(
+      `the handler builds ~${own.functions} functions, ${own.prototypeAssignments} prototype changes and ` +
+        `${own.objectLiterals + own.arrayLiterals} objects at load time; njs 0.7.9 copies them for every request ` +
+        `(~${ownUs} µs each, about as much as a whole bare njs request or more): workers mode (--workers N) will likely serve it better`,
+    );
+  }
+  if (own.prototypeAssignments > WARN_PROTOTYPES) {
+    report.warnings.push(
+      `${own.prototypeAssignments} prototype changes at load time: near the size where njs 0.7.9 overflows its stack per request; use workers mode`,
+    );
+  }
+
+  if (opts.validate !== false && (opts.validate === true || nginxBinary(false))) {
+    const v = validateWithNginx(file);
+    if (!v.ok) {
+      throw new StartupError(`nginx rejected the njs bundle ${file}: ${v.message.split('\n').find((l) => l.includes('emerg') || l.includes('Error')) ?? v.message.split('\n')[0]}`);
+    }
+    report.validated = true;
+  }
+  return { file, report };
+}
+
+export function formatReport(r: BuildResult): string {
+  const x = r.report;
+  const lines = [
+    `wrote ${r.file} (${x.bytes} bytes${x.validated ? ', loads in nginx' : ''})`,
+    `load time (whole bundle): ${x.functions} functions, ${x.prototypeAssignments} prototype changes, ` +
+      `${x.objectLiterals} objects, ${x.arrayLiterals} arrays; ~${x.estimatedUsPerRequest} µs per request on njs 0.7.9`,
+  ];
+  if (x.handler) {
+    const h = x.handler;
+    lines.push(
+      `  of which the handler: ${h.functions} functions, ${h.prototypeAssignments} prototype changes, ` +
+        `${h.objectLiterals} objects, ${h.arrayLiterals} arrays; ~${h.estimatedUsPerRequest} µs`,
+    );
+  }
+  for (const w of x.warnings) lines.push(`warning: ${w}`);
+  return lines.join('\n');
+}

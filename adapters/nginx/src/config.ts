@@ -1,0 +1,243 @@
+/**
+ * nginx configuration for both modes. `mainConf` is the whole nginx.conf that
+ * `tsgi nginx run` starts; `snippet` is what `tsgi nginx conf` prints for an
+ * existing nginx.
+ */
+import { existsSync } from 'node:fs';
+
+export type Mode = 'embedded' | 'workers';
+
+/** Internal location that auth_request points at; authenticate/authorize run there. */
+export const AUTH_LOCATION = '/_tsgi_auth';
+export const UPSTREAM = 'tsgi_workers';
+/** njs module name in js_import. */
+export const NJS_MODULE = 'tsgi';
+
+export interface SiteOptions {
+  mode: Mode;
+  /** Location served by the handler (default '/'). */
+  location?: string;
+  /** Largest request body, bytes (413 above). */
+  maxBody: number;
+  /** embedded: path of the njs bundle. */
+  bundle?: string;
+  /** workers: unix socket paths of the Node workers. */
+  sockets?: string[];
+  /** Files included at http level. */
+  include?: string[];
+  /** Files included inside the generated server block (guarded locations, static files). */
+  includeServer?: string[];
+}
+
+export interface MainOptions extends SiteOptions {
+  /** Temp dir holding everything: pid, temp paths, bundle, sockets. */
+  dir: string;
+  host: string;
+  port: number;
+  /** Unprivileged user for nginx workers when started as root. */
+  user?: string;
+  workerProcesses?: number;
+  jsModule?: string;
+  /** Access log destination (default /dev/stdout); 'off' turns it off. */
+  accessLog?: string;
+  errorLogLevel?: string;
+  /** Extra server-level lines (the bench adds its comparison locations). */
+  extraServer?: string;
+  /** Extra http-level lines. */
+  extraHttp?: string;
+}
+
+const q = (s: string): string => (/^[\w./:@-]+$/.test(s) ? s : JSON.stringify(s));
+
+/** The log format: combined, plus $tsgi_log (embedded: evaluating it runs the handler's log hook). */
+function logFormat(mode: Mode): string {
+  const hook = mode === 'embedded' ? '$tsgi_log' : '';
+  return `log_format tsgi '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time${hook}';`;
+}
+
+/** http-level directives of the tsgi site (without the server block). */
+export function httpPart(o: SiteOptions): string {
+  const lines: string[] = [];
+  const max = o.maxBody;
+  lines.push(
+    `# request bodies stay in memory: njs 0.7.9 throws "request body is in a file" when one spills`,
+    `client_max_body_size ${max};`,
+    `client_body_buffer_size ${max};`,
+    `large_client_header_buffers 4 32k;`,
+    logFormat(o.mode),
+  );
+  if (o.mode === 'embedded') {
+    lines.push(
+      `js_import ${NJS_MODULE} from ${q(o.bundle!)};`,
+      `# the user authenticate set (content phase or auth_request), read by the log hook`,
+      `js_var $tsgi_user;`,
+      `# used only in the log_format, so the handler's log hook runs in the log phase`,
+      `js_set $tsgi_log ${NJS_MODULE}.log;`,
+      `# streamed chunks (r.send) leave at once`,
+      `postpone_output 0;`,
+    );
+  } else {
+    lines.push(
+      `upstream ${UPSTREAM} {`,
+      ...o.sockets!.map((s) => `  server unix:${s} max_fails=0;`),
+      `  keepalive 64;`,
+      `  keepalive_timeout 60s;`,
+      `}`,
+    );
+  }
+  for (const f of o.include ?? []) lines.push(`include ${q(f)};`);
+  return lines.join('\n');
+}
+
+function proxyCommon(): string[] {
+  return [
+    `proxy_http_version 1.1;`,
+    `proxy_set_header Connection "";`,
+    `proxy_set_header Host $http_host;`,
+    `proxy_set_header X-Real-IP $remote_addr;`,
+    `proxy_set_header X-Forwarded-Proto $scheme;`,
+    `proxy_set_header X-Forwarded-For "";`,
+    // Streams reach the client as the worker writes them, as in embedded mode.
+    `proxy_buffering off;`,
+    `proxy_read_timeout 300s;`,
+    // A worker that vanished mid-reuse of a keep-alive connection: try again (GET/HEAD only).
+    `proxy_next_upstream error timeout;`,
+    `proxy_next_upstream_tries 3;`,
+  ];
+}
+
+/** server-level locations of the tsgi site. */
+export function serverPart(o: SiteOptions): string {
+  const loc = o.location ?? '/';
+  const lines: string[] = [];
+  if (o.mode === 'embedded') {
+    lines.push(
+      `# auth_request target: runs authenticate + authorize for other locations`,
+      `location = ${AUTH_LOCATION} {`,
+      `  internal;`,
+      `  js_content ${NJS_MODULE}.auth;`,
+      `}`,
+      `location ${loc} {`,
+      `  js_content ${NJS_MODULE}.content;`,
+      `}`,
+    );
+  } else {
+    lines.push(
+      `# auth_request target: the worker runs only authenticate + authorize (x-tsgi-phase: access)`,
+      `location = ${AUTH_LOCATION} {`,
+      `  internal;`,
+      `  proxy_pass http://${UPSTREAM}$request_uri;`,
+      `  proxy_pass_request_body off;`,
+      `  proxy_set_header Content-Length "";`,
+      `  proxy_set_header X-Tsgi-Phase access;`,
+      ...proxyCommon().map((l) => `  ${l}`),
+      `}`,
+      `location ${loc} {`,
+      `  proxy_pass http://${UPSTREAM};`,
+      `  # clients cannot ask for the access-only phase`,
+      `  proxy_set_header X-Tsgi-Phase "";`,
+      ...proxyCommon().map((l) => `  ${l}`),
+      `}`,
+    );
+  }
+  for (const f of o.includeServer ?? []) lines.push(`include ${q(f)};`);
+  return lines.join('\n');
+}
+
+const indent = (s: string, n: number): string =>
+  s
+    .split('\n')
+    .map((l) => (l ? ' '.repeat(n) + l : l))
+    .join('\n');
+
+/** How a location elsewhere is guarded by the handler's authenticate/authorize. */
+export function guardExample(location = '/files/', root = '/var/www'): string {
+  return [
+    `location ${location} {`,
+    `  auth_request ${AUTH_LOCATION};`,
+    `  # the user authenticate returned, for $tsgi_user in logs or headers`,
+    `  auth_request_set $tsgi_user $sent_http_x_tsgi_user;`,
+    `  auth_request_set $tsgi_auth_challenge $sent_http_www_authenticate;`,
+    `  add_header WWW-Authenticate $tsgi_auth_challenge always;`,
+    `  root ${root};`,
+    `}`,
+  ].join('\n');
+}
+
+export function findMimeTypes(): string | undefined {
+  return ['/etc/nginx/mime.types', '/usr/local/nginx/conf/mime.types'].find((f) => existsSync(f));
+}
+
+/** The whole nginx.conf of a private instance. */
+export function mainConf(o: MainOptions): string {
+  const tmp = `${o.dir}/tmp`;
+  const mime = findMimeTypes();
+  const out = [
+    `# generated by tsgi nginx run (${o.mode} mode)`,
+    o.user ? `user ${o.user};` : `# not root: nginx workers run as the current user`,
+    `worker_processes ${o.workerProcesses ?? 1};`,
+    `daemon off;`,
+    `master_process on;`,
+    `pid ${o.dir}/nginx.pid;`,
+    `error_log stderr ${o.errorLogLevel ?? 'warn'};`,
+    o.mode === 'embedded' ? `load_module ${o.jsModule};` : '',
+    `events { worker_connections 4096; }`,
+    `http {`,
+    mime ? `  include ${mime};` : '',
+    `  default_type application/octet-stream;`,
+    `  client_body_temp_path ${tmp}/body;`,
+    `  proxy_temp_path ${tmp}/proxy;`,
+    `  fastcgi_temp_path ${tmp}/fastcgi;`,
+    `  uwsgi_temp_path ${tmp}/uwsgi;`,
+    `  scgi_temp_path ${tmp}/scgi;`,
+    `  server_tokens off;`,
+    `  sendfile on;`,
+    `  tcp_nodelay on;`,
+    `  keepalive_timeout 65s;`,
+    `  keepalive_requests 100000;`,
+    indent(httpPart(o), 2),
+    `  access_log ${o.accessLog === 'off' ? 'off' : `${o.accessLog ?? '/dev/stdout'} tsgi`};`,
+    o.extraHttp ? indent(o.extraHttp, 2) : '',
+    `  server {`,
+    `    listen ${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port};`,
+    `    server_name _;`,
+    indent(serverPart(o), 4),
+    o.extraServer ? indent(o.extraServer, 4) : '',
+    `  }`,
+    `}`,
+    ``,
+  ];
+  return out.filter((l) => l !== '').join('\n') + '\n';
+}
+
+/** What `tsgi nginx conf` prints: pieces to paste into an existing nginx. */
+export function snippet(o: SiteOptions & { buildDir?: string; handler: string }): string {
+  const head =
+    o.mode === 'embedded'
+      ? [
+          `# tsgi embedded (njs) for ${o.handler}`,
+          `# 1. tsgi nginx build ${o.handler} -o ${o.buildDir}`,
+          `# 2. in the main context (nginx.conf, outside http):`,
+          `#      load_module modules/ngx_http_js_module.so;`,
+          `# 3. in the http block:`,
+        ]
+      : [
+          `# tsgi workers mode for ${o.handler}: nginx in front of ${o.sockets!.length} Node worker(s)`,
+          `# 1. start the workers, one per socket, as an unprivileged user, e.g.`,
+          ...o.sockets!.map((s) => `#      serve(handler, { unixSocket: '${s}', server: 'nginx', trustProxy: true, phases: true })`),
+          `#    (tsgi nginx run ${o.handler} --workers ${o.sockets!.length} does all of this for you)`,
+          `# 2. in the http block:`,
+        ];
+  return [
+    ...head,
+    httpPart(o),
+    `access_log /var/log/nginx/access.log tsgi;`,
+    ``,
+    `# 4. in the server block:`,
+    serverPart(o),
+    ``,
+    `# optional: guard another location with the handler's authenticate/authorize`,
+    guardExample(),
+    ``,
+  ].join('\n');
+}

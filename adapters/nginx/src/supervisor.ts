@@ -1,0 +1,210 @@
+/**
+ * Workers mode: N Node workers behind nginx, each on its own Unix socket.
+ *
+ * The supervisor creates every listening socket itself and hands it to the
+ * worker as fd 3, keeping its own copy: when a worker dies, the socket stays
+ * open and connections queue in its backlog until the respawned worker
+ * accepts them, so only the requests in flight in the dead worker fail.
+ * Graceful reload rolls the workers one at a time: a new worker on a fresh
+ * socket, nginx reloaded onto it, then the old worker drains and exits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { join } from 'node:path';
+import { StartupError } from '@tsgi/core/node';
+
+const EXIT_STARTUP = 78;
+
+interface PipeHandle {
+  fd: number;
+  close(cb?: () => void): void;
+}
+
+/**
+ * A bound Unix socket that this process never accepts on (cluster's shared
+ * handle does the same); the worker calls listen() on its copy of the fd.
+ */
+function createSocketHandle(path: string): PipeHandle {
+  if (existsSync(path)) unlinkSync(path);
+  const create = (net as unknown as { _createServerHandle?: (a: string, p: number, t: number) => PipeHandle | number })
+    ._createServerHandle;
+  if (typeof create !== 'function') throw new StartupError('this Node version cannot create a shared socket handle');
+  const h = create(path, -1, -1);
+  if (typeof h === 'number') throw new StartupError(`cannot create socket ${path} (error ${h})`);
+  // nginx's unprivileged workers connect to it.
+  chmodSync(path, 0o666);
+  return h;
+}
+
+export interface SupervisorOptions {
+  /** The bundled worker entry (readable by the worker user). */
+  entry: string;
+  /** Directory for sockets (readable by nginx's user). */
+  socketDir: string;
+  workers: number;
+  maxBody: number;
+  uid?: number;
+  gid?: number;
+  cwd: string;
+  /** Where the current pids are written (tests read it). */
+  stateFile?: string;
+  log?: (msg: string) => void;
+}
+
+interface Slot {
+  index: number;
+  generation: number;
+  socket: string;
+  handle: PipeHandle;
+  child?: ChildProcess;
+  /** Consecutive quick crashes, for the backoff. */
+  crashes: number;
+  startedAt: number;
+  retired: boolean;
+  respawnTimer?: NodeJS.Timeout;
+}
+
+export class Supervisor {
+  private slots: Slot[] = [];
+  private stopping = false;
+  private log: (msg: string) => void;
+  /** Respawns so far (tests and logs). */
+  respawns = 0;
+
+  constructor(private o: SupervisorOptions) {
+    this.log = o.log ?? ((m) => console.error(`tsgi nginx: ${m}`));
+  }
+
+  get sockets(): string[] {
+    return this.slots.map((s) => s.socket);
+  }
+
+  get pids(): number[] {
+    return this.slots.map((s) => s.child?.pid ?? 0);
+  }
+
+  private newSlot(index: number, generation: number): Slot {
+    const socket = join(this.o.socketDir, `worker-${index}-${generation}.sock`);
+    return { index, generation, socket, handle: createSocketHandle(socket), crashes: 0, startedAt: 0, retired: false };
+  }
+
+  private writeState(): void {
+    if (!this.o.stateFile) return;
+    writeFileSync(this.o.stateFile, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
+  }
+
+  /** Starts the worker of a slot; resolves when it listens, rejects when it cannot start. */
+  private launch(slot: Slot): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['--enable-source-maps', this.o.entry], {
+        cwd: this.o.cwd,
+        uid: this.o.uid,
+        gid: this.o.gid,
+        env: { ...process.env, TSGI_MAX_BODY: String(this.o.maxBody) },
+        stdio: ['ignore', 'inherit', 'inherit', slot.handle.fd, 'ipc'],
+      });
+      slot.child = child;
+      slot.startedAt = Date.now();
+      let up = false;
+      child.on('message', (m: { tsgi?: string }) => {
+        if (m?.tsgi !== 'ready' || up) return;
+        up = true;
+        this.writeState();
+        resolve();
+      });
+      child.once('error', (err) => {
+        if (!up) reject(new StartupError(`cannot start a Node worker: ${err.message}`));
+      });
+      child.once('exit', (code, signal) => {
+        if (!up) {
+          reject(new StartupError(`the Node worker failed to start (${signal ?? `exit ${code}`})`));
+          return;
+        }
+        this.onExit(slot, child, code, signal);
+      });
+    });
+  }
+
+  private onExit(slot: Slot, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.stopping || slot.retired || slot.child !== child) return;
+    this.log(`worker ${child.pid} died (${signal ?? `exit ${code}`}); respawning`);
+    // Quick successive crashes back off (0.1 s doubling to 5 s); a worker that ran 10 s resets it.
+    if (Date.now() - slot.startedAt > 10_000) slot.crashes = 0;
+    const delay = slot.crashes === 0 ? 0 : Math.min(5_000, 100 * 2 ** (slot.crashes - 1));
+    slot.crashes++;
+    slot.respawnTimer = setTimeout(() => {
+      slot.respawnTimer = undefined;
+      if (this.stopping || slot.retired) return;
+      this.respawns++;
+      this.launch(slot).catch((err: Error) => {
+        this.log(err.message);
+        // A worker that cannot start any more (exit 78): keep trying, slower.
+        if (!this.stopping && !slot.retired && !slot.respawnTimer) this.onExit(slot, slot.child!, EXIT_STARTUP, null);
+      });
+    }, delay);
+  }
+
+  async start(): Promise<void> {
+    for (let i = 0; i < this.o.workers; i++) this.slots.push(this.newSlot(i, 0));
+    try {
+      // One first: a broken handler fails once, with one message.
+      await this.launch(this.slots[0]!);
+      await Promise.all(this.slots.slice(1).map((s) => this.launch(s)));
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private async retire(slot: Slot, graceMs: number): Promise<void> {
+    slot.retired = true;
+    if (slot.respawnTimer) clearTimeout(slot.respawnTimer);
+    const child = slot.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        child.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        child.kill('SIGTERM');
+      });
+    }
+    slot.handle.close();
+    try {
+      unlinkSync(slot.socket);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  /**
+   * Graceful reload: for each worker, start a replacement on a fresh socket,
+   * let `reloadNginx` move nginx onto the new socket list, then drain the old one.
+   */
+  async roll(reloadNginx: (sockets: string[]) => Promise<void>): Promise<void> {
+    for (let i = 0; i < this.slots.length; i++) {
+      if (this.stopping) return;
+      const old = this.slots[i]!;
+      const fresh = this.newSlot(old.index, old.generation + 1);
+      try {
+        await this.launch(fresh);
+      } catch (err) {
+        fresh.retired = true;
+        fresh.handle.close();
+        this.log(`reload: the new worker failed to start, keeping the old one: ${(err as Error).message}`);
+        return;
+      }
+      this.slots[i] = fresh;
+      this.writeState();
+      await reloadNginx(this.sockets);
+      await this.retire(old, 15_000);
+    }
+  }
+
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.slots.map((s) => this.retire(s, graceMs)));
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * The Node side of workers mode as one file: handler + @tsgi/node-http +
+ * @tsgi/core bundled into the run's temp dir, so an unprivileged worker can
+ * load it even when the project sits in a directory only root can read.
+ */
+import { chmodSync, existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build as esbuild } from 'esbuild';
+import { StartupError } from '@tsgi/core/node';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** node_modules dirs that hold @tsgi/*, for handlers that live outside this repo. */
+export function packageNodePaths(): string[] {
+  return [resolve(here, '..', 'node_modules'), resolve(here, '..', '..', '..', 'node_modules')].filter((p) => existsSync(p));
+}
+
+export async function buildWorkerBundle(handler: string, outDir: string): Promise<string> {
+  const file = resolve(handler);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new StartupError(`handler not found: ${file}`);
+  const worker = join(here, 'worker.js');
+  const out = join(outDir, 'worker.mjs');
+  const entry = `import * as mod from ${JSON.stringify(file)};
+import { runWorker } from ${JSON.stringify(worker)};
+runWorker(mod, ${JSON.stringify(file)});
+`;
+  try {
+    await esbuild({
+      stdin: { contents: entry, resolveDir: dirname(file), sourcefile: 'tsgi-worker-entry.js', loader: 'js' },
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      outfile: out,
+      nodePaths: packageNodePaths(),
+      // Only used when serve() gets a path; the worker gets the handler object.
+      external: ['tsx', 'tsx/*'],
+      // CommonJS dependencies may call require() for built-ins.
+      banner: { js: `import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);` },
+      logLevel: 'silent',
+      sourcemap: 'inline',
+    });
+  } catch (err) {
+    const e = err as { errors?: { text: string; location?: { file: string; line: number } | null }[] };
+    const first = e.errors?.[0];
+    if (first) {
+      const at = first.location ? ` (${first.location.file}:${first.location.line})` : '';
+      throw new StartupError(`cannot bundle ${file} for the Node workers: ${first.text}${at}`);
+    }
+    throw err;
+  }
+  chmodSync(out, 0o644);
+  return out;
+}
