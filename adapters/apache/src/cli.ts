@@ -1,4 +1,354 @@
-export async function main(_argv: string[]): Promise<number> {
-  console.error('not implemented yet');
-  return 1;
+// `tsgi apache build|conf|run`: compile mod_tsgi, print a config snippet, or run
+// a private Apache in the foreground (as mod_wsgi-express does).
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { StartupError, loadHandler } from '@tsgi/core/node';
+import { DEFAULT_MPM, serverConf, snippet, type DaemonOptions } from './config.js';
+
+const USAGE = `usage:
+  tsgi apache build
+      compile mod_tsgi with apxs and print the .so path
+  tsgi apache conf <handler> [--location /] [--processes N] [--name app] [--user U] [--group G]
+      print a config snippet to include in an existing Apache (LoadModule, TsgiDaemon, <Location>)
+  tsgi apache run <handler> --port P [--host 127.0.0.1] [--processes N] [--location /] [--include FILE]...
+      [--max-body BYTES] [--request-timeout S] [--queue-timeout S] [--connect-timeout S]
+      [--graceful-timeout S] [--max-requests N] [--user www-data] [--group G] [--threads N] [--log-level warn]
+      run a private Apache in the foreground (Ctrl-C stops it)`;
+
+/** The worker script shipped with this package (dist/worker.js). */
+export const WORKER_SCRIPT = fileURLToPath(new URL('./worker.js', import.meta.url));
+
+export async function main(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case 'build':
+      console.log(await modulePath());
+      return 0;
+    case 'conf':
+      return conf(rest);
+    case 'run':
+      return run(rest);
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      console.error(USAGE);
+      return sub === undefined ? 2 : 0;
+    default:
+      throw new Error(`unknown subcommand '${sub}' (build, conf or run)`);
+  }
+}
+
+/** Builds (or reuses) mod_tsgi.so through build.ts and returns its path. */
+export async function modulePath(): Promise<string> {
+  const { buildModule } = await import('./build.js');
+  return (await buildModule()).so;
+}
+
+function int(name: string, v: string | undefined, min = 0): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || Number(v) < min) throw new StartupError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return Number(v);
+}
+
+const COMMON = {
+  location: { type: 'string', default: '/' },
+  processes: { type: 'string' },
+  name: { type: 'string', default: 'app' },
+  user: { type: 'string' },
+  group: { type: 'string' },
+  'max-body': { type: 'string' },
+  'request-timeout': { type: 'string' },
+  'queue-timeout': { type: 'string' },
+  'connect-timeout': { type: 'string' },
+  'graceful-timeout': { type: 'string' },
+  'max-requests': { type: 'string' },
+} as const;
+
+type Values = Record<string, string | string[] | boolean | undefined>;
+
+function daemonFrom(v: Values, handler: string, worker: string, user?: string, group?: string): DaemonOptions {
+  const s = (k: string) => v[k] as string | undefined;
+  if (!/^[A-Za-z0-9_.-]+$/.test(s('name')!)) throw new StartupError(`--name must be a plain word, got '${s('name')}'`);
+  return {
+    name: s('name')!,
+    handler,
+    worker,
+    processes: int('processes', s('processes'), 1) ?? 1,
+    node: process.execPath,
+    user,
+    group,
+    maxRequests: int('max-requests', s('max-requests')),
+    requestTimeout: int('request-timeout', s('request-timeout')),
+    queueTimeout: int('queue-timeout', s('queue-timeout')),
+    connectTimeout: int('connect-timeout', s('connect-timeout')),
+    gracefulTimeout: int('graceful-timeout', s('graceful-timeout')),
+    maxBody: int('max-body', s('max-body')),
+  };
+}
+
+function handlerArg(positionals: string[]): string {
+  if (positionals.length !== 1) throw new StartupError(`expected one handler path, got ${positionals.length}\n${USAGE}`);
+  return resolve(positionals[0]!);
+}
+
+async function conf(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: COMMON, allowPositionals: true });
+  const handler = handlerArg(positionals);
+  await loadHandler(handler);
+  const so = await modulePath();
+  console.log(
+    snippet({
+      so,
+      daemon: daemonFrom(values, handler, WORKER_SCRIPT, values.user, values.group),
+      location: values.location,
+    }),
+  );
+  return 0;
+}
+
+// ---- run ----
+
+interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+function account(name: string): Account {
+  const r = spawnSync('getent', ['passwd', name], { encoding: 'utf8' });
+  const f = r.status === 0 ? r.stdout.trim().split(':') : [];
+  if (f.length < 4) throw new StartupError(`no such user '${name}' for the workers (--user)`);
+  return { name, uid: Number(f[2]), gid: Number(f[3]) };
+}
+
+function groupId(name: string): number {
+  const r = spawnSync('getent', ['group', name], { encoding: 'utf8' });
+  const f = r.status === 0 ? r.stdout.trim().split(':') : [];
+  if (f.length < 3) throw new StartupError(`no such group '${name}' (--group)`);
+  return Number(f[2]);
+}
+
+/** Whether `who` may use `path` with the rwx `bits` (4, 2, 1), judged from modes alone. */
+function allowed(path: string, who: { uid: number; gid: number }, bits: number): boolean {
+  const st = statSync(path);
+  const mode = st.uid === who.uid ? st.mode >> 6 : st.gid === who.gid ? st.mode >> 3 : st.mode;
+  return (mode & bits) === bits;
+}
+
+/** Every directory from / down to `dir` must be searchable by the worker user. */
+function reachable(dir: string, who: { uid: number; gid: number }): string | undefined {
+  let p = resolve(dir);
+  const chain: string[] = [];
+  for (;;) {
+    chain.unshift(p);
+    const up = dirname(p);
+    if (up === p) break;
+    p = up;
+  }
+  return chain.find((d) => !allowed(d, who, 1));
+}
+
+/**
+ * Bundles the worker runtime and the handler into one ES module, so a worker
+ * running as an unprivileged user needs to read only that file.
+ */
+export async function bundleHandler(handler: string, outfile: string): Promise<void> {
+  const esbuild = await import('esbuild');
+  const entry = `import * as handler from ${JSON.stringify(handler)};
+import { startWorker } from ${JSON.stringify(WORKER_SCRIPT)};
+startWorker(handler);
+`;
+  try {
+    await esbuild.build({
+      stdin: { contents: entry, resolveDir: dirname(handler), sourcefile: 'tsgi-worker-entry.mjs', loader: 'js' },
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      outfile,
+      // The worker starts itself from TSGI_HANDLER only when not bundled.
+      define: { 'process.env.TSGI_BUNDLED': '"1"' },
+      // CommonJS dependencies inside an ES module bundle still call require().
+      banner: { js: "import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);" },
+      external: ['tsx', 'tsx/*', 'esbuild'],
+      logLevel: 'silent',
+      legalComments: 'none',
+    });
+  } catch (err) {
+    const first = (err as { errors?: { text: string; location?: { file: string; line: number } }[] }).errors?.[0];
+    const where = first?.location ? ` (${first.location.file}:${first.location.line})` : '';
+    throw new StartupError(`cannot bundle handler ${handler}: ${first?.text ?? (err as Error).message.split('\n')[0]}${where}`);
+  }
+}
+
+function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...COMMON,
+      port: { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      include: { type: 'string', multiple: true, default: [] },
+      threads: { type: 'string' },
+      'log-level': { type: 'string', default: 'warn' },
+      'server-root': { type: 'string' },
+    },
+  });
+  const handler = handlerArg(positionals);
+  const port = int('port', values.port, 1);
+  if (port === undefined || port > 65535) throw new StartupError('--port P is required (1-65535)');
+  const includes = values.include.map((f) => resolve(f));
+  for (const f of includes) if (!existsSync(f)) throw new StartupError(`--include file not found: ${f}`);
+  if (!/^[a-z]+[0-9]*$/.test(values['log-level'])) throw new StartupError(`bad --log-level '${values['log-level']}'`);
+  const threads = int('threads', values.threads, 1);
+
+  // Fail before Apache starts: wrong path, no fetch, syntax errors.
+  await loadHandler(handler);
+
+  const root = process.getuid?.() === 0;
+  const userName = values.user ?? (root ? 'www-data' : undefined);
+  const who = userName ? account(userName) : { name: '', uid: process.getuid!(), gid: process.getgid!() };
+  const groupName = values.group ?? (userName ? (spawnSync('id', ['-gn', userName], { encoding: 'utf8' }).stdout.trim() || userName) : undefined);
+  if (values.group) who.gid = groupId(values.group);
+  if (root && who.uid === 0) throw new StartupError('the workers must not run as root: pick another --user');
+
+  const so = await modulePath();
+
+  // The server root must be reachable by the worker user; try TMPDIR, then /tmp.
+  const bases = [...new Set([tmpdir(), '/tmp'])];
+  const base = values['server-root'] ? resolve(values['server-root']) : bases.find((b) => !reachable(b, who));
+  if (!base) {
+    throw new StartupError(`no temporary directory the worker user '${userName}' can reach (tried ${bases.join(', ')}); pass --server-root DIR`);
+  }
+  const blocked = reachable(base, who);
+  if (blocked) throw new StartupError(`worker user '${userName}' cannot reach ${blocked} (needs o+x); pass another --server-root`);
+  const nodeBlocked = reachable(dirname(process.execPath), who) ?? (allowed(process.execPath, who, 5) ? undefined : process.execPath);
+  if (nodeBlocked) throw new StartupError(`worker user '${userName}' cannot run node at ${process.execPath} (${nodeBlocked})`);
+
+  mkdirSync(base, { recursive: true });
+  const dir = mkdtempSync(join(base, 'tsgi-apache-'));
+  let cleaned = false;
+  const cleanup = () => {
+    if (cleaned) return;
+    cleaned = true;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    chmodSync(dir, 0o755);
+    for (const d of ['run', 'htdocs']) mkdirSync(join(dir, d), { mode: 0o755 });
+    chmodSync(join(dir, 'run'), 0o755);
+    chmodSync(join(dir, 'htdocs'), 0o755);
+    const app = join(dir, 'app.mjs');
+    await bundleHandler(handler, app);
+    chmodSync(app, 0o644);
+    if (!allowed(app, who, 4)) throw new StartupError(`worker user '${userName}' cannot read ${app}`);
+
+    const procs = int('processes', values.processes, 1) ?? 1;
+    const daemon = daemonFrom(values, app, app, root ? userName : undefined, root ? groupName : undefined);
+    daemon.processes = procs;
+    const mpm = { ...DEFAULT_MPM };
+    if (threads) {
+      mpm.threadsPerChild = threads;
+      mpm.maxRequestWorkers = threads * mpm.serverLimit;
+      mpm.minSpareThreads = Math.min(mpm.minSpareThreads, threads);
+      mpm.maxSpareThreads = Math.max(mpm.minSpareThreads + threads, mpm.maxSpareThreads);
+    }
+    const confFile = join(dir, 'httpd.conf');
+    writeFileSync(
+      confFile,
+      serverConf({
+        root: dir,
+        host: values.host,
+        port,
+        so,
+        daemon,
+        location: values.location,
+        user: root ? userName : undefined,
+        group: root ? groupName : undefined,
+        includes,
+        mpm,
+        logLevel: values['log-level'],
+        gracefulShutdownTimeout: (daemon.gracefulTimeout ?? 15) + 5,
+      }),
+      { mode: 0o644 },
+    );
+    return await foreground(confFile, dir, values.host, port, cleanup);
+  } finally {
+    cleanup();
+  }
+}
+
+const APACHE = existsSync('/usr/sbin/apache2') ? '/usr/sbin/apache2' : 'httpd';
+
+async function foreground(conf: string, dir: string, host: string, port: number, cleanup: () => void): Promise<number> {
+  // Own process group: a terminal Ctrl-C reaches only us, and we ask Apache for a graceful stop.
+  const child = spawn(APACHE, ['-DFOREGROUND', '-d', dir, '-f', conf], { stdio: 'inherit', detached: true });
+  let exited = false;
+  const done = new Promise<number>((res) => {
+    child.once('exit', (code, signal) => {
+      exited = true;
+      res(code ?? (signal ? 128 : 1));
+    });
+    child.once('error', (err) => {
+      exited = true;
+      console.error(`tsgi apache: cannot start ${APACHE}: ${err.message}`);
+      res(1);
+    });
+  });
+  let stops = 0;
+  const stop = () => {
+    if (exited || !child.pid) return;
+    // First signal: graceful-stop (in-flight requests finish); a second one stops at once.
+    process.kill(child.pid, stops++ === 0 ? 'SIGWINCH' : 'SIGTERM');
+  };
+  const graceful = () => {
+    if (!exited && child.pid) process.kill(child.pid, 'SIGUSR1');
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGHUP', graceful);
+  try {
+    // Tell the terminal (and tests) when the port answers.
+    void (async () => {
+      for (let i = 0; i < 600 && !exited; i++) {
+        if (await portOpen(host, port)) {
+          if (!exited) {
+            const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
+            console.error(`tsgi apache: serving ${url} (apache pid ${child.pid}, server root ${dir}); Ctrl-C stops`);
+          }
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    return await done;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    process.off('SIGHUP', graceful);
+    cleanup();
+  }
+}
+
+/** For tests and tools: read a generated config back. */
+export function readConf(dir: string): string {
+  return readFileSync(join(dir, 'httpd.conf'), 'utf8');
 }

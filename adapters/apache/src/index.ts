@@ -1,1 +1,4 @@
-export {};
+export { startWorker, optionsFromEnv, Worker, type WorkerOptions } from './worker.js';
+export { ApacheRequest, requestUrl } from './request.js';
+export { serverConf, snippet, daemonDirective, DEFAULT_MPM, type DaemonOptions, type ServerOptions } from './config.js';
+export { main as cliMain, bundleHandler, modulePath } from './cli.js';
