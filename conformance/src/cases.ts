@@ -434,6 +434,76 @@ export const cases: ConformanceCase[] = [
     },
   },
   {
+    id: 'req.body-once',
+    title: 'a request body reads once: a second read rejects with TypeError',
+    async run(t) {
+      const body = await expectJSON(t, '/echo/twice', { method: 'POST', body: '{"a":1}' });
+      assert.deepEqual(body, { first: '{"a":1}', second: 'TypeError', bodyUsed: true });
+    },
+  },
+  {
+    id: 'req.clone',
+    title: 'request.clone() and new Request(request) work on the incoming request',
+    async run(t) {
+      const body = await expectJSON(t, '/echo/clone', { method: 'POST', body: 'clone me' });
+      assert.deepEqual(body, {
+        clone: 'clone me',
+        rebuilt: 'clone me',
+        sameURL: true,
+        method: 'POST',
+        cloneIsRequest: true,
+        originalUsed: true,
+      });
+    },
+  },
+  {
+    id: 'req.expect-continue',
+    title: 'Expect: 100-continue gets a 100 before the body is sent, then the final response',
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(
+          `POST /echo/text HTTP/1.1\r\nHost: ${t.host}\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n`,
+        );
+        await c.waitForData();
+        assert.match(c.received(), /^HTTP\/1\.1 100/, 'expected 100 Continue before sending the body');
+        await c.write('continue');
+        const r = await c.readResponse();
+        assert.equal(r.status, 200);
+        assert.equal(JSON.parse(r.body.toString()).text, 'continue');
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
+    id: 'req.truncated-body-rejects',
+    title: 'a body cut short by a client disconnect makes the body read reject, never resolve truncated',
+    optOut: { 'nginx:embedded': NJS_NO_SHARED_STATE },
+    async run(t) {
+      const key = t.key('trunc');
+      const c = await t.connect();
+      await c.write(`POST /echo/record?key=${key} HTTP/1.1\r\nHost: ${t.host}\r\nContent-Length: 100000\r\n\r\n`);
+      await c.write(Buffer.alloc(1000, 0x63));
+      // Give the server the chance to start the handler; servers that buffer the
+      // whole body first never start it, which is fine too.
+      const started = await t.poll(
+        () => t.fetch(`/outcome?key=${key}`).then((r) => r.text()),
+        (v) => v !== 'unknown',
+        3000,
+      );
+      c.close();
+      if (started === 'unknown') return;
+      const outcome = await t.poll(
+        () => t.fetch(`/outcome?key=${key}`).then((r) => r.text()),
+        (v) => v !== 'reading',
+        12_000,
+      );
+      assert.equal(outcome, 'rejected');
+      await stillFine(t);
+    },
+  },
+  {
     id: 'req.methods',
     title: 'PUT, PATCH, DELETE and OPTIONS reach the handler with their method',
     async run(t) {
@@ -619,6 +689,62 @@ export const cases: ConformanceCase[] = [
     },
   },
 
+  {
+    id: 'stream.cancel-on-disconnect',
+    title: "a client that leaves mid-stream makes the server cancel the handler's stream",
+    optOut: { 'nginx:embedded': NJS_NO_SHARED_STATE },
+    async run(t) {
+      const key = t.key('cancel');
+      const c = await t.connect();
+      await c.write(get(t, `/stream/endless?key=${key}`));
+      await c.waitForData();
+      assert.match(c.received(), /^HTTP\/1\.1 200/);
+      c.close();
+      const outcome = await t.poll(
+        () => t.fetch(`/outcome?key=${key}`).then((r) => r.text()),
+        (v) => v !== 'streaming',
+        12_000,
+      );
+      assert.equal(outcome, 'cancelled');
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'stream.error-before-first-byte',
+    title: 'a stream that errors before its first chunk gives a bare 500',
+    async run(t) {
+      await expectBare500(t, '/stream/error-early');
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'stream.error-midway',
+    title: 'a stream that errors after some chunks ends the connection without a clean end of body',
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(get(t, '/stream/error-midway'));
+        let complete: RawResponse | undefined;
+        try {
+          complete = await c.readResponse();
+        } catch {
+          // Expected: the connection closed before the body was complete.
+        }
+        assert.equal(
+          complete,
+          undefined,
+          `a failed stream must not look like a complete body (got ${JSON.stringify(complete?.body.toString())})`,
+        );
+        const got = c.received();
+        assert.match(got, /^HTTP\/1\.1 200/);
+        assert.ok(!got.includes(SECRET), 'the stream error leaked');
+      } finally {
+        c.close();
+      }
+      await stillFine(t);
+    },
+  },
+
   // ---- errors --------------------------------------------------------
   {
     id: 'error.sync-throw',
@@ -787,7 +913,7 @@ export const cases: ConformanceCase[] = [
   },
   {
     id: 'hook.log-outcomes',
-    title: 'log sees the rejecting status (401), the accepted user, a POST, and 0 bytes for HEAD',
+    title: 'log sees the rejecting status (401), the accepted user, a POST, and 0 bytes for 204 and HEAD',
     optOut: { 'nginx:embedded': NJS_NO_SHARED_STATE },
     async run(t) {
       const last = async (tag: string) => {
@@ -815,6 +941,14 @@ export const cases: ConformanceCase[] = [
       await (await t.fetch(`/echo/text?logtag=${post}`, { method: 'POST', body: 'abc' })).text();
       const e3 = await last(post);
       assert.equal(e3.method, 'POST');
+
+      const nobody = t.key('log');
+      const n = await t.fetch(`/status/204?logtag=${nobody}`);
+      await n.arrayBuffer();
+      assert.equal(n.status, 204);
+      const e204 = await last(nobody);
+      assert.equal(e204.status, 204);
+      assert.equal(e204.bytes, 0);
 
       const head = t.key('log');
       const h = await t.exchange(`HEAD /log/probe?logtag=${head} HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`, {
@@ -852,6 +986,19 @@ export const cases: ConformanceCase[] = [
       assert.equal(a.user, '(undefined)');
       assert.equal(a.waitUntilType, 'function');
       assert.equal(a.envIsObject, true);
+    },
+  },
+
+  {
+    id: 'ctx.ip-not-spoofable',
+    title: 'ctx.ip ignores X-Forwarded-For and X-Real-IP sent by the client',
+    async run(t) {
+      const r = await t.exchange(
+        get(t, '/ctx', 'X-Forwarded-For: 203.0.113.7\r\nX-Real-IP: 203.0.113.8\r\nForwarded: for=203.0.113.9\r\nConnection: close\r\n'),
+      );
+      assert.equal(r.status, 200);
+      const ip = JSON.parse(r.body.toString()).ip as string;
+      assert.ok(['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(ip), `ctx.ip is ${ip}`);
     },
   },
 
@@ -1044,6 +1191,16 @@ export const cases: ConformanceCase[] = [
         const r = await t.exchange(line);
         assert.equal(r.status, 400, JSON.stringify(line));
       }
+      await stillFine(t);
+    },
+  },
+
+  {
+    id: 'conn.missing-host',
+    title: 'an HTTP/1.1 request without Host gets 400; the server stays up',
+    async run(t) {
+      const r = await t.exchange('GET /text HTTP/1.1\r\nConnection: close\r\n\r\n');
+      assert.equal(r.status, 400);
       await stillFine(t);
     },
   },

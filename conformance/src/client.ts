@@ -91,6 +91,11 @@ export class RawConnection {
     for (const f of w) f();
   }
 
+  /** What was received and not yet consumed, as latin1 text. */
+  received(): string {
+    return this.buf.toString('latin1');
+  }
+
   /** Bytes received and not yet consumed by readResponse. */
   get pending(): number {
     return this.buf.length;
