@@ -1,0 +1,163 @@
+// Starts `tsgi nginx run ...` as a real process and waits for its ready line.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer, request, Agent } from 'node:http';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '..', '..', '..');
+export const tsgiBin = resolve(repoRoot, 'cli', 'bin', 'tsgi.js');
+export const fixturesDir = resolve(here, 'fixtures');
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export interface Running {
+  url: string;
+  port: number;
+  /** The generated nginx.conf and its temp dir. */
+  conf: string;
+  dir: string;
+  proc: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  stop(): Promise<number | null>;
+}
+
+/** Runs the tsgi CLI to completion (build, conf, bad input). */
+export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    const p = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      res({ code, stdout, stderr });
+    });
+  });
+}
+
+export async function startNginx(handler: string, extra: string[] = []): Promise<Running> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [tsgiBin, 'nginx', 'run', handler, '--port', String(port), ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  // Always drain stdout (the access log): a full pipe would stall nginx.
+  proc.stdout!.on('data', (d) => {
+    out += d;
+    if (out.length > 1_000_000) out = out.slice(-200_000);
+  });
+  const ready = await new Promise<RegExpMatchArray>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`tsgi nginx run did not get ready:\n${err}`)), 90_000);
+    proc.stderr!.on('data', (d) => {
+      err += d;
+      const m = /ready on (http:\/\/\S+?)\/?\S* \(.*conf (\S+)\)/.exec(err);
+      if (m) {
+        clearTimeout(t);
+        res(m);
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(t);
+      rej(new Error(`tsgi nginx run exited (${code}) before ready:\n${err}`));
+    });
+  });
+  const conf = ready[2]!;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    conf,
+    dir: dirname(conf),
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    stop: () =>
+      new Promise((res) => {
+        if (proc.exitCode !== null) return res(proc.exitCode);
+        const t = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+        proc.once('exit', (code) => {
+          clearTimeout(t);
+          res(code);
+        });
+        proc.kill('SIGTERM');
+      }),
+  };
+}
+
+export function workersState(dir: string): { pids: number[]; sockets: string[]; respawns: number } {
+  return JSON.parse(readFileSync(resolve(dir, 'workers.json'), 'utf8'));
+}
+
+export interface LoadResult {
+  ok: number;
+  failed: number;
+  statuses: Record<string, number>;
+  errors: string[];
+}
+
+/**
+ * Bounded keep-alive load: `concurrency` loops of sequential GETs until stop().
+ * A request that fails on a reused keep-alive socket before any response is
+ * retried once, as HTTP clients do (RFC 9112 9.3.1): nginx closing an idle
+ * connection while shutting a worker down is not a failed request.
+ */
+export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult> } {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [] };
+  let running = true;
+  const once = (): Promise<void> =>
+    new Promise((res) => {
+      const attempt = (retry: boolean): void => {
+        const req = request(url, { agent }, (resp) => {
+          resp.resume();
+          resp.on('end', () => {
+            const k = String(resp.statusCode);
+            r.statuses[k] = (r.statuses[k] ?? 0) + 1;
+            if (resp.statusCode === 200) r.ok++;
+            else r.failed++;
+            res();
+          });
+          resp.on('error', (e) => {
+            r.failed++;
+            r.errors.push(e.message);
+            res();
+          });
+        });
+        req.on('error', (e: NodeJS.ErrnoException) => {
+          if (retry && req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) return attempt(false);
+          r.failed++;
+          r.errors.push(`${e.code ?? ''} ${e.message}`);
+          res();
+        });
+        req.end();
+      };
+      attempt(true);
+    });
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running) await once();
+  });
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      agent.destroy();
+      return r;
+    },
+  };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
