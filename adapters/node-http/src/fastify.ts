@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
+import { firstChunkWait } from './send.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { internalError, statusHasNoBody, toRawResponse, type Handler, type RawResponse } from '@tsgi/core';
 import { toNodeListener, type NodeAdapterOptions } from './listener.js';
@@ -63,7 +65,18 @@ export async function fastifyTsgi(app: FastifyInstance, opts: FastifyTsgiOptions
       listener.log(`request ${d.ctx.id}: invalid response`, err);
       raw = toRawResponse(internalError());
     }
-    const payload = toReply(reply, raw, request.method === 'HEAD');
+    let payload = toReply(reply, raw, request.method === 'HEAD');
+    if (payload instanceof Readable) {
+      // Same rule as the node:http path: a stream failing before its first chunk is a clean 500.
+      const stream = payload;
+      const settle = (ev: string): Promise<unknown> => once(stream, ev).catch(() => undefined);
+      await Promise.race([settle('readable'), settle('error'), firstChunkWait()]);
+      if (stream.errored) {
+        listener.log(`request ${d.ctx.id}: response stream failed before its first chunk`);
+        reply.removeHeader('content-length');
+        payload = toReply(reply, toRawResponse(internalError()), request.method === 'HEAD');
+      }
+    }
     reply.raw.once('close', () => {
       const len = Number(reply.getHeader('content-length') ?? 0);
       listener.done(reply.raw, d.request, d.ctx, reply.raw.statusCode, request.method === 'HEAD' ? 0 : len, d.start);

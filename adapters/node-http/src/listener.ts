@@ -57,14 +57,38 @@ function clientIp(req: IncomingMessage, trustProxy: boolean): string {
   return req.socket.remoteAddress ?? '';
 }
 
-/** Sends a response the adapter itself decided on, closing the connection when the body was left unread. */
+/** Sends a response the adapter itself decided on. */
 function sendOwn(res: ServerResponse, status: number, text: string, close: boolean): void {
   if (res.headersSent) return;
-  if (close) res.shouldKeepAlive = false;
   const headers = ['content-type', 'text/plain;charset=UTF-8', 'content-length', String(Buffer.byteLength(text))];
   if (close) headers.push('connection', 'close');
   res.writeHead(status, headers);
   res.end(text);
+}
+
+// How much of a refused body we read and discard, and for how long, before cutting the connection.
+const LINGER_BYTES = 64 * 1024 * 1024;
+const LINGER_MS = 10_000;
+
+/**
+ * 413 for a body over the limit. Closing a socket with unread request data
+ * makes the kernel send RST, which can destroy the 413 before the client reads
+ * it; so, like nginx's lingering close, read and discard a bounded amount.
+ * A declared length we are willing to drain keeps the connection alive.
+ */
+function refuseBody(req: IncomingMessage, res: ServerResponse, declared: number | undefined): void {
+  const keep = declared !== undefined && declared <= LINGER_BYTES;
+  sendOwn(res, 413, 'Payload Too Large\n', !keep);
+  let seen = 0;
+  const timer = setTimeout(() => req.socket.destroy(), LINGER_MS);
+  timer.unref();
+  req.on('data', (c: Buffer) => {
+    seen += c.length;
+    if (seen > LINGER_BYTES) req.socket.destroy();
+  });
+  req.once('end', () => clearTimeout(timer));
+  req.once('close', () => clearTimeout(timer));
+  req.resume();
 }
 
 /**
@@ -83,7 +107,7 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
     maxBodySize: maxBody,
     scheme: options.https ? 'https' : 'http',
     trustProxy,
-    onTooLarge: (r) => sendOwn(r._res, 413, 'Payload Too Large\n', true),
+    onTooLarge: (r) => refuseBody(r._req, r._res, undefined),
   };
   let initialized = false;
   const ready = initHandler(handler, { server: kind, env: process.env }).then(() => {
@@ -130,6 +154,11 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
         (bytes) => done(res, request, ctx, res.statusCode, bytes, start),
         (err) => {
           log(`request ${ctx.id}: response stream failed`, err);
+          if (!res.headersSent) {
+            // Failed before its first chunk: nothing went out, so a clean 500 still can.
+            void sendResponse(res, toRawResponse(internalError()), req.method === 'HEAD');
+            return done(res, request, ctx, 500, 0, start);
+          }
           done(res, request, ctx, res.statusCode, 0, start);
         },
       );
@@ -164,38 +193,34 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
     const ctx = new RequestContext(kind, clientIp(req, trustProxy), lifecycle);
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > maxBody) {
-      sendOwn(res, 413, 'Payload Too Large\n', true);
+      refuseBody(req, res, Number(cl));
       done(res, request, ctx, 413, 0, start);
       return null;
     }
-    return { request, ctx, start, response: runPipeline(handler, request as unknown as Request, ctx, log) };
+    const response =
+      phases && req.headers['x-tsgi-phase'] === 'access'
+        ? accessOnly(request as unknown as Request, ctx)
+        : runPipeline(handler, request as unknown as Request, ctx, log);
+    return { request, ctx, start, response };
+  }
+
+  /** nginx auth_request: 200 (+ x-tsgi-user) to go on, or the rejecting response. */
+  function accessOnly(request: Request, ctx: RequestContext): Promise<Response> {
+    return runAccess(handler, request, ctx).then(
+      (rejected) => rejected ?? plainResponse(200, '', ctx.user ? { 'x-tsgi-user': ctx.user } : {}),
+      (err) => {
+        log(`request ${ctx.id}: authenticate/authorize threw`, err);
+        return internalError();
+      },
+    );
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
-    lifecycle.begin();
-    const start = hasLog ? performance.now() : 0;
-    const request = new NodeRequest(req, res, reqOpts);
-    const ctx = new RequestContext(kind, clientIp(req, trustProxy), lifecycle);
-    const cl = req.headers['content-length'];
-    if (cl !== undefined && Number(cl) > maxBody) {
-      sendOwn(res, 413, 'Payload Too Large\n', true);
-      done(res, request, ctx, 413, 0, start);
-      return;
-    }
-    let out: Response | Promise<Response>;
-    if (phases && req.headers['x-tsgi-phase'] === 'access') {
-      out = runAccess(handler, request as unknown as Request, ctx).then(
-        (rejected) => rejected ?? plainResponse(200, '', ctx.user ? { 'x-tsgi-user': ctx.user } : {}),
-        (err) => {
-          log(`request ${ctx.id}: authenticate/authorize threw`, err);
-          return internalError();
-        },
-      );
-    } else {
-      out = runPipeline(handler, request as unknown as Request, ctx, log);
-    }
-    if (out instanceof Promise) out.then((r) => finish(req, res, request, ctx, r, start));
-    else finish(req, res, request, ctx, out, start);
+    const d = dispatch(req, res);
+    if (!d) return;
+    const out = d.response;
+    if (out instanceof Promise) out.then((r) => finish(req, res, d.request, d.ctx, r, d.start));
+    else finish(req, res, d.request, d.ctx, out, d.start);
   }
 
   const listener = ((req: IncomingMessage, res: ServerResponse): void => {

@@ -130,14 +130,16 @@ export class NodeRequest {
     if (!Number.isFinite(limit)) return req;
     let seen = 0;
     const out = new Readable({ read: () => req.resume() });
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       seen += chunk.length;
       if (seen > limit) {
+        req.off('data', onData);
         req.pause();
         this._opts.onTooLarge(this);
         out.destroy(new BodyTooLargeError(limit));
       } else if (!out.push(chunk)) req.pause();
-    });
+    };
+    req.on('data', onData);
     req.once('end', () => out.push(null));
     req.once('error', (err) => out.destroy(err));
     req.once('aborted', () => out.destroy(new DOMException('The client disconnected', 'AbortError')));

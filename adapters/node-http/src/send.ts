@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { setTimeout } from 'node:timers';
 import { statusHasNoBody, type RawResponse } from '@tsgi/core';
 
 // Framing is the server's job: a handler's values for these would corrupt the wire.
@@ -41,18 +42,45 @@ export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: bool
     res.end(body);
     return len;
   }
-  res.writeHead(status, outHeaders(raw, undefined));
   if (isHead) {
     // An endless stream must not keep a HEAD waiting.
+    res.writeHead(status, outHeaders(raw, undefined));
     void body.cancel().catch(() => {});
     res.end();
     return 0;
   }
-  return pump(body, res);
+  return pump(body, res, status, outHeaders(raw, undefined));
 }
 
-async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse): Promise<number> {
+/** Thrown when a stream fails before anything was sent: the caller can still answer 500. */
+export class StreamStartError extends Error {
+  override name = 'StreamStartError';
+}
+
+// How long the status waits for a stream's first chunk. A stream that errors at
+// once still gets a clean 500; one that waits (SSE) gets its headers promptly.
+const FIRST_CHUNK_WAIT_MS = 10;
+
+type Read = ReadableStreamReadResult<Uint8Array>;
+
+/** Resolves null after FIRST_CHUNK_WAIT_MS, without keeping the process alive. */
+export function firstChunkWait(): Promise<null> {
+  return new Promise((resolve) => setTimeout(resolve, FIRST_CHUNK_WAIT_MS, null).unref());
+}
+
+async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, status: number, headers: string[]): Promise<number> {
   const reader = body.getReader();
+  let pending: Promise<Read> | undefined = reader.read();
+  const early = await Promise.race([
+    pending.then(
+      (r) => ({ r }),
+      (e: unknown) => ({ e }),
+    ),
+    firstChunkWait(),
+  ]);
+  if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
+  res.writeHead(status, headers);
+  if (!early) res.flushHeaders();
   let bytes = 0;
   let closed = false;
   const onClose = (): void => {
@@ -60,11 +88,10 @@ async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse): Prom
     if (!res.writableFinished) reader.cancel().catch(() => {});
   };
   res.once('close', onClose);
-  // Headers leave now, so a stream that waits before its first chunk still answers promptly.
-  res.flushHeaders();
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      const { done, value } = early && pending ? early.r : await (pending ?? reader.read());
+      pending = undefined;
       if (done || closed) break;
       const chunk = typeof value === 'string' ? Buffer.from(value) : value;
       bytes += chunk.byteLength;
