@@ -1,0 +1,93 @@
+// `tsgi nginx` command line: bad input fails with one clear line before nginx starts; conf prints snippets.
+import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { fixturesDir, runCli } from './helpers.js';
+
+const hello = join(fixturesDir, 'hello.ts');
+const runDirs = (): string[] => readdirSync(tmpdir()).filter((d) => d.startsWith('tsgi-nginx-'));
+
+function oneLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  return lines[0]!;
+}
+
+describe('tsgi nginx: bad input', () => {
+  it('a wrong handler path: one line, exit 1, nothing started', async () => {
+    const before = runDirs();
+    for (const extra of [[], ['--workers', '1']]) {
+      const r = await runCli(['nginx', 'run', '/nonexistent/handler.ts', '--port', '1', ...extra]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(oneLine(r.stderr)).toBe('tsgi nginx: handler not found: /nonexistent/handler.ts');
+      expect(r.stderr).not.toContain('ready');
+    }
+    // No temp dir was created (nginx never got a config).
+    expect(runDirs().filter((d) => !before.includes(d))).toEqual([]);
+  });
+
+  it('a handler that is a directory, a missing --port, a bad --workers, an unknown option, a missing include', async () => {
+    const cases: [string[], RegExp][] = [
+      [['nginx', 'run', fixturesDir, '--port', '8080'], /handler not found/],
+      [['nginx', 'run', hello], /run needs --port P/],
+      [['nginx', 'run', hello, '--port', '8080', '--workers', '0'], /--workers must be an integer from 1 to 256, got '0'/],
+      [['nginx', 'run', hello, '--port', 'http'], /--port must be an integer/],
+      [['nginx', 'run', hello, '--port', '8080', '--bogus'], /unknown option --bogus/],
+      [['nginx', 'run', hello, '--port', '8080', '--include', '/nonexistent.conf'], /include file not found: \/nonexistent.conf/],
+      [['nginx', 'build', hello], /build needs -o <dir>/],
+      [['nginx', 'frobnicate'], /unknown nginx command 'frobnicate'/],
+    ];
+    for (const [args, re] of cases) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(oneLine(r.stderr)).toMatch(re);
+      expect(oneLine(r.stderr)).toMatch(/^tsgi nginx: /);
+    }
+  });
+
+  it('a handler whose default export has no fetch fails to start in workers mode with one clear line', async () => {
+    const r = await runCli(['nginx', 'run', join(fixturesDir, 'no-fetch.ts'), '--port', '1', '--workers', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('the default export must be an object with a fetch(request, ctx) method');
+    expect(r.stderr).toMatch(/tsgi nginx: the Node worker failed to start/);
+  });
+});
+
+describe('tsgi nginx conf', () => {
+  it('embedded: js_import, js_content, the log hook via js_set, the auth location, body limits', async () => {
+    const r = await runCli(['nginx', 'conf', hello, '--location', '/app/', '--max-body', '1048576', '-o', '/srv/tsgi']);
+    expect(r.code).toBe(0);
+    const s = r.stdout;
+    expect(s).toContain('js_import tsgi from /srv/tsgi/tsgi.js;');
+    expect(s).toMatch(/location \/app\/ \{\s+js_content tsgi\.content;/);
+    expect(s).toContain('js_set $tsgi_log tsgi.log;');
+    expect(s).toMatch(/log_format tsgi .*\$tsgi_log'/);
+    expect(s).toMatch(/location = \/_tsgi_auth \{\s+internal;\s+js_content tsgi\.auth;/);
+    expect(s).toContain('client_max_body_size 1048576;');
+    expect(s).toContain('client_body_buffer_size 1048576;');
+    expect(s).toContain('postpone_output 0;');
+    expect(s).toContain('auth_request /_tsgi_auth;');
+  });
+
+  it('workers: upstream with keepalive, proxy headers, the phase header cleared for clients', async () => {
+    const r = await runCli(['nginx', 'conf', hello, '--workers', '2']);
+    expect(r.code).toBe(0);
+    const s = r.stdout;
+    expect(s).toMatch(/upstream tsgi_workers \{[^}]*server unix:\/run\/tsgi\/worker-0\.sock[^}]*worker-1\.sock[^}]*keepalive 64;/);
+    expect(s).toContain('proxy_http_version 1.1;');
+    expect(s).toContain('proxy_set_header Connection "";');
+    expect(s).toContain('proxy_set_header X-Real-IP $remote_addr;');
+    expect(s).toContain('proxy_set_header X-Forwarded-Proto $scheme;');
+    expect(s).toContain('proxy_set_header X-Tsgi-Phase "";');
+    expect(s).toMatch(/location = \/_tsgi_auth \{[^}]*proxy_set_header X-Tsgi-Phase access;[^}]*\}/);
+    expect(s).toContain('proxy_pass_request_body off;');
+  });
+
+  it('the help text', async () => {
+    const r = await runCli(['nginx', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('tsgi nginx run <handler> --port P');
+    expect(existsSync(hello)).toBe(true);
+  });
+});

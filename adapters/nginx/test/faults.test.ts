@@ -1,0 +1,97 @@
+// Workers mode under faults: a worker killed under load, nginx reloaded under load, and the
+// supervisor's graceful reload (SIGHUP: workers rolled one at a time) under load.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fixturesDir, load, sleep, startNginx, workersState, type Running } from './helpers.js';
+
+const CONCURRENCY = 8;
+let srv: Running;
+
+beforeAll(async () => {
+  srv = await startNginx(join(fixturesDir, 'hello.ts'), ['--workers', '2']);
+});
+afterAll(async () => {
+  await srv?.stop();
+});
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function waitFor(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function get(path: string): Promise<number> {
+  const r = await fetch(srv.url + path);
+  await r.text();
+  return r.status;
+}
+
+describe('nginx workers mode faults', () => {
+  it('a worker killed under load: only in-flight requests may fail, the worker is respawned, service goes on', async () => {
+    const before = workersState(srv.dir);
+    const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
+    await sleep(500);
+    process.kill(before.pids[0]!, 'SIGKILL');
+    await waitFor(() => {
+      const s = workersState(srv.dir);
+      return s.respawns === before.respawns + 1 && s.pids[0] !== before.pids[0] && s.pids[0]! > 0;
+    }, 'the respawned worker');
+    await sleep(500);
+    const r = await l.stop();
+    // At most the requests in flight in the dead worker fail (nginx retries idempotent ones).
+    expect(r.failed, JSON.stringify(r)).toBeLessThanOrEqual(CONCURRENCY);
+    expect(r.ok).toBeGreaterThan(0);
+    const after = workersState(srv.dir);
+    expect(alive(after.pids[0]!)).toBe(true);
+    expect(after.pids[1]).toBe(before.pids[1]);
+    expect(srv.stderr()).toContain(`worker ${before.pids[0]} died (SIGKILL); respawning`);
+    expect(await get('/')).toBe(200);
+  });
+
+  it('nginx -s reload under load: zero failed requests', async () => {
+    const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
+    await sleep(300);
+    const r1 = spawnSync('nginx', ['-p', srv.dir, '-c', srv.conf, '-s', 'reload'], { encoding: 'utf8' });
+    expect(r1.status, r1.stderr).toBe(0);
+    await sleep(800);
+    const r2 = spawnSync('nginx', ['-p', srv.dir, '-c', srv.conf, '-s', 'reload'], { encoding: 'utf8' });
+    expect(r2.status, r2.stderr).toBe(0);
+    await sleep(800);
+    const r = await l.stop();
+    expect(r.failed, JSON.stringify(r)).toBe(0);
+    expect(r.ok).toBeGreaterThan(0);
+  });
+
+  it('graceful reload (SIGHUP to tsgi nginx run) under load: workers rolled, zero failed requests', async () => {
+    const before = workersState(srv.dir);
+    const reloads = srv.stderr().split('tsgi nginx: reloaded').length;
+    const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
+    await sleep(300);
+    srv.proc.kill('SIGHUP');
+    await waitFor(() => srv.stderr().split('tsgi nginx: reloaded').length > reloads, 'the reload', 60_000);
+    await sleep(300);
+    const r = await l.stop();
+    expect(r.failed, JSON.stringify(r)).toBe(0);
+    expect(r.ok).toBeGreaterThan(0);
+    const after = workersState(srv.dir);
+    // Every worker replaced, on a fresh socket; the old ones drained and exited.
+    for (let i = 0; i < before.pids.length; i++) {
+      expect(after.pids[i]).not.toBe(before.pids[i]);
+      expect(after.sockets[i]).not.toBe(before.sockets[i]);
+      expect(alive(before.pids[i]!)).toBe(false);
+    }
+    expect(await get('/')).toBe(200);
+  });
+});
