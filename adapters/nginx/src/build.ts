@@ -6,7 +6,7 @@
  */
 import { builtinModules, createRequire } from 'node:module';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -98,10 +98,17 @@ function rejectNodeBuiltins(found: { name: string; importer: string }[]): Plugin
   };
 }
 
+function builtinError(found: { name: string; importer: string }[], handlerLabel: string): StartupError {
+  const list = [...new Set(found.map((f) => `"${f.name}" (imported by ${relative(process.cwd(), f.importer) || f.importer})`))];
+  return new StartupError(
+    `${handlerLabel} imports the Node built-in ${list.join(', ')}, which njs cannot run; ${workersHint(handlerLabel)}`,
+  );
+}
+
 /** `@tsgi/core` inside njs: only the runtime-agnostic helpers, with the runtime's Response. */
-function coreShim(bridgeFile: string): Plugin {
+function coreShim(webapiFile: string): Plugin {
   const contents = `
-import { Response } from ${JSON.stringify(bridgeFile)};
+import { Response } from ${JSON.stringify(webapiFile)};
 export { Response };
 export function defineHandler(h) { return h; }
 export function plainResponse(status, text, headers) {
@@ -134,10 +141,22 @@ function findFile(dir: string, base: string): string | undefined {
   return undefined;
 }
 
-export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaultRuntimeDir): { bridge: string; globals?: string } {
+export interface RuntimeFiles {
+  /** Exports the bridge factory: handler -> { content, auth, log } njs functions. */
+  bridge: string;
+  /** Its export name (`bridge`; `createBridge` in the early stub). */
+  factory: string;
+  /** Exports the Web API implementations that replace the handler's free globals. */
+  globals: string;
+}
+
+export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaultRuntimeDir): RuntimeFiles {
   const bridge = findFile(runtimeDir, 'bridge');
-  if (!bridge) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts)`);
-  return { bridge, globals: findFile(runtimeDir, 'globals') };
+  const globals = findFile(runtimeDir, 'webapi') ?? findFile(runtimeDir, 'globals');
+  if (!bridge || !globals) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, webapi.ts)`);
+  const src = readFileSync(bridge, 'utf8');
+  const factory = /export function bridge\b/.test(src) ? 'bridge' : 'createBridge';
+  return { bridge, factory, globals };
 }
 
 /** Babel plugin: njs 0.7.9 rejects `f(await x)` (babel-preset-njs #4); evaluate arguments into temps first. */
@@ -317,7 +336,7 @@ interface Compiled {
   scan: Scan;
 }
 
-async function compile(entry: string, resolveDir: string, handlerLabel: string, rt: { bridge: string; globals?: string }, minify: boolean): Promise<Compiled> {
+async function compile(entry: string, resolveDir: string, handlerLabel: string, rt: RuntimeFiles, minify: boolean): Promise<Compiled> {
   const found: { name: string; importer: string }[] = [];
   let result;
   try {
@@ -332,9 +351,9 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
       mainFields: ['module', 'main'],
       nodePaths: packageNodePaths(),
       conditions: ['worker', 'browser'],
-      inject: rt.globals ? [rt.globals] : [],
+      inject: [rt.globals],
       define: { 'process.env.NODE_ENV': '"production"' },
-      plugins: [rejectNodeBuiltins(found), coreShim(rt.bridge)],
+      plugins: [rejectNodeBuiltins(found), coreShim(rt.globals)],
       minifySyntax: minify,
       legalComments: 'none',
       logLevel: 'silent',
@@ -343,18 +362,14 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
   } catch (err) {
     const e = err as { errors?: { text: string; location?: { file: string; line: number } | null }[] };
     const first = e.errors?.[0];
+    if (found.length) throw builtinError(found, handlerLabel);
     if (first) {
       const at = first.location ? ` (${first.location.file}:${first.location.line})` : '';
       throw new StartupError(`cannot bundle ${handlerLabel}: ${first.text}${at}`);
     }
     throw err;
   }
-  if (found.length) {
-    const list = [...new Set(found.map((f) => `"${f.name}" (imported by ${relative(process.cwd(), f.importer) || f.importer})`))];
-    throw new StartupError(
-      `${handlerLabel} imports the Node built-in ${list.join(', ')}, which njs cannot run; ${workersHint(handlerLabel)}`,
-    );
-  }
+  if (found.length) throw builtinError(found, handlerLabel);
   const bundled = result.outputFiles[0]!.text;
   // Pass 1: the njs preset (classes, destructuring, spread, for-of, ?., defaults...).
   const lowered = babel.transformSync(bundled, {
@@ -378,10 +393,10 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
   return { code: final.code as string, scan: scan(final.ast) };
 }
 
-function entryFor(handler: string, bridge: string): string {
+function entryFor(handler: string, rt: RuntimeFiles): string {
   return `import handler from ${JSON.stringify(handler)};
-import { createBridge } from ${JSON.stringify(bridge)};
-export default createBridge(handler);
+import { ${rt.factory} as tsgiBridge } from ${JSON.stringify(rt.bridge)};
+export default tsgiBridge(handler);
 `;
 }
 
@@ -389,7 +404,7 @@ const BASELINE_HANDLER = `export default { fetch: function () { return new Respo
 const baselines = new Map<string, Promise<Scan | undefined>>();
 
 /** The bridge runtime alone (with a one-line handler), so the report can show the handler's share. */
-function baseline(rt: { bridge: string; globals?: string }, minify: boolean): Promise<Scan | undefined> {
+function baseline(rt: RuntimeFiles, minify: boolean): Promise<Scan | undefined> {
   const key = `${rt.bridge}|${minify}`;
   let p = baselines.get(key);
   if (!p) {
@@ -398,7 +413,7 @@ function baseline(rt: { bridge: string; globals?: string }, minify: boolean): Pr
       try {
         const h = join(dir, 'hello.js');
         writeFileSync(h, BASELINE_HANDLER);
-        return (await compile(entryFor(h, rt.bridge), dir, 'baseline', rt, minify)).scan;
+        return (await compile(entryFor(h, rt), dir, 'baseline', rt, minify)).scan;
       } catch {
         return undefined;
       } finally {
@@ -452,7 +467,7 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   const rt = runtimeFiles(opts.runtimeDir);
   const minify = opts.minify ?? false;
   const label = relative(process.cwd(), handler) || handler;
-  const { code, scan: s } = await compile(entryFor(handler, rt.bridge), dirname(handler), label, rt, minify);
+  const { code, scan: s } = await compile(entryFor(handler, rt), dirname(handler), label, rt, minify);
 
   if (s.nodeGlobals.length) {
     throw new StartupError(`${label} uses the Node-only ${s.nodeGlobals.join(', ')}, which njs cannot run; ${workersHint(label)}`);
