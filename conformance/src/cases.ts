@@ -324,6 +324,21 @@ export const cases: ConformanceCase[] = [
     },
   },
 
+  {
+    id: 'url.absolute-form',
+    title: 'an absolute-form request target (GET http://host/path) is understood',
+    async run(t) {
+      const r = await t.exchange(
+        `GET http://${t.host}/echo/url?form=absolute HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(r.status, 200, r.body.toString());
+      const body = JSON.parse(r.body.toString()) as { pathname: string; search: string; url: string };
+      assert.equal(body.pathname, '/echo/url');
+      assert.equal(body.search, '?form=absolute');
+      assert.equal(body.url, `${t.baseURL}/echo/url?form=absolute`);
+    },
+  },
+
   // ---- request headers and bodies --------------------------------------
   {
     id: 'req.headers',
@@ -892,6 +907,15 @@ export const cases: ConformanceCase[] = [
       assert.deepEqual(body, { path: '/auth/authz-user', user: 'alice' });
     },
   },
+  {
+    id: 'hook.invalid-returns',
+    title: 'authenticate or authorize returning a value outside the contract gives a bare 500',
+    async run(t) {
+      await expectBare500(t, '/auth/invalid');
+      await expectBare500(t, '/authz/invalid');
+      await stillFine(t);
+    },
+  },
   // ---- phase hooks: log ------------------------------------------------
   {
     id: 'hook.log-entry',
@@ -917,7 +941,7 @@ export const cases: ConformanceCase[] = [
   },
   {
     id: 'hook.log-outcomes',
-    title: 'log sees the rejecting status (401), the accepted user, a POST, and 0 bytes for 204 and HEAD',
+    title: 'log sees the rejecting status (401), the accepted user, a POST, a 500 from a throw, and 0 bytes for 204 and HEAD',
     optOut: { 'nginx:embedded': NJS_NO_SHARED_STATE },
     async run(t) {
       const last = async (tag: string) => {
@@ -945,6 +969,13 @@ export const cases: ConformanceCase[] = [
       await (await t.fetch(`/echo/text?logtag=${post}`, { method: 'POST', body: 'abc' })).text();
       const e3 = await last(post);
       assert.equal(e3.method, 'POST');
+
+      const failed = t.key('log');
+      const f = await t.fetch(`/throw/sync?logtag=${failed}`);
+      await f.arrayBuffer();
+      assert.equal(f.status, 500);
+      const e500 = await last(failed);
+      assert.equal(e500.status, 500);
 
       const nobody = t.key('log');
       const n = await t.fetch(`/status/204?logtag=${nobody}`);
@@ -1123,6 +1154,48 @@ export const cases: ConformanceCase[] = [
         assert.equal((await c.readResponse()).status, 200);
       } finally {
         c.close();
+      }
+    },
+  },
+  {
+    id: 'conn.http10',
+    title: 'HTTP/1.0 clients get whole bodies without chunked framing, and the connection closes',
+    async run(t) {
+      for (const [path, want] of [
+        ['/text', 'Hello, tsgi!'],
+        ['/stream/basic', 'chunk-1;caf\u00e9;chunk-3'],
+      ] as const) {
+        const c = await t.connect();
+        try {
+          await c.write(`GET ${path} HTTP/1.0\r\nHost: ${t.host}\r\n\r\n`);
+          const r = await c.readResponse();
+          assert.equal(r.status, 200, path);
+          assert.ok(!/chunked/i.test(r.get('transfer-encoding') ?? ''), `${path}: chunked framing sent to an HTTP/1.0 client`);
+          assert.equal(r.body.toString(), want, path);
+          await c.readToEnd();
+        } finally {
+          c.close();
+        }
+      }
+    },
+  },
+  {
+    id: 'conn.concurrent',
+    title: '24 concurrent requests with different bodies each get their own answer',
+    async run(t) {
+      const results = await Promise.all(
+        Array.from({ length: 24 }, async (_, i) => {
+          const data = noise(1000 + i * 977, i + 1);
+          const path = i % 2 ? `/echo/sum?n=${i}` : `/echo/url?a=${i}`;
+          const res = await t.fetch(path, i % 2 ? { method: 'POST', body: data } : undefined);
+          const body = JSON.parse(await res.text()) as { length?: number; adler32?: number; a?: string[] };
+          return { i, data, status: res.status, body };
+        }),
+      );
+      for (const { i, data, status, body } of results) {
+        assert.equal(status, 200, `request ${i}`);
+        if (i % 2) assert.deepEqual([body.length, body.adler32], [data.length, adler32(data)], `request ${i}`);
+        else assert.deepEqual(body.a, [String(i)], `request ${i}`);
       }
     },
   },
