@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -55,7 +55,7 @@ async function cached(outDir: string, key: string, file: string, build: (tmp: st
   mkdirSync(tmp, { recursive: true });
   try {
     for (const f of readdirSync(moduleSourceDir)) {
-      if (/\.(c|h)$/.test(f)) copyFileSync(join(moduleSourceDir, f), join(tmp, f));
+      if (/\.(c|h)$/.test(f) && f !== 'tsgi_build.h') copyFileSync(join(moduleSourceDir, f), join(tmp, f));
     }
     mkdirSync(join(tmp, 'fuzz'), { recursive: true });
     const fuzzDir = join(moduleSourceDir, 'fuzz');
@@ -75,12 +75,9 @@ export async function buildModule(opts: BuildOptions = {}): Promise<{ so: string
   if (/["\\\n]/.test(worker)) throw new StartupError(`unsupported characters in worker path: ${worker}`);
   const key = 'mod-' + sourceHash(SOURCES, worker);
   const so = await cached(outDir, key, 'mod_tsgi.so', async (tmp) => {
-    await exec(
-      'apxs',
-      ['-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', `-DTSGI_DEFAULT_WORKER="${worker}"`,
-        'mod_tsgi.c', 'tsgi_proto.c'],
-      tmp,
-    );
+    // A header, not -D: apxs/libtool strip the quotes of a string macro.
+    writeFileSync(join(tmp, 'tsgi_build.h'), `#define TSGI_DEFAULT_WORKER ${JSON.stringify(worker)}\n`);
+    await exec('apxs', ['-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', 'mod_tsgi.c', 'tsgi_proto.c'], tmp);
     return join(tmp, '.libs', 'mod_tsgi.so');
   });
   return { so };
