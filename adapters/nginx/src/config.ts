@@ -73,11 +73,16 @@ export function httpPart(o: SiteOptions): string {
       `js_var $tsgi_user;`,
       `# used only in the log_format, so the handler's log hook runs in the log phase`,
       `js_set $tsgi_log ${NJS_MODULE}.log;`,
+      `# the WWW-Authenticate of a 401 from authenticate, for auth_request-guarded locations`,
+      `# (auth_request does not pass it on from a js_content subrequest by itself)`,
+      `map $host $tsgi_auth_challenge { default $sent_http_www_authenticate; }`,
       `# streamed chunks (r.send) leave at once`,
       `postpone_output 0;`,
     );
   } else {
     lines.push(
+      `# empty: auth_request passes a proxied 401's WWW-Authenticate on by itself (embedded mode needs the variable)`,
+      `map $host $tsgi_auth_challenge { default ""; }`,
       `upstream ${UPSTREAM} {`,
       ...o.sockets!.map((s) => `  server unix:${s} max_fails=0;`),
       `  keepalive 64;`,
@@ -157,8 +162,9 @@ export function guardExample(location = '/files/', root = '/var/www'): string {
     `  auth_request ${AUTH_LOCATION};`,
     `  # the user authenticate returned, for $tsgi_user in logs or headers`,
     `  auth_request_set $tsgi_user $sent_http_x_tsgi_user;`,
-    `  auth_request_set $tsgi_auth_challenge $sent_http_www_authenticate;`,
-    `  add_header WWW-Authenticate $tsgi_auth_challenge always;`,
+    `  # a rejecting 401's challenge reaches the client (same in both modes)`,
+    `  auth_request_set $tsgi_challenge $tsgi_auth_challenge;`,
+    `  add_header WWW-Authenticate $tsgi_challenge always;`,
     `  root ${root};`,
     `}`,
   ].join('\n');
