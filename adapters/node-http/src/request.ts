@@ -153,6 +153,13 @@ export class NodeRequest {
     if (!this.hasBody()) return Promise.resolve(Buffer.alloc(0));
     const req = this._req;
     const limit = this._opts.maxBodySize;
+    // Small bodies usually arrive with the headers: take them from the buffer, no listeners.
+    if (req.complete && req.readableLength <= limit) {
+      const chunks: Buffer[] = [];
+      let c: Buffer | null;
+      while ((c = req.read() as Buffer | null) !== null) chunks.push(c);
+      return Promise.resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    }
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let seen = 0;
