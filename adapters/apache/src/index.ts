@@ -2,3 +2,5 @@ export { startWorker, optionsFromEnv, Worker, type WorkerOptions } from './worke
 export { ApacheRequest, requestUrl } from './request.js';
 export { serverConf, snippet, daemonDirective, DEFAULT_MPM, type DaemonOptions, type ServerOptions } from './config.js';
 export { main as cliMain, bundleHandler, modulePath } from './cli.js';
+export * as protocol from './protocol.js';
+export { buildModule, buildCodecLib, buildFuzzer, packageDir, moduleSourceDir, type BuildOptions } from './build.js';
