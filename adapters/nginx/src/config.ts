@@ -94,7 +94,7 @@ export function httpPart(o: SiteOptions): string {
   return lines.join('\n');
 }
 
-function proxyCommon(): string[] {
+export function proxyCommon(): string[] {
   return [
     `proxy_http_version 1.1;`,
     `proxy_set_header Connection "";`,

@@ -34,6 +34,9 @@ runWorker(mod, ${JSON.stringify(file)});
       target: 'node20',
       outfile: out,
       nodePaths: packageNodePaths(),
+      // The handler's global `Response` becomes @tsgi/core's fast Response (instanceof Response,
+      // builds undici's only when a standard accessor is used): a bundle-level substitution, no global is touched.
+      inject: [join(here, 'fast-response.js')],
       // Only used when serve() gets a path; the worker gets the handler object.
       external: ['tsx', 'tsx/*'],
       // CommonJS dependencies may call require() for built-ins.

@@ -1,0 +1,188 @@
+#!/usr/bin/env node
+// npm run bench -- nginx [--record]
+// ONE nginx (worker_processes 1) serving the same hello five ways:
+//   /tsgi     embedded: the tsgi hello handler bundled for njs (tsgi nginx build), js_content
+//   /njs      a hand-written njs handler: r.return(200, 'Hello, world!\n')
+//   /return   `return 200 "Hello, world!\n"`
+//   /workers  workers mode: one supervised Node worker (the same tsgi handler) on a Unix socket
+//   /raw      proxy_pass to a raw node:http hello on a Unix socket, upstream keep-alive
+// nginx and every Node process are pinned to core 0, wrk to core 1. Interleaved rounds, median.
+// Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (50).
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, interleave, machineLine, recordSection, SERVER_CPU, LOAD_CPU } from './lib.mjs';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(repo, 'adapters/nginx/dist');
+const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const conns = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const HANDLER = join(repo, 'bench/handlers/hello.ts');
+
+function portOpen(port) {
+  return new Promise((res) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => (s.destroy(), res(true)));
+    s.once('error', () => res(false));
+  });
+}
+
+function unprivileged() {
+  if (process.getuid?.() !== 0) return undefined;
+  const e = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
+    .find((p) => p[0] === 'www-data' || p[0] === 'nobody');
+  return e && { name: e[0], uid: Number(e[2]), gid: Number(e[3]) };
+}
+
+export async function run(argv = []) {
+  const record = argv.includes('--record');
+  for (const f of ['build.js', 'config.js', 'supervisor.js', 'workers-bundle.js', 'nginx.js']) {
+    if (!existsSync(join(dist, f))) throw new Error(`bench nginx: ${join(dist, f)} missing; run npm run build first`);
+  }
+  const { buildNjs } = await import(join(dist, 'build.js'));
+  const { mainConf, proxyCommon } = await import(join(dist, 'config.js'));
+  const { Supervisor } = await import(join(dist, 'supervisor.js'));
+  const { buildWorkerBundle } = await import(join(dist, 'workers-bundle.js'));
+  const { nginxBinary, findJsModule } = await import(join(dist, 'nginx.js'));
+
+  // Everything started from here inherits core 0; wrk runs with taskset on core 1.
+  spawnSync('taskset', ['-a', '-p', '-c', SERVER_CPU, String(process.pid)], { stdio: 'ignore' });
+
+  const user = unprivileged();
+  const dir = mkdtempSync(join(tmpdir(), 'tsgi-bench-nginx-'));
+  chmodSync(dir, 0o755);
+  mkdirSync(join(dir, 'tmp'), { mode: 0o755 });
+  const sockets = join(dir, 'sockets');
+  mkdirSync(sockets, { mode: 0o777 });
+  chmodSync(sockets, 0o777);
+
+  let sup;
+  let nginx;
+  let raw;
+  try {
+    const { file: bundle, report } = await buildNjs({ handler: HANDLER, outDir: dir });
+    writeFileSync(
+      join(dir, 'hand.js'),
+      `function hello(r) {\n  r.headersOut['Content-Type'] = 'text/plain;charset=UTF-8';\n  r.return(200, 'Hello, world!\\n');\n}\nexport default { hello };\n`,
+    );
+    chmodSync(join(dir, 'hand.js'), 0o644);
+
+    const entry = await buildWorkerBundle(HANDLER, dir);
+    sup = new Supervisor({ entry, socketDir: sockets, workers: 1, maxBody: 1 << 20, uid: user?.uid, gid: user?.gid, cwd: dir, log: () => {} });
+    await sup.start();
+
+    const rawSock = join(sockets, 'raw.sock');
+    writeFileSync(
+      join(dir, 'raw.mjs'),
+      `import { createServer } from 'node:http';
+const HELLO = 'Hello, world!\\n';
+createServer({ keepAliveTimeout: 75000 }, (req, res) => {
+  res.writeHead(200, { 'content-type': 'text/plain;charset=UTF-8', 'content-length': HELLO.length });
+  res.end(HELLO);
+}).listen(${JSON.stringify(rawSock)});
+`,
+    );
+    chmodSync(join(dir, 'raw.mjs'), 0o644);
+    raw = spawn(process.execPath, [join(dir, 'raw.mjs')], { uid: user?.uid, gid: user?.gid, cwd: dir, stdio: 'inherit' });
+    for (let i = 0; i < 100 && !existsSync(rawSock); i++) await sleep(50);
+
+    const port = await freePort();
+    const proxy = proxyCommon().map((l) => `  ${l}`).join('\n');
+    const conf = join(dir, 'nginx.conf');
+    writeFileSync(
+      conf,
+      mainConf({
+        mode: 'embedded',
+        dir,
+        host: '127.0.0.1',
+        port,
+        location: '= /tsgi',
+        maxBody: 1 << 20,
+        bundle,
+        user: user?.name,
+        jsModule: findJsModule(),
+        accessLog: 'off',
+        errorLogLevel: 'error',
+        extraHttp: [
+          `js_import hand from ${join(dir, 'hand.js')};`,
+          `upstream tsgi_workers { server unix:${sup.sockets[0]}; keepalive 64; }`,
+          `upstream raw_node { server unix:${rawSock}; keepalive 64; }`,
+        ].join('\n'),
+        extraServer: [
+          `location = /njs { js_content hand.hello; }`,
+          `location = /return { default_type 'text/plain;charset=UTF-8'; return 200 'Hello, world!\\n'; }`,
+          `location = /workers {\n  proxy_pass http://tsgi_workers;\n  proxy_set_header X-Tsgi-Phase "";\n${proxy}\n}`,
+          `location = /raw {\n  proxy_pass http://raw_node;\n${proxy}\n}`,
+        ].join('\n'),
+      }),
+    );
+    nginx = spawn(nginxBinary(), ['-p', dir, '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
+    for (let i = 0; !(await portOpen(port)); i++) {
+      if (i > 200 || nginx.exitCode !== null) throw new Error('bench nginx: nginx did not start');
+      await sleep(50);
+    }
+    const base = `http://127.0.0.1:${port}`;
+    for (const p of ['/tsgi', '/njs', '/return', '/workers', '/raw']) {
+      const r = await fetch(base + p);
+      const t = await r.text();
+      if (r.status !== 200 || t !== 'Hello, world!\n') throw new Error(`bench nginx: ${p} answered ${r.status} ${JSON.stringify(t)}`);
+    }
+
+    console.log(`nginx bench: ${seconds} s x ${rounds} rounds, ${conns} connections, nginx + Node on core ${SERVER_CPU}, wrk on core ${LOAD_CPU}`);
+    const scenarios = [
+      { name: 'embedded tsgi (njs)', url: `${base}/tsgi` },
+      { name: 'hand-written njs', url: `${base}/njs` },
+      { name: 'return 200', url: `${base}/return` },
+      { name: 'workers mode (1 Node worker)', url: `${base}/workers` },
+      { name: 'proxy_pass raw node:http', url: `${base}/raw` },
+    ];
+    const res = await interleave(scenarios, { rounds, duration: seconds, connections: conns, threads: 1 });
+    const m = (n) => res[n].median;
+    const rows = scenarios.map(
+      (s) =>
+        `| ${s.name} | ${Math.round(m(s.name)).toLocaleString('en-US')} | ${res[s.name].socketErrors + res[s.name].non2xx} | ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} |`,
+    );
+    const ratio = (a, b) => (m(a) / m(b)).toFixed(2);
+    const checks = [
+      [`embedded / hand-written njs`, ratio('embedded tsgi (njs)', 'hand-written njs'), 0.7],
+      [`embedded / raw proxy to Node`, ratio('embedded tsgi (njs)', 'proxy_pass raw node:http'), 3],
+      [`workers mode / raw proxy to Node`, ratio('workers mode (1 Node worker)', 'proxy_pass raw node:http'), 1.0],
+    ];
+    const table = [
+      `| target | req/s (median) | errors | rounds |`,
+      `|---|---:|---:|---|`,
+      ...rows,
+      ``,
+      `| ratio | measured | target |`,
+      `|---|---:|---:|`,
+      ...checks.map(([n, v, t]) => `| ${n} | ${v}x | >= ${t}x ${Number(v) >= t ? '(met)' : '(NOT met)'} |`),
+    ].join('\n');
+    const note =
+      `${machineLine()}; nginx 1.22.1 + njs 0.7.9, worker_processes 1, access log off. ` +
+      `${seconds} s x ${rounds} interleaved rounds, wrk -t1 -c${conns}, nginx and Node pinned to core ${SERVER_CPU}, wrk to core ${LOAD_CPU}. ` +
+      `Handler: bench/handlers/hello.ts (async fetch, "Hello, world!\\n"); the njs bundle builds ${report.functions} functions and ` +
+      `${report.prototypeAssignments} prototype changes at load time (~${report.estimatedUsPerRequest} µs per request estimated).`;
+    console.log(`\n${table}\n\n${note}`);
+    if (record) {
+      recordSection('nginx', `Run: \`npm run bench -- nginx\`. ${note}\n\n${table}`);
+      console.log('\nrecorded in bench/README.md (## nginx)');
+    }
+  } finally {
+    nginx?.kill('SIGTERM');
+    raw?.kill('SIGTERM');
+    await sup?.stop(2000);
+    await sleep(300);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await run(process.argv.slice(2));
+}
