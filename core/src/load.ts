@@ -1,5 +1,7 @@
-import { existsSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Handler } from './contract.js';
 import { assertHandler } from './pipeline.js';
@@ -11,21 +13,60 @@ export class StartupError extends Error {
 
 const TS = /\.(c|m)?tsx?$/;
 
+/** A writable cache folder beside the handler, so its bare imports resolve from its own node_modules. */
+function cacheDir(file: string): string | undefined {
+  const dir = join(dirname(file), 'node_modules', '.cache', 'tsgi');
+  try {
+    mkdirSync(dir, { recursive: true });
+    return dir;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Loads a handler module. TypeScript goes through tsx's scoped loader
- * (esbuild underneath); it affects only this import, not the process.
+ * Compiles a TypeScript handler with esbuild into one ES module and returns its
+ * path. Packages stay external when the output can sit beside the handler;
+ * otherwise (read-only folder) they are bundled in. esbuild's service process is
+ * stopped afterwards, so a running server carries none of it.
  */
+export async function compileTypeScript(file: string): Promise<string> {
+  const esbuild = await import('esbuild');
+  const hash = createHash('sha256').update(file).update(readFileSync(file)).digest('hex').slice(0, 12);
+  const near = cacheDir(file);
+  const outfile = join(near ?? mkdtempSync(join(tmpdir(), 'tsgi-')), `${basename(file).replace(TS, '')}-${hash}.mjs`);
+  try {
+    await esbuild.build({
+      entryPoints: [file],
+      outfile,
+      bundle: true,
+      format: 'esm',
+      platform: 'node',
+      target: `node${process.versions.node.split('.')[0]}`,
+      packages: near ? 'external' : undefined,
+      // Bundled CommonJS packages may call require(); give them Node's.
+      banner: near ? undefined : { js: "import { createRequire as __tsgiCR } from 'node:module'; const require = __tsgiCR(import.meta.url);" },
+      sourcemap: 'inline',
+      logLevel: 'silent',
+    });
+  } catch (err) {
+    const first = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors?.[0];
+    const where = first?.location ? ` (${first.location.file}:${first.location.line})` : '';
+    throw new StartupError(`cannot compile handler ${file}: ${first?.text ?? (err as Error).message}${where}`);
+  } finally {
+    await esbuild.stop();
+  }
+  return outfile;
+}
+
+/** Loads a handler module (TypeScript compiled by esbuild first) and checks its shape. */
 export async function loadHandler(path: string): Promise<Handler> {
   const file = resolve(path);
   if (!existsSync(file) || !statSync(file).isFile()) throw new StartupError(`handler not found: ${file}`);
+  const target = TS.test(file) ? await compileTypeScript(file) : file;
   let mod: unknown;
   try {
-    if (TS.test(file)) {
-      const { tsImport } = await import('tsx/esm/api');
-      mod = await tsImport(pathToFileURL(file).href, import.meta.url);
-    } else {
-      mod = await import(pathToFileURL(file).href);
-    }
+    mod = await import(pathToFileURL(target).href);
   } catch (err) {
     const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new StartupError(`cannot load handler ${file}: ${msg}`);

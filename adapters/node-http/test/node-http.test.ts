@@ -68,7 +68,7 @@ describe('tsgi serve: start-up errors are one clear line and a non-zero exit', (
     const r = await run(['serve', file('syntax.ts', 'export default { fetch( ')]);
     expect(r.code).not.toBe(0);
     expect(r.err.trim().split('\n')).toHaveLength(1);
-    expect(r.err).toMatch(/cannot load handler/);
+    expect(r.err).toMatch(/cannot compile handler .*syntax\.ts/);
   });
   it('failing init, single process and workers', async () => {
     const h = file('badinit.ts', 'export default { fetch: () => new Response("x"), async init() { throw new Error("db down"); } };');
