@@ -17,7 +17,6 @@ import { packageNodePaths } from './workers-bundle.js';
 
 const require = createRequire(import.meta.url);
 // Babel ships no types here; the few calls below are typed loosely on purpose.
-/* eslint-disable @typescript-eslint/no-explicit-any */
 const babel: any = require('@babel/core');
 const presetNjs: any = require('babel-preset-njs');
 

@@ -37,8 +37,8 @@ runWorker(mod, ${JSON.stringify(file)});
       // The handler's global `Response` becomes @tsgi/core's fast Response (instanceof Response,
       // builds undici's only when a standard accessor is used): a bundle-level substitution, no global is touched.
       inject: [join(here, 'fast-response.js')],
-      // Only used when serve() gets a path; the worker gets the handler object.
-      external: ['tsx', 'tsx/*'],
+      // Only loadHandler() uses esbuild (for a path); the worker gets the handler object.
+      external: ['esbuild'],
       // CommonJS dependencies may call require() for built-ins.
       banner: { js: `import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);` },
       logLevel: 'silent',
