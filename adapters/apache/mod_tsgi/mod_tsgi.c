@@ -410,12 +410,23 @@ typedef struct {
 static apr_status_t listener_cleanup(void *data)
 {
     tsgi_listener *l = data;
-    /* Children run pool cleanups at exit too: only the parent removes files. */
-    if (getpid() != l->owner)
+    /* Children inherit the pools: only the parent removes files. */
+    if (getpid() != l->owner || l->fd < 0)
         return APR_SUCCESS;
     close(l->fd);
+    l->fd = -1;
     unlink(l->path);
     rmdir(l->dir);
+    return APR_SUCCESS;
+}
+
+/* pconf cleanup: a graceful restart keeps the listener for the next
+ * generation; only a stop (Apache exiting) removes it. Apache does not
+ * destroy the process pool on exit, so this is where stop is seen. */
+static apr_status_t listener_exit_cleanup(void *data)
+{
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING)
+        return listener_cleanup(data);
     return APR_SUCCESS;
 }
 
@@ -434,9 +445,10 @@ static apr_status_t listener_get(server_rec *s, tsgi_daemon *d)
     apr_pool_userdata_get((void **)&l, key, pp);
     dir = apr_psprintf(pp, "%s/tsgi.%ld", base, (long)getpid());
     path = apr_pstrcat(pp, dir, "/", d->name, ".sock", NULL);
-    if (l && !strcmp(l->path, path)) {
+    if (l && l->fd >= 0 && !strcmp(l->path, path)) {
         d->socket_path = l->path;
         d->listen_fd = l->fd;
+        apr_pool_cleanup_register(s->process->pconf, l, listener_exit_cleanup, apr_pool_cleanup_null);
         return APR_SUCCESS;
     }
     if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -474,6 +486,7 @@ static apr_status_t listener_get(server_rec *s, tsgi_daemon *d)
     l->fd = fd;
     apr_pool_userdata_set(l, apr_pstrdup(pp, key), apr_pool_cleanup_null, pp);
     apr_pool_cleanup_register(pp, l, listener_cleanup, apr_pool_cleanup_null);
+    apr_pool_cleanup_register(s->process->pconf, l, listener_exit_cleanup, apr_pool_cleanup_null);
     d->socket_path = path;
     d->listen_fd = fd;
     return APR_SUCCESS;
@@ -590,7 +603,7 @@ static void worker_maintenance(int reason, void *data, int status)
         /* Back off a crash loop (bad handler, failing init) without
          * stalling the MPM parent for long. */
         if (apr_time_now() - w->started < apr_time_from_sec(2)) {
-            if (w->quick_deaths < 4)
+            if (w->quick_deaths < 3)
                 w->quick_deaths++;
             apr_sleep(apr_time_from_msec(125) << w->quick_deaths);
         } else {
@@ -601,13 +614,8 @@ static void worker_maintenance(int reason, void *data, int status)
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot restart worker #%d",
                          w->d->name, w->index);
         break;
-    case APR_OC_REASON_RESTART:
-        /* Graceful or hard restart: the old generation drains and exits. */
-        if (!w->retired) {
-            w->retired = 1;
-            kill(w->proc.pid, SIGTERM);
-        }
-        break;
+    /* APR_OC_REASON_RESTART needs nothing: retire_workers (a pconf
+     * cleanup) already told this generation to drain. */
     default:
         break;
     }
