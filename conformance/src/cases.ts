@@ -1025,6 +1025,17 @@ export const cases: ConformanceCase[] = [
   },
 
   {
+    id: 'ctx.init',
+    title: 'init ran before the first request, with the server kind and env',
+    async run(t) {
+      const body = await expectJSON<{ count: number; server: string; envIsObject: boolean }>(t, '/init');
+      // At least once: a process may host the same handler module under several listeners.
+      assert.ok(body.count >= 1, `init ran ${body.count} times`);
+      assert.equal(body.server, t.target.server);
+      assert.equal(body.envIsObject, true);
+    },
+  },
+  {
     id: 'ctx.ip-not-spoofable',
     title: 'ctx.ip ignores X-Forwarded-For and X-Real-IP sent by the client',
     async run(t) {
