@@ -151,8 +151,8 @@ export interface RuntimeFiles {
 
 export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaultRuntimeDir): RuntimeFiles {
   const bridge = findFile(runtimeDir, 'bridge');
-  const globals = findFile(runtimeDir, 'webapi') ?? findFile(runtimeDir, 'globals');
-  if (!bridge || !globals) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, webapi.ts)`);
+  const globals = findFile(runtimeDir, 'globals') ?? findFile(runtimeDir, 'webapi');
+  if (!bridge || !globals) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, globals.ts)`);
   const src = readFileSync(bridge, 'utf8');
   const factory = /export function bridge\b/.test(src) ? 'bridge' : 'createBridge';
   return { bridge, factory, globals };
