@@ -1,6 +1,7 @@
 // Workers mode under faults: a worker killed under load, nginx reloaded under load, and the
 // supervisor's graceful reload (SIGHUP: workers rolled one at a time) under load.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixturesDir, load, sleep, startNginx, workersState, type Running } from './helpers.js';
@@ -93,5 +94,13 @@ describe('nginx workers mode faults', () => {
       expect(alive(before.pids[i]!)).toBe(false);
     }
     expect(await get('/')).toBe(200);
+  });
+
+  it('SIGTERM stops nginx and the workers and removes the temp dir', async () => {
+    const { pids } = workersState(srv.dir);
+    const master = Number(spawnSync('cat', [join(srv.dir, 'nginx.pid')], { encoding: 'utf8' }).stdout.trim());
+    expect(await srv.stop()).toBe(0);
+    expect(existsSync(srv.dir)).toBe(false);
+    for (const pid of [...pids, master]) expect(alive(pid)).toBe(false);
   });
 });
