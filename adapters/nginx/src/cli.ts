@@ -21,6 +21,7 @@ export const USAGE = `usage:
       print an nginx config snippet
   tsgi nginx run <handler> --port P [--host 127.0.0.1] [--workers N] [--include FILE]...
                  [--include-server FILE]... [--max-body BYTES] [--location /] [--user NAME]
+                 [--preload NAME=FILE.json]...
       start a private nginx in the foreground (Ctrl-C stops it; SIGHUP reloads gracefully)`;
 
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
@@ -30,7 +31,7 @@ interface Args {
   flags: Map<string, string[]>;
 }
 
-const VALUED = new Set(['-o', '--out', '--location', '--workers', '--port', '--host', '--include', '--include-server', '--max-body', '--user']);
+const VALUED = new Set(['--preload', '-o', '--out', '--location', '--workers', '--port', '--host', '--include', '--include-server', '--max-body', '--user']);
 const BOOLEAN = new Set(['--help', '-h']);
 
 function parse(argv: string[]): Args {
@@ -77,6 +78,21 @@ function handlerArg(a: Args): string {
   return file;
 }
 
+/** --preload NAME=FILE.json: read-only data (js_preload_object embedded; bundled in workers mode). */
+function preloads(a: Args): { name: string; file: string }[] {
+  return (a.flags.get('--preload') ?? []).map((v) => {
+    const m = /^([A-Za-z_$][\w$]*)=(.+)$/.exec(v);
+    if (!m) throw new StartupError(`--preload wants NAME=FILE.json, got '${v}'`);
+    const file = existingFile(m[2]!, 'preload file');
+    try {
+      JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new StartupError(`preload file ${file} is not JSON: ${(err as Error).message}`);
+    }
+    return { name: m[1]!, file };
+  });
+}
+
 function existingFile(f: string, what: string): string {
   const p = resolve(f);
   if (!existsSync(p) || !statSync(p).isFile()) throw new StartupError(`${what} not found: ${p}`);
@@ -117,6 +133,7 @@ function cmdConf(a: Args): number {
       location: one(a, '--location') ?? '/',
       maxBody: int(a, '--max-body', 0, 2 ** 40) ?? DEFAULT_MAX_BODY,
       bundle: join(buildDir, 'tsgi.js'),
+      preload: preloads(a),
       sockets: workers ? Array.from({ length: workers }, (_, i) => `/run/tsgi/worker-${i}.sock`) : undefined,
     }),
   );
@@ -226,6 +243,7 @@ async function cmdRun(a: Args): Promise<number> {
   const location = one(a, '--location') ?? '/';
   const include = (a.flags.get('--include') ?? []).map((f) => existingFile(f, 'include file'));
   const includeServer = (a.flags.get('--include-server') ?? []).map((f) => existingFile(f, 'include file'));
+  const preload = preloads(a);
   const mode: Mode = workers ? 'workers' : 'embedded';
   const nginx = nginxBinary();
   const jsModule = mode === 'embedded' ? findJsModule() : undefined;
@@ -239,9 +257,9 @@ async function cmdRun(a: Args): Promise<number> {
     accessLog?.close();
     rmSync(dir, { recursive: true, force: true });
   };
-  const copied = (files: string[], tag: string): string[] =>
+  const copied = (files: string[], tag: string, ext = '.conf'): string[] =>
     files.map((f, i) => {
-      const to = join(dir, `${tag}-${i}.conf`);
+      const to = join(dir, `${tag}-${i}${ext}`);
       writeFileSync(to, readFileSync(f));
       chmodSync(to, 0o644);
       return to;
@@ -266,6 +284,7 @@ async function cmdRun(a: Args): Promise<number> {
           sockets: sup?.sockets,
           include: copied(include, 'include'),
           includeServer: copied(includeServer, 'include-server'),
+          preload: preload.map((p, i) => ({ name: p.name, file: copied([p.file], `preload-${i}`, '.json')[0]! })),
           user: user?.name,
           jsModule,
           accessLog: accessLog?.path,
@@ -279,7 +298,7 @@ async function cmdRun(a: Args): Promise<number> {
       for (const w of r.report.warnings) console.error(`tsgi nginx: warning: ${w}`);
       bundle = r.file;
     } else {
-      const entry = await buildWorkerBundle(handler, dir);
+      const entry = await buildWorkerBundle(handler, dir, preload);
       const socketDir = join(dir, 'sockets');
       mkdirSync(socketDir, { mode: 0o755 });
       sup = new Supervisor({

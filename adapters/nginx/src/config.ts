@@ -27,6 +27,8 @@ export interface SiteOptions {
   include?: string[];
   /** Files included inside the generated server block (guarded locations, static files). */
   includeServer?: string[];
+  /** Read-only JSON objects: embedded -> js_preload_object (shared, not cloned per request). */
+  preload?: { name: string; file: string }[];
 }
 
 export interface MainOptions extends SiteOptions {
@@ -76,6 +78,7 @@ export function httpPart(o: SiteOptions): string {
       `# the WWW-Authenticate of a 401 from authenticate, for auth_request-guarded locations`,
       `# (auth_request does not pass it on from a js_content subrequest by itself)`,
       `map $host $tsgi_auth_challenge { default $sent_http_www_authenticate; }`,
+      ...(o.preload ?? []).map((p) => `js_preload_object ${p.name} from ${q(p.file)};`),
       `# streamed chunks (r.send) leave at once`,
       `postpone_output 0;`,
     );

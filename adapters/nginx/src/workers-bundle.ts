@@ -3,7 +3,7 @@
  * @tsgi/core bundled into the run's temp dir, so an unprivileged worker can
  * load it even when the project sits in a directory only root can read.
  */
-import { chmodSync, existsSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build as esbuild } from 'esbuild';
@@ -16,7 +16,27 @@ export function packageNodePaths(): string[] {
   return [resolve(here, '..', 'node_modules'), resolve(here, '..', '..', '..', 'node_modules')].filter((p) => existsSync(p));
 }
 
-export async function buildWorkerBundle(handler: string, outDir: string): Promise<string> {
+/**
+ * `preload`: read-only JSON objects the handler reads as free globals (embedded mode's
+ * js_preload_object); here an inject file binds each name to its parsed, frozen value.
+ */
+function deepFreeze<T>(v: T): T {
+  if (v && typeof v === 'object') {
+    for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+function preloadInject(preload: { name: string; file: string }[], outDir: string): string {
+  const f = join(outDir, 'preload-inject.mjs');
+  const lines = [`const deepFreeze = ${deepFreeze.toString()};`];
+  for (const p of preload) lines.push(`export const ${p.name} = deepFreeze(JSON.parse(${JSON.stringify(readFileSync(p.file, 'utf8'))}));`);
+  writeFileSync(f, lines.join('\n') + '\n');
+  return f;
+}
+
+export async function buildWorkerBundle(handler: string, outDir: string, preload: { name: string; file: string }[] = []): Promise<string> {
   const file = resolve(handler);
   if (!existsSync(file) || !statSync(file).isFile()) throw new StartupError(`handler not found: ${file}`);
   const worker = join(here, 'worker.js');
@@ -36,7 +56,7 @@ runWorker(mod, ${JSON.stringify(file)});
       nodePaths: packageNodePaths(),
       // The handler's global `Response` becomes @tsgi/core's fast Response (instanceof Response,
       // builds undici's only when a standard accessor is used): a bundle-level substitution, no global is touched.
-      inject: [join(here, 'fast-response.js')],
+      inject: [join(here, 'fast-response.js'), ...(preload.length ? [preloadInject(preload, outDir)] : [])],
       // Only loadHandler() uses esbuild (for a path); the worker gets the handler object.
       external: ['esbuild'],
       // CommonJS dependencies may call require() for built-ins.

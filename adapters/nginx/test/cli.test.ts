@@ -36,6 +36,8 @@ describe('tsgi nginx: bad input', () => {
       [['nginx', 'run', hello, '--port', '8080', '--bogus'], /unknown option --bogus/],
       [['nginx', 'run', hello, '--port', '8080', '--include', '/nonexistent.conf'], /include file not found: \/nonexistent.conf/],
       [['nginx', 'build', hello], /build needs -o <dir>/],
+      [['nginx', 'run', hello, '--port', '8080', '--preload', 'cfg'], /--preload wants NAME=FILE\.json, got 'cfg'/],
+      [['nginx', 'run', hello, '--port', '8080', '--preload', `cfg=${hello}`], /preload file .*hello\.ts is not JSON/],
       [['nginx', 'frobnicate'], /unknown nginx command 'frobnicate'/],
     ];
     for (const [args, re] of cases) {
@@ -68,6 +70,13 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('client_body_buffer_size 1048576;');
     expect(s).toContain('postpone_output 0;');
     expect(s).toContain('auth_request /_tsgi_auth;');
+  });
+
+  it('--preload gives js_preload_object', async () => {
+    const json = join(fixturesDir, 'config.json');
+    const r = await runCli(['nginx', 'conf', hello, '--preload', `appConfig=${json}`]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`js_preload_object appConfig from ${json};`);
   });
 
   it('workers: upstream with keepalive, proxy headers, the phase header cleared for clients', async () => {
