@@ -1,7 +1,7 @@
 // Workers mode under faults: a worker killed under load, nginx reloaded under load, and the
 // supervisor's graceful reload (SIGHUP: workers rolled one at a time) under load.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixturesDir, load, sleep, startNginx, workersState, type Running } from './helpers.js';
@@ -39,7 +39,19 @@ async function get(path: string): Promise<number> {
   return r.status;
 }
 
+const uidOf = (pid: number): number => Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+const childrenOf = (pid: number): number[] =>
+  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+
 describe('nginx workers mode faults', () => {
+  it('nginx worker processes and Node workers run unprivileged when started as root', () => {
+    const master = Number(readFileSync(join(srv.dir, 'nginx.pid'), 'utf8').trim());
+    const nginxWorkers = childrenOf(master);
+    expect(nginxWorkers.length).toBeGreaterThan(0);
+    const expected = process.getuid!() === 0 ? (uid: number) => expect(uid).not.toBe(0) : (uid: number) => expect(uid).toBe(process.getuid!());
+    for (const pid of [...nginxWorkers, ...workersState(srv.dir).pids]) expected(uidOf(pid));
+  });
+
   it('a worker killed under load: only in-flight requests may fail, the worker is respawned, service goes on', async () => {
     const before = workersState(srv.dir);
     const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
@@ -98,7 +110,7 @@ describe('nginx workers mode faults', () => {
 
   it('SIGTERM stops nginx and the workers and removes the temp dir', async () => {
     const { pids } = workersState(srv.dir);
-    const master = Number(spawnSync('cat', [join(srv.dir, 'nginx.pid')], { encoding: 'utf8' }).stdout.trim());
+    const master = Number(readFileSync(join(srv.dir, 'nginx.pid'), 'utf8').trim());
     expect(await srv.stop()).toBe(0);
     expect(existsSync(srv.dir)).toBe(false);
     for (const pid of [...pids, master]) expect(alive(pid)).toBe(false);
