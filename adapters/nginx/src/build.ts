@@ -369,7 +369,16 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
     throw err;
   }
   if (found.length) throw builtinError(found, handlerLabel);
-  const bundled = result.outputFiles[0]!.text;
+  const final = lowerAst(result.outputFiles[0]!.text);
+  return { code: final.code as string, scan: scan(final.ast) };
+}
+
+/** The Babel part of the build alone: ES2020 in, code njs 0.7.9 parses out (only `export default`). */
+export function lowerForNjs(code: string): string {
+  return lowerAst(code).code as string;
+}
+
+function lowerAst(bundled: string): { code: string; ast: unknown } {
   // Pass 1: the njs preset (classes, destructuring, spread, for-of, ?., defaults...).
   const lowered = babel.transformSync(bundled, {
     babelrc: false,
@@ -389,7 +398,7 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
     comments: false,
     ast: true,
   });
-  return { code: final.code as string, scan: scan(final.ast) };
+  return final;
 }
 
 function entryFor(handler: string, rt: RuntimeFiles): string {
