@@ -1099,6 +1099,14 @@ typedef struct {
     int phase;
 } tsgi_call;
 
+/* request-timeout counts from now: the worker has that long to make
+ * progress (take the next body chunk, answer, send the next frame), so a
+ * slow upload or a long stream is not cut while it moves. */
+static void arm(tsgi_call *k)
+{
+    k->deadline = k->d->request_timeout ? apr_time_now() + k->d->request_timeout : 0;
+}
+
 /* Builds and sends REQUEST. */
 static apr_status_t send_head(tsgi_call *k, int flags, apr_uint64_t content_length)
 {
@@ -1192,6 +1200,7 @@ static int send_body(tsgi_call *k, apr_status_t *io)
                 return HTTP_REQUEST_ENTITY_TOO_LARGE;
             }
             tsgi_encode_body_header(hdr, len, 0);
+            arm(k);
             iov[0].iov_base = hdr;
             iov[0].iov_len = TSGI_HDR_LEN;
             iov[1].iov_base = (void *)data;
@@ -1203,6 +1212,7 @@ static int send_body(tsgi_call *k, apr_status_t *io)
     }
     apr_brigade_destroy(bb);
     tsgi_encode_empty(end, TSGI_END);
+    arm(k);
     if ((*io = conn_write(k->c, end, sizeof(end), k->deadline)) != APR_SUCCESS)
         return HTTP_BAD_GATEWAY;
     return OK;
@@ -1299,6 +1309,7 @@ static int relay_body(tsgi_call *k)
         tsgi_in in;
         apr_status_t rv;
         int perr, flush = 0;
+        arm(k);
         rv = read_frame(k->c, r->pool, k->deadline, &in, &perr);
         if (rv == APR_SUCCESS && in.f.type == TSGI_BODY) {
             if (in.f.flags & ~TSGI_BODY_FLUSH) {
@@ -1415,9 +1426,7 @@ again:
                        rv == TSGI_IO_TIMEOUT ? "no worker accepted within connect-timeout" : "cannot reach a worker");
         return OUT_STATUS;
     }
-    k.deadline = d->request_timeout ? r->request_time + d->request_timeout : 0;
-    if (k.deadline && k.deadline < apr_time_now() + apr_time_from_msec(100))
-        k.deadline = apr_time_now() + apr_time_from_msec(100);
+    arm(&k);
     if ((rv = send_head(&k, flags, clen)) != APR_SUCCESS) {
         int was_used = k.c->used;
         conn_close(k.c);

@@ -1,0 +1,360 @@
+// mod_tsgi's own behaviour in a real Apache, with a scripted fake worker
+// (fixtures/fake-worker.mjs) that sends exactly the frames each case needs:
+// header validation, hop-by-hop stripping, protocol errors, ERROR replies,
+// crashes, timeouts, body limits, supervision, socket security, stop. The real
+// worker and the handler pipeline are covered by the integration tests.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildModule, packageDir } from '../src/build.js';
+
+const FIXTURES = resolve(packageDir, 'test', 'fixtures');
+const PROTOCOL_JS = resolve(packageDir, 'dist', 'protocol.js');
+const MODULES = '/usr/lib/apache2/modules';
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = net.createServer();
+    s.once('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => ok(port));
+    });
+  });
+}
+
+function conf(root: string, port: number, so: string, body: string): string {
+  mkdirSync(join(root, 'run'), { recursive: true });
+  return `ServerRoot ${root}
+Listen 127.0.0.1:${port}
+ServerName localhost
+PidFile ${root}/httpd.pid
+DefaultRuntimeDir ${root}/run
+LoadModule mpm_event_module ${MODULES}/mod_mpm_event.so
+LoadModule authz_core_module ${MODULES}/mod_authz_core.so
+LoadModule tsgi_module ${so}
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+User www-data
+Group www-data
+ErrorLog ${root}/error.log
+LogLevel info
+LogFormat "%>s %L %r" id
+CustomLog ${root}/access.log id
+${body}
+`;
+}
+
+interface Raw {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  raw: string[];
+  body: Buffer;
+  chunks: number;
+}
+
+function request(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; body?: Buffer; chunked?: boolean } = {}): Promise<Raw> {
+  return new Promise((ok, fail) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.body && !opts.chunked) headers['content-length'] = String(opts.body.length);
+    const req = http.request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('error', fail);
+      res.on('aborted', () => fail(new Error('response aborted')));
+      res.on('end', () =>
+        ok({ status: res.statusCode ?? 0, headers: res.headers, raw: res.rawHeaders, body: Buffer.concat(parts), chunks: parts.length }),
+      );
+    });
+    req.on('error', fail);
+    if (opts.body) {
+      // Several writes so a chunked body really is streamed in chunks.
+      for (let i = 0; i < opts.body.length; i += 256 << 10) req.write(opts.body.subarray(i, i + (256 << 10)));
+    }
+    req.end();
+  });
+}
+
+let root: string;
+let port: number;
+let apache: ChildProcess;
+let so: string;
+const errorLog = () => readFileSync(join(root, 'error.log'), 'utf8');
+
+async function waitReady(): Promise<void> {
+  for (let i = 0; i < 200 && apache.exitCode === null && apache.signalCode === null; i++) {
+    try {
+      const r = await request(port, '/app/');
+      if (r.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`Apache did not come up:\n${existsSync(join(root, 'error.log')) ? errorLog() : ''}`);
+}
+
+beforeAll(async () => {
+  so = (await buildModule()).so;
+  root = mkdtempSync(join(tmpdir(), 'tsgi-mod-'));
+  chmodSync(root, 0o755);
+  writeFileSync(join(root, 'handler.mjs'), 'export default { fetch: () => new Response("unused") };\n');
+  port = await freePort();
+  writeFileSync(
+    join(root, 'httpd.conf'),
+    conf(root, port, so, `
+TsgiDaemon app handler=handler.mjs worker=${FIXTURES}/fake-worker.mjs processes=1 request-timeout=1 max-body=1M graceful-timeout=2
+TsgiDaemon dead handler=handler.mjs worker=${FIXTURES}/never-accepts.mjs connect-timeout=0.5
+<Location /app>
+  SetHandler tsgi
+  TsgiDaemonName app
+</Location>
+<Location /dead>
+  SetHandler tsgi
+  TsgiDaemonName dead
+</Location>
+`),
+  );
+  apache = spawn('apache2', ['-DFOREGROUND', '-f', join(root, 'httpd.conf')], {
+    env: { ...process.env, FAKE_TSGI_PROTOCOL: PROTOCOL_JS },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  await waitReady();
+});
+
+afterAll(async () => {
+  if (apache && apache.exitCode === null && apache.signalCode === null) {
+    apache.kill('SIGTERM');
+    await new Promise((r) => apache.once('exit', r));
+  }
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+const info = async (path = '/app/info', init?: Parameters<typeof request>[2]) => {
+  const r = await request(port, path, init);
+  expect(r.status).toBe(200);
+  return JSON.parse(r.body.toString()) as Record<string, unknown> & { env: Record<string, unknown>; headers: string[] };
+};
+
+describe('mod_tsgi in a real Apache', () => {
+  it('runs workers as the Apache User (never root) with the listener on fd 3 and no secret in the environment', async () => {
+    const i = await info();
+    expect(i.uid).toBe(33);
+    expect(i.env).toMatchObject({ daemon: 'app', listen: '3', maxBody: '1048576', secretInEnv: false });
+    expect(i.env.handler).toBe(join(root, 'handler.mjs'));
+  });
+
+  it('keeps the socket in a 0700 directory owned by the child user, socket 0600', () => {
+    const dirs = spawnSync('sh', ['-c', `ls -d ${root}/run/tsgi.*`], { encoding: 'utf8' }).stdout.trim().split('\n');
+    expect(dirs).toHaveLength(1);
+    const dir = statSync(dirs[0]);
+    expect(dir.mode & 0o777).toBe(0o700);
+    expect(dir.uid).toBe(33);
+    const sock = statSync(join(dirs[0], 'app.sock'));
+    expect(sock.isSocket()).toBe(true);
+    expect(sock.mode & 0o777).toBe(0o600);
+  });
+
+  it('sends the raw URI with query, method, host, client address, request id and headers in order', async () => {
+    const i = await info('/app/info?a=1&b=%20x', { headers: { 'X-One': '1', 'X-Two': 'two' } });
+    expect(i).toMatchObject({ method: 'GET', uri: '/app/info?a=1&b=%20x', protocol: 'HTTP/1.1', scheme: 'http', host: `127.0.0.1:${port}`, clientIp: '127.0.0.1', serverPort: port, tls: false, hasBody: false, contentLength: 0 });
+    const names = i.headers.filter((_, k) => k % 2 === 0).map((h) => h.toLowerCase());
+    expect(names.indexOf('x-one')).toBeLessThan(names.indexOf('x-two'));
+    expect(typeof i.id).toBe('string');
+    // The id is Apache's log id, so the access log (%L) and the handler agree.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(`200 ${i.id as string} GET /app/info?a=1`);
+  });
+
+  it('keeps repeated Set-Cookie, drops hop-by-hop headers, applies Content-Type and Content-Length', async () => {
+    const r = await request(port, '/app/headers');
+    expect(r.status).toBe(201);
+    expect(r.headers['set-cookie']).toEqual(['a=1', 'b=2']);
+    expect(r.headers['content-type']).toBe('text/x-test');
+    expect(r.headers['content-length']).toBe('5');
+    expect(r.headers['transfer-encoding']).toBeUndefined();
+    expect(r.headers['keep-alive']).toBeUndefined();
+    expect(r.raw.filter((h) => h === 'X-Multi')).toHaveLength(2);
+    expect(r.body.toString()).toBe('hello');
+  });
+
+  it('sends no body for HEAD', async () => {
+    const r = await request(port, '/app/headers', { method: 'HEAD' });
+    expect(r.status).toBe(201);
+    expect(r.headers['content-length']).toBe('5');
+    expect(r.body.length).toBe(0);
+  });
+
+  it('answers 502 for a header with CR/LF or a bad name, and nothing leaks', async () => {
+    const crlf = await request(port, '/app/crlf');
+    expect(crlf.status).toBe(502);
+    expect(crlf.headers.injected).toBeUndefined();
+    expect(crlf.headers['x-evil']).toBeUndefined();
+    expect((await request(port, '/app/badname')).status).toBe(502);
+    expect(errorLog()).toMatch(/mod_tsgi: request \S+: worker sent an invalid header/);
+  });
+
+  it('passes unusual status codes and refuses 1xx', async () => {
+    const r = await request(port, '/app/status299');
+    expect(r.status).toBe(299);
+    expect(r.body.toString()).toBe('odd');
+    expect((await request(port, '/app/status100')).status).toBe(502);
+  });
+
+  it('answers 502 for protocol garbage or a frame out of place, then serves the next request', async () => {
+    expect((await request(port, '/app/garbage')).status).toBe(502);
+    expect((await request(port, '/app/decision')).status).toBe(502);
+    expect(errorLog()).toMatch(/protocol error: unsupported protocol version/);
+    expect(errorLog()).toMatch(/unexpected frame type 0x83/);
+    const ok = await request(port, '/app/after');
+    expect(ok.status).toBe(200);
+    expect(ok.body.toString()).toBe('ok GET /app/after 0');
+  });
+
+  it('turns a worker ERROR into 503 with its Retry-After, logged with the request id', async () => {
+    const r = await request(port, '/app/overload');
+    expect(r.status).toBe(503);
+    expect(r.headers['retry-after']).toBe('9');
+    expect(errorLog()).toMatch(/mod_tsgi: request \S+: daemon app: worker refused the request: max-inflight reached \(503\)/);
+  });
+
+  it('streams flushed chunks and multi-frame bodies', async () => {
+    const s = await request(port, '/app/stream');
+    expect(s.body.toString()).toBe('chunk 0\nchunk 1\nchunk 2\n');
+    expect(s.chunks).toBeGreaterThan(1);
+    const big = await request(port, '/app/big');
+    expect(big.body.length).toBe(3 << 20);
+    expect(big.body.every((b) => b === 97)).toBe(true);
+  });
+
+  it('forwards request bodies with Content-Length and chunked', async () => {
+    const body = Buffer.alloc(300_000, 1);
+    expect((await request(port, '/app/', { method: 'POST', body })).body.toString()).toBe('ok POST /app/ 300000');
+    expect((await request(port, '/app/', { method: 'POST', body, chunked: true })).body.toString()).toBe('ok POST /app/ 300000');
+    const i = await info('/app/info', { method: 'POST', body, chunked: true });
+    expect(i).toMatchObject({ hasBody: true, contentLength: -1, bodyLength: 300000 });
+  });
+
+  it('answers 413 over max-body: before contacting the worker for Content-Length, mid-stream for chunked', async () => {
+    const body = Buffer.alloc(1_500_000, 2);
+    expect((await request(port, '/app/', { method: 'POST', body })).status).toBe(413);
+    expect(errorLog()).toMatch(/Content-Length 1500000 exceeds max-body/);
+    expect((await request(port, '/app/', { method: 'POST', body, chunked: true }).catch(() => ({ status: 413 }))).status).toBe(413);
+    expect(errorLog()).toMatch(/body exceeds max-body \(1048576 bytes\)/);
+    // The worker was told why (ABORT reason 3).
+    expect((await request(port, '/app/aborted')).body.toString()).toBe('3');
+  });
+
+  it('gives 504 on request-timeout and aborts the request in the worker, which keeps serving', async () => {
+    const r = await request(port, '/app/slow');
+    expect(r.status).toBe(504);
+    expect(errorLog()).toMatch(/daemon app: request-timeout \(504\)/);
+    expect((await request(port, '/app/aborted')).body.toString()).toBe('2');
+  });
+
+  it('gives 503 with Retry-After when no worker accepts within connect-timeout', async () => {
+    const r = await request(port, '/dead/');
+    expect(r.status).toBe(503);
+    expect(r.headers['retry-after']).toBe('1');
+    expect(errorLog()).toMatch(/daemon dead: no worker accepted within connect-timeout \(503\)/);
+  });
+
+  it('gives 502 to a request whose worker is killed, restarts the worker, and serves again', async () => {
+    const before = (await info()).pid;
+    expect((await request(port, '/app/crash')).status).toBe(502);
+    expect(errorLog()).toMatch(/worker closed the connection \(crashed\?\) \(502\)/);
+    const after = (await info()).pid;
+    expect(after).not.toBe(before);
+    expect(errorLog()).toMatch(new RegExp(`worker #0 \\(pid ${before as number}\\) killed by signal 9; restarting`));
+  });
+
+  it('cuts the client connection when the worker dies after the response head', async () => {
+    await expect(request(port, '/app/midcrash')).rejects.toThrow();
+    expect((await request(port, '/app/')).status).toBe(200);
+  });
+
+  it('keeps serving on the same socket across a graceful restart', async () => {
+    const before = (await info()).pid;
+    const sockDir = spawnSync('sh', ['-c', `ls -d ${root}/run/tsgi.*`], { encoding: 'utf8' }).stdout.trim();
+    process.kill(apache.pid!, 'SIGUSR1');
+    let pid = before;
+    for (let i = 0; i < 100 && pid === before; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      pid = (await info()).pid;
+    }
+    expect(pid).not.toBe(before);
+    expect(existsSync(join(sockDir, 'app.sock'))).toBe(true);
+  });
+
+  it('on stop, terminates the workers and removes the socket directory', async () => {
+    const pid = (await info()).pid as number;
+    apache.kill('SIGTERM');
+    await new Promise((r) => apache.once('exit', r));
+    for (let i = 0; i < 50 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    expect(spawnSync('sh', ['-c', `ls ${root}/run`], { encoding: 'utf8' }).stdout.trim()).toBe('');
+  });
+});
+
+describe('directive validation', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tsgi-conf-'));
+    writeFileSync(join(dir, 'h.mjs'), 'export default { fetch() {} }\n');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const check = (body: string) => {
+    writeFileSync(join(dir, 'c.conf'), conf(dir, 1, so, body));
+    const r = spawnSync('apache2', ['-t', '-f', join(dir, 'c.conf')], { encoding: 'utf8' });
+    return { ok: r.status === 0, out: `${r.stdout}${r.stderr}` };
+  };
+  const daemon = `TsgiDaemon app handler=h.mjs worker=${FIXTURES}/fake-worker.mjs`;
+
+  it('accepts a complete configuration', () => {
+    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data
+<Location /a>
+  SetHandler tsgi
+  TsgiDaemonName app
+  TsgiAuthenticate app
+  TsgiAuthorize app
+  TsgiLog app
+</Location>`);
+    expect(r.out).toContain('Syntax OK');
+    expect(r.ok).toBe(true);
+  });
+
+  it.each([
+    ['a missing handler=', 'TsgiDaemon app processes=2', /handler=<path> is required/],
+    ['a missing handler file', `TsgiDaemon app handler=${'/nope/h.mjs'}`, /handler file not found: \/nope\/h.mjs/],
+    ['a non-numeric count', `${daemon} processes=abc`, /processes=abc is not a whole number in 1\.\.512/],
+    ['zero processes', `${daemon} processes=0`, /processes=0 is not a whole number/],
+    ['a negative timeout', `${daemon} request-timeout=-1`, /request-timeout=-1 is not a number of seconds/],
+    ['a bad size suffix', `${daemon} max-body=12Q`, /max-body=12Q is not a size/],
+    ['an unknown option', `${daemon} colour=blue`, /unknown option 'colour'/],
+    ['an option without a value', `${daemon} processes`, /expected key=value, got 'processes'/],
+    ['a missing node', `${daemon} node=/nope/node`, /node executable not found: \/nope\/node/],
+    ['an unknown user', `${daemon} user=no-such-user-tsgi`, /unknown user 'no-such-user-tsgi'/],
+    ['a daemon defined twice', `${daemon}\n${daemon}`, /TsgiDaemon app: defined twice/],
+    ['an unknown TsgiDaemonName', '<Location /a>\n TsgiDaemonName ghost\n</Location>', /TsgiDaemonName: unknown daemon 'ghost'/],
+    ['an unknown TsgiAuthenticate', '<Location /a>\n TsgiAuthenticate ghost\n</Location>', /TsgiAuthenticate: unknown daemon 'ghost'/],
+    ['TsgiDaemon inside <Location>', `<Location /a>\n ${daemon}\n</Location>`, /TsgiDaemon not allowed in <Location> context/],
+  ])('rejects %s', (_what, body, message) => {
+    const r = check(body);
+    expect(r.ok).toBe(false);
+    expect(r.out).toMatch(message);
+  });
+
+  it('refuses to start workers as root', () => {
+    writeFileSync(join(dir, 'root.conf'), conf(dir, 1, so, `${daemon} user=root`));
+    const r = spawnSync('apache2', ['-DFOREGROUND', '-f', join(dir, 'root.conf')], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).not.toBe(0);
+    expect(readFileSync(join(dir, 'error.log'), 'utf8')).toMatch(/daemon app: refusing to run workers as root/);
+  });
+});
