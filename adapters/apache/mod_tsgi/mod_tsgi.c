@@ -43,6 +43,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -645,6 +646,48 @@ static apr_status_t retire_workers(void *data)
     return APR_SUCCESS;
 }
 
+/* pconf cleanup registered before the daemons' retire_workers, so it runs
+ * after all of them: on stop (not on graceful restart) wait for the workers
+ * to drain, and SIGKILL those still there graceful-timeout + 2 s later. */
+static apr_status_t reap_on_exit(void *data)
+{
+    tsgi_registry *reg = data;
+    apr_time_t deadline = apr_time_now();
+    int i, j, left;
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING)
+        return APR_SUCCESS;
+    for (i = 0; i < reg->list->nelts; i++) {
+        tsgi_daemon *d = APR_ARRAY_IDX(reg->list, i, tsgi_daemon *);
+        if (apr_time_now() + d->graceful_timeout + apr_time_from_sec(2) > deadline)
+            deadline = apr_time_now() + d->graceful_timeout + apr_time_from_sec(2);
+    }
+    do {
+        left = 0;
+        for (i = 0; i < reg->list->nelts; i++) {
+            tsgi_daemon *d = APR_ARRAY_IDX(reg->list, i, tsgi_daemon *);
+            for (j = 0; d->workers && j < d->processes; j++) {
+                tsgi_worker *w = d->workers[j];
+                if (!w || w->proc.pid <= 0 || w->parent_pid != getpid())
+                    continue;
+                if (waitpid(w->proc.pid, NULL, WNOHANG) != 0) {
+                    w->proc.pid = -1; /* exited (or not our child any more) */
+                    continue;
+                }
+                if (apr_time_now() >= deadline) {
+                    kill(w->proc.pid, SIGKILL);
+                    waitpid(w->proc.pid, NULL, 0);
+                    w->proc.pid = -1;
+                    continue;
+                }
+                left++;
+            }
+        }
+        if (left)
+            apr_sleep(apr_time_from_msec(20));
+    } while (left);
+    return APR_SUCCESS;
+}
+
 static char **build_env(apr_pool_t *p, tsgi_daemon *d, int index)
 {
     extern char **environ;
@@ -747,6 +790,7 @@ static int tsgi_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_tsgi: cannot generate the per-start secret");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    apr_pool_cleanup_register(pconf, reg, reap_on_exit, apr_pool_cleanup_null);
     for (i = 0; i < reg->list->nelts; i++)
         if ((rc = start_daemon(pconf, s, APR_ARRAY_IDX(reg->list, i, tsgi_daemon *), secret)) != OK)
             return rc;
