@@ -876,7 +876,13 @@ static apr_status_t wait_fd(int fd, short events, apr_time_t deadline)
 static apr_status_t conn_writev(tsgi_conn *c, struct iovec *iov, int n, apr_time_t deadline)
 {
     while (n > 0) {
-        ssize_t w = writev(c->fd, iov, n > IOV_MAX ? IOV_MAX : n);
+        struct msghdr msg;
+        ssize_t w;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        msg.msg_iovlen = n > IOV_MAX ? IOV_MAX : n;
+        /* MSG_NOSIGNAL: a worker that just died must give EPIPE, not SIGPIPE. */
+        w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         if (w < 0) {
             apr_status_t rv;
             if (errno == EINTR)
@@ -1093,7 +1099,7 @@ static void conn_abort(tsgi_conn *c, int reason)
 {
     unsigned char buf[TSGI_HDR_LEN + 1];
     tsgi_encode_abort(buf, (uint8_t)reason);
-    (void)!write(c->fd, buf, sizeof(buf));
+    (void)!send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
     conn_close(c);
 }
 
