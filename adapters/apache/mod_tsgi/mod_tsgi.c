@@ -803,6 +803,7 @@ struct tsgi_conn {
     int fd;
     int goaway;        /* worker is draining: never reuse */
     int used;          /* served at least one exchange */
+    int sent;          /* wrote since the last read: a read now would only say EAGAIN */
     size_t start, end; /* unread bytes in buf */
     struct tsgi_conn *next;
     unsigned char buf[TSGI_READ_BUF];
@@ -875,6 +876,7 @@ static apr_status_t wait_fd(int fd, short events, apr_time_t deadline)
 
 static apr_status_t conn_writev(tsgi_conn *c, struct iovec *iov, int n, apr_time_t deadline)
 {
+    c->sent = 1;
     while (n > 0) {
         struct msghdr msg;
         ssize_t w;
@@ -921,6 +923,13 @@ static apr_status_t conn_fill(tsgi_conn *c, apr_time_t deadline)
         ssize_t r;
         if (c->start == c->end)
             c->start = c->end = 0;
+        if (c->sent) {
+            /* The reply cannot be there yet: poll first, saving a read. */
+            apr_status_t rv = wait_fd(c->fd, POLLIN, deadline);
+            c->sent = 0;
+            if (rv != APR_SUCCESS)
+                return rv;
+        }
         r = read(c->fd, c->buf + c->end, sizeof(c->buf) - c->end);
         if (r > 0) {
             c->end += (size_t)r;
@@ -1043,7 +1052,7 @@ static apr_status_t conn_connect(tsgi_daemon *d, request_rec *r, tsgi_conn **out
         return APR_ENOMEM;
     }
     c->fd = fd;
-    c->goaway = c->used = 0;
+    c->goaway = c->used = c->sent = 0;
     c->start = c->end = 0;
     c->next = NULL;
     tsgi_encode_hello(hello, (uint32_t)getpid(), secret, TSGI_SECRET_LEN);
