@@ -4,7 +4,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, closeSync, constants, openSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { connect, Socket } from 'node:net';
+import { connect, createServer as createNetServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { StartupError } from '@tsgi/core/node';
@@ -209,6 +209,17 @@ function relayFifo(path: string): { path: string; close(): void } {
   };
 }
 
+/** Fails early and clearly when something already listens there (our ready probe would be fooled). */
+function assertPortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolveP, reject) => {
+    const s = createNetServer();
+    s.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new StartupError(`cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.code ?? err.message}`)),
+    );
+    s.listen({ host, port, exclusive: true }, () => s.close(() => resolveP()));
+  });
+}
+
 function waitForPort(host: string, port: number, nginx: ChildProcess, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolveP, reject) => {
@@ -248,6 +259,7 @@ async function cmdRun(a: Args): Promise<number> {
   const nginx = nginxBinary();
   const jsModule = mode === 'embedded' ? findJsModule() : undefined;
   const user = workerUser(one(a, '--user'));
+  await assertPortFree(host, port);
 
   // Everything nginx and the workers read lives here: the project dir may be 0700.
   const dir = mkdtempSync(join(tmpdir(), 'tsgi-nginx-'));

@@ -1,6 +1,7 @@
 // `tsgi nginx` command line: bad input fails with one clear line before nginx starts; conf prints snippets.
 import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fixturesDir, runCli } from './helpers.js';
@@ -45,6 +46,21 @@ describe('tsgi nginx: bad input', () => {
       expect(r.code, args.join(' ')).toBe(1);
       expect(oneLine(r.stderr)).toMatch(re);
       expect(oneLine(r.stderr)).toMatch(/^tsgi nginx: /);
+    }
+  });
+
+  it('a port already in use: one clear line before anything starts', async () => {
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const before = runDirs();
+      const r = await runCli(['nginx', 'run', hello, '--port', String(port), '--workers', '1']);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim()).toBe(`tsgi nginx: cannot listen on 127.0.0.1:${port}: address already in use`);
+      expect(runDirs().filter((d) => !before.includes(d))).toEqual([]);
+    } finally {
+      busy.close();
     }
   });
 
