@@ -1,0 +1,146 @@
+/**
+ * Test-only njs build and a private nginx for the runtime tests.
+ * (The product build is src/build.ts, owned by the build pipeline; this one is
+ * deliberately minimal: esbuild bundle + inject, Babel with babel-preset-njs,
+ * then `export { x as default }` -> `export default x` for njs < 0.7.12.)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, chmodSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { transformAsync } from '@babel/core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const RUNTIME_DIR = resolve(here, '../runtime');
+export const NJS_MODULE = '/usr/lib/nginx/modules/ngx_http_js_module.so';
+
+/** Bundles `entrySource` (ESM text; may import from RUNTIME_DIR) into one njs 0.7.9 module. */
+export async function buildNjs(entrySource: string, resolveDir: string): Promise<string> {
+  const out = await build({
+    stdin: { contents: entrySource, resolveDir, sourcefile: 'entry.ts', loader: 'ts' },
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2017',
+    inject: [join(RUNTIME_DIR, 'globals.ts')],
+    external: ['fs', 'crypto', 'querystring', 'zlib', 'xml'],
+    logLevel: 'silent',
+  });
+  const code = out.outputFiles[0]!.text;
+  const lowered = await transformAsync(code, {
+    babelrc: false,
+    configFile: false,
+    presets: ['babel-preset-njs'],
+    sourceType: 'module',
+    compact: false,
+  });
+  let js = lowered!.code!;
+  js = js.replace(/export\s*\{\s*([A-Za-z_$][\w$]*)\s+as\s+default\s*\};?/, 'export default $1;');
+  return js;
+}
+
+/** Entry that wraps a handler module with the bridge. */
+export function bridgeEntry(handlerPath: string): string {
+  return `import handler from ${JSON.stringify(resolve(handlerPath))};\n` +
+    `import { bridge } from ${JSON.stringify(join(RUNTIME_DIR, 'bridge.ts'))};\n` +
+    `export default bridge(handler);\n`;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export interface Nginx {
+  url: string;
+  port: number;
+  dir: string;
+  errorLog(): string;
+  accessLog(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `nginx -c <dir>/nginx.conf` (foreground, one worker) serving `moduleJs`
+ * as njs module `m`. `server` is the server-block body (locations).
+ * `http` adds http-level directives.
+ */
+export async function startNginx(moduleJs: string, server: string, http = ''): Promise<Nginx> {
+  if (!existsSync(NJS_MODULE)) throw new Error(`njs module missing: ${NJS_MODULE} (apt-get install nginx libnginx-mod-http-js)`);
+  const dir = mkdtempSync(join(tmpdir(), 'tsgi-njs-'));
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, 'm.js'), moduleJs, { mode: 0o644 });
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  const conf = `load_module ${NJS_MODULE};
+${asRoot ? 'user www-data;' : ''}
+daemon off; master_process on; worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 256; }
+http {
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  default_type "";
+  js_path ${dir};
+  js_import m from m.js;
+  js_var $tsgi_user;
+  client_max_body_size 8m; client_body_buffer_size 8m;
+  postpone_output 0;
+  ${http}
+  access_log ${dir}/access.log;
+  server {
+    listen 127.0.0.1:${port};
+    ${server}
+  }
+}
+`;
+  writeFileSync(join(dir, 'nginx.conf'), conf, { mode: 0o644 });
+  const proc: ChildProcess = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`nginx exited: ${stderr}${readIf(join(dir, 'error.log'))}`);
+    try {
+      await fetch(url + '/__ping');
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`nginx did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    url,
+    port,
+    dir,
+    errorLog: () => readIf(join(dir, 'error.log')),
+    accessLog: () => readIf(join(dir, 'access.log')),
+    stop: () =>
+      new Promise<void>((res) => {
+        if (proc.exitCode !== null) return res();
+        proc.once('exit', () => res());
+        proc.kill('SIGQUIT');
+        setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
+      }),
+  };
+}
+
+function readIf(p: string): string {
+  try {
+    return readFileSync(p, 'utf8');
+  } catch {
+    return '';
+  }
+}
