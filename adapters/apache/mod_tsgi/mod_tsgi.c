@@ -804,6 +804,7 @@ struct tsgi_conn {
     int goaway;        /* worker is draining: never reuse */
     int used;          /* served at least one exchange */
     int sent;          /* wrote since the last read: a read now would only say EAGAIN */
+    int client_fd;     /* client socket to watch for a hang-up, -1 when idle */
     size_t start, end; /* unread bytes in buf */
     struct tsgi_conn *next;
     unsigned char buf[TSGI_READ_BUF];
@@ -860,18 +861,38 @@ static int ms_left(apr_time_t deadline)
 #define TSGI_IO_EOF APR_EOF
 #define TSGI_IO_TIMEOUT APR_TIMEUP
 
-static apr_status_t wait_fd(int fd, short events, apr_time_t deadline)
+/* Client disconnected while we waited for the worker. */
+#define TSGI_IO_CLIENT_GONE APR_ECONNABORTED
+
+/*
+ * Waits for the worker socket. While a request is in progress, also watches
+ * the client socket for a hang-up (POLLRDHUP: the client closed; pipelined
+ * bytes do not trigger it), so request.signal aborts without waiting for the
+ * response to fail on write.
+ */
+static apr_status_t wait_fd(int fd, short events, apr_time_t deadline, int client_fd)
 {
-    struct pollfd pfd;
-    int rc;
-    pfd.fd = fd;
-    pfd.events = events;
+    struct pollfd pfd[2];
+    int rc, n = 1;
+    pfd[0].fd = fd;
+    pfd[0].events = events;
+    pfd[0].revents = 0;
+    if (client_fd >= 0) {
+        pfd[1].fd = client_fd;
+        pfd[1].events = POLLRDHUP;
+        pfd[1].revents = 0;
+        n = 2;
+    }
     do {
-        rc = poll(&pfd, 1, ms_left(deadline));
+        rc = poll(pfd, n, ms_left(deadline));
     } while (rc < 0 && errno == EINTR);
     if (rc < 0)
         return errno;
-    return rc == 0 ? TSGI_IO_TIMEOUT : APR_SUCCESS;
+    if (rc == 0)
+        return TSGI_IO_TIMEOUT;
+    if (n == 2 && !pfd[0].revents && (pfd[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+        return TSGI_IO_CLIENT_GONE;
+    return APR_SUCCESS;
 }
 
 static apr_status_t conn_writev(tsgi_conn *c, struct iovec *iov, int n, apr_time_t deadline)
@@ -891,7 +912,7 @@ static apr_status_t conn_writev(tsgi_conn *c, struct iovec *iov, int n, apr_time
                 continue;
             if (errno != EAGAIN)
                 return errno;
-            if ((rv = wait_fd(c->fd, POLLOUT, deadline)) != APR_SUCCESS)
+            if ((rv = wait_fd(c->fd, POLLOUT, deadline, c->client_fd)) != APR_SUCCESS)
                 return rv;
             continue;
         }
@@ -925,7 +946,7 @@ static apr_status_t conn_fill(tsgi_conn *c, apr_time_t deadline)
             c->start = c->end = 0;
         if (c->sent) {
             /* The reply cannot be there yet: poll first, saving a read. */
-            apr_status_t rv = wait_fd(c->fd, POLLIN, deadline);
+            apr_status_t rv = wait_fd(c->fd, POLLIN, deadline, c->client_fd);
             c->sent = 0;
             if (rv != APR_SUCCESS)
                 return rv;
@@ -940,7 +961,7 @@ static apr_status_t conn_fill(tsgi_conn *c, apr_time_t deadline)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN) {
-            apr_status_t rv = wait_fd(c->fd, POLLIN, deadline);
+            apr_status_t rv = wait_fd(c->fd, POLLIN, deadline, c->client_fd);
             if (rv != APR_SUCCESS)
                 return rv;
             continue;
@@ -1053,6 +1074,7 @@ static apr_status_t conn_connect(tsgi_daemon *d, request_rec *r, tsgi_conn **out
     }
     c->fd = fd;
     c->goaway = c->used = c->sent = 0;
+    c->client_fd = -1;
     c->start = c->end = 0;
     c->next = NULL;
     tsgi_encode_hello(hello, (uint32_t)getpid(), secret, TSGI_SECRET_LEN);
@@ -1097,6 +1119,7 @@ static void conn_release(tsgi_daemon *d, tsgi_conn *c, int reusable)
         return;
     }
     c->used = 1;
+    c->client_fd = -1;
     apr_thread_mutex_lock(d->cpool->mutex);
     c->next = d->cpool->idle;
     d->cpool->idle = c;
@@ -1113,6 +1136,21 @@ static void conn_abort(tsgi_conn *c, int reason)
 }
 
 /* ================================================================ exchange */
+
+/* The client's socket, to notice a hang-up while the worker computes.
+ * Not for HTTP/2 streams: their socket belongs to the whole connection. */
+static int client_socket_fd(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    apr_socket_t *sock;
+    apr_os_sock_t fd;
+    if (c->master)
+        return -1;
+    sock = ap_get_conn_socket(c);
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS)
+        return -1;
+    return fd;
+}
 
 static const char *request_id(request_rec *r)
 {
@@ -1157,6 +1195,19 @@ typedef struct {
     apr_time_t deadline;
     int phase;
 } tsgi_call;
+
+/* The client left before the response: nothing can be sent any more. 499
+ * (nginx's "client closed request") only shows in the access log. */
+static int client_gone(tsgi_call *k)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, k->r, "mod_tsgi: request %s: client went away; worker told to abort",
+                  k->id);
+    conn_abort(k->c, TSGI_ABORT_CLIENT_GONE);
+    k->c = NULL;
+    k->r->connection->aborted = 1;
+    k->r->status = 499;
+    return DONE;
+}
 
 /* request-timeout counts from now: the worker has that long to make
  * progress (take the next body chunk, answer, send the next frame), so a
@@ -1402,6 +1453,11 @@ static int relay_body(tsgi_call *k)
         } else if (rv == APR_SUCCESS) {
             rv = APR_EGENERAL;
         }
+        if (rv == TSGI_IO_CLIENT_GONE) {
+            apr_brigade_cleanup(bb);
+            client_gone(k);
+            return OK;
+        }
         if (rv != APR_SUCCESS) {
             /* Too late for an error status: cut the client connection so it
              * sees a truncated response, as mod_proxy does. */
@@ -1513,6 +1569,7 @@ again:
             return OUT_STATUS;
         }
     }
+    k.c->client_fd = client_socket_fd(r);
     for (;;) {
         tsgi_in in;
         int perr;
@@ -1520,6 +1577,10 @@ again:
         if (rv == APR_SUCCESS && in.f.type == TSGI_GOAWAY) {
             k.c->goaway = 1;
             continue;
+        }
+        if (rv == TSGI_IO_CLIENT_GONE) {
+            *status = client_gone(&k);
+            return OUT_STATUS;
         }
         if (rv != APR_SUCCESS) {
             int was_goaway = k.c->goaway;

@@ -258,6 +258,21 @@ describe('mod_tsgi in a real Apache', () => {
     expect((await request(port, '/app/aborted')).body.toString()).toBe('2');
   });
 
+  it('tells the worker to abort when the client hangs up while it computes', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write('GET /app/slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    sock.destroy();
+    let reason = '';
+    for (let i = 0; i < 50 && reason !== '1'; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      reason = (await request(port, '/app/aborted')).body.toString();
+    }
+    expect(reason).toBe('1');
+    expect(errorLog()).toMatch(/mod_tsgi: request \S+: client went away; worker told to abort/);
+  });
+
   it('gives 503 with Retry-After when no worker accepts within connect-timeout', async () => {
     const r = await request(port, '/dead/');
     expect(r.status).toBe(503);
