@@ -17,7 +17,7 @@ const USAGE = `usage:
       print a config snippet to include in an existing Apache (LoadModule, TsgiDaemon, <Location>)
   tsgi apache run <handler> --port P [--host 127.0.0.1] [--processes N] [--location /] [--include FILE]...
       [--max-body BYTES] [--request-timeout S] [--queue-timeout S] [--connect-timeout S]
-      [--graceful-timeout S] [--max-requests N] [--user www-data] [--group G] [--threads N] [--log-level warn]
+      [--graceful-timeout S] [--max-requests N] [--max-inflight N] [--user www-data] [--group G] [--threads N] [--log-level warn]
       run a private Apache in the foreground (Ctrl-C stops it)`;
 
 /** The worker script shipped with this package (dist/worker.js). */
@@ -68,6 +68,7 @@ const COMMON = {
   'connect-timeout': { type: 'string' },
   'graceful-timeout': { type: 'string' },
   'max-requests': { type: 'string' },
+  'max-inflight': { type: 'string' },
 } as const;
 
 type Values = Record<string, string | string[] | boolean | undefined>;
@@ -84,6 +85,7 @@ function daemonFrom(v: Values, handler: string, worker: string, user?: string, g
     user,
     group,
     maxRequests: int('max-requests', s('max-requests')),
+    maxInflight: int('max-inflight', s('max-inflight')),
     requestTimeout: int('request-timeout', s('request-timeout')),
     queueTimeout: int('queue-timeout', s('queue-timeout')),
     connectTimeout: int('connect-timeout', s('connect-timeout')),
@@ -176,7 +178,7 @@ startWorker(handler);
       define: { 'process.env.TSGI_BUNDLED': '"1"' },
       // CommonJS dependencies inside an ES module bundle still call require().
       banner: { js: "import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);" },
-      external: ['tsx', 'tsx/*', 'esbuild'],
+      external: ['esbuild'],
       logLevel: 'silent',
       legalComments: 'none',
     });

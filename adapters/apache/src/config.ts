@@ -16,6 +16,7 @@ export interface DaemonOptions {
   user?: string;
   group?: string;
   maxRequests?: number;
+  maxInflight?: number;
   requestTimeout?: number;
   queueTimeout?: number;
   connectTimeout?: number;
@@ -37,6 +38,7 @@ const DAEMON_KEYS: [keyof DaemonOptions, string][] = [
   ['user', 'user'],
   ['group', 'group'],
   ['maxRequests', 'max-requests'],
+  ['maxInflight', 'max-inflight'],
   ['requestTimeout', 'request-timeout'],
   ['queueTimeout', 'queue-timeout'],
   ['connectTimeout', 'connect-timeout'],
@@ -152,11 +154,14 @@ export function serverConf(o: ServerOptions): string {
     `ServerTokens Prod`,
     `ServerSignature Off`,
     `TypesConfig /etc/mime.types`,
-    `ErrorLog /dev/stderr`,
+    // Handlers see %2F still encoded, as on the other servers (Apache's default answers 404).
+    `AllowEncodedSlashes NoDecode`,
+    // Piped through cat: opening /dev/stderr fails when it is a socket (spawned from Node, systemd).
+    `ErrorLog "|$exec /bin/cat >&2"`,
     `LogLevel ${o.logLevel ?? 'warn'}`,
     ...(o.accessLog === false
       ? []
-      : [`LogFormat "%a %l %u %t \\"%r\\" %>s %b %D" tsgi`, `CustomLog /dev/stdout tsgi`]),
+      : [`LogFormat "%a %l %u %t \\"%r\\" %>s %b %D" tsgi`, `CustomLog "||/bin/cat" tsgi`]),
     `Timeout 60`,
     `KeepAlive On`,
     `MaxKeepAliveRequests 0`,

@@ -57,6 +57,15 @@ export class BodySource {
     this.notify();
   }
 
+  /**
+   * The exchange is over: a body still arriving is dropped (the socket must flow up to END);
+   * one already complete stays readable (waitUntil work may still read it).
+   */
+  release(): void {
+    if (this.ended) this.unpause();
+    else this.cancel();
+  }
+
   /** Drop what is buffered and what still comes (unread body, cancelled stream). */
   cancel(): void {
     this.discard = true;
@@ -109,6 +118,8 @@ export class BodySource {
       this.unpause();
       await new Promise<void>((r) => (this.wake = r));
     }
+    // END may have come in the same socket chunk that made us pause.
+    this.unpause();
     if (this.err !== undefined) throw this.err;
     const parts = this.chunks.slice(this.head);
     const n = this.size;

@@ -309,7 +309,7 @@ class Conn implements BodyFlow {
     if (this.ex !== req) return;
     this.ex = null;
     // Whatever the handler left unread is discarded; the socket must keep flowing up to END.
-    if (this.body && this.body === req._body) this.body.cancel();
+    req._body?.release();
     if (this.idle) this.afterExchange();
   }
 
@@ -556,29 +556,50 @@ export class Worker {
       this.finish(conn, req, ctx, raw.status, 0, start, content);
       return;
     }
-    conn.sock.write(encodeWhole(raw.status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
-    this.pump(conn, req, body).then(
-      (bytes) => this.finish(conn, req, ctx, raw.status, bytes, start, content),
+    // The head waits for the first chunk: a stream that fails before it still gets the bare 500.
+    const reader = body.getReader();
+    reader.read().then(
+      (first) => {
+        if (conn.closed || req._aborted !== undefined) {
+          void reader.cancel(req._aborted).catch(() => {});
+          this.finish(conn, req, ctx, raw.status, 0, start, content);
+          return;
+        }
+        conn.sock.write(encodeWhole(raw.status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
+        this.pump(conn, req, reader, first).then(
+          (bytes) => this.finish(conn, req, ctx, raw.status, bytes, start, content),
+          (err) => {
+            // Headers are out: all we can do is drop the connection (Apache aborts the client's).
+            this.log(`request ${ctx.id}: response stream failed`, err);
+            conn.destroy(err);
+            this.finish(conn, req, ctx, raw.status, 0, start, content);
+          },
+        );
+      },
       (err) => {
-        // Headers are out: all we can do is drop the connection (Apache aborts the client's).
-        this.log(`request ${ctx.id}: response stream failed`, err);
-        conn.destroy(err);
-        this.finish(conn, req, ctx, raw.status, 0, start, content);
+        this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
+        this.respond(conn, req, ctx, internalError(), start, content);
       },
     );
   }
 
   /** Streams a body: one BODY frame per chunk, flushed, waiting for the socket when it is full. */
-  private async pump(conn: Conn, req: ApacheRequest, body: ReadableStream<Uint8Array>): Promise<number> {
-    const reader = body.getReader();
+  private async pump(
+    conn: Conn,
+    req: ApacheRequest,
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    first: ReadableStreamReadResult<Uint8Array>,
+  ): Promise<number> {
     let bytes = 0;
+    let next: ReadableStreamReadResult<Uint8Array> | null = first;
     try {
       for (;;) {
         if (conn.closed || req._aborted !== undefined) {
           void reader.cancel(req._aborted).catch(() => {});
           return bytes;
         }
-        const { done, value } = await reader.read();
+        const { done, value } = next ?? (await reader.read());
+        next = null;
         if (done) break;
         if (conn.closed || req._aborted !== undefined) continue;
         if (!(value instanceof Uint8Array)) throw new TypeError('response body chunks must be Uint8Array');
