@@ -1592,6 +1592,10 @@ again:
             }
             conn_close(k.c);
             k.c = NULL;
+            /* A worker closing with our request unread gives ECONNRESET on a
+             * Unix socket rather than EOF: both mean the peer is gone. */
+            if (rv == ECONNRESET || rv == EPIPE)
+                rv = TSGI_IO_EOF;
             /* GOAWAY then EOF: the draining worker closed without reading our
              * request, so it never ran; safe to send it again. */
             if (rv == TSGI_IO_EOF && was_goaway && !with_body && !retried) {
