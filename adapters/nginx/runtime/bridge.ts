@@ -12,8 +12,6 @@
  * Entry: `export default bridge(handler)` -> { content, fetch, auth, log }.
  */
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-
 import { Response, URL as URL_, lazyRequest, headerList, ReadableStream } from './webapi.js';
 
 type Any = any;
@@ -125,7 +123,8 @@ function requestOf(r: Any): Any {
   let body: Any = null;
   if (m !== 'GET' && m !== 'HEAD') {
     const b = r.requestBuffer; // undefined when the request has no body
-    if (b !== undefined && b !== null) body = b;
+    // A plain Uint8Array view (njs Buffers differ from Uint8Array in slice/buffer details).
+    if (b !== undefined && b !== null) body = b.length === 0 ? new Uint8Array(0) : new Uint8Array(b.buffer, b.byteOffset, b.length);
   }
   return lazyRequest(r, m, body, urlOf, headersOf);
 }
@@ -195,7 +194,7 @@ function runPipeline(h: Any, req: Any, ctx: Any, r: Any): Any {
 }
 
 /** init runs per request in embedded mode (njs builds a VM per request). */
-function runInit(h: Any, r: Any): Any {
+function runInit(h: Any): Any {
   if (typeof h.init !== 'function') return undefined;
   return h.init({ server: 'nginx', env: env() });
 }
@@ -212,8 +211,8 @@ function utf8(s: string): Any {
   return new TextEncoder().encode(s);
 }
 
-/** Writes status + headers into r.headersOut. Returns false (and writes nothing) on an invalid header. */
-function setHead(r: Any, status: number, l: string[], bodyLen: number): boolean {
+/** Writes status + headers into r.headersOut. */
+function setHead(r: Any, status: number, l: string[], bodyLen: number): void {
   let i: number;
   // Values were validated (no CR/LF/NUL) when the Headers/Response was built;
   // regex tests cost ~2 µs each in njs 0.7.9, so nothing is re-scanned here.
@@ -236,7 +235,6 @@ function setHead(r: Any, status: number, l: string[], bodyLen: number): boolean 
   if (cookies !== null) out['Set-Cookie'] = cookies;
   if (bodyLen >= 0) out['Content-Length'] = String(bodyLen);
   r.status = status;
-  return true;
 }
 
 function hopByHop(n: string): boolean {
@@ -285,20 +283,18 @@ function respond(r: Any, res: Any, ctx: Any): void {
     let b = res._b;
     const skip = noBody(r.method, status);
     if (b instanceof (ReadableStream as Any)) {
-      if (!setHead(r, status, l, -1)) throw new TypeError('invalid header value');
       if (skip) {
         // HEAD/204/304: the body is never read; cancel it now so an endless stream stops.
         if (!b.locked) b.cancel(undefined).then(undefined, function () {});
-        r.sendHeader();
+        setHead(r, status, l, -1);
         headSent = true;
         sent = 0;
+        r.sendHeader();
         r.finish();
         t1 = Date.now();
         return;
       }
-      r.sendHeader();
-      headSent = true;
-      pump(r, b, ctx);
+      pump(r, b, ctx, status, l);
       return;
     }
     if (b == null) b = '';
@@ -314,7 +310,8 @@ function respond(r: Any, res: Any, ctx: Any): void {
     if (!redirect && status !== 204 && status !== 304 && len !== 0 && len <= CHUNK && b !== '') {
       // Fast path: small non-empty body, non-redirect status (r.return takes a redirect's
       // body as its Location): one r.return(), nginx sets Content-Length.
-      if (!setHead(r, status, l, -1)) throw new TypeError('invalid header value');
+      setHead(r, status, l, -1);
+      headSent = true; // from here on a failure means the client is gone: never send again
       if (len < 0) {
         if (skip) sent = 0;
         else sentStr = b;
@@ -330,9 +327,9 @@ function respond(r: Any, res: Any, ctx: Any): void {
       b = utf8(b);
       len = b.length;
     }
-    if (!setHead(r, status, l, status === 204 || status === 304 ? -1 : len)) throw new TypeError('invalid header value');
-    r.sendHeader();
+    setHead(r, status, l, status === 204 || status === 304 ? -1 : len);
     headSent = true;
+    r.sendHeader();
     sent = 0;
     if (!skip) {
       for (let off = 0; off < len; off += CHUNK) r.send(byteString(b.subarray(off, Math.min(len, off + CHUNK))));
@@ -341,8 +338,13 @@ function respond(r: Any, res: Any, ctx: Any): void {
     r.finish();
     t1 = Date.now();
   } catch (e) {
+    if (headSent) {
+      // r.return/r.send failed: the client went away; nothing more can be sent.
+      t1 = Date.now();
+      return;
+    }
     errlog(r, 'request ' + ctx.id + ': cannot send the response', e);
-    fail500(r, headSent);
+    fail500(r, false);
   }
 }
 
@@ -350,37 +352,82 @@ function byteLen(s: string): number {
   return encodeURIComponent(s) === s ? s.length : utf8(s).length;
 }
 
-/** Streams a ReadableStream body: one r.send per chunk (<= 64 KB), then r.finish. */
-function pump(r: Any, stream: Any, ctx: Any): void {
-  const reader = stream.getReader();
+/**
+ * Ends a response whose body failed after its head went out. A complete
+ * response would pass truncated data off as whole, so the connection is cut:
+ * an unhandled rejection makes njs 0.7.9 finalize the request with NGX_ERROR
+ * (njs #658), which closes the connection without the chunked terminator.
+ */
+function cut(r: Any, ctx: Any, e: Any): void {
+  errlog(r, 'request ' + ctx.id + ': response stream failed after the head was sent; closing the connection', e);
+  t1 = Date.now();
+  Promise.reject(new Error('tsgi: response stream failed'));
+}
+
+/**
+ * Streams a ReadableStream body: the head goes out with the first chunk (so a
+ * stream that fails before its first byte still gets a bare 500), then one
+ * r.send per chunk (<= 64 KB each), then r.finish.
+ */
+function pump(r: Any, stream: Any, ctx: Any, status: number, l: string[]): void {
+  let reader: Any;
+  try {
+    reader = stream.getReader();
+  } catch (e) {
+    errlog(r, 'request ' + ctx.id + ': response body stream is locked', e);
+    fail500(r, false);
+    return;
+  }
+  let head = false;
   sent = 0;
   function step(): void {
     reader.read().then(
       function (res: Any) {
+        let c: Any;
+        if (!res.done) {
+          c = res.value;
+          if (typeof c === 'string') c = utf8(c);
+          else if (!(c instanceof Uint8Array)) {
+            if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+            else c = null;
+          }
+          if (c === null) {
+            reader.cancel(new TypeError('stream chunk is not a Uint8Array')).then(undefined, function () {});
+            if (head) cut(r, ctx, new TypeError('stream chunk is not a Uint8Array'));
+            else {
+              errlog(r, 'request ' + ctx.id + ': response stream chunk is not a Uint8Array');
+              fail500(r, false);
+            }
+            return;
+          }
+        }
         try {
+          if (!head) {
+            setHead(r, status, l, res.done ? 0 : -1);
+            head = true;
+            r.sendHeader();
+          }
           if (res.done) {
             r.finish();
             t1 = Date.now();
             return;
           }
-          let c = res.value;
-          if (typeof c === 'string') c = utf8(c);
-          else if (!(c instanceof Uint8Array)) {
-            if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
-            else throw new TypeError('stream chunk is not a Uint8Array');
-          }
           for (let off = 0; off < c.length; off += CHUNK) r.send(byteString(c.subarray(off, Math.min(c.length, off + CHUNK))));
           sent += c.length;
-          step();
-        } catch (e) {
-          errlog(r, 'request ' + ctx.id + ': response stream failed', e);
-          reader.cancel(e).then(undefined, function () {});
-          fail500(r, true);
+        } catch (_e) {
+          // The client is gone: stop the source.
+          reader.cancel(undefined).then(undefined, function () {});
+          t1 = Date.now();
+          return;
         }
+        step();
       },
       function (e: Any) {
-        errlog(r, 'request ' + ctx.id + ': response stream errored', e);
-        fail500(r, true);
+        if (head) cut(r, ctx, e);
+        else {
+          errlog(r, 'request ' + ctx.id + ': response stream failed before its first chunk', e);
+          fail500(r, false);
+        }
       },
     );
   }
@@ -404,7 +451,7 @@ function startRequest(r: Any): Any {
 function guarded(h: Any, r: Any, ctx: Any, step: Any): void {
   let pending: Any;
   try {
-    pending = runInit(h, r);
+    pending = runInit(h);
   } catch (e) {
     errlog(r, 'request ' + ctx.id + ': init threw', e);
     fail500(r, false);

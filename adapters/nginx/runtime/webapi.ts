@@ -17,8 +17,7 @@
  * these exports; in Node the tests import them side by side with Node's own.
  */
 
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-this-alias, prefer-rest-params */
-
+/* eslint-disable @typescript-eslint/no-this-alias -- njs 0.7.9 code: closures capture the instance */
 type Any = any;
 
 // Installed-prototype flags. Primitives: cheap to clone, reset for every request.

@@ -75,11 +75,16 @@ export interface Nginx {
  * as njs module `m`. `server` is the server-block body (locations).
  * `http` adds http-level directives.
  */
-export async function startNginx(moduleJs: string, server: string, http = ''): Promise<Nginx> {
+export async function startNginx(modules: string | Record<string, string>, server: string, http = ''): Promise<Nginx> {
   if (!existsSync(NJS_MODULE)) throw new Error(`njs module missing: ${NJS_MODULE} (apt-get install nginx libnginx-mod-http-js)`);
   const dir = mkdtempSync(join(tmpdir(), 'tsgi-njs-'));
   chmodSync(dir, 0o755);
-  writeFileSync(join(dir, 'm.js'), moduleJs, { mode: 0o644 });
+  const mods = typeof modules === 'string' ? { m: modules } : modules;
+  let imports = '';
+  for (const name of Object.keys(mods)) {
+    writeFileSync(join(dir, name + '.js'), mods[name]!, { mode: 0o644 });
+    imports += `js_import ${name} from ${name}.js;\n  `;
+  }
   const port = await freePort();
   const asRoot = process.getuid?.() === 0;
   const conf = `load_module ${NJS_MODULE};
@@ -93,12 +98,13 @@ http {
   uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
   default_type "";
   js_path ${dir};
-  js_import m from m.js;
+  ${imports}
   js_var $tsgi_user;
   client_max_body_size 8m; client_body_buffer_size 8m;
   postpone_output 0;
   ${http}
-  access_log ${dir}/access.log;
+  ${http.includes('$tsgi_log') ? `log_format tsgi '$remote_addr "$request" $status $body_bytes_sent$tsgi_log';` : ''}
+  access_log ${dir}/access.log ${http.includes('$tsgi_log') ? 'tsgi' : 'combined'};
   server {
     listen 127.0.0.1:${port};
     ${server}

@@ -23,8 +23,8 @@ describe('runtime polyfills give the same results as Node for every probe case',
   let expected: Record<string, unknown>;
   let actual: Record<string, unknown>;
   beforeAll(async () => {
-    expected = await probe(node);
-    actual = await probe(njs);
+    expected = Object.fromEntries(await probe(node));
+    actual = Object.fromEntries(await probe(njs));
   });
   it.each(Object.keys(cases))('%s', (name) => {
     expect(actual[name]).toEqual(expected[name]);
