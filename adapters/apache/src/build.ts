@@ -68,6 +68,15 @@ async function cached(outDir: string, key: string, file: string, build: (tmp: st
   return target;
 }
 
+/** apxs compiles with the CC APR was built with (Debian: gcc); fall back to clang, which the tests need anyway. */
+function apxsCompiler(): string[] {
+  return existsSync('/usr/bin/x86_64-linux-gnu-gcc') || existsSync('/usr/bin/gcc') ? [] : ['-S', 'CC=clang'];
+}
+
+function cc(): string {
+  return existsSync('/usr/bin/cc') ? 'cc' : 'clang';
+}
+
 /** Compiles mod_tsgi.so with apxs; returns its absolute path. */
 export async function buildModule(opts: BuildOptions = {}): Promise<{ so: string }> {
   const outDir = resolve(opts.outDir ?? join(packageDir, 'build'));
@@ -77,7 +86,7 @@ export async function buildModule(opts: BuildOptions = {}): Promise<{ so: string
   const so = await cached(outDir, key, 'mod_tsgi.so', async (tmp) => {
     // A header, not -D: apxs/libtool strip the quotes of a string macro.
     writeFileSync(join(tmp, 'tsgi_build.h'), `#define TSGI_DEFAULT_WORKER ${JSON.stringify(worker)}\n`);
-    await exec('apxs', ['-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', 'mod_tsgi.c', 'tsgi_proto.c'], tmp);
+    await exec('apxs', [...apxsCompiler(), '-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', 'mod_tsgi.c', 'tsgi_proto.c'], tmp);
     return join(tmp, '.libs', 'mod_tsgi.so');
   });
   return { so };
@@ -89,7 +98,7 @@ export async function buildCodecLib(opts: { outDir?: string } = {}): Promise<str
   const files = ['tsgi_proto.c', 'tsgi_proto.h', 'tsgi_testlib.c'];
   const key = 'codec-' + sourceHash(files, 'v1');
   return cached(outDir, key, 'libtsgi_proto.so', async (tmp) => {
-    await exec('cc', ['-shared', '-fPIC', '-O1', '-g', '-Wall', '-Wextra', '-o', 'libtsgi_proto.so', 'tsgi_proto.c', 'tsgi_testlib.c'], tmp);
+    await exec(cc(), ['-shared', '-fPIC', '-O1', '-g', '-Wall', '-Wextra', '-o', 'libtsgi_proto.so', 'tsgi_proto.c', 'tsgi_testlib.c'], tmp);
     return join(tmp, 'libtsgi_proto.so');
   });
 }
