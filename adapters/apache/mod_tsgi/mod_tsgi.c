@@ -1194,6 +1194,8 @@ typedef struct {
     const char *id;
     apr_time_t deadline;
     int phase;
+    apr_off_t declared;  /* Content-Length from the worker, -1 if none */
+    apr_off_t relayed;   /* body bytes received from the worker */
 } tsgi_call;
 
 /* The client left before the response: nothing can be sent any more. 499
@@ -1389,6 +1391,7 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
                 return 0;
             }
             ap_set_content_length(r, len);
+            k->declared = len;
         } else {
             apr_table_addn(r->headers_out, name, val);
         }
@@ -1422,7 +1425,14 @@ static int relay_body(tsgi_call *k)
         arm(k);
         rv = read_frame(k->c, r->pool, k->deadline, &in, &perr);
         if (rv == APR_SUCCESS && in.f.type == TSGI_BODY) {
+            k->relayed += in.f.len;
             if (in.f.flags & ~TSGI_BODY_FLUSH) {
+                rv = APR_EGENERAL;
+            } else if (k->declared >= 0 && k->relayed > k->declared) {
+                /* More than the declared Content-Length would reach the next
+                 * response on a keep-alive connection: never send it. */
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "mod_tsgi: request %s: worker sent more than its "
+                              "Content-Length", k->id);
                 rv = APR_EGENERAL;
             } else if (r->header_only || !in.f.len) {
                 rv = conn_read(k->c, NULL, in.f.len, k->deadline);
@@ -1439,6 +1449,11 @@ static int relay_body(tsgi_call *k)
                     apr_bucket_free(data);
                 }
             }
+        } else if (rv == APR_SUCCESS && in.f.type == TSGI_END && k->declared >= 0 && k->relayed != k->declared &&
+                   !r->header_only && r->status != HTTP_NO_CONTENT && r->status != HTTP_NOT_MODIFIED) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "mod_tsgi: request %s: worker sent %" APR_OFF_T_FMT
+                          " body bytes, Content-Length said %" APR_OFF_T_FMT, k->id, k->relayed, k->declared);
+            rv = APR_EGENERAL;
         } else if (rv == APR_SUCCESS && in.f.type == TSGI_END) {
             APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(cc->bucket_alloc));
             rv = ap_pass_brigade(r->output_filters, bb);
@@ -1510,6 +1525,8 @@ static tsgi_outcome exchange(request_rec *r, tsgi_daemon *d, int phase, int flag
     k.c = NULL;
     k.id = request_id(r);
     k.phase = phase;
+    k.declared = -1;
+    k.relayed = 0;
     *user = NULL;
     if (phase == TSGI_PHASE_FULL) {
         if (te) {

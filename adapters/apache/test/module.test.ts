@@ -200,6 +200,14 @@ describe('mod_tsgi in a real Apache', () => {
     expect(errorLog()).toMatch(/mod_tsgi: request \S+: worker sent an invalid header/);
   });
 
+  it('never lets a body overrun or fall short of the worker\'s Content-Length', async () => {
+    // More bytes than declared would land in the next response on a keep-alive connection.
+    expect((await request(port, '/app/cl-long')).status).toBe(502);
+    expect(errorLog()).toMatch(/worker sent more than its Content-Length/);
+    await expect(request(port, '/app/cl-short')).rejects.toThrow();
+    expect(errorLog()).toMatch(/worker sent 3 body bytes, Content-Length said 10/);
+  });
+
   it('passes unusual status codes and refuses 1xx', async () => {
     const r = await request(port, '/app/status299');
     expect(r.status).toBe(299);
