@@ -260,6 +260,9 @@ async function cmdRun(a: Args): Promise<number> {
   const jsModule = mode === 'embedded' ? findJsModule() : undefined;
   const user = workerUser(one(a, '--user'));
   await assertPortFree(host, port);
+  // A SIGHUP while starting would kill us (default action) and leave the temp dir; ignore it until ready.
+  const earlyHup = (): void => console.error('tsgi nginx: SIGHUP ignored while starting');
+  process.on('SIGHUP', earlyHup);
 
   // Everything nginx and the workers read lives here: the project dir may be 0700.
   const dir = mkdtempSync(join(tmpdir(), 'tsgi-nginx-'));
@@ -339,6 +342,7 @@ async function cmdRun(a: Args): Promise<number> {
         `(${mode}${workers ? `, ${workers} Node worker${workers > 1 ? 's' : ''}` : ''}; conf ${conf})`,
     );
   } catch (err) {
+    process.off('SIGHUP', earlyHup);
     master?.kill('SIGKILL');
     await sup?.stop(2_000);
     cleanup();
@@ -393,6 +397,7 @@ async function cmdRun(a: Args): Promise<number> {
     process.on('SIGINT', onStop);
     process.on('SIGTERM', onStop);
     process.on('SIGHUP', onHup);
+    process.off('SIGHUP', earlyHup);
     m.once('exit', (code, signal) => {
       if (stopping) return;
       stopping = true;
