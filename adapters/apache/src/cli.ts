@@ -1,9 +1,9 @@
 // `tsgi apache build|conf|run`: compile mod_tsgi, print a config snippet, or run
 // a private Apache in the foreground (as mod_wsgi-express does).
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { Socket, connect } from 'node:net';
+import { constants as osSignals, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -273,6 +273,14 @@ async function run(argv: string[]): Promise<number> {
       mpm.minSpareThreads = Math.min(mpm.minSpareThreads, threads);
       mpm.maxSpareThreads = Math.max(mpm.minSpareThreads + threads, mpm.maxSpareThreads);
     }
+    // Apache opens its logs by path, and /dev/stderr cannot be opened when it is a socket (a
+    // parent that spawned us with pipes). FIFOs we copy to our stderr/stdout work everywhere and,
+    // unlike piped loggers, survive graceful restarts without losing lines.
+    const errorLog = join(dir, 'run', 'error.fifo');
+    const accessLog = join(dir, 'run', 'access.fifo');
+    for (const f of [errorLog, accessLog]) {
+      if (spawnSync('mkfifo', ['-m', '600', f]).status !== 0) throw new StartupError(`cannot create the FIFO ${f}`);
+    }
     const confFile = join(dir, 'httpd.conf');
     writeFileSync(
       confFile,
@@ -289,10 +297,12 @@ async function run(argv: string[]): Promise<number> {
         mpm,
         logLevel: values['log-level'],
         gracefulShutdownTimeout: (daemon.gracefulTimeout ?? 15) + 5,
+        errorLog,
+        accessLogFile: accessLog,
       }),
       { mode: 0o644 },
     );
-    return await foreground(confFile, dir, values.host, port, cleanup);
+    return await foreground(confFile, dir, values.host, port, [errorLog, accessLog], cleanup);
   } finally {
     cleanup();
   }
@@ -300,14 +310,29 @@ async function run(argv: string[]): Promise<number> {
 
 const APACHE = existsSync('/usr/sbin/apache2') ? '/usr/sbin/apache2' : 'httpd';
 
-async function foreground(conf: string, dir: string, host: string, port: number, cleanup: () => void): Promise<number> {
+async function foreground(
+  conf: string,
+  dir: string,
+  host: string,
+  port: number,
+  [errorLog, accessLog]: [string, string],
+  cleanup: () => void,
+): Promise<number> {
+  // Opened read-write so they never read EOF between Apache's restarts; closed when Apache is gone.
+  const logs = ([[errorLog, process.stderr], [accessLog, process.stdout]] as const).map(([file, out]) => {
+    const s = new Socket({ fd: openSync(file, 'r+'), readable: true, writable: false });
+    s.on('data', (d: Buffer) => out.write(d));
+    s.on('error', () => {});
+    return s;
+  });
   // Own process group: a terminal Ctrl-C reaches only us, and we ask Apache for a graceful stop.
   const child = spawn(APACHE, ['-DFOREGROUND', '-d', dir, '-f', conf], { stdio: 'inherit', detached: true });
   let exited = false;
   const done = new Promise<number>((res) => {
     child.once('exit', (code, signal) => {
       exited = true;
-      res(code ?? (signal ? 128 : 1));
+      if (signal) console.error(`tsgi apache: apache2 ended by ${signal}`);
+      res(code ?? 128 + (signal ? (osSignals.signals[signal] ?? 0) : 1));
     });
     child.once('error', (err) => {
       exited = true;
@@ -346,6 +371,9 @@ async function foreground(conf: string, dir: string, host: string, port: number,
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     process.off('SIGHUP', graceful);
+    // Let the last error-log lines through.
+    await new Promise((r) => setTimeout(r, 100));
+    for (const s of logs) s.destroy();
     cleanup();
   }
 }

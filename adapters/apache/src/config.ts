@@ -115,6 +115,10 @@ export interface ServerOptions {
   modules?: string[];
   logLevel?: string;
   gracefulShutdownTimeout?: number;
+  /** ErrorLog target (default /dev/stderr; `tsgi apache run` passes a FIFO it forwards to its stderr). */
+  errorLog?: string;
+  /** CustomLog target (default /dev/stdout; `tsgi apache run` passes a FIFO it forwards to its stdout). */
+  accessLogFile?: string;
 }
 
 /** The modules a private server needs; a user's --include may add more. */
@@ -156,12 +160,11 @@ export function serverConf(o: ServerOptions): string {
     `TypesConfig /etc/mime.types`,
     // Handlers see %2F still encoded, as on the other servers (Apache's default answers 404).
     `AllowEncodedSlashes NoDecode`,
-    // Piped through cat: opening /dev/stderr fails when it is a socket (spawned from Node, systemd).
-    `ErrorLog "|$exec /bin/cat >&2"`,
+    `ErrorLog ${quote(o.errorLog ?? '/dev/stderr')}`,
     `LogLevel ${o.logLevel ?? 'warn'}`,
     ...(o.accessLog === false
       ? []
-      : [`LogFormat "%a %l %u %t \\"%r\\" %>s %b %D" tsgi`, `CustomLog "||/bin/cat" tsgi`]),
+      : [`LogFormat "%a %l %u %t \\"%r\\" %>s %b %D" tsgi`, `CustomLog ${quote(o.accessLogFile ?? '/dev/stdout')} tsgi`]),
     `Timeout 60`,
     `KeepAlive On`,
     `MaxKeepAliveRequests 0`,

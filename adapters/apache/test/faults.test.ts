@@ -1,0 +1,327 @@
+// Fault behaviour of mod_tsgi + its Node workers through `tsgi apache run`:
+// worker crashes, request-timeout, overload, graceful restart, bad config, privileges.
+import { execFileSync } from 'node:child_process';
+import { get as httpGet } from 'node:http';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fixture, runCli, startApache, uidOf, waitFor, workerPids, type RunningApache } from './helpers.js';
+
+const PROCESSES = 2;
+const MAX_INFLIGHT = 4;
+const REQUEST_TIMEOUT = 4;
+
+let server: RunningApache;
+let marks: string;
+let seq = 0;
+
+beforeAll(async () => {
+  // The workers (www-data when we are root) write "<pid> <state>" files here.
+  marks = mkdtempSync('/tmp/tsgi-apache-marks-');
+  chmodSync(marks, 0o777);
+  server = await startApache(fixture('faults.ts'), [
+    '--processes', String(PROCESSES),
+    '--max-inflight', String(MAX_INFLIGHT),
+    '--request-timeout', String(REQUEST_TIMEOUT),
+    '--graceful-timeout', '10',
+  ]);
+  await waitFor(() => workerPids(server.pid).length === PROCESSES, 30_000, 'the workers');
+});
+
+afterAll(async () => {
+  await server?.stop();
+  if (marks) rmSync(marks, { recursive: true, force: true });
+});
+
+const url = (path: string) => new URL(path, server.url).href;
+
+/** A mark file name and a reader for it. */
+function newMark(): { file: string; read(): { pid: number; state: string } | null } {
+  const file = join(marks, `m${++seq}`);
+  return {
+    file,
+    read() {
+      if (!existsSync(file)) return null;
+      const [pid, state] = readFileSync(file, 'utf8').split(' ');
+      return pid ? { pid: Number(pid), state: state ?? '' } : null;
+    },
+  };
+}
+
+/** Why requests failed without an HTTP status (shown when an assertion fails). */
+const failures: string[] = [];
+
+async function status(path: string): Promise<number> {
+  try {
+    const r = await fetch(url(path));
+    await r.arrayBuffer();
+    return r.status;
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    failures.push(`${path}: ${cause?.code ?? cause?.message ?? String(err)}`);
+    return 0; // connection failure counts as a failed request
+  }
+}
+
+/** One request on a fresh connection (no keep-alive): every failure is the server's. */
+function freshStatus(path: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = httpGet(url(path), { agent: false, headers: { connection: 'close' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', (err) => {
+        failures.push(`${path}: ${err.message}`);
+        resolve(0);
+      });
+    });
+    req.on('error', (err) => {
+      failures.push(`${path}: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+      resolve(0);
+    });
+  });
+}
+
+interface Sample {
+  status: number;
+  start: number;
+}
+
+/** `clients` loops of sequential requests until `total` are done; runs `midway` once half are done. */
+async function load(
+  total: number,
+  clients: number,
+  midway: () => void | Promise<void>,
+  one: (path: string) => Promise<number> = status,
+): Promise<Sample[]> {
+  const samples: Sample[] = [];
+  let started = 0;
+  let fired = false;
+  let trigger: Promise<void> = Promise.resolve();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (started < total) {
+        started++;
+        const start = performance.now();
+        samples.push({ status: await one('/'), start });
+        if (!fired && samples.length >= total / 2) {
+          fired = true;
+          trigger = Promise.resolve(midway());
+        }
+      }
+    }),
+  );
+  await trigger;
+  return samples;
+}
+
+const gone = (pid: number): boolean => !existsSync(`/proc/${pid}`) || / Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+
+describe('worker crashes', () => {
+  it('kill -9 of a worker mid-request: its requests get 502, the others finish, the worker is respawned', async () => {
+    const before = workerPids(server.pid);
+    expect(before).toHaveLength(PROCESSES);
+    const reqs = Array.from({ length: 4 }, () => {
+      const m = newMark();
+      return { m, res: status(`/slow?ms=2500&mark=${encodeURIComponent(m.file)}`) };
+    });
+    await waitFor(() => reqs.every((r) => r.m.read()?.state === 'started'), 20_000, 'the slow requests to start');
+    const victim = reqs[0]!.m.read()!.pid;
+    expect(before).toContain(victim);
+    process.kill(victim, 'SIGKILL');
+    for (const r of reqs) {
+      const st = await r.res;
+      expect(st, `request on pid ${r.m.read()!.pid}`).toBe(r.m.read()!.pid === victim ? 502 : 200);
+    }
+    await waitFor(() => {
+      const now = workerPids(server.pid);
+      return now.length === PROCESSES && !now.includes(victim);
+    }, 30_000, 'a replacement worker');
+    expect(await status('/')).toBe(200);
+    // Logged in Apache's error log with the request id (it reaches us through the CLI's stderr).
+    await waitFor(() => /mod_tsgi: request \S+: daemon app: .*\(502\)/.test(server.errors()), 10_000, 'the 502 in the error log');
+  });
+
+  it('kill -9 of every worker under load: failures only for requests in flight, then service resumes', async () => {
+    const clients = 4;
+    const before = workerPids(server.pid);
+    let deadAt = 0;
+    const samples = await load(400, clients, async () => {
+      const victims = workerPids(server.pid);
+      for (const pid of victims) process.kill(pid, 'SIGKILL');
+      await waitFor(() => victims.every(gone), 10_000, 'the workers to die');
+      deadAt = performance.now();
+    });
+    expect(samples).toHaveLength(400);
+    const failed = samples.filter((s) => s.status !== 200);
+    const detail = `statuses ${failed.map((f) => f.status).join(' ')}; ${failures.join('; ')}`;
+    // Only requests under way while the workers were dying may fail (a handful per client at most)...
+    expect(failed.length, detail).toBeLessThanOrEqual(2 * clients);
+    for (const f of failed) {
+      expect(f.status, detail).toBe(502);
+      expect(f.start, 'a request sent after the workers had died failed').toBeLessThan(deadAt);
+    }
+    // ...and everything sent after that succeeded (it waited for the respawned workers).
+    expect(samples.filter((s) => s.start > deadAt).every((s) => s.status === 200)).toBe(true);
+    await waitFor(() => {
+      const now = workerPids(server.pid);
+      return now.length === PROCESSES && now.every((p) => !before.includes(p));
+    }, 30_000, 'replacement workers');
+    expect(await status('/')).toBe(200);
+  });
+});
+
+describe('timeouts and overload', () => {
+  it('request-timeout: 504, request.signal aborts in the worker, which keeps serving others', async () => {
+    const m = newMark();
+    const hung = status(`/hang?mark=${encodeURIComponent(m.file)}`);
+    await waitFor(() => m.read()?.state === 'waiting', 20_000, 'the hanging request');
+    const pid = m.read()!.pid;
+    // Meanwhile the same worker (and the other) serve normally.
+    const others = await Promise.all(Array.from({ length: 6 }, () => status('/')));
+    expect(others.every((s) => s === 200)).toBe(true);
+    expect(await hung).toBe(504);
+    await waitFor(() => m.read()?.state === 'aborted', 10_000, 'request.signal to abort');
+    // Not a restart: the worker that held the request is still the same process.
+    expect(workerPids(server.pid)).toContain(pid);
+    await waitFor(() => /mod_tsgi: request \S+: daemon app: request-timeout \(504\)/.test(server.errors()), 10_000, 'the 504 in the error log');
+  });
+
+  it('a full worker (max-inflight) answers 503 with Retry-After; all else succeeds', async () => {
+    const n = PROCESSES * MAX_INFLIGHT + 4;
+    const results = await Promise.all(
+      Array.from({ length: n }, async () => {
+        try {
+          const r = await fetch(url('/slow?ms=1500'));
+          await r.arrayBuffer();
+          return { status: r.status, retry: r.headers.get('retry-after') };
+        } catch {
+          return { status: 0, retry: null };
+        }
+      }),
+    );
+    const refused = results.filter((r) => r.status === 503);
+    expect(refused.length).toBeGreaterThanOrEqual(n - PROCESSES * MAX_INFLIGHT);
+    for (const r of refused) expect(Number(r.retry)).toBeGreaterThanOrEqual(1);
+    for (const r of results) expect([200, 503]).toContain(r.status);
+    expect(await status('/')).toBe(200);
+  });
+});
+
+describe('graceful restart', () => {
+  it('apachectl graceful (SIGUSR1) under load: zero failed requests, workers replaced', async () => {
+    const before = workerPids(server.pid);
+    expect(before).toHaveLength(PROCESSES);
+    // Fresh connections: on graceful, Apache itself closes idle keep-alive connections, and a
+    // client that writes on one at that instant loses the request (any Apache module, static
+    // files too; clients retry those). What must hold is that no accepted request fails.
+    const samples = await load(
+      400,
+      4,
+      () => {
+        process.kill(server.pid, 'SIGUSR1');
+      },
+      freshStatus,
+    );
+    expect(samples.filter((s) => s.status !== 200), failures.join('; ') + '\n' + server.errors().split('\n').filter((l) => !/AH0009[34]|AH00489|AH00493/.test(l)).slice(-30).join('\n')).toEqual([]);
+    await waitFor(() => {
+      const now = workerPids(server.pid);
+      return now.length === PROCESSES && now.every((p) => !before.includes(p));
+    }, 30_000, 'the new generation of workers');
+    expect(await status('/')).toBe(200);
+  });
+});
+
+describe('privileges', () => {
+  it('workers never run as root (www-data when started as root)', async () => {
+    const pids = workerPids(server.pid);
+    expect(pids.length).toBe(PROCESSES);
+    for (const pid of pids) expect(uidOf(pid)).not.toBe(0);
+    const r = await fetch(url('/uid'));
+    const [uid] = (await r.text()).split(' ').map(Number);
+    expect(uid).not.toBe(0);
+    if (process.getuid?.() === 0) {
+      const wwwData = Number(execFileSync('id', ['-u', 'www-data'], { encoding: 'utf8' }).trim());
+      expect(uid).toBe(wwwData);
+    }
+  });
+});
+
+describe('start-up errors', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync('/tmp/tsgi-apache-badconf-');
+    chmodSync(dir, 0o755);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const args = (inc: string) => ['apache', 'run', fixture('faults.ts'), '--port', '1', '--include', inc];
+
+  it('an unknown daemon name: Apache refuses to start with a clear message', async () => {
+    const inc = join(dir, 'unknown.conf');
+    writeFileSync(inc, '<Location /x>\n  SetHandler tsgi\n  TsgiDaemonName nosuchdaemon\n</Location>\n');
+    const r = await runCli(args(inc));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/nosuchdaemon/);
+  });
+
+  it('a bad number in TsgiDaemon: Apache refuses to start with a clear message', async () => {
+    const inc = join(dir, 'badnum.conf');
+    writeFileSync(inc, `TsgiDaemon other handler=${fixture('faults.ts')} processes=many\n`);
+    const r = await runCli(args(inc));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/processes/);
+  });
+
+  it('an unknown TsgiDaemon option is refused', async () => {
+    const inc = join(dir, 'badopt.conf');
+    writeFileSync(inc, `TsgiDaemon other handler=${fixture('faults.ts')} colour=blue\n`);
+    const r = await runCli(args(inc));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/colour/);
+  });
+
+  it('a wrong handler path: one line, exit 1, before Apache starts', async () => {
+    const r = await runCli(['apache', 'run', join(dir, 'nope.ts'), '--port', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/handler not found/);
+  });
+
+  it('a handler without fetch: one line, exit 1', async () => {
+    const h = join(dir, 'nofetch.mjs');
+    writeFileSync(h, 'export default { hello: 1 };\n');
+    const r = await runCli(['apache', 'run', h, '--port', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/fetch/);
+  });
+
+  it('bad CLI numbers and a missing --port are refused', async () => {
+    const noPort = await runCli(['apache', 'run', fixture('faults.ts')]);
+    expect(noPort.code).toBe(1);
+    expect(noPort.stderr).toMatch(/--port/);
+    const bad = await runCli(['apache', 'run', fixture('faults.ts'), '--port', '8080', '--processes', 'x']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--processes/);
+  });
+
+  it('tsgi apache conf prints a snippet with LoadModule, TsgiDaemon and the Location', async () => {
+    const r = await runCli(['apache', 'conf', fixture('faults.ts'), '--location', '/api', '--processes', '3']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/LoadModule tsgi_module \S+mod_tsgi\.so/);
+    expect(r.stdout).toMatch(/TsgiDaemon app handler=\S+faults\.ts worker=\S+worker\.js processes=3/);
+    expect(r.stdout).toMatch(/<Location \/api>\s+SetHandler tsgi\s+TsgiDaemonName app\s+<\/Location>/);
+  });
+});
+
+describe('stopping', () => {
+  it('SIGTERM to tsgi apache run: Apache and the workers stop, the server root is removed', async () => {
+    const pids = [server.pid, ...workerPids(server.pid)];
+    const root = server.root;
+    expect(existsSync(root)).toBe(true);
+    await server.stop();
+    expect(server.proc.exitCode).toBe(0);
+    expect(existsSync(root)).toBe(false);
+    await waitFor(() => pids.every((p) => !existsSync(`/proc/${p}`) || readFileSync(`/proc/${p}/stat`, 'utf8').includes(') Z ')), 20_000, 'the processes to exit');
+  });
+});
