@@ -1,3 +1,4 @@
 // Node-only helpers (process, fs, tsx); kept out of the main entry so the njs bundle never sees them.
 export { Lifecycle, RequestContext } from './lifecycle.js';
 export { loadHandler, initHandler, compileTypeScript, StartupError } from './load.js';
+export { LazyRequest, absoluteUrl } from './lazy-request.js';
