@@ -97,7 +97,9 @@ export class Supervisor {
   /** Starts the worker of a slot; resolves when it listens, rejects when it cannot start. */
   private launch(slot: Slot): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--enable-source-maps', this.o.entry], {
+      // TSGI_WORKER_NODE_ARGS: extra node flags for the workers (--max-old-space-size=..., --cpu-prof, ...).
+      const extra = (process.env.TSGI_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+      const child = spawn(process.execPath, ['--enable-source-maps', ...extra, this.o.entry], {
         cwd: this.o.cwd,
         uid: this.o.uid,
         gid: this.o.gid,
