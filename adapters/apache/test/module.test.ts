@@ -36,6 +36,9 @@ PidFile ${root}/httpd.pid
 DefaultRuntimeDir ${root}/run
 LoadModule mpm_event_module ${MODULES}/mod_mpm_event.so
 LoadModule authz_core_module ${MODULES}/mod_authz_core.so
+LoadModule authn_core_module ${MODULES}/mod_authn_core.so
+LoadModule authz_user_module ${MODULES}/mod_authz_user.so
+LoadModule alias_module ${MODULES}/mod_alias.so
 LoadModule tsgi_module ${so}
 StartServers 1
 ServerLimit 1
@@ -45,7 +48,7 @@ User www-data
 Group www-data
 ErrorLog ${root}/error.log
 LogLevel info
-LogFormat "%>s %L %r" id
+LogFormat "%>s %L %u %r" id
 CustomLog ${root}/access.log id
 ${body}
 `;
@@ -105,6 +108,8 @@ beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'tsgi-mod-'));
   chmodSync(root, 0o755);
   writeFileSync(join(root, 'handler.mjs'), 'export default { fetch: () => new Response("unused") };\n');
+  mkdirSync(join(root, 'files'));
+  writeFileSync(join(root, 'files', 'secret.txt'), 'static secret\n');
   port = await freePort();
   writeFileSync(
     join(root, 'httpd.conf'),
@@ -119,6 +124,15 @@ TsgiDaemon dead handler=handler.mjs worker=${FIXTURES}/never-accepts.mjs connect
   SetHandler tsgi
   TsgiDaemonName dead
 </Location>
+Alias /files ${root}/files
+<Directory ${root}/files>
+  AuthType tsgi
+  AuthName files
+  TsgiAuthenticate app
+  TsgiAuthorize app
+  TsgiLog app
+  Require valid-user
+</Directory>
 `),
   );
   apache = spawn('apache2', ['-DFOREGROUND', '-f', join(root, 'httpd.conf')], {
@@ -169,7 +183,7 @@ describe('mod_tsgi in a real Apache', () => {
     expect(typeof i.id).toBe('string');
     // The id is Apache's log id, so the access log (%L) and the handler agree.
     await new Promise((r) => setTimeout(r, 100));
-    expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(`200 ${i.id as string} GET /app/info?a=1`);
+    expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(`200 ${i.id as string} - GET /app/info?a=1`);
   });
 
   it('keeps repeated Set-Cookie, drops hop-by-hop headers, applies Content-Type and Content-Length', async () => {
@@ -279,6 +293,51 @@ describe('mod_tsgi in a real Apache', () => {
     }
     expect(reason).toBe('1');
     expect(errorLog()).toMatch(/mod_tsgi: request \S+: client went away; worker told to abort/);
+  });
+
+  describe('TsgiAuthenticate, TsgiAuthorize and TsgiLog guarding a static file', () => {
+    const get = (auth?: string) => request(port, '/files/secret.txt', auth ? { headers: { authorization: auth } } : {});
+
+    it('serves the file when authenticate names a user and authorize allows', async () => {
+      const r = await get('Bearer alice');
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe('static secret\n');
+      await new Promise((res) => setTimeout(res, 100));
+      expect(readFileSync(join(root, 'access.log'), 'utf8')).toMatch(/200 \S+ alice GET \/files\/secret.txt/);
+    });
+
+    it('sends the rejecting Response of authenticate as is (status, headers, body)', async () => {
+      const r = await get();
+      expect(r.status).toBe(401);
+      expect(r.headers['www-authenticate']).toBe('Bearer realm="t"');
+      expect(r.headers['set-cookie']).toEqual(['x=1']);
+      expect(r.body.toString()).toBe('who are you\n');
+    });
+
+    it('answers 401 for no opinion under AuthType tsgi', async () => {
+      expect((await get('Bearer none')).status).toBe(401);
+    });
+
+    it('sends the rejecting Response of authorize, which saw the user', async () => {
+      const r = await get('Bearer bob');
+      expect(r.status).toBe(403);
+      expect(r.body.toString()).toBe('no entry for bob\n');
+    });
+
+    it('runs log after each request with status, bytes and user', async () => {
+      let logs: { uri: string; user: string; status: number; bytes: number }[] = [];
+      for (let i = 0; i < 50 && logs.length < 4; i++) {
+        await new Promise((res) => setTimeout(res, 20));
+        logs = JSON.parse((await request(port, '/app/logs')).body.toString()) as typeof logs;
+      }
+      expect(logs.map((l) => [l.uri, l.status, l.user])).toEqual([
+        ['/files/secret.txt', 200, 'alice'],
+        ['/files/secret.txt', 401, ''],
+        ['/files/secret.txt', 401, ''],
+        ['/files/secret.txt', 403, 'bob'],
+      ]);
+      expect(logs[0].bytes).toBe(14);
+    });
   });
 
   it('gives 503 with Retry-After when no worker accepts within connect-timeout', async () => {
