@@ -3,7 +3,7 @@
  * the tsgi dispatcher prints it and exits 1.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, constants, openSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, renameSync, constants, openSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer as createNetServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -353,6 +353,7 @@ async function cmdRun(a: Args): Promise<number> {
   return new Promise<number>((resolveRun) => {
     let stopping = false;
     let reloading: Promise<void> = Promise.resolve();
+    let generation = 0;
     const finish = async (code: number): Promise<void> => {
       process.off('SIGINT', onStop);
       process.off('SIGTERM', onStop);
@@ -379,13 +380,18 @@ async function cmdRun(a: Args): Promise<number> {
         if (stopping) return;
         try {
           if (sup) {
-            await sup.roll(async (sockets) => {
+            // Rebuild from the handler as it is now; the new workers run the new bundle.
+            const entry = await buildWorkerBundle(handler, dir, preload, `worker-${++generation}.mjs`);
+            const ok = await sup.roll(async (sockets) => {
               void sockets; // the supervisor's list is already the new one
               writeConf();
               await reloadNginx(m);
-            });
+            }, entry);
+            if (!ok) throw new StartupError('a new worker did not start; the old workers keep serving');
           } else {
-            await buildNjs({ handler, outDir: dir, validate: true });
+            // Build next to the live bundle; only a bundle nginx accepts replaces it.
+            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true });
+            renameSync(next.file, bundle!);
             await reloadNginx(m);
           }
           console.error('tsgi nginx: reloaded');

@@ -54,6 +54,8 @@ export interface SupervisorOptions {
 
 interface Slot {
   index: number;
+  /** The worker bundle this slot runs (a reload may bring a rebuilt one). */
+  entry: string;
   generation: number;
   socket: string;
   handle: PipeHandle;
@@ -84,9 +86,9 @@ export class Supervisor {
     return this.slots.map((s) => s.child?.pid ?? 0);
   }
 
-  private newSlot(index: number, generation: number): Slot {
+  private newSlot(index: number, generation: number, entry = this.o.entry): Slot {
     const socket = join(this.o.socketDir, `worker-${index}-${generation}.sock`);
-    return { index, generation, socket, handle: createSocketHandle(socket), crashes: 0, startedAt: 0, retired: false };
+    return { index, entry, generation, socket, handle: createSocketHandle(socket), crashes: 0, startedAt: 0, retired: false };
   }
 
   private writeState(): void {
@@ -99,7 +101,7 @@ export class Supervisor {
     return new Promise((resolve, reject) => {
       // TSGI_WORKER_NODE_ARGS: extra node flags for the workers (--max-old-space-size=..., --cpu-prof, ...).
       const extra = (process.env.TSGI_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-      const child = spawn(process.execPath, ['--enable-source-maps', ...extra, this.o.entry], {
+      const child = spawn(process.execPath, ['--enable-source-maps', ...extra, slot.entry], {
         cwd: this.o.cwd,
         uid: this.o.uid,
         gid: this.o.gid,
@@ -184,25 +186,34 @@ export class Supervisor {
   /**
    * Graceful reload: for each worker, start a replacement on a fresh socket,
    * let `reloadNginx` move nginx onto the new socket list, then drain the old one.
+   * `entry`: a rebuilt worker bundle for the new workers. Resolves false when a
+   * new worker could not start (the old ones keep serving).
    */
-  async roll(reloadNginx: (sockets: string[]) => Promise<void>): Promise<void> {
+  async roll(reloadNginx: (sockets: string[]) => Promise<void>, entry?: string): Promise<boolean> {
     for (let i = 0; i < this.slots.length; i++) {
-      if (this.stopping) return;
+      if (this.stopping) return false;
       const old = this.slots[i]!;
-      const fresh = this.newSlot(old.index, old.generation + 1);
+      const fresh = this.newSlot(old.index, old.generation + 1, entry ?? old.entry);
       try {
         await this.launch(fresh);
       } catch (err) {
         fresh.retired = true;
         fresh.handle.close();
+        try {
+          unlinkSync(fresh.socket);
+        } catch {
+          /* gone */
+        }
         this.log(`reload: the new worker failed to start, keeping the old one: ${(err as Error).message}`);
-        return;
+        return false;
       }
       this.slots[i] = fresh;
       this.writeState();
       await reloadNginx(this.sockets);
       await this.retire(old, 15_000);
     }
+    if (entry) this.o.entry = entry;
+    return true;
   }
 
   async stop(graceMs = 10_000): Promise<void> {

@@ -36,11 +36,16 @@ function preloadInject(preload: { name: string; file: string }[], outDir: string
   return f;
 }
 
-export async function buildWorkerBundle(handler: string, outDir: string, preload: { name: string; file: string }[] = []): Promise<string> {
+export async function buildWorkerBundle(
+  handler: string,
+  outDir: string,
+  preload: { name: string; file: string }[] = [],
+  fileName = 'worker.mjs',
+): Promise<string> {
   const file = resolve(handler);
   if (!existsSync(file) || !statSync(file).isFile()) throw new StartupError(`handler not found: ${file}`);
   const worker = join(here, 'worker.js');
-  const out = join(outDir, 'worker.mjs');
+  const out = join(outDir, fileName);
   const entry = `import * as mod from ${JSON.stringify(file)};
 import { runWorker } from ${JSON.stringify(worker)};
 runWorker(mod, ${JSON.stringify(file)});
