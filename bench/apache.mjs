@@ -1,54 +1,29 @@
 #!/usr/bin/env node
-// npm run bench -- apache
-// One Apache (event MPM, one set of settings) serving the same 5-byte "hello" five ways:
-//   /tsgi              mod_tsgi -> one supervised Node worker (the bundled hello handler)
+// npm run bench -- apache [--record]
+// ONE Apache (event MPM, one set of settings) serving the same "Hello, world!\n" six ways:
+//   /tsgi              mod_tsgi -> one supervised Node worker, bench/handlers/hello-fast.ts (@tsgi/core Response)
+//   /tsgi-global       mod_tsgi -> one worker, bench/handlers/hello.ts (the global Response)
 //   /static/hello.txt  a static file
-//   /proxy/            mod_proxy_http -> raw node:http with keep-alive
-//   /passenger/        Phusion Passenger 6 (Debian) -> the same node:http hello
+//   /proxy/            mod_proxy_http -> raw node:http (bench/servers/raw-node.mjs), pooled keep-alive
+//   /passenger/        Phusion Passenger 6 (Debian libapache2-mod-passenger) -> the same node:http hello
 //   /cgi               mod_cgid -> a shell CGI script
-// Apache (and every backend it runs) is pinned to core 0, wrk to core 1. Rounds are
-// interleaved; the median per target is reported with socket errors and ratios.
-// Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (50).
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
-import { cpus } from 'node:os';
+// Apache and every process it or we start for it are pinned to core 0, wrk to core 1.
+// Interleaved rounds, median. Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (50).
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, interleave, machineLine, recordSection, startPinned, SERVER_CPU, LOAD_CPU } from './lib.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(repo, 'adapters/apache/dist');
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const conns = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const M = '/usr/lib/apache2/modules';
-
-const { serverConf, DEFAULT_MPM } = await import(join(repo, 'adapters/apache/dist/config.js'));
-const { bundleHandler, modulePath } = await import(join(repo, 'adapters/apache/dist/cli.js'));
-
-for (const [what, file] of [
-  ['wrk', '/usr/bin/wrk'],
-  ['apache2', '/usr/sbin/apache2'],
-  ['libapache2-mod-passenger', `${M}/mod_passenger.so`],
-  ['taskset', '/usr/bin/taskset'],
-]) {
-  if (!existsSync(file)) {
-    console.error(`bench apache: ${what} is missing (${file}); run node scripts/ensure-system-deps.mjs`);
-    process.exit(1);
-  }
-}
-const pin = cpus().length > 1;
-const onCore = (core, cmd, args) => (pin ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]);
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
+const HELLO = 'Hello, world!\n';
 
 function portOpen(port) {
   return new Promise((res) => {
@@ -58,87 +33,75 @@ function portOpen(port) {
   });
 }
 
-async function get(url) {
-  for (let i = 0; i < 200; i++) {
+async function expectHello(name, url) {
+  let last = '';
+  for (let i = 0; i < 300; i++) {
     try {
       const r = await fetch(url);
-      const t = await r.text();
-      if (r.status === 200) return t;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
+      last = `${r.status} ${JSON.stringify(await r.text())}`;
+      if (last === `200 ${JSON.stringify(HELLO)}`) return;
+    } catch (err) {
+      last = String(err.cause?.code ?? err);
+    }
+    await sleep(100);
   }
-  throw new Error(`bench apache: ${url} never answered 200`);
+  throw new Error(`bench apache: ${name} (${url}) answers ${last}, not 200 "Hello, world!\\n"`);
 }
 
-function wrk(url) {
-  const [cmd, args] = onCore(1, 'wrk', ['-t1', `-c${conns}`, `-d${seconds}s`, url]);
-  const out = execFileSync(cmd, args, { encoding: 'utf8' });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
-  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const errors = se ? se.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  return { rps, errors, non2xx };
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
-// ---- the server root ----
-const dir = mkdtempSync('/tmp/tsgi-bench-apache-');
-chmodSync(dir, 0o755);
-const children = [];
-let apache;
-const cleanup = () => {
-  if (apache?.pid && apache.exitCode === null) {
-    try {
-      process.kill(apache.pid, 'SIGTERM');
-    } catch {}
+export async function run(argv = []) {
+  const record = argv.includes('--record');
+  for (const [what, file] of [
+    ['apache2', '/usr/sbin/apache2'],
+    ['libapache2-mod-passenger', `${M}/mod_passenger.so`],
+    ['the @tsgi/apache build (npm run build)', join(dist, 'cli.js')],
+  ]) {
+    if (!existsSync(file)) throw new Error(`bench apache: ${what} is missing (${file})`);
   }
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-};
-process.on('SIGINT', () => (cleanup(), process.exit(130)));
+  const { serverConf } = await import(join(dist, 'config.js'));
+  // One set for every row: two children of 50 threads, all started up front and never reaped
+  // (a reaped child drops its keep-alive connections, which wrk counts as read errors).
+  const MPM = { startServers: 2, serverLimit: 2, threadsPerChild: 50, maxRequestWorkers: 100, minSpareThreads: 25, maxSpareThreads: 100 };
+  const { bundleHandler, modulePath } = await import(join(dist, 'cli.js'));
+  const root = process.getuid?.() === 0;
+  const user = root ? 'www-data' : undefined;
 
-try {
-  for (const d of ['run', 'htdocs/static', 'papp/public', 'cgi']) mkdirSync(join(dir, d), { recursive: true });
-  writeFileSync(join(dir, 'htdocs/static/hello.txt'), 'hello');
-  const nodeHello = `require('http').createServer((q, s) => { s.writeHead(200, { 'content-type': 'text/plain', 'content-length': 5 }); s.end('hello'); })`;
-  writeFileSync(join(dir, 'raw.cjs'), `const s = ${nodeHello}; s.keepAliveTimeout = 65000; s.listen(Number(process.argv[2]), '127.0.0.1');\n`);
-  // Passenger hooks listen() itself; the app is the same server.
-  writeFileSync(join(dir, 'papp/app.js'), `${nodeHello}.listen(3000);\n`);
-  writeFileSync(join(dir, 'cgi/hello.cgi'), "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello'\n");
-  chmodSync(join(dir, 'cgi/hello.cgi'), 0o755);
-  // The tsgi hello: the lead's example when present, else a one-liner with the fast Response.
-  const example = join(repo, 'examples/hello/handler.ts');
-  const benchHandler = join(repo, 'bench/results/apache-hello.mjs');
-  mkdirSync(dirname(benchHandler), { recursive: true });
-  writeFileSync(
-    benchHandler,
-    "import { Response } from '@tsgi/core';\nexport default { fetch: () => new Response('hello', { headers: { 'content-type': 'text/plain' } }) };\n",
-  );
-  const handler = process.env.BENCH_HANDLER ?? benchHandler;
-  await bundleHandler(handler, join(dir, 'app.mjs'));
-  spawnSync('chmod', ['-R', 'a+rX', dir]);
+  const dir = mkdtempSync('/tmp/tsgi-bench-apache-');
+  chmodSync(dir, 0o755);
+  let apache;
+  let raw;
+  try {
+    for (const d of ['run', 'htdocs/static', 'papp/public', 'cgi']) mkdirSync(join(dir, d), { recursive: true });
+    writeFileSync(join(dir, 'htdocs/static/hello.txt'), HELLO);
+    // Passenger hooks listen(); the app is the raw hello with the same headers.
+    writeFileSync(
+      join(dir, 'papp/app.js'),
+      `const HELLO = ${JSON.stringify(HELLO)};\nrequire('http').createServer((q, s) => { s.writeHead(200, { 'content-type': 'text/plain;charset=UTF-8', 'content-length': HELLO.length }); s.end(HELLO); }).listen(3000);\n`,
+    );
+    writeFileSync(join(dir, 'cgi/hello.cgi'), "#!/bin/sh\nprintf 'Content-Type: text/plain;charset=UTF-8\\r\\n\\r\\nHello, world!\\n'\n");
+    chmodSync(join(dir, 'cgi/hello.cgi'), 0o755);
+    await bundleHandler(join(repo, 'bench/handlers/hello-fast.ts'), join(dir, 'hello-fast.mjs'));
+    await bundleHandler(join(repo, 'bench/handlers/hello.ts'), join(dir, 'hello.mjs'));
+    spawnSync('chmod', ['-R', 'a+rX', dir]);
+    const so = await modulePath();
 
-  const so = await modulePath();
-  const port = await freePort();
-  const rawPort = await freePort();
-  const root = process.getuid() === 0;
-  const [rc, ra] = onCore(0, process.execPath, [join(dir, 'raw.cjs'), String(rawPort)]);
-  children.push(spawn(rc, ra, { stdio: 'inherit' }));
+    const rawPort = await freePort();
+    raw = await startPinned(process.execPath, [join(repo, 'bench/servers/raw-node.mjs')], {
+      url: `http://127.0.0.1:${rawPort}/`,
+      env: { PORT: String(rawPort) },
+    });
 
-  const extra = join(dir, 'bench.conf');
-  writeFileSync(
-    extra,
-    `
-<IfModule !proxy_module>
-  LoadModule proxy_module ${M}/mod_proxy.so
-</IfModule>
-<IfModule !proxy_http_module>
-  LoadModule proxy_http_module ${M}/mod_proxy_http.so
-</IfModule>
+    const port = await freePort();
+    const extra = join(dir, 'bench.conf');
+    const daemon = (name, file) =>
+      `TsgiDaemon ${name} handler=${file} worker=${file} processes=1 node=${process.execPath}${user ? ` user=${user} group=${user}` : ''}`;
+    writeFileSync(
+      extra,
+      `
+${daemon('global', join(dir, 'hello.mjs'))}
+<Location /tsgi-global>
+  SetHandler tsgi
+  TsgiDaemonName global
+</Location>
 <IfModule !cgid_module>
   LoadModule cgid_module ${M}/mod_cgid.so
 </IfModule>
@@ -147,14 +110,15 @@ LoadModule passenger_module ${M}/mod_passenger.so
   Require all granted
 </Directory>
 Alias /static ${dir}/htdocs/static
-# keepalive + enablereuse: persistent connections to node, as a tuned reverse proxy would have.
-ProxyPass /proxy/ http://127.0.0.1:${rawPort}/ enablereuse=on keepalive=On ttl=60
-ProxyPassReverse /proxy/ http://127.0.0.1:${rawPort}/
+# Pooled keep-alive connections to node; ttl below node's 5 s keepAliveTimeout so Apache never
+# reuses one node is closing (that race is what gives read errors under keep-alive load).
+ProxyPass /proxy/ http://127.0.0.1:${rawPort}/ enablereuse=on keepalive=On ttl=3
 ScriptSock ${dir}/run/cgid.sock
 ScriptAlias /cgi ${dir}/cgi/hello.cgi
 <Directory ${dir}/cgi>
   Require all granted
 </Directory>
+# Debian's locations; one app process, like the single tsgi worker and the single proxied node.
 PassengerRoot /usr/lib/ruby/vendor_ruby/phusion_passenger/locations.ini
 PassengerDefaultRuby /usr/bin/ruby
 PassengerInstanceRegistryDir ${dir}/run
@@ -174,82 +138,89 @@ Alias /passenger ${dir}/papp/public
   PassengerNodejs ${process.execPath}
 </Location>
 `,
-  );
-  const app = join(dir, 'app.mjs');
-  const conf = join(dir, 'httpd.conf');
-  writeFileSync(
-    conf,
-    serverConf({
-      root: dir,
-      host: '127.0.0.1',
-      port,
-      so,
-      daemon: { name: 'hello', handler: app, worker: app, processes: 1, node: process.execPath, user: root ? 'www-data' : undefined, group: root ? 'www-data' : undefined },
-      location: '/tsgi',
-      user: root ? 'www-data' : undefined,
-      group: root ? 'www-data' : undefined,
-      includes: [extra],
-      mpm: DEFAULT_MPM,
-      accessLog: false,
-      modules: ['proxy', 'proxy_http', 'cgid'],
-    }),
-  );
-  const [ac, aa] = onCore(0, '/usr/sbin/apache2', ['-DFOREGROUND', '-d', dir, '-f', conf]);
-  apache = spawn(ac, aa, { stdio: ['ignore', 'inherit', 'pipe'] });
-  let apacheErr = '';
-  apache.stderr.on('data', (d) => (apacheErr += d));
-  for (let i = 0; i < 100 && !(await portOpen(port)); i++) await new Promise((r) => setTimeout(r, 100));
+    );
+    const conf = join(dir, 'httpd.conf');
+    const app = join(dir, 'hello-fast.mjs');
+    writeFileSync(
+      conf,
+      serverConf({
+        root: dir,
+        host: '127.0.0.1',
+        port,
+        so,
+        daemon: { name: 'hello', handler: app, worker: app, processes: 1, node: process.execPath, user, group: user },
+        location: '/tsgi',
+        user,
+        group: user,
+        includes: [extra],
+        mpm: MPM,
+        accessLog: false,
+        modules: ['proxy', 'proxy_http'],
+        errorLog: join(dir, 'error.log'),
+      }),
+    );
+    apache = await startPinned('/usr/sbin/apache2', ['-DFOREGROUND', '-d', dir, '-f', conf], {
+      url: `http://127.0.0.1:${port}/static/hello.txt`,
+      cpu: SERVER_CPU,
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const scenarios = [
+      { name: 'tsgi', label: 'mod_tsgi (@tsgi/core Response)', url: `${base}/tsgi` },
+      { name: 'tsgi-global', label: 'mod_tsgi (global Response)', url: `${base}/tsgi-global` },
+      { name: 'static', label: 'static file', url: `${base}/static/hello.txt` },
+      { name: 'proxy', label: 'mod_proxy_http -> node:http (keep-alive)', url: `${base}/proxy/` },
+      { name: 'passenger', label: 'Passenger 6 -> node:http', url: `${base}/passenger/` },
+      { name: 'cgi', label: 'mod_cgid shell script', url: `${base}/cgi` },
+    ];
+    for (const s of scenarios) await expectHello(s.name, s.url);
+    console.error(`bench apache: ${scenarios.length} targets answer; ${rounds} rounds of ${seconds} s, wrk -c${conns}`);
+    const res = await interleave(scenarios, { rounds, warmup: 1, duration: seconds, connections: conns });
 
-  const base = `http://127.0.0.1:${port}`;
-  const targets = [
-    ['tsgi', `${base}/tsgi`],
-    ['static', `${base}/static/hello.txt`],
-    ['proxy_http', `${base}/proxy/`],
-    ['passenger', `${base}/passenger/`],
-    ['cgi', `${base}/cgi`],
-  ];
-  for (const [name, url] of targets) {
-    const body = await get(url);
-    if (body !== 'hello') throw new Error(`bench apache: ${name} answered ${JSON.stringify(body)}, not "hello"`);
-  }
-  // Warm-up: JITs, Passenger's spawn, proxy connection pool.
-  for (const [, url] of targets) execFileSync('wrk', ['-t1', '-c10', '-d1s', url], { stdio: 'ignore' });
-
-  const results = Object.fromEntries(targets.map(([n]) => [n, { rps: [], errors: 0, non2xx: 0 }]));
-  for (let r = 0; r < rounds; r++) {
-    for (const [name, url] of targets) {
-      const m = wrk(url);
-      results[name].rps.push(m.rps);
-      results[name].errors += m.errors;
-      results[name].non2xx += m.non2xx;
+    const t = res.tsgi.median;
+    const ratio = (n) => (res[n].median ? `${(t / res[n].median).toFixed(2)}x` : 'n/a');
+    const rows = scenarios.map(
+      (s) =>
+        `| ${s.label} | ${Math.round(res[s.name].median)} | ${s.name === 'tsgi' ? '1.00x' : ratio(s.name)} | ${res[s.name].socketErrors} | ${res[s.name].non2xx} |`,
+    );
+    const goals = [
+      ['static', 0.75],
+      ['proxy', 1.35],
+      ['passenger', 3.5],
+    ];
+    const verdict = goals
+      .map(([n, g]) => `${ratio(n)} ${n === 'proxy' ? 'mod_proxy_http' : n} (target >= ${g}x: ${t / res[n].median >= g ? 'met' : 'missed'})`)
+      .join(', ');
+    const body = [
+      `${machineLine()}, Apache ${spawnSync('/usr/sbin/apache2', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0].replace('Server version: Apache/', '')}, ` +
+        `event MPM (StartServers ${MPM.startServers}, ServerLimit ${MPM.serverLimit}, ThreadsPerChild ${MPM.threadsPerChild}, MaxSpareThreads ${MPM.maxSpareThreads}), ` +
+        `no access log. One Apache instance for every row; it and all its back ends pinned to core ${SERVER_CPU}, wrk -t1 -c${conns} on core ${LOAD_CPU}; ` +
+        `${rounds} interleaved rounds of ${seconds} s, median. Body "Hello, world!\\n" everywhere.`,
+      '',
+      '| target | req/s | tsgi vs this | socket errors | non-2xx |',
+      '|---|---|---|---|---|',
+      ...rows,
+      '',
+      `mod_tsgi vs: ${verdict}; mod_tsgi socket errors: ${res.tsgi.socketErrors} (target 0).`,
+    ].join('\n');
+    console.log('\n## Apache\n\n' + body + '\n');
+    if (record) {
+      recordSection('Apache', body);
+      console.error('bench apache: recorded in bench/README.md');
     }
-    console.error(`round ${r + 1}/${rounds}: ` + targets.map(([n]) => `${n} ${Math.round(results[n].rps.at(-1))}`).join(', '));
+  } finally {
+    // SIGTERM: Apache stops its tsgi workers and Passenger's agents with it.
+    await apache?.stop();
+    await raw?.stop();
+    const errors = existsSync(join(dir, 'error.log')) ? readFileSync(join(dir, 'error.log'), 'utf8') : '';
+    const bad = errors.split('\n').filter((l) => /:(error|crit|alert|emerg)\]/.test(l));
+    if (bad.length) console.error(`bench apache: ${bad.length} error-log lines, last ones:\n${bad.slice(-5).join('\n')}`);
+    rmSync(dir, { recursive: true, force: true });
   }
-  const med = Object.fromEntries(targets.map(([n]) => [n, median(results[n].rps)]));
-  const t = med.tsgi;
-  const ratio = (n) => (med[n] ? (t / med[n]).toFixed(2) + 'x' : 'n/a');
-  const cpu = cpus()[0]?.model ?? 'unknown cpu';
-  console.log(`\nApache ${execFileSync('/usr/sbin/apache2', ['-v'], { encoding: 'utf8' }).split('\n')[0].replace('Server version: ', '')}, event MPM ` +
-    `(StartServers ${DEFAULT_MPM.startServers}, ThreadsPerChild ${DEFAULT_MPM.threadsPerChild}), ${pin ? 'Apache on core 0, wrk on core 1' : 'unpinned'}; ` +
-    `wrk -t1 -c${conns} -d${seconds}s, ${rounds} interleaved rounds, median; ${new Date().toISOString()}; ${cpu}, ${cpus().length} cores\n`);
-  console.log('| target | req/s (median) | socket errors | non-2xx | tsgi vs this |');
-  console.log('|---|---:|---:|---:|---:|');
-  for (const [n] of targets) {
-    console.log(`| ${n} | ${Math.round(med[n])} | ${results[n].errors} | ${results[n].non2xx} | ${n === 'tsgi' ? '—' : ratio(n)} |`);
-  }
-  const goals = [
-    ['static', 0.75],
-    ['proxy_http', 1.35],
-    ['passenger', 3.5],
-  ];
-  console.log('\ntargets: ' + goals.map(([n, g]) => `${ratio(n)} ${n} (goal >= ${g}x: ${t / med[n] >= g ? 'met' : 'MISSED'})`).join('; ') +
-    `; tsgi socket errors ${results.tsgi.errors} (goal 0)`);
-  if (apacheErr.includes('[tsgi') || apacheErr.includes('error]')) console.error('\napache error log:\n' + apacheErr.trim());
-} finally {
-  if (apache?.pid && apache.exitCode === null) {
-    const exited = new Promise((r) => apache.once('exit', r));
-    process.kill(apache.pid, 'SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]);
-  }
-  cleanup();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  run(process.argv.slice(2)).catch((err) => {
+    console.error(err.message);
+    process.exit(1);
+  });
 }

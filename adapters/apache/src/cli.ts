@@ -271,7 +271,7 @@ async function run(argv: string[]): Promise<number> {
       mpm.threadsPerChild = threads;
       mpm.maxRequestWorkers = threads * mpm.serverLimit;
       mpm.minSpareThreads = Math.min(mpm.minSpareThreads, threads);
-      mpm.maxSpareThreads = Math.max(mpm.minSpareThreads + threads, mpm.maxSpareThreads);
+      mpm.maxSpareThreads = mpm.maxRequestWorkers;
     }
     // Apache opens its logs by path, and /dev/stderr cannot be opened when it is a socket (a
     // parent that spawned us with pipes). FIFOs we copy to our stderr/stdout work everywhere and,

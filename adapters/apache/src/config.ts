@@ -87,13 +87,15 @@ export interface MpmOptions {
   maxSpareThreads: number;
 }
 
+// MaxSpareThreads = MaxRequestWorkers: children started under load are never reaped when it
+// drops, since a reaped child closes its keep-alive connections (read errors for clients).
 export const DEFAULT_MPM: MpmOptions = {
   startServers: 2,
   serverLimit: 4,
   threadsPerChild: 25,
   maxRequestWorkers: 100,
   minSpareThreads: 25,
-  maxSpareThreads: 75,
+  maxSpareThreads: 100,
 };
 
 export interface ServerOptions {
