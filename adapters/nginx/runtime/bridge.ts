@@ -213,24 +213,28 @@ function utf8(s: string): Any {
 
 /** Writes status + headers into r.headersOut. */
 function setHead(r: Any, status: number, l: string[], bodyLen: number): void {
-  let i: number;
   // Values were validated (no CR/LF/NUL) when the Headers/Response was built;
   // regex tests cost ~2 µs each in njs 0.7.9, so nothing is re-scanned here.
   const out = r.headersOut;
   let cookies: Any = null;
-  // Duplicates other than Set-Cookie combine with ", " as Headers iteration does.
-  const seen: Any = {};
-  for (i = 0; i < l.length; i += 2) {
+  for (let i = 0; i < l.length; i += 2) {
     const n = l[i];
     if (hopByHop(n)) continue;
     if (n === 'set-cookie') {
       if (cookies === null) cookies = [];
       cookies.push(l[i + 1]);
-    } else if (seen[n] === true) out[n] = out[n] + ', ' + l[i + 1];
-    else {
-      seen[n] = true;
-      out[n] = l[i + 1];
+      continue;
     }
+    // Duplicates other than Set-Cookie combine with ", " as Headers iteration does.
+    let dup = false;
+    for (let j = 0; j < i; j += 2) {
+      if (l[j] === n) {
+        dup = true;
+        break;
+      }
+    }
+    if (dup) out[n] = out[n] + ', ' + l[i + 1];
+    else out[n] = l[i + 1];
   }
   if (cookies !== null) out['Set-Cookie'] = cookies;
   if (bodyLen >= 0) out['Content-Length'] = String(bodyLen);
@@ -273,6 +277,18 @@ function noBody(method: string, status: number): boolean {
 function respond(r: Any, res: Any, ctx: Any): void {
   let headSent = false;
   try {
+    const fb = res._b;
+    const fs = res.status;
+    if (typeof fb === 'string' && fb !== '' && fb.length <= 21845 && fs >= 200 && fs < 300 && fs !== 204 && res.type !== 'error') {
+      // Hot path: small text body, 2xx: one r.return (at most 64 KB of UTF-8).
+      setHead(r, fs, headerList(res), -1);
+      headSent = true;
+      if (r.method === 'HEAD') sent = 0;
+      else sentStr = fb;
+      r.return(fs, fb);
+      t1 = Date.now();
+      return;
+    }
     if (!(res instanceof (Response as Any)) || res.type === 'error' || !(res.status >= 200)) {
       errlog(r, 'request ' + ctx.id + ': unusable Response (Response.error() or bad status)');
       fail500(r, false);
@@ -501,27 +517,42 @@ function setUserVar(r: Any, user: Any): void {
  *   log(r)     js_set handler for a variable used in log_format: runs `log`, returns ''
  */
 export function bridge(h: Any): Any {
+  function contentStep(ctx: Any): void {
+    const r = cur;
+    let out: Any;
+    try {
+      const req = requestOf(r);
+      out = h.authenticate || h.authorize ? runPipeline(h, req, ctx, r) : h.fetch(req, ctx);
+    } catch (e) {
+      errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+      out = plain(500, 'Internal Server Error\n');
+    }
+    if (out instanceof (Response as Any)) {
+      if (ctx.user !== undefined) setUserVar(r, ctx.user);
+      respond(r, out, ctx);
+      return;
+    }
+    if (isThen(out)) {
+      Promise.resolve(out).then(
+        function (res: Any) {
+          const checked = checkResponse(res, ctx, r);
+          if (ctx.user !== undefined) setUserVar(r, ctx.user);
+          respond(r, checked, ctx);
+        },
+        function (e: Any) {
+          errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+          fail500(r, false);
+        },
+      );
+      return;
+    }
+    respond(r, checkResponse(out, ctx, r), ctx);
+  }
   return {
     content: function (r: Any): void {
       const ctx = startRequest(r);
-      guarded(h, r, ctx, function (c: Any) {
-        let req: Any;
-        let out: Any;
-        try {
-          req = requestOf(r);
-          out = runPipeline(h, req, c, r);
-        } catch (e) {
-          errlog(r, 'request ' + c.id + ': bridge failed', e);
-          out = plain(500, 'Internal Server Error\n');
-        }
-        if (isThen(out)) {
-          out = out.then(function (res: Any) {
-            setUserVar(r, c.user);
-            return res;
-          });
-        } else setUserVar(r, c.user);
-        deliver(r, out, c);
-      });
+      if (typeof h.init === 'function') guarded(h, r, ctx, contentStep);
+      else contentStep(ctx);
     },
     fetch: function (r: Any): void {
       const ctx = startRequest(r);

@@ -367,6 +367,15 @@ export function Response(this: Any, body?: Any, init?: Any): Any {
     ensureResponse();
     return new (Response as Any)(body, init);
   }
+  if (init === undefined && typeof body === 'string') {
+    // The common `new Response(text)`: no init to validate.
+    this.status = 200;
+    this.statusText = '';
+    this.ok = true;
+    this._h = ['content-type', 'text/plain;charset=UTF-8'];
+    this._b = body;
+    return;
+  }
   let status = 200;
   let statusText = '';
   const h: string[] = [];
@@ -650,7 +659,7 @@ export function AbortController(this: Any): Any {
  */
 export function ReadableStream(this: Any, source?: Any, strategy?: Any): Any {
   if (!(this instanceof (ReadableStream as Any))) throw new TypeError("Failed to construct 'ReadableStream'");
-  if (!rsP) ensureStream();
+  if (!rsP) SL().ensureStream();
   if (source != null && source.type !== undefined) throw new RangeError('Only default ReadableStreams are supported');
   const self = this;
   self._src = source == null ? {} : source;
@@ -670,15 +679,15 @@ export function ReadableStream(this: Any, source?: Any, strategy?: Any): Any {
       if (self._closeReq || self._state !== 'readable') throw new TypeError('Invalid state: ReadableStream is closed');
       if (self._reqs.length) self._reqs.shift().res({ value: chunk, done: false });
       else self._q.push(chunk);
-      rsPull(self);
+      SL().rsPull(self);
     },
     close: function () {
       if (self._closeReq || self._state !== 'readable') throw new TypeError('Invalid state: ReadableStream is closed');
       self._closeReq = true;
-      if (!self._q.length) rsClose(self);
+      if (!self._q.length) SL().rsClose(self);
     },
     error: function (e: Any) {
-      rsError(self, e);
+      SL().rsError(self, e);
     },
   };
   Object.defineProperty(c, 'desiredSize', {
@@ -691,718 +700,232 @@ export function ReadableStream(this: Any, source?: Any, strategy?: Any): Any {
   try {
     started = typeof self._src.start === 'function' ? self._src.start.call(self._src, c) : undefined;
   } catch (e) {
-    rsError(self, e);
+    SL().rsError(self, e);
     throw e;
   }
   Promise.resolve(started).then(
     function () {
       self._started = true;
-      rsPull(self);
+      SL().rsPull(self);
     },
     function (e: Any) {
-      rsError(self, e);
+      SL().rsError(self, e);
     },
   );
 }
 
-function rsClose(s: Any): void {
-  if (s._state !== 'readable') return;
-  s._state = 'closed';
-  const reqs = s._reqs;
-  s._reqs = [];
-  for (let i = 0; i < reqs.length; i++) reqs[i].res({ value: undefined, done: true });
-  if (s._reader) s._reader._closedRes();
-}
 
-function rsError(s: Any, e: Any): void {
-  if (s._state !== 'readable') return;
-  s._state = 'errored';
-  s._err = e;
-  s._q = [];
-  const reqs = s._reqs;
-  s._reqs = [];
-  for (let i = 0; i < reqs.length; i++) reqs[i].rej(e);
-  if (s._reader) s._reader._closedRej(e);
-}
 
-function rsPull(s: Any): void {
-  if (!s._started || s._state !== 'readable' || s._closeReq) return;
-  if (!(s._reqs.length > 0 || s._hwm - s._q.length > 0)) return;
-  if (typeof s._src.pull !== 'function') return;
-  if (s._pulling) {
-    s._pullAgain = true;
-    return;
+
+
+
+
+/** Slow-path helpers, created on first use in a request (nested functions cost
+ * nothing until their factory runs; top-level ones are cloned for every request). */
+let slCache: Any = null;
+function SL(): Any {
+  if (slCache !== null) return slCache;
+  function rsClose(s: Any): void {
+    if (s._state !== 'readable') return;
+    s._state = 'closed';
+    const reqs = s._reqs;
+    s._reqs = [];
+    for (let i = 0; i < reqs.length; i++) reqs[i].res({ value: undefined, done: true });
+    if (s._reader) s._reader._closedRes();
   }
-  s._pulling = true;
-  let r: Any;
-  try {
-    r = s._src.pull.call(s._src, s._c);
-  } catch (e) {
-    rsError(s, e);
-    return;
+  function rsError(s: Any, e: Any): void {
+    if (s._state !== 'readable') return;
+    s._state = 'errored';
+    s._err = e;
+    s._q = [];
+    const reqs = s._reqs;
+    s._reqs = [];
+    for (let i = 0; i < reqs.length; i++) reqs[i].rej(e);
+    if (s._reader) s._reader._closedRej(e);
   }
-  Promise.resolve(r).then(
-    function () {
-      s._pulling = false;
-      if (s._pullAgain) {
-        s._pullAgain = false;
-        rsPull(s);
-      }
-    },
-    function (e: Any) {
+  function rsPull(s: Any): void {
+    if (!s._started || s._state !== 'readable' || s._closeReq) return;
+    if (!(s._reqs.length > 0 || s._hwm - s._q.length > 0)) return;
+    if (typeof s._src.pull !== 'function') return;
+    if (s._pulling) {
+      s._pullAgain = true;
+      return;
+    }
+    s._pulling = true;
+    let r: Any;
+    try {
+      r = s._src.pull.call(s._src, s._c);
+    } catch (e) {
       rsError(s, e);
-    },
-  );
-}
-
-function rsCancel(s: Any, reason: Any): Any {
-  s._disturbed = true;
-  if (s._state === 'closed') return Promise.resolve(undefined);
-  if (s._state === 'errored') return Promise.reject(s._err);
-  s._q = [];
-  rsClose(s);
-  try {
-    const out = typeof s._src.cancel === 'function' ? s._src.cancel.call(s._src, reason) : undefined;
-    return Promise.resolve(out).then(function () {
-      return undefined;
-    });
-  } catch (e) {
-    return Promise.reject(e);
-  }
-}
-
-function ensureStream(): void {
-  rsP = true;
-  const p = ReadableStream.prototype as Any;
-  Object.defineProperty(p, 'locked', {
-    configurable: true,
-    get: function () {
-      return this._reader !== null;
-    },
-  });
-  p.cancel = function (reason: Any) {
-    if (this._reader) return Promise.reject(new TypeError('Cannot cancel a stream that already has a reader'));
-    return rsCancel(this, reason);
-  };
-  p.getReader = function (opts: Any) {
-    if (opts != null && opts.mode !== undefined) throw new RangeError('Only default readers are supported');
-    if (this._reader) throw new TypeError('ReadableStream is locked');
-    const s = this;
-    let cres: Any;
-    let crej: Any;
-    const closed = new Promise(function (a, b) {
-      cres = a;
-      crej = b;
-    });
-    closed.catch(function () {});
-    const reader: Any = {
-      closed: closed,
-      _closedRes: cres,
-      _closedRej: crej,
-      read: function () {
-        if (reader._s === null) return Promise.reject(new TypeError('Reader is released'));
-        s._disturbed = true;
-        if (s._q.length) {
-          const v = s._q.shift();
-          if (s._closeReq && !s._q.length) rsClose(s);
-          else rsPull(s);
-          return Promise.resolve({ value: v, done: false });
-        }
-        if (s._state === 'closed') return Promise.resolve({ value: undefined, done: true });
-        if (s._state === 'errored') return Promise.reject(s._err);
-        return new Promise(function (res, rej) {
-          s._reqs.push({ res: res, rej: rej });
+      return;
+    }
+    Promise.resolve(r).then(
+      function () {
+        s._pulling = false;
+        if (s._pullAgain) {
+          s._pullAgain = false;
           rsPull(s);
-        });
+        }
       },
-      releaseLock: function () {
-        if (reader._s === null) return;
-        const reqs = s._reqs;
-        s._reqs = [];
-        const e = new TypeError('Reader was released');
-        for (let i = 0; i < reqs.length; i++) reqs[i].rej(e);
-        if (s._state === 'readable') crej(e);
-        reader._s = null;
-        s._reader = null;
+      function (e: Any) {
+        rsError(s, e);
       },
-      cancel: function (reason: Any) {
-        if (reader._s === null) return Promise.reject(new TypeError('Reader is released'));
-        return rsCancel(s, reason);
+    );
+  }
+  function rsCancel(s: Any, reason: Any): Any {
+    s._disturbed = true;
+    if (s._state === 'closed') return Promise.resolve(undefined);
+    if (s._state === 'errored') return Promise.reject(s._err);
+    s._q = [];
+    rsClose(s);
+    try {
+      const out = typeof s._src.cancel === 'function' ? s._src.cancel.call(s._src, reason) : undefined;
+      return Promise.resolve(out).then(function () {
+        return undefined;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+  function ensureStream(): void {
+    rsP = true;
+    const p = ReadableStream.prototype as Any;
+    Object.defineProperty(p, 'locked', {
+      configurable: true,
+      get: function () {
+        return this._reader !== null;
       },
-      _s: s,
+    });
+    p.cancel = function (reason: Any) {
+      if (this._reader) return Promise.reject(new TypeError('Cannot cancel a stream that already has a reader'));
+      return rsCancel(this, reason);
     };
-    if (s._state === 'closed') cres(undefined);
-    else if (s._state === 'errored') crej(s._err);
-    this._reader = reader;
-    return reader;
-  };
-  p.tee = function () {
-    const reader = this.getReader();
-    const branches: Any[] = [];
-    let pending = 2;
-    let reading = false;
-    function mk(idx: number): Any {
-      return new (ReadableStream as Any)({
-        start: function (c: Any) {
-          branches[idx] = c;
+    p.getReader = function (opts: Any) {
+      if (opts != null && opts.mode !== undefined) throw new RangeError('Only default readers are supported');
+      if (this._reader) throw new TypeError('ReadableStream is locked');
+      const s = this;
+      let cres: Any;
+      let crej: Any;
+      const closed = new Promise(function (a, b) {
+        cres = a;
+        crej = b;
+      });
+      closed.catch(function () {});
+      const reader: Any = {
+        closed: closed,
+        _closedRes: cres,
+        _closedRej: crej,
+        read: function () {
+          if (reader._s === null) return Promise.reject(new TypeError('Reader is released'));
+          s._disturbed = true;
+          if (s._q.length) {
+            const v = s._q.shift();
+            if (s._closeReq && !s._q.length) rsClose(s);
+            else rsPull(s);
+            return Promise.resolve({ value: v, done: false });
+          }
+          if (s._state === 'closed') return Promise.resolve({ value: undefined, done: true });
+          if (s._state === 'errored') return Promise.reject(s._err);
+          return new Promise(function (res, rej) {
+            s._reqs.push({ res: res, rej: rej });
+            rsPull(s);
+          });
         },
-        pull: function () {
-          if (reading) return undefined;
-          reading = true;
-          return reader.read().then(
-            function (r: Any) {
-              reading = false;
-              for (let i = 0; i < 2; i++) {
-                const b = branches[i];
-                if (b === null) continue;
-                if (r.done) b.close();
-                else b.enqueue(r.value);
-              }
-            },
-            function (e: Any) {
-              for (let i = 0; i < 2; i++) if (branches[i]) branches[i].error(e);
-            },
-          );
+        releaseLock: function () {
+          if (reader._s === null) return;
+          const reqs = s._reqs;
+          s._reqs = [];
+          const e = new TypeError('Reader was released');
+          for (let i = 0; i < reqs.length; i++) reqs[i].rej(e);
+          if (s._state === 'readable') crej(e);
+          reader._s = null;
+          s._reader = null;
         },
         cancel: function (reason: Any) {
-          branches[idx] = null;
-          if (--pending === 0) return reader.cancel(reason);
-          return undefined;
+          if (reader._s === null) return Promise.reject(new TypeError('Reader is released'));
+          return rsCancel(s, reason);
         },
-      });
-    }
-    return [mk(0), mk(1)];
-  };
-}
+        _s: s,
+      };
+      if (s._state === 'closed') cres(undefined);
+      else if (s._state === 'errored') crej(s._err);
+      this._reader = reader;
+      return reader;
+    };
+    p.tee = function () {
+      const reader = this.getReader();
+      const branches: Any[] = [];
+      let pending = 2;
+      let reading = false;
+      function mk(idx: number): Any {
+        return new (ReadableStream as Any)({
+          start: function (c: Any) {
+            branches[idx] = c;
+          },
+          pull: function () {
+            if (reading) return undefined;
+            reading = true;
+            return reader.read().then(
+              function (r: Any) {
+                reading = false;
+                for (let i = 0; i < 2; i++) {
+                  const b = branches[i];
+                  if (b === null) continue;
+                  if (r.done) b.close();
+                  else b.enqueue(r.value);
+                }
+              },
+              function (e: Any) {
+                for (let i = 0; i < 2; i++) if (branches[i]) branches[i].error(e);
+              },
+            );
+          },
+          cancel: function (reason: Any) {
+            branches[idx] = null;
+            if (--pending === 0) return reader.cancel(reason);
+            return undefined;
+          },
+        });
+      }
+      return [mk(0), mk(1)];
+    };
+  }
 
+  slCache = { rsClose: rsClose, rsError: rsError, rsPull: rsPull, rsCancel: rsCancel, ensureStream: ensureStream };
+  return slCache;
+}
 // ---------------------------------------------------------------- URL
 
-/** Default port of a special scheme, 0 for file:, undefined for non-special schemes. */
-function specialPort(protocol: string): number | undefined {
-  switch (protocol) {
-    case 'http:':
-    case 'ws:':
-      return 80;
-    case 'https:':
-    case 'wss:':
-      return 443;
-    case 'ftp:':
-      return 21;
-    case 'file:':
-      return 0;
-  }
-  return undefined;
-}
 
-/** Percent-encodes what `keep` does not match, as UTF-8. */
-function pctEncode(s: string, set: string): string {
-  if (s === '') return s;
-  // Fast path (no regex): encodeURI leaves only ASCII alphanumerics and -_.!~*'();/?:@&=+$,#
-  // alone, and none of those need encoding in these sets except ' (special query)
-  // and the delimiters of the userinfo set.
-  if (set !== 'user') {
-    let plain = false;
-    try {
-      plain = encodeURI(s) === s;
-    } catch (_e) {
-      /* lone surrogate */
-    }
-    if (plain && (set !== 'squery' || s.indexOf("'") < 0)) return s;
-  }
-  const bad = encSet(set);
-  if (!bad.test(s)) return s;
-  let out = '';
-  for (let i = 0; i < s.length; i++) {
-    const ch = s[i];
-    const code = s.charCodeAt(i);
-    if (code >= 0xd800 && code <= 0xdbff && i + 1 < s.length) {
-      out += encodeURIComponent(s.slice(i, i + 2));
-      i++;
-    } else if (code >= 0xd800 && code <= 0xdfff) out += '%EF%BF%BD';
-    else if (bad.test(ch)) out += code < 0x80 ? '%' + (code < 16 ? '0' : '') + code.toString(16).toUpperCase() : encodeURIComponent(ch);
-    else out += ch;
-  }
-  return out;
-}
 
-// WHATWG percent-encode sets, as "must encode" classes (plus non-ASCII), built
-// only when a slow-path URL needs them.
-function encSet(name: string): RegExp {
-  switch (name) {
-    case 'path':
-      return /[\0-\x20"#<>?`{}\x7f-\uffff]/;
-    case 'query':
-      return /[\0-\x20"#<>\x7f-\uffff]/;
-    case 'squery':
-      return /[\0-\x20"#<>'\x7f-\uffff]/;
-    case 'frag':
-      return /[\0-\x20"<>`\x7f-\uffff]/;
-    case 'user':
-      return /[\0-\x20"#<>?`{}/:;=@[\\\]^|\x7f-\uffff]/;
-  }
-  return /[\0-\x1f\x7f-\uffff]/;
-}
 
-function normPath(segs: string[], special: boolean): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < segs.length; i++) {
-    const s = segs[i];
-    const l = s.toLowerCase();
-    const last = i === segs.length - 1;
-    if (l === '..' || l === '.%2e' || l === '%2e.' || l === '%2e%2e') {
-      if (out.length) out.pop();
-      if (last) out.push('');
-    } else if (l === '.' || l === '%2e') {
-      if (last) out.push('');
-    } else out.push(pctEncode(s, 'path'));
-  }
-  if (special && !out.length) out.push('');
-  return out;
-}
 
-function parseHost(h: string, special: boolean): string {
-  if (h === '') {
-    if (special) throw new TypeError('Invalid URL');
-    return '';
-  }
-  if (h[0] === '[') {
-    if (h[h.length - 1] !== ']' || !/^\[[0-9a-fA-F:.]+\]$/.test(h)) throw new TypeError('Invalid URL');
-    return h.toLowerCase();
-  }
-  if (!special) return pctEncode(h, 'c0');
-  let d: string;
-  try {
-    d = decodeURIComponent(h);
-  } catch (_e) {
-    throw new TypeError('Invalid URL');
-  }
-  d = d.toLowerCase();
-  if (/[\0\t\n\r #/:<>?@[\\\]^|%]/.test(d) || /[^\x00-\x7f]/.test(d)) throw new TypeError('Invalid URL');
-  // IPv4 in the common dotted-decimal form; anything else numeric-looking is left as a name.
-  return d;
-}
 
-/**
- * Parses an absolute URL, or `input` against `base`, into the record
- * { protocol, username, password, hostname, port, path (string), query (null|string), fragment }.
- */
-function parseURL(input: string, base: Any): Any {
-  const fast = fastURL(input);
-  if (fast !== null) return fast;
-  let s = input.replace(/^[\0-\x20]+|[\0-\x20]+$/g, '').replace(/[\t\n\r]/g, '');
-  const m = /^([a-zA-Z][a-zA-Z0-9+\-.]*):/.exec(s);
-  let rec: Any;
-  if (m) {
-    const protocol = m[1].toLowerCase() + ':';
-    const special = specialPort(protocol) !== undefined;
-    s = s.slice(m[0].length);
-    if (special) s = s.replace(/\\/g, '/');
-    if (special && base && base.protocol === protocol && s.slice(0, 2) !== '//') {
-      return resolveRelative(s, base);
-    }
-    rec = { protocol: protocol, username: '', password: '', hostname: '', port: '', path: '', query: null, fragment: null, opaque: false };
-    if (protocol === 'file:') {
-      if (s.slice(0, 2) !== '//') s = '//' + s;
-    } else if (special) s = s.replace(/^\/*/, '//');
-    if (s.slice(0, 2) === '//') {
-      s = s.slice(2);
-      let end = s.search(/[/?#]/);
-      if (end < 0) end = s.length;
-      let auth = s.slice(0, end);
-      s = s.slice(end);
-      const at = auth.lastIndexOf('@');
-      if (at >= 0) {
-        const cred = auth.slice(0, at);
-        auth = auth.slice(at + 1);
-        const colon = cred.indexOf(':');
-        rec.username = pctEncode(colon >= 0 ? cred.slice(0, colon) : cred, 'user');
-        rec.password = colon >= 0 ? pctEncode(cred.slice(colon + 1), 'user') : '';
-      }
-      let portStr: string | null = null;
-      if (auth[0] === '[') {
-        const close = auth.indexOf(']');
-        if (close < 0) throw new TypeError('Invalid URL');
-        const rest = auth.slice(close + 1);
-        if (rest !== '') {
-          if (rest[0] !== ':') throw new TypeError('Invalid URL');
-          portStr = rest.slice(1);
-        }
-        auth = auth.slice(0, close + 1);
-      } else {
-        const c = auth.indexOf(':');
-        if (c >= 0) {
-          portStr = auth.slice(c + 1);
-          auth = auth.slice(0, c);
-        }
-      }
-      if (portStr !== null && portStr !== '') {
-        if (!/^[0-9]+$/.test(portStr)) throw new TypeError('Invalid URL');
-        const port = parseInt(portStr, 10);
-        if (port > 65535) throw new TypeError('Invalid URL');
-        rec.port = specialPort(protocol) === port ? '' : String(port);
-      }
-      if (protocol === 'file:' && auth.toLowerCase() === 'localhost') auth = '';
-      if (protocol !== 'file:' && special && auth === '') throw new TypeError('Invalid URL');
-      rec.hostname = parseHost(auth, special && protocol !== 'file:');
-    } else if (!special) {
-      if (s[0] !== '/') rec.opaque = true;
-    }
-    splitRest(rec, s, special);
-    return rec;
-  }
-  if (!base) throw new TypeError('Invalid URL');
-  if (specialPort(base.protocol) !== undefined) s = s.replace(/\\/g, '/');
-  if (s.slice(0, 2) === '//') return parseURL(base.protocol + s, null);
-  return resolveRelative(s, base);
-}
 
-/**
- * The common case without regexes: http(s)://host[:port]/path[?query][#fragment]
- * where nothing needs percent-encoding, lower-casing or dot-segment removal.
- * Anything else (returns null) takes the full parser.
- */
-function fastURL(s: string): Any {
-  let i: number;
-  let protocol: string;
-  if (s.slice(0, 7) === 'http://') {
-    protocol = 'http:';
-    i = 7;
-  } else if (s.slice(0, 8) === 'https://') {
-    protocol = 'https:';
-    i = 8;
-  } else return null;
-  try {
-    if (encodeURI(s) !== s) return null; // %, spaces, controls, non-ASCII, \ [ ] ^ | { } < > " `
-  } catch (_e) {
-    return null;
-  }
-  let end = s.length;
-  const a = s.indexOf('/', i);
-  const b = s.indexOf('?', i);
-  const c = s.indexOf('#', i);
-  if (a >= 0) end = a;
-  if (b >= 0 && b < end) end = b;
-  if (c >= 0 && c < end) end = c;
-  let host = s.slice(i, end);
-  if (host === '' || host.indexOf('@') >= 0) return null;
-  let port = '';
-  const colon = host.indexOf(':');
-  if (colon >= 0) {
-    port = host.slice(colon + 1);
-    host = host.slice(0, colon);
-    if (port !== '') {
-      const n = parseInt(port, 10);
-      if (String(n) !== port || n > 65535) return null;
-      if (n === (protocol === 'http:' ? 80 : 443)) port = '';
-    }
-    if (host === '') return null;
-  }
-  if (host.toLowerCase() !== host) return null;
-  let rest = s.slice(end);
-  let fragment: string | null = null;
-  let query: string | null = null;
-  const h = rest.indexOf('#');
-  if (h >= 0) {
-    fragment = rest.slice(h + 1);
-    rest = rest.slice(0, h);
-  }
-  const q = rest.indexOf('?');
-  if (q >= 0) {
-    query = rest.slice(q + 1);
-    rest = rest.slice(0, q);
-    if (query.indexOf("'") >= 0) return null;
-  }
-  if (rest === '') rest = '/';
-  else if (rest.indexOf('/.') >= 0) return null;
-  return { protocol: protocol, username: '', password: '', hostname: host, port: port, path: rest, query: query, fragment: fragment, opaque: false };
-}
 
-function resolveRelative(s: string, base: Any): Any {
-  if (base.opaque && s[0] !== '#') throw new TypeError('Invalid URL');
-  const rec: Any = {
-    protocol: base.protocol,
-    username: base.username,
-    password: base.password,
-    hostname: base.hostname,
-    port: base.port,
-    path: base.path,
-    query: base.query,
-    fragment: null,
-    opaque: base.opaque,
-  };
-  const special = specialPort(rec.protocol) !== undefined;
-  if (s === '') return rec;
-  if (s[0] === '#') {
-    rec.fragment = pctEncode(s.slice(1), 'frag');
-    return rec;
-  }
-  if (s[0] === '?') {
-    splitRest(rec, s, special, true);
-    return rec;
-  }
-  if (s[0] !== '/') {
-    const dir = base.path.slice(0, base.path.lastIndexOf('/') + 1);
-    s = dir + s;
-  }
-  splitRest(rec, s, special);
-  return rec;
-}
 
-function splitRest(rec: Any, s: string, special: boolean, keepPath?: boolean): void {
-  const hash = s.indexOf('#');
-  if (hash >= 0) {
-    rec.fragment = pctEncode(s.slice(hash + 1), 'frag');
-    s = s.slice(0, hash);
-  } else rec.fragment = null;
-  const q = s.indexOf('?');
-  if (q >= 0) {
-    rec.query = pctEncode(s.slice(q + 1), special ? 'squery' : 'query');
-    s = s.slice(0, q);
-  } else if (!keepPath) rec.query = null;
-  if (keepPath) return;
-  if (rec.opaque) rec.path = pctEncode(s, 'c0');
-  else if (s === '' && !special) rec.path = '';
-  else rec.path = normPath(s.split('/'), special).join('/').replace(/^(?!\/)/, '/');
-}
 
-function hostOf(rec: Any): string {
-  return rec.hostname + (rec.port !== '' ? ':' + rec.port : '');
-}
 
-function hrefOf(rec: Any): string {
-  let out = rec.protocol;
-  if (rec.hostname !== '' || specialPort(rec.protocol) !== undefined) {
-    out += '//';
-    if (rec.username !== '' || rec.password !== '') out += rec.username + (rec.password !== '' ? ':' + rec.password : '') + '@';
-    out += hostOf(rec);
-  }
-  out += rec.path;
-  if (rec.query !== null) out += '?' + rec.query;
-  if (rec.fragment !== null) out += '#' + rec.fragment;
-  return out;
-}
 
 export function URL(this: Any, url: Any, base?: Any): Any {
   if (!(this instanceof (URL as Any))) throw new TypeError("Failed to construct 'URL': Please use the 'new' operator");
-  if (!urlP) ensureURL();
+  if (!urlP) UL().ensureURL();
   let b: Any = null;
-  if (base !== undefined) b = base instanceof (URL as Any) ? base._u : parseURL(String(base), null);
-  this._u = parseURL(String(url), b);
+  if (base !== undefined) b = base instanceof (URL as Any) ? base._u : UL().parseURL(String(base), null);
+  this._u = UL().parseURL(String(url), b);
   this._sp = null;
 }
 
-function ensureURL(): void {
-  urlP = true;
-  const p = URL.prototype as Any;
-  function acc(name: string, get: Any, set?: Any): void {
-    Object.defineProperty(p, name, { configurable: true, enumerable: true, get: get, set: set });
-  }
-  acc(
-    'href',
-    function (this: Any) {
-      return hrefOf(this._u);
-    },
-    function (this: Any, v: Any) {
-      this._u = parseURL(String(v), null);
-      if (this._sp) this._sp._l = parsePairs(this._u.query || '');
-    },
-  );
-  acc('origin', function (this: Any) {
-    const u = this._u;
-    return specialPort(u.protocol) !== undefined && u.protocol !== 'file:' ? u.protocol + '//' + hostOf(u) : 'null';
-  });
-  acc(
-    'protocol',
-    function (this: Any) {
-      return this._u.protocol;
-    },
-    function (this: Any, v: Any) {
-      const m = /^([a-zA-Z][a-zA-Z0-9+\-.]*)/.exec(String(v));
-      if (!m) return;
-      const np = m[1].toLowerCase() + ':';
-      if ((specialPort(np) !== undefined) !== (specialPort(this._u.protocol) !== undefined)) return;
-      this._u.protocol = np;
-      if (specialPort(np) === Number(this._u.port)) this._u.port = '';
-    },
-  );
-  acc(
-    'username',
-    function (this: Any) {
-      return this._u.username;
-    },
-    function (this: Any, v: Any) {
-      if (this._u.hostname !== '') this._u.username = pctEncode(String(v), 'user');
-    },
-  );
-  acc(
-    'password',
-    function (this: Any) {
-      return this._u.password;
-    },
-    function (this: Any, v: Any) {
-      if (this._u.hostname !== '') this._u.password = pctEncode(String(v), 'user');
-    },
-  );
-  acc(
-    'host',
-    function (this: Any) {
-      return hostOf(this._u);
-    },
-    function (this: Any, v: Any) {
-      if (this._u.opaque) return;
-      try {
-        const r = parseURL(this._u.protocol + '//' + String(v), null);
-        this._u.hostname = r.hostname;
-        this._u.port = r.port;
-      } catch (_e) {
-        /* invalid host: ignored, as the standard says */
-      }
-    },
-  );
-  acc(
-    'hostname',
-    function (this: Any) {
-      return this._u.hostname;
-    },
-    function (this: Any, v: Any) {
-      if (this._u.opaque) return;
-      try {
-        this._u.hostname = parseURL(this._u.protocol + '//' + String(v).replace(/:.*/, ''), null).hostname;
-      } catch (_e) {
-        /* ignored */
-      }
-    },
-  );
-  acc(
-    'port',
-    function (this: Any) {
-      return this._u.port;
-    },
-    function (this: Any, v: Any) {
-      const s = String(v);
-      if (s === '') {
-        this._u.port = '';
-        return;
-      }
-      const m = /^[0-9]+/.exec(s);
-      if (!m || Number(m[0]) > 65535) return;
-      const n = Number(m[0]);
-      this._u.port = specialPort(this._u.protocol) === n ? '' : String(n);
-    },
-  );
-  acc(
-    'pathname',
-    function (this: Any) {
-      return this._u.path;
-    },
-    function (this: Any, v: Any) {
-      if (this._u.opaque) return;
-      const special = specialPort(this._u.protocol) !== undefined;
-      let s = String(v);
-      if (special) s = s.replace(/\\/g, '/');
-      if (s[0] !== '/') s = '/' + s;
-      this._u.path = normPath(s.split('/'), special).join('/').replace(/^(?!\/)/, '/');
-    },
-  );
-  acc(
-    'search',
-    function (this: Any) {
-      const q = this._u.query;
-      return q === null || q === '' ? '' : '?' + q;
-    },
-    function (this: Any, v: Any) {
-      let s = String(v);
-      if (s[0] === '?') s = s.slice(1);
-      this._u.query = s === '' ? null : pctEncode(s, specialPort(this._u.protocol) !== undefined ? 'squery' : 'query');
-      if (this._sp) this._sp._l = parsePairs(s);
-    },
-  );
-  acc('searchParams', function (this: Any) {
-    if (!this._sp) {
-      const sp = new (URLSearchParams as Any)(this._u.query || '');
-      sp._url = this;
-      this._sp = sp;
-    }
-    return this._sp;
-  });
-  acc(
-    'hash',
-    function (this: Any) {
-      const f = this._u.fragment;
-      return f === null || f === '' ? '' : '#' + f;
-    },
-    function (this: Any, v: Any) {
-      let s = String(v);
-      if (s[0] === '#') s = s.slice(1);
-      this._u.fragment = s === '' ? null : pctEncode(s, 'frag');
-    },
-  );
-  p.toString = function () {
-    return hrefOf(this._u);
-  };
-  p.toJSON = p.toString;
-}
 
 // ---------------------------------------------------------------- URLSearchParams
 
-/** Decodes application/x-www-form-urlencoded bytes leniently (bad escapes stay as they are). */
-function formDecode(s: string): string {
-  if (s.indexOf('+') >= 0) s = s.replace(/\+/g, ' ');
-  if (s.indexOf('%') < 0) return s;
-  try {
-    return decodeURIComponent(s);
-  } catch (_e) {
-    // Fall back to byte-wise decoding: UTF-8 of the text, escapes replaced by their bytes.
-    const bytes: number[] = [];
-    const enc = te().encode(s);
-    for (let i = 0; i < enc.length; i++) {
-      const c = enc[i];
-      if (c === 0x25 && i + 2 < enc.length + 0 && /^[0-9a-fA-F]{2}$/.test(String.fromCharCode(enc[i + 1], enc[i + 2]))) {
-        bytes.push(parseInt(String.fromCharCode(enc[i + 1], enc[i + 2]), 16));
-        i += 2;
-      } else bytes.push(c);
-    }
-    return new TextDecoder().decode(new Uint8Array(bytes));
-  }
-}
 
-/** application/x-www-form-urlencoded byte serializer: keeps *-._ and alphanumerics, space -> +. */
-function formEncode(s: string): string {
-  let e = encodeURIComponent(s);
-  if (e.indexOf('%20') >= 0) e = e.split('%20').join('+');
-  if (e.indexOf('!') >= 0 || e.indexOf("'") >= 0 || e.indexOf('(') >= 0 || e.indexOf(')') >= 0 || e.indexOf('~') >= 0) {
-    e = e.replace(/[!'()~]/g, function (c: string) {
-      return '%' + c.charCodeAt(0).toString(16).toUpperCase();
-    });
-  }
-  return e;
-}
 
-function parsePairs(s: string): string[] {
-  const l: string[] = [];
-  if (s === '') return l;
-  const parts = s.split('&');
-  for (let i = 0; i < parts.length; i++) {
-    const part = parts[i];
-    if (part === '') continue;
-    const eq = part.indexOf('=');
-    if (eq >= 0) l.push(formDecode(part.slice(0, eq)), formDecode(part.slice(eq + 1)));
-    else l.push(formDecode(part), '');
-  }
-  return l;
-}
 
-function usv(s: Any): string {
-  s = String(s);
-  // Lone surrogates become U+FFFD, as USVString conversion does.
-  return /[\ud800-\udfff]/.test(s) ? s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(^|[^\ud800-\udbff])[\udc00-\udfff]/g, function (m: string) {
-    return m.length === 2 ? m[0] + '\ufffd' : '\ufffd';
-  }) : s;
-}
 
 export function URLSearchParams(this: Any, init?: Any): Any {
   if (!(this instanceof (URLSearchParams as Any))) throw new TypeError("Failed to construct 'URLSearchParams'");
-  if (!uspP) ensureUSP();
+  if (!uspP) UL().ensureUSP();
   this._url = null;
   let l: string[] = [];
   let i: number;
@@ -1421,126 +944,632 @@ export function URLSearchParams(this: Any, init?: Any): Any {
       for (i = 0; i < pairs.length; i++) {
         const p = pairs[i];
         if (p == null || typeof p !== 'object' || p.length !== 2) throw new TypeError('Each query pair must be an iterable [name, value] tuple');
-        l.push(usv(p[0]), usv(p[1]));
+        l.push(UL().usv(p[0]), UL().usv(p[1]));
       }
     } else {
       const keys = Object.keys(init);
-      for (i = 0; i < keys.length; i++) l.push(usv(keys[i]), usv(init[keys[i]]));
+      for (i = 0; i < keys.length; i++) l.push(UL().usv(keys[i]), UL().usv(init[keys[i]]));
     }
   } else {
-    let s = usv(init);
+    let s = UL().usv(init);
     if (s[0] === '?') s = s.slice(1);
-    l = parsePairs(s);
+    l = UL().parsePairs(s);
   }
   this._l = l;
 }
 
-function ensureUSP(): void {
-  uspP = true;
-  const p = URLSearchParams.prototype as Any;
-  function update(sp: Any): void {
-    if (sp._url) {
-      const s = sp.toString();
-      sp._url._u.query = s === '' ? null : s;
+
+/** Slow-path helpers, created on first use in a request (nested functions cost
+ * nothing until their factory runs; top-level ones are cloned for every request). */
+let ulCache: Any = null;
+function UL(): Any {
+  if (ulCache !== null) return ulCache;
+  /** Default port of a special scheme, 0 for file:, undefined for non-special schemes. */
+  function specialPort(protocol: string): number | undefined {
+    switch (protocol) {
+      case 'http:':
+      case 'ws:':
+        return 80;
+      case 'https:':
+      case 'wss:':
+        return 443;
+      case 'ftp:':
+        return 21;
+      case 'file:':
+        return 0;
+    }
+    return undefined;
+  }
+  /** Percent-encodes what `keep` does not match, as UTF-8. */
+  function pctEncode(s: string, set: string): string {
+    if (s === '') return s;
+    // Fast path (no regex): encodeURI leaves only ASCII alphanumerics and -_.!~*'();/?:@&=+$,#
+    // alone, and none of those need encoding in these sets except ' (special query)
+    // and the delimiters of the userinfo set.
+    if (set !== 'user') {
+      let plain = false;
+      try {
+        plain = encodeURI(s) === s;
+      } catch (_e) {
+        /* lone surrogate */
+      }
+      if (plain && (set !== 'squery' || s.indexOf("'") < 0)) return s;
+    }
+    const bad = encSet(set);
+    if (!bad.test(s)) return s;
+    let out = '';
+    for (let i = 0; i < s.length; i++) {
+      const ch = s[i];
+      const code = s.charCodeAt(i);
+      if (code >= 0xd800 && code <= 0xdbff && i + 1 < s.length) {
+        out += encodeURIComponent(s.slice(i, i + 2));
+        i++;
+      } else if (code >= 0xd800 && code <= 0xdfff) out += '%EF%BF%BD';
+      else if (bad.test(ch)) out += code < 0x80 ? '%' + (code < 16 ? '0' : '') + code.toString(16).toUpperCase() : encodeURIComponent(ch);
+      else out += ch;
+    }
+    return out;
+  }
+  // WHATWG percent-encode sets, as "must encode" classes (plus non-ASCII), built
+  // only when a slow-path URL needs them.
+  function encSet(name: string): RegExp {
+    switch (name) {
+      case 'path':
+        return /[\0-\x20"#<>?`{}\x7f-\uffff]/;
+      case 'query':
+        return /[\0-\x20"#<>\x7f-\uffff]/;
+      case 'squery':
+        return /[\0-\x20"#<>'\x7f-\uffff]/;
+      case 'frag':
+        return /[\0-\x20"<>`\x7f-\uffff]/;
+      case 'user':
+        return /[\0-\x20"#<>?`{}/:;=@[\\\]^|\x7f-\uffff]/;
+    }
+    return /[\0-\x1f\x7f-\uffff]/;
+  }
+  function normPath(segs: string[], special: boolean): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < segs.length; i++) {
+      const s = segs[i];
+      const l = s.toLowerCase();
+      const last = i === segs.length - 1;
+      if (l === '..' || l === '.%2e' || l === '%2e.' || l === '%2e%2e') {
+        if (out.length) out.pop();
+        if (last) out.push('');
+      } else if (l === '.' || l === '%2e') {
+        if (last) out.push('');
+      } else out.push(pctEncode(s, 'path'));
+    }
+    if (special && !out.length) out.push('');
+    return out;
+  }
+  function parseHost(h: string, special: boolean): string {
+    if (h === '') {
+      if (special) throw new TypeError('Invalid URL');
+      return '';
+    }
+    if (h[0] === '[') {
+      if (h[h.length - 1] !== ']' || !/^\[[0-9a-fA-F:.]+\]$/.test(h)) throw new TypeError('Invalid URL');
+      return h.toLowerCase();
+    }
+    if (!special) return pctEncode(h, 'c0');
+    let d: string;
+    try {
+      d = decodeURIComponent(h);
+    } catch (_e) {
+      throw new TypeError('Invalid URL');
+    }
+    d = d.toLowerCase();
+    if (/[\0\t\n\r #/:<>?@[\\\]^|%]/.test(d) || /[^\x00-\x7f]/.test(d)) throw new TypeError('Invalid URL');
+    // IPv4 in the common dotted-decimal form; anything else numeric-looking is left as a name.
+    return d;
+  }
+  /**
+   * Parses an absolute URL, or `input` against `base`, into the record
+   * { protocol, username, password, hostname, port, path (string), query (null|string), fragment }.
+   */
+  function parseURL(input: string, base: Any): Any {
+    const fast = fastURL(input);
+    if (fast !== null) return fast;
+    let s = input.replace(/^[\0-\x20]+|[\0-\x20]+$/g, '').replace(/[\t\n\r]/g, '');
+    const m = /^([a-zA-Z][a-zA-Z0-9+\-.]*):/.exec(s);
+    let rec: Any;
+    if (m) {
+      const protocol = m[1].toLowerCase() + ':';
+      const special = specialPort(protocol) !== undefined;
+      s = s.slice(m[0].length);
+      if (special) s = s.replace(/\\/g, '/');
+      if (special && base && base.protocol === protocol && s.slice(0, 2) !== '//') {
+        return resolveRelative(s, base);
+      }
+      rec = { protocol: protocol, username: '', password: '', hostname: '', port: '', path: '', query: null, fragment: null, opaque: false };
+      if (protocol === 'file:') {
+        if (s.slice(0, 2) !== '//') s = '//' + s;
+      } else if (special) s = s.replace(/^\/*/, '//');
+      if (s.slice(0, 2) === '//') {
+        s = s.slice(2);
+        let end = s.search(/[/?#]/);
+        if (end < 0) end = s.length;
+        let auth = s.slice(0, end);
+        s = s.slice(end);
+        const at = auth.lastIndexOf('@');
+        if (at >= 0) {
+          const cred = auth.slice(0, at);
+          auth = auth.slice(at + 1);
+          const colon = cred.indexOf(':');
+          rec.username = pctEncode(colon >= 0 ? cred.slice(0, colon) : cred, 'user');
+          rec.password = colon >= 0 ? pctEncode(cred.slice(colon + 1), 'user') : '';
+        }
+        let portStr: string | null = null;
+        if (auth[0] === '[') {
+          const close = auth.indexOf(']');
+          if (close < 0) throw new TypeError('Invalid URL');
+          const rest = auth.slice(close + 1);
+          if (rest !== '') {
+            if (rest[0] !== ':') throw new TypeError('Invalid URL');
+            portStr = rest.slice(1);
+          }
+          auth = auth.slice(0, close + 1);
+        } else {
+          const c = auth.indexOf(':');
+          if (c >= 0) {
+            portStr = auth.slice(c + 1);
+            auth = auth.slice(0, c);
+          }
+        }
+        if (portStr !== null && portStr !== '') {
+          if (!/^[0-9]+$/.test(portStr)) throw new TypeError('Invalid URL');
+          const port = parseInt(portStr, 10);
+          if (port > 65535) throw new TypeError('Invalid URL');
+          rec.port = specialPort(protocol) === port ? '' : String(port);
+        }
+        if (protocol === 'file:' && auth.toLowerCase() === 'localhost') auth = '';
+        if (protocol !== 'file:' && special && auth === '') throw new TypeError('Invalid URL');
+        rec.hostname = parseHost(auth, special && protocol !== 'file:');
+      } else if (!special) {
+        if (s[0] !== '/') rec.opaque = true;
+      }
+      splitRest(rec, s, special);
+      return rec;
+    }
+    if (!base) throw new TypeError('Invalid URL');
+    if (specialPort(base.protocol) !== undefined) s = s.replace(/\\/g, '/');
+    if (s.slice(0, 2) === '//') return parseURL(base.protocol + s, null);
+    return resolveRelative(s, base);
+  }
+  /**
+   * The common case without regexes: http(s)://host[:port]/path[?query][#fragment]
+   * where nothing needs percent-encoding, lower-casing or dot-segment removal.
+   * Anything else (returns null) takes the full parser.
+   */
+  function fastURL(s: string): Any {
+    let i: number;
+    let protocol: string;
+    if (s.slice(0, 7) === 'http://') {
+      protocol = 'http:';
+      i = 7;
+    } else if (s.slice(0, 8) === 'https://') {
+      protocol = 'https:';
+      i = 8;
+    } else return null;
+    try {
+      if (encodeURI(s) !== s) return null; // %, spaces, controls, non-ASCII, \ [ ] ^ | { } < > " `
+    } catch (_e) {
+      return null;
+    }
+    let end = s.length;
+    const a = s.indexOf('/', i);
+    const b = s.indexOf('?', i);
+    const c = s.indexOf('#', i);
+    if (a >= 0) end = a;
+    if (b >= 0 && b < end) end = b;
+    if (c >= 0 && c < end) end = c;
+    let host = s.slice(i, end);
+    if (host === '' || host.indexOf('@') >= 0) return null;
+    let port = '';
+    const colon = host.indexOf(':');
+    if (colon >= 0) {
+      port = host.slice(colon + 1);
+      host = host.slice(0, colon);
+      if (port !== '') {
+        const n = parseInt(port, 10);
+        if (String(n) !== port || n > 65535) return null;
+        if (n === (protocol === 'http:' ? 80 : 443)) port = '';
+      }
+      if (host === '') return null;
+    }
+    if (host.toLowerCase() !== host) return null;
+    let rest = s.slice(end);
+    let fragment: string | null = null;
+    let query: string | null = null;
+    const h = rest.indexOf('#');
+    if (h >= 0) {
+      fragment = rest.slice(h + 1);
+      rest = rest.slice(0, h);
+    }
+    const q = rest.indexOf('?');
+    if (q >= 0) {
+      query = rest.slice(q + 1);
+      rest = rest.slice(0, q);
+      if (query.indexOf("'") >= 0) return null;
+    }
+    if (rest === '') rest = '/';
+    else if (rest.indexOf('/.') >= 0) return null;
+    return { protocol: protocol, username: '', password: '', hostname: host, port: port, path: rest, query: query, fragment: fragment, opaque: false };
+  }
+  function resolveRelative(s: string, base: Any): Any {
+    if (base.opaque && s[0] !== '#') throw new TypeError('Invalid URL');
+    const rec: Any = {
+      protocol: base.protocol,
+      username: base.username,
+      password: base.password,
+      hostname: base.hostname,
+      port: base.port,
+      path: base.path,
+      query: base.query,
+      fragment: null,
+      opaque: base.opaque,
+    };
+    const special = specialPort(rec.protocol) !== undefined;
+    if (s === '') return rec;
+    if (s[0] === '#') {
+      rec.fragment = pctEncode(s.slice(1), 'frag');
+      return rec;
+    }
+    if (s[0] === '?') {
+      splitRest(rec, s, special, true);
+      return rec;
+    }
+    if (s[0] !== '/') {
+      const dir = base.path.slice(0, base.path.lastIndexOf('/') + 1);
+      s = dir + s;
+    }
+    splitRest(rec, s, special);
+    return rec;
+  }
+  function splitRest(rec: Any, s: string, special: boolean, keepPath?: boolean): void {
+    const hash = s.indexOf('#');
+    if (hash >= 0) {
+      rec.fragment = pctEncode(s.slice(hash + 1), 'frag');
+      s = s.slice(0, hash);
+    } else rec.fragment = null;
+    const q = s.indexOf('?');
+    if (q >= 0) {
+      rec.query = pctEncode(s.slice(q + 1), special ? 'squery' : 'query');
+      s = s.slice(0, q);
+    } else if (!keepPath) rec.query = null;
+    if (keepPath) return;
+    if (rec.opaque) rec.path = pctEncode(s, 'c0');
+    else if (s === '' && !special) rec.path = '';
+    else rec.path = normPath(s.split('/'), special).join('/').replace(/^(?!\/)/, '/');
+  }
+  function hostOf(rec: Any): string {
+    return rec.hostname + (rec.port !== '' ? ':' + rec.port : '');
+  }
+  function hrefOf(rec: Any): string {
+    let out = rec.protocol;
+    if (rec.hostname !== '' || specialPort(rec.protocol) !== undefined) {
+      out += '//';
+      if (rec.username !== '' || rec.password !== '') out += rec.username + (rec.password !== '' ? ':' + rec.password : '') + '@';
+      out += hostOf(rec);
+    }
+    out += rec.path;
+    if (rec.query !== null) out += '?' + rec.query;
+    if (rec.fragment !== null) out += '#' + rec.fragment;
+    return out;
+  }
+  function ensureURL(): void {
+    urlP = true;
+    const p = URL.prototype as Any;
+    function acc(name: string, get: Any, set?: Any): void {
+      Object.defineProperty(p, name, { configurable: true, enumerable: true, get: get, set: set });
+    }
+    acc(
+      'href',
+      function (this: Any) {
+        return hrefOf(this._u);
+      },
+      function (this: Any, v: Any) {
+        this._u = parseURL(String(v), null);
+        if (this._sp) this._sp._l = parsePairs(this._u.query || '');
+      },
+    );
+    acc('origin', function (this: Any) {
+      const u = this._u;
+      return specialPort(u.protocol) !== undefined && u.protocol !== 'file:' ? u.protocol + '//' + hostOf(u) : 'null';
+    });
+    acc(
+      'protocol',
+      function (this: Any) {
+        return this._u.protocol;
+      },
+      function (this: Any, v: Any) {
+        const m = /^([a-zA-Z][a-zA-Z0-9+\-.]*)/.exec(String(v));
+        if (!m) return;
+        const np = m[1].toLowerCase() + ':';
+        if ((specialPort(np) !== undefined) !== (specialPort(this._u.protocol) !== undefined)) return;
+        this._u.protocol = np;
+        if (specialPort(np) === Number(this._u.port)) this._u.port = '';
+      },
+    );
+    acc(
+      'username',
+      function (this: Any) {
+        return this._u.username;
+      },
+      function (this: Any, v: Any) {
+        if (this._u.hostname !== '') this._u.username = pctEncode(String(v), 'user');
+      },
+    );
+    acc(
+      'password',
+      function (this: Any) {
+        return this._u.password;
+      },
+      function (this: Any, v: Any) {
+        if (this._u.hostname !== '') this._u.password = pctEncode(String(v), 'user');
+      },
+    );
+    acc(
+      'host',
+      function (this: Any) {
+        return hostOf(this._u);
+      },
+      function (this: Any, v: Any) {
+        if (this._u.opaque) return;
+        try {
+          const r = parseURL(this._u.protocol + '//' + String(v), null);
+          this._u.hostname = r.hostname;
+          this._u.port = r.port;
+        } catch (_e) {
+          /* invalid host: ignored, as the standard says */
+        }
+      },
+    );
+    acc(
+      'hostname',
+      function (this: Any) {
+        return this._u.hostname;
+      },
+      function (this: Any, v: Any) {
+        if (this._u.opaque) return;
+        try {
+          this._u.hostname = parseURL(this._u.protocol + '//' + String(v).replace(/:.*/, ''), null).hostname;
+        } catch (_e) {
+          /* ignored */
+        }
+      },
+    );
+    acc(
+      'port',
+      function (this: Any) {
+        return this._u.port;
+      },
+      function (this: Any, v: Any) {
+        const s = String(v);
+        if (s === '') {
+          this._u.port = '';
+          return;
+        }
+        const m = /^[0-9]+/.exec(s);
+        if (!m || Number(m[0]) > 65535) return;
+        const n = Number(m[0]);
+        this._u.port = specialPort(this._u.protocol) === n ? '' : String(n);
+      },
+    );
+    acc(
+      'pathname',
+      function (this: Any) {
+        return this._u.path;
+      },
+      function (this: Any, v: Any) {
+        if (this._u.opaque) return;
+        const special = specialPort(this._u.protocol) !== undefined;
+        let s = String(v);
+        if (special) s = s.replace(/\\/g, '/');
+        if (s[0] !== '/') s = '/' + s;
+        this._u.path = normPath(s.split('/'), special).join('/').replace(/^(?!\/)/, '/');
+      },
+    );
+    acc(
+      'search',
+      function (this: Any) {
+        const q = this._u.query;
+        return q === null || q === '' ? '' : '?' + q;
+      },
+      function (this: Any, v: Any) {
+        let s = String(v);
+        if (s[0] === '?') s = s.slice(1);
+        this._u.query = s === '' ? null : pctEncode(s, specialPort(this._u.protocol) !== undefined ? 'squery' : 'query');
+        if (this._sp) this._sp._l = parsePairs(s);
+      },
+    );
+    acc('searchParams', function (this: Any) {
+      if (!this._sp) {
+        const sp = new (URLSearchParams as Any)(this._u.query || '');
+        sp._url = this;
+        this._sp = sp;
+      }
+      return this._sp;
+    });
+    acc(
+      'hash',
+      function (this: Any) {
+        const f = this._u.fragment;
+        return f === null || f === '' ? '' : '#' + f;
+      },
+      function (this: Any, v: Any) {
+        let s = String(v);
+        if (s[0] === '#') s = s.slice(1);
+        this._u.fragment = s === '' ? null : pctEncode(s, 'frag');
+      },
+    );
+    p.toString = function () {
+      return hrefOf(this._u);
+    };
+    p.toJSON = p.toString;
+  }
+  /** Decodes application/x-www-form-urlencoded bytes leniently (bad escapes stay as they are). */
+  function formDecode(s: string): string {
+    if (s.indexOf('+') >= 0) s = s.replace(/\+/g, ' ');
+    if (s.indexOf('%') < 0) return s;
+    try {
+      return decodeURIComponent(s);
+    } catch (_e) {
+      // Fall back to byte-wise decoding: UTF-8 of the text, escapes replaced by their bytes.
+      const bytes: number[] = [];
+      const enc = te().encode(s);
+      for (let i = 0; i < enc.length; i++) {
+        const c = enc[i];
+        if (c === 0x25 && i + 2 < enc.length + 0 && /^[0-9a-fA-F]{2}$/.test(String.fromCharCode(enc[i + 1], enc[i + 2]))) {
+          bytes.push(parseInt(String.fromCharCode(enc[i + 1], enc[i + 2]), 16));
+          i += 2;
+        } else bytes.push(c);
+      }
+      return new TextDecoder().decode(new Uint8Array(bytes));
     }
   }
-  function pairs(l: string[]): Any[] {
-    const out: Any[] = [];
-    for (let i = 0; i < l.length; i += 2) out.push([l[i], l[i + 1]]);
-    return out;
+  /** application/x-www-form-urlencoded byte serializer: keeps *-._ and alphanumerics, space -> +. */
+  function formEncode(s: string): string {
+    let e = encodeURIComponent(s);
+    if (e.indexOf('%20') >= 0) e = e.split('%20').join('+');
+    if (e.indexOf('!') >= 0 || e.indexOf("'") >= 0 || e.indexOf('(') >= 0 || e.indexOf(')') >= 0 || e.indexOf('~') >= 0) {
+      e = e.replace(/[!'()~]/g, function (c: string) {
+        return '%' + c.charCodeAt(0).toString(16).toUpperCase();
+      });
+    }
+    return e;
   }
-  p.append = function (n: Any, v: Any) {
-    this._l.push(usv(n), usv(v));
-    update(this);
-  };
-  p.delete = function (n: Any, v: Any) {
-    n = usv(n);
-    const l = this._l;
-    const withV = v !== undefined;
-    if (withV) v = usv(v);
-    for (let i = l.length - 2; i >= 0; i -= 2) if (l[i] === n && (!withV || l[i + 1] === v)) l.splice(i, 2);
-    update(this);
-  };
-  p.get = function (n: Any) {
-    n = usv(n);
-    const l = this._l;
-    for (let i = 0; i < l.length; i += 2) if (l[i] === n) return l[i + 1];
-    return null;
-  };
-  p.getAll = function (n: Any) {
-    n = usv(n);
-    const l = this._l;
-    const out: string[] = [];
-    for (let i = 0; i < l.length; i += 2) if (l[i] === n) out.push(l[i + 1]);
-    return out;
-  };
-  p.has = function (n: Any, v: Any) {
-    n = usv(n);
-    const l = this._l;
-    const withV = v !== undefined;
-    if (withV) v = usv(v);
-    for (let i = 0; i < l.length; i += 2) if (l[i] === n && (!withV || l[i + 1] === v)) return true;
-    return false;
-  };
-  p.set = function (n: Any, v: Any) {
-    n = usv(n);
-    v = usv(v);
-    const l = this._l;
-    let found = false;
-    for (let i = 0; i < l.length; i += 2) {
-      if (l[i] === n) {
-        if (!found) {
-          l[i + 1] = v;
-          found = true;
-        } else {
-          l.splice(i, 2);
-          i -= 2;
-        }
+  function parsePairs(s: string): string[] {
+    const l: string[] = [];
+    if (s === '') return l;
+    const parts = s.split('&');
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (part === '') continue;
+      const eq = part.indexOf('=');
+      if (eq >= 0) l.push(formDecode(part.slice(0, eq)), formDecode(part.slice(eq + 1)));
+      else l.push(formDecode(part), '');
+    }
+    return l;
+  }
+  function usv(s: Any): string {
+    s = String(s);
+    // Lone surrogates become U+FFFD, as USVString conversion does.
+    return /[\ud800-\udfff]/.test(s) ? s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(^|[^\ud800-\udbff])[\udc00-\udfff]/g, function (m: string) {
+      return m.length === 2 ? m[0] + '\ufffd' : '\ufffd';
+    }) : s;
+  }
+  function ensureUSP(): void {
+    uspP = true;
+    const p = URLSearchParams.prototype as Any;
+    function update(sp: Any): void {
+      if (sp._url) {
+        const s = sp.toString();
+        sp._url._u.query = s === '' ? null : s;
       }
     }
-    if (!found) l.push(n, v);
-    update(this);
-  };
-  p.sort = function () {
-    const ps = pairs(this._l);
-    // Stable sort by UTF-16 code units (Array.prototype.sort stability is not guaranteed in njs).
-    for (let i = 0; i < ps.length; i++) ps[i].push(i);
-    ps.sort(function (a: Any, b: Any) {
-      return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[2] - b[2];
+    function pairs(l: string[]): Any[] {
+      const out: Any[] = [];
+      for (let i = 0; i < l.length; i += 2) out.push([l[i], l[i + 1]]);
+      return out;
+    }
+    p.append = function (n: Any, v: Any) {
+      this._l.push(usv(n), usv(v));
+      update(this);
+    };
+    p.delete = function (n: Any, v: Any) {
+      n = usv(n);
+      const l = this._l;
+      const withV = v !== undefined;
+      if (withV) v = usv(v);
+      for (let i = l.length - 2; i >= 0; i -= 2) if (l[i] === n && (!withV || l[i + 1] === v)) l.splice(i, 2);
+      update(this);
+    };
+    p.get = function (n: Any) {
+      n = usv(n);
+      const l = this._l;
+      for (let i = 0; i < l.length; i += 2) if (l[i] === n) return l[i + 1];
+      return null;
+    };
+    p.getAll = function (n: Any) {
+      n = usv(n);
+      const l = this._l;
+      const out: string[] = [];
+      for (let i = 0; i < l.length; i += 2) if (l[i] === n) out.push(l[i + 1]);
+      return out;
+    };
+    p.has = function (n: Any, v: Any) {
+      n = usv(n);
+      const l = this._l;
+      const withV = v !== undefined;
+      if (withV) v = usv(v);
+      for (let i = 0; i < l.length; i += 2) if (l[i] === n && (!withV || l[i + 1] === v)) return true;
+      return false;
+    };
+    p.set = function (n: Any, v: Any) {
+      n = usv(n);
+      v = usv(v);
+      const l = this._l;
+      let found = false;
+      for (let i = 0; i < l.length; i += 2) {
+        if (l[i] === n) {
+          if (!found) {
+            l[i + 1] = v;
+            found = true;
+          } else {
+            l.splice(i, 2);
+            i -= 2;
+          }
+        }
+      }
+      if (!found) l.push(n, v);
+      update(this);
+    };
+    p.sort = function () {
+      const ps = pairs(this._l);
+      // Stable sort by UTF-16 code units (Array.prototype.sort stability is not guaranteed in njs).
+      for (let i = 0; i < ps.length; i++) ps[i].push(i);
+      ps.sort(function (a: Any, b: Any) {
+        return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[2] - b[2];
+      });
+      const l: string[] = [];
+      for (let j = 0; j < ps.length; j++) l.push(ps[j][0], ps[j][1]);
+      this._l = l;
+      update(this);
+    };
+    p.toString = function () {
+      const l = this._l;
+      let out = '';
+      for (let i = 0; i < l.length; i += 2) out += (i ? '&' : '') + formEncode(l[i]) + '=' + formEncode(l[i + 1]);
+      return out;
+    };
+    p.forEach = function (cb: Any, thisArg: Any) {
+      const l = this._l;
+      for (let i = 0; i < l.length; i += 2) cb.call(thisArg, l[i + 1], l[i], this);
+    };
+    p.entries = function () {
+      return arrayIter(pairs(this._l));
+    };
+    p.keys = function () {
+      const out: string[] = [];
+      for (let i = 0; i < this._l.length; i += 2) out.push(this._l[i]);
+      return arrayIter(out);
+    };
+    p.values = function () {
+      const out: string[] = [];
+      for (let i = 0; i < this._l.length; i += 2) out.push(this._l[i + 1]);
+      return arrayIter(out);
+    };
+    p[Symbol.iterator] = p.entries;
+    Object.defineProperty(p, 'size', {
+      configurable: true,
+      get: function () {
+        return this._l.length / 2;
+      },
     });
-    const l: string[] = [];
-    for (let j = 0; j < ps.length; j++) l.push(ps[j][0], ps[j][1]);
-    this._l = l;
-    update(this);
-  };
-  p.toString = function () {
-    const l = this._l;
-    let out = '';
-    for (let i = 0; i < l.length; i += 2) out += (i ? '&' : '') + formEncode(l[i]) + '=' + formEncode(l[i + 1]);
-    return out;
-  };
-  p.forEach = function (cb: Any, thisArg: Any) {
-    const l = this._l;
-    for (let i = 0; i < l.length; i += 2) cb.call(thisArg, l[i + 1], l[i], this);
-  };
-  p.entries = function () {
-    return arrayIter(pairs(this._l));
-  };
-  p.keys = function () {
-    const out: string[] = [];
-    for (let i = 0; i < this._l.length; i += 2) out.push(this._l[i]);
-    return arrayIter(out);
-  };
-  p.values = function () {
-    const out: string[] = [];
-    for (let i = 0; i < this._l.length; i += 2) out.push(this._l[i + 1]);
-    return arrayIter(out);
-  };
-  p[Symbol.iterator] = p.entries;
-  Object.defineProperty(p, 'size', {
-    configurable: true,
-    get: function () {
-      return this._l.length / 2;
-    },
-  });
+  }
+
+  ulCache = { specialPort: specialPort, pctEncode: pctEncode, encSet: encSet, normPath: normPath, parseHost: parseHost, parseURL: parseURL, fastURL: fastURL, resolveRelative: resolveRelative, splitRest: splitRest, hostOf: hostOf, hrefOf: hrefOf, ensureURL: ensureURL, formDecode: formDecode, formEncode: formEncode, parsePairs: parsePairs, usv: usv, ensureUSP: ensureUSP };
+  return ulCache;
 }
