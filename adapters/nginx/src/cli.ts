@@ -284,29 +284,29 @@ async function cmdRun(a: Args): Promise<number> {
   let master: ChildProcess | undefined;
   let bundle: string | undefined;
   let accessLog: { path: string; close(): void } | undefined;
-    const conf = join(dir, 'nginx.conf');
-    const writeConf = (): void => {
-      writeFileSync(
-        conf,
-        mainConf({
-          mode,
-          dir,
-          host,
-          port,
-          location,
-          maxBody,
-          bundle,
-          sockets: sup?.sockets,
-          include: copied(include, 'include'),
-          includeServer: copied(includeServer, 'include-server'),
-          preload: preload.map((p, i) => ({ name: p.name, file: copied([p.file], `preload-${i}`, '.json')[0]! })),
-          user: user?.name,
-          jsModule,
-          accessLog: accessLog?.path,
-        }),
-      );
-      chmodSync(conf, 0o644);
-    };
+  const conf = join(dir, 'nginx.conf');
+  const writeConf = (): void => {
+    writeFileSync(
+      conf,
+      mainConf({
+        mode,
+        dir,
+        host,
+        port,
+        location,
+        maxBody,
+        bundle,
+        sockets: sup?.sockets,
+        include: copied(include, 'include'),
+        includeServer: copied(includeServer, 'include-server'),
+        preload: preload.map((p, i) => ({ name: p.name, file: copied([p.file], `preload-${i}`, '.json')[0]! })),
+        user: user?.name,
+        jsModule,
+        accessLog: accessLog?.path,
+      }),
+    );
+    chmodSync(conf, 0o644);
+  };
   try {
     if (mode === 'embedded') {
       const r = await buildNjs({ handler, outDir: dir, validate: false });
@@ -382,8 +382,8 @@ async function cmdRun(a: Args): Promise<number> {
           if (sup) {
             // Rebuild from the handler as it is now; the new workers run the new bundle.
             const entry = await buildWorkerBundle(handler, dir, preload, `worker-${++generation}.mjs`);
-            const ok = await sup.roll(async (sockets) => {
-              void sockets; // the supervisor's list is already the new one
+            const ok = await sup.roll(async () => {
+              // The supervisor's socket list is already the new one.
               writeConf();
               await reloadNginx(m);
             }, entry);
