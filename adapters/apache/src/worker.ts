@@ -327,7 +327,8 @@ class Conn implements BodyFlow {
     if (this.idle && !this.linger) {
       this.linger = setTimeout(() => {
         this.linger = null;
-        if (this.idle) this.sock.end();
+        // destroySoon, not end: Apache may not close its side until it next looks at the pooled connection.
+        if (this.idle) this.sock.destroySoon();
       }, LINGER_MS);
     }
   }
