@@ -97,6 +97,7 @@ typedef struct {
     apr_off_t max_body;
     server_rec *s;
     /* parent, set in post_config */
+    apr_pool_t *pconf;     /* other-child registrations live here (see worker_maintenance) */
     const char *socket_path;
     int listen_fd;
     tsgi_worker **workers;
@@ -370,6 +371,7 @@ struct tsgi_worker {
     apr_pool_t *pool;
     apr_proc_t proc;
     tsgi_daemon *d;       /* only valid while !retired */
+    process_rec *process;
     int index;
     int retired;
     int quick_deaths;
@@ -486,7 +488,9 @@ static apr_status_t listener_get(server_rec *s, tsgi_daemon *d)
     l->owner = getpid();
     l->fd = fd;
     apr_pool_userdata_set(l, apr_pstrdup(pp, key), apr_pool_cleanup_null, pp);
-    apr_pool_cleanup_register(pp, l, listener_cleanup, apr_pool_cleanup_null);
+    /* No cleanup on the process pool: this DSO is unloaded with pconf, so
+     * a function pointer there would dangle at exit. Stop is handled by
+     * listener_exit_cleanup on pconf. */
     apr_pool_cleanup_register(s->process->pconf, l, listener_exit_cleanup, apr_pool_cleanup_null);
     d->socket_path = path;
     d->listen_fd = fd;
@@ -543,6 +547,43 @@ static void exec_worker(tsgi_worker *w, int secret_fd)
     _exit(127);
 }
 
+/* Workers of past generations that are still draining. Plain data in the
+ * process pool: each new generation re-registers them as other children
+ * (on its own pconf) so their exit is reaped quietly. */
+static apr_array_header_t *retired_list(process_rec *proc)
+{
+    void *v = NULL;
+    apr_pool_userdata_get(&v, "mod_tsgi.retired", proc->pool);
+    if (!v) {
+        v = apr_array_make(proc->pool, 8, sizeof(tsgi_worker *));
+        apr_pool_userdata_set(v, "mod_tsgi.retired", apr_pool_cleanup_null, proc->pool);
+    }
+    return v;
+}
+
+static void retired_add(process_rec *proc, tsgi_worker *w)
+{
+    apr_array_header_t *list = retired_list(proc);
+    int i;
+    for (i = 0; i < list->nelts; i++) {
+        if (!APR_ARRAY_IDX(list, i, tsgi_worker *)) {
+            APR_ARRAY_IDX(list, i, tsgi_worker *) = w;
+            return;
+        }
+    }
+    APR_ARRAY_PUSH(list, tsgi_worker *) = w;
+}
+
+static void retired_forget(process_rec *proc, tsgi_worker *w)
+{
+    apr_array_header_t *list = retired_list(proc);
+    int i;
+    for (i = 0; i < list->nelts; i++)
+        if (APR_ARRAY_IDX(list, i, tsgi_worker *) == w)
+            APR_ARRAY_IDX(list, i, tsgi_worker *) = NULL;
+    apr_pool_destroy(w->pool);
+}
+
 static void worker_maintenance(int reason, void *data, int status);
 
 static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned char *secret)
@@ -574,7 +615,9 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
     w->proc.pid = pid;
     w->proc.in = w->proc.out = w->proc.err = NULL;
     w->started = apr_time_now();
-    apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, w->pool);
+    /* Registered on pconf, never on a longer-lived pool: worker_maintenance
+     * lives in this DSO, which Apache unloads and reloads on every restart. */
+    apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, w->d->pconf);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_tsgi: daemon %s: started worker #%d, pid %d", w->d->name,
                  w->index, (int)pid);
     return APR_SUCCESS;
@@ -593,10 +636,12 @@ static void worker_maintenance(int reason, void *data, int status)
     case APR_OC_REASON_LOST:
         apr_proc_other_child_unregister(w);
         ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state);
-        if (w->retired || mpm_state == AP_MPMQ_STOPPING) {
-            apr_pool_destroy(w->pool);
+        if (w->retired) {
+            retired_forget(w->process, w);
             return;
         }
+        if (mpm_state == AP_MPMQ_STOPPING)
+            return;
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "mod_tsgi: daemon %s: worker #%d (pid %d) %s %d; restarting", w->d->name, w->index,
                      (int)w->proc.pid, WIFSIGNALED(status) ? "killed by signal" : "exited with status",
@@ -641,6 +686,7 @@ static apr_status_t retire_workers(void *data)
             w->retired = 1;
             w->d = NULL;
             kill(w->proc.pid, SIGTERM);
+            retired_add(w->process, w);
         }
     }
     return APR_SUCCESS;
@@ -744,6 +790,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
     }
     if (listener_get(s, d) != APR_SUCCESS)
         return HTTP_INTERNAL_SERVER_ERROR;
+    d->pconf = pconf;
     d->workers = apr_pcalloc(pconf, sizeof(tsgi_worker *) * d->processes);
     for (i = 0; i < d->processes; i++) {
         apr_pool_t *wp;
@@ -752,6 +799,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
         w = apr_pcalloc(wp, sizeof(*w));
         w->pool = wp;
         w->d = d;
+        w->process = s->process;
         w->index = i;
         w->parent_pid = getpid();
         w->node = apr_pstrdup(wp, d->node);
@@ -778,6 +826,23 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
     return OK;
 }
 
+/* Re-registers still-draining workers of past generations with this
+ * generation's pconf (and this load of the DSO's worker_maintenance). */
+static void adopt_retired(apr_pool_t *pconf, process_rec *proc)
+{
+    apr_array_header_t *list = retired_list(proc);
+    int i;
+    for (i = 0; i < list->nelts; i++) {
+        tsgi_worker *w = APR_ARRAY_IDX(list, i, tsgi_worker *);
+        if (!w)
+            continue;
+        if (kill(w->proc.pid, 0) == 0 || errno == EPERM)
+            apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, pconf);
+        else
+            retired_forget(proc, w);
+    }
+}
+
 static int tsgi_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     tsgi_registry *reg = registry_get(pconf);
@@ -790,6 +855,7 @@ static int tsgi_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_tsgi: cannot generate the per-start secret");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    adopt_retired(pconf, s->process);
     apr_pool_cleanup_register(pconf, reg, reap_on_exit, apr_pool_cleanup_null);
     for (i = 0; i < reg->list->nelts; i++)
         if ((rc = start_daemon(pconf, s, APR_ARRAY_IDX(reg->list, i, tsgi_daemon *), secret)) != OK)
