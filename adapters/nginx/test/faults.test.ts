@@ -84,6 +84,7 @@ describe('nginx workers mode faults', () => {
     await sleep(800);
     const r = await l.stop();
     expect(r.failed, JSON.stringify(r)).toBe(0);
+    expect(r.retried, JSON.stringify(r)).toBeLessThanOrEqual(2 * CONCURRENCY);
     expect(r.ok).toBeGreaterThan(0);
   });
 
@@ -97,6 +98,7 @@ describe('nginx workers mode faults', () => {
     await sleep(300);
     const r = await l.stop();
     expect(r.failed, JSON.stringify(r)).toBe(0);
+    expect(r.retried, JSON.stringify(r)).toBeLessThanOrEqual(2 * CONCURRENCY);
     expect(r.ok).toBeGreaterThan(0);
     const after = workersState(srv.dir);
     // Every worker replaced, on a fresh socket; the old ones drained and exited.

@@ -107,17 +107,20 @@ export interface LoadResult {
   failed: number;
   statuses: Record<string, number>;
   errors: string[];
+  retried: number;
 }
 
 /**
  * Bounded keep-alive load: `concurrency` loops of sequential GETs until stop().
- * A request that fails on a reused keep-alive socket before any response is
- * retried once, as HTTP clients do (RFC 9112 9.3.1): nginx closing an idle
- * connection while shutting a worker down is not a failed request.
+ * A GET whose connection is reset before any response byte is retried once, as
+ * HTTP clients may for idempotent requests (RFC 9110 9.2.2, RFC 9112 9.3.1):
+ * an nginx worker that is shutting down after a reload closes the idle and
+ * just-accepted connections it still holds without reading them, which is not
+ * a failed request. Such retries are counted in `retried`.
  */
 export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult> } {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [] };
+  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0 };
   let running = true;
   const once = (): Promise<void> =>
     new Promise((res) => {
@@ -138,7 +141,10 @@ export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult
           });
         });
         req.on('error', (e: NodeJS.ErrnoException) => {
-          if (retry && req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) return attempt(false);
+          if (retry && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
+            r.retried++;
+            return attempt(false);
+          }
           r.failed++;
           r.errors.push(`${e.code ?? ''} ${e.message}`);
           res();
