@@ -43,6 +43,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -385,6 +386,8 @@ struct tsgi_worker {
     uid_t uid;
     gid_t gid;
     const char *user_name;
+    gid_t *groups;        /* supplementary groups, resolved before fork */
+    int ngroups;
 };
 
 /* Per-start secret, shared by every generation of one Apache run so old
@@ -501,6 +504,10 @@ static void close_other_fds(int from)
 {
     long max = sysconf(_SC_OPEN_MAX);
     int fd;
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0)
+        return;
+#endif
     if (max < 0 || max > 65536)
         max = 65536;
     for (fd = from; fd < max; fd++)
@@ -530,7 +537,8 @@ static void exec_worker(tsgi_worker *w, int secret_fd)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
     if (geteuid() == 0) {
-        if (setgid(w->gid) != 0 || initgroups(w->user_name, w->gid) != 0 || setuid(w->uid) != 0) {
+        /* setgroups, not initgroups: no NSS lookups between fork and exec. */
+        if (setgid(w->gid) != 0 || setgroups((size_t)w->ngroups, w->groups) != 0 || setuid(w->uid) != 0) {
             fprintf(stderr, "mod_tsgi: cannot switch to uid %ld gid %ld: %s\n", (long)w->uid, (long)w->gid,
                     strerror(errno));
             _exit(126);
@@ -765,6 +773,22 @@ static const char *user_name_of(apr_pool_t *p, uid_t uid)
     return pw ? apr_pstrdup(p, pw->pw_name) : apr_psprintf(p, "%ld", (long)uid);
 }
 
+/* The worker user's supplementary groups (like initgroups would set). */
+static void resolve_groups(apr_pool_t *p, tsgi_worker *w)
+{
+    int n = 64;
+    gid_t *g = apr_palloc(p, sizeof(gid_t) * n);
+    if (getgrouplist(w->user_name, w->gid, g, &n) < 0) {
+        g = apr_palloc(p, sizeof(gid_t) * (n > 0 ? n : 1));
+        if (getgrouplist(w->user_name, w->gid, g, &n) < 0) {
+            g[0] = w->gid;
+            n = 1;
+        }
+    }
+    w->groups = g;
+    w->ngroups = n;
+}
+
 static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const unsigned char *secret)
 {
     tsgi_generation *g;
@@ -813,6 +837,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
         w->uid = uid;
         w->gid = gid;
         w->user_name = user_name_of(wp, uid);
+        resolve_groups(wp, w);
         d->workers[i] = w;
         if (spawn_worker(w, s, secret) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot fork a worker", d->name);

@@ -160,6 +160,9 @@ describe('mod_tsgi in a real Apache', () => {
   it('runs workers as the Apache User (never root) with the listener on fd 3 and no secret in the environment', async () => {
     const i = await info();
     expect(i.uid).toBe(33);
+    expect(i.gid).toBe(33);
+    // Root's supplementary groups must not leak into the worker.
+    expect(i.groups).toEqual([33]);
     expect(i.env).toMatchObject({ daemon: 'app', listen: '3', maxBody: '1048576', secretInEnv: false });
     expect(i.env.handler).toBe(join(root, 'handler.mjs'));
   });
