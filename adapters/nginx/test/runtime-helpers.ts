@@ -5,7 +5,7 @@
  * then `export { x as default }` -> `export default x` for njs < 0.7.12.)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, chmodSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, chmodSync, existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -133,13 +133,15 @@ http {
     dir,
     errorLog: () => readIf(join(dir, 'error.log')),
     accessLog: () => readIf(join(dir, 'access.log')),
-    stop: () =>
-      new Promise<void>((res) => {
+    stop: async () => {
+      await new Promise<void>((res) => {
         if (proc.exitCode !== null) return res();
         proc.once('exit', () => res());
         proc.kill('SIGQUIT');
         setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
-      }),
+      });
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 

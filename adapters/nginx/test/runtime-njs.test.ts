@@ -6,7 +6,7 @@
  * One nginx for the whole file.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,8 +23,12 @@ let nodeResults: Record<string, unknown>;
 
 async function buildProduct(handler: string): Promise<string> {
   const out = mkdtempSync(join(tmpdir(), 'tsgi-njs-build-'));
-  const { file } = await productBuild({ handler, outDir: out });
-  return readFileSync(file, 'utf8');
+  try {
+    const { file } = await productBuild({ handler, outDir: out });
+    return readFileSync(file, 'utf8');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 }
 
 beforeAll(async () => {
