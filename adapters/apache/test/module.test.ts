@@ -84,6 +84,14 @@ function request(port: number, path: string, opts: { method?: string; headers?: 
   });
 }
 
+/** Polls until check() passes (bounded), for effects that land after a response. */
+async function eventually(check: () => boolean | Promise<boolean>, tries = 100): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 let root: string;
 let port: number;
 let apache: ChildProcess;
@@ -185,8 +193,9 @@ describe('mod_tsgi in a real Apache', () => {
     expect(names.indexOf('x-one')).toBeLessThan(names.indexOf('x-two'));
     expect(typeof i.id).toBe('string');
     // The id is Apache's log id, so the access log (%L) and the handler agree.
-    await new Promise((r) => setTimeout(r, 100));
-    expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(`200 ${i.id as string} - GET /app/info?a=1`);
+    const line = `200 ${i.id as string} - GET /app/info?a=1`;
+    await eventually(() => readFileSync(join(root, 'access.log'), 'utf8').includes(line));
+    expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(line);
   });
 
   it('keeps repeated Set-Cookie, drops hop-by-hop headers, applies Content-Type and Content-Length', async () => {
@@ -250,9 +259,20 @@ describe('mod_tsgi in a real Apache', () => {
   });
 
   it('streams flushed chunks and multi-frame bodies', async () => {
-    const s = await request(port, '/app/stream');
-    expect(s.body.toString()).toBe('chunk 0\nchunk 1\nchunk 2\n');
-    expect(s.chunks).toBeGreaterThan(1);
+    // The first chunk must reach the client while the worker still holds the
+    // stream open (it sends the rest only after /release): no timing involved.
+    const body = await new Promise<string>((ok, fail) => {
+      http.get({ host: '127.0.0.1', port, path: '/app/stream', agent: false }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => {
+          if (!text) void request(port, '/app/release').catch(fail);
+          text += c.toString();
+        });
+        res.on('end', () => ok(text));
+        res.on('error', fail);
+      }).on('error', fail);
+    });
+    expect(body).toBe('chunk 0\nchunk 1\n');
     const big = await request(port, '/app/big');
     expect(big.body.length).toBe(3 << 20);
     expect(big.body.every((b) => b === 97)).toBe(true);
@@ -287,7 +307,8 @@ describe('mod_tsgi in a real Apache', () => {
     const sock = net.connect(port, '127.0.0.1');
     await new Promise((r) => sock.once('connect', r));
     sock.write('GET /app/slow HTTP/1.1\r\nHost: x\r\n\r\n');
-    await new Promise((r) => setTimeout(r, 100));
+    // Hang up only once the worker is inside the request.
+    await eventually(async () => (await request(port, '/app/slowstate')).body.toString() === 'waiting');
     sock.destroy();
     let reason = '';
     for (let i = 0; i < 50 && reason !== '1'; i++) {
@@ -305,8 +326,9 @@ describe('mod_tsgi in a real Apache', () => {
       const r = await get('Bearer alice');
       expect(r.status).toBe(200);
       expect(r.body.toString()).toBe('static secret\n');
-      await new Promise((res) => setTimeout(res, 100));
-      expect(readFileSync(join(root, 'access.log'), 'utf8')).toMatch(/200 \S+ alice GET \/files\/secret.txt/);
+      const logged = /200 \S+ alice GET \/files\/secret.txt/;
+      await eventually(() => logged.test(readFileSync(join(root, 'access.log'), 'utf8')));
+      expect(readFileSync(join(root, 'access.log'), 'utf8')).toMatch(logged);
     });
 
     it('sends the rejecting Response of authenticate as is (status, headers, body)', async () => {
