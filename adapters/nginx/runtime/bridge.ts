@@ -29,46 +29,16 @@ let sentStr: Any = null; // a string body sent by r.return: its byte length is c
 let envObj: Any = null;
 
 
-function errlog(r: Any, msg: string, err?: Any): void {
-  let detail = '';
-  if (err !== undefined) detail = ': ' + (err && err.stack ? err.stack : String(err));
-  try {
-    r.error('[tsgi] ' + msg + detail);
-  } catch (_e) {
-    /* the request may be gone */
-  }
-}
 
-function plain(status: number, text: string): Any {
-  return new (Response as Any)(text, { status: status, headers: { 'content-type': 'text/plain;charset=UTF-8' } });
-}
 
-function isThen(v: Any): boolean {
-  return v !== null && typeof v === 'object' && typeof v.then === 'function';
-}
 
-function env(): Any {
-  if (envObj === null) {
-    envObj = {};
-    try {
-      const pe = (globalThis as Any).process ? (globalThis as Any).process.env : null;
-      if (pe) {
-        const keys = Object.keys(pe);
-        for (let i = 0; i < keys.length; i++) envObj[keys[i]] = pe[keys[i]];
-      }
-    } catch (_e) {
-      /* no process object */
-    }
-  }
-  return envObj;
-}
 
 /** ctx.waitUntil: njs keeps the request (and its VM) alive while timers/fetches are pending. */
 function waitUntil(p: Any): void {
   const r = cur;
   try {
     Promise.resolve(p).then(undefined, function (e: Any) {
-      errlog(r, 'request ' + (curCtx ? curCtx.id : '?') + ': waitUntil promise rejected', e);
+      BX().errlog(r, 'request ' + (curCtx ? curCtx.id : '?') + ': waitUntil promise rejected', e);
     });
   } catch (_e) {
     /* never throws */
@@ -87,7 +57,7 @@ function makeCtx(r: Any): Any {
     },
     user: undefined,
     get env() {
-      return env();
+      return BX().env();
     },
     waitUntil: waitUntil,
   };
@@ -129,87 +99,13 @@ function requestOf(r: Any): Any {
   return lazyRequest(r, m, body, urlOf, headersOf);
 }
 
-// ---------------------------------------------------------------- pipeline (port of @tsgi/core pipeline.ts)
 
-function checkResponse(v: Any, ctx: Any, r: Any): Any {
-  if (v instanceof (Response as Any)) return v;
-  errlog(r, 'request ' + ctx.id + ': fetch returned ' + (v === null ? 'null' : typeof v) + ', not a Response');
-  return plain(500, 'Internal Server Error\n');
-}
 
-function runFetch(h: Any, req: Any, ctx: Any, r: Any): Any {
-  let out: Any;
-  try {
-    out = h.fetch(req, ctx);
-  } catch (e) {
-    errlog(r, 'request ' + ctx.id + ': fetch threw', e);
-    return plain(500, 'Internal Server Error\n');
-  }
-  if (isThen(out)) {
-    return Promise.resolve(out).then(
-      function (v: Any) {
-        return checkResponse(v, ctx, r);
-      },
-      function (e: Any) {
-        errlog(r, 'request ' + ctx.id + ': fetch threw', e);
-        return plain(500, 'Internal Server Error\n');
-      },
-    );
-  }
-  return checkResponse(out, ctx, r);
-}
 
-/** authenticate then authorize: resolves to a rejecting Response or undefined. Rejects on throw. */
-async function runAccess(h: Any, req: Any, ctx: Any): Promise<Any> {
-  if (h.authenticate) {
-    const out = await h.authenticate(req, ctx);
-    if (out != null) {
-      if (out instanceof (Response as Any)) return out;
-      if (typeof out === 'object' && typeof out.user === 'string') ctx.user = out.user;
-      else throw new TypeError('authenticate must return { user: string }, a Response, null or undefined');
-    }
-  }
-  if (h.authorize) {
-    const ok = await h.authorize(req, ctx);
-    if (ok === false) return plain(403, 'Forbidden\n');
-    if (ok == null || ok === true) return undefined;
-    if (ok instanceof (Response as Any)) return ok;
-    throw new TypeError('authorize must return a boolean, a Response, null or undefined');
-  }
-  return undefined;
-}
-
-/** authenticate -> authorize -> fetch; never throws; sync when the handler is. */
-function runPipeline(h: Any, req: Any, ctx: Any, r: Any): Any {
-  if (!h.authenticate && !h.authorize) return runFetch(h, req, ctx, r);
-  return runAccess(h, req, ctx).then(
-    function (rejected: Any) {
-      return rejected != null ? rejected : runFetch(h, req, ctx, r);
-    },
-    function (e: Any) {
-      errlog(r, 'request ' + ctx.id + ': authenticate/authorize threw', e);
-      return plain(500, 'Internal Server Error\n');
-    },
-  );
-}
-
-/** init runs per request in embedded mode (njs builds a VM per request). */
-function runInit(h: Any): Any {
-  if (typeof h.init !== 'function') return undefined;
-  return h.init({ server: 'nginx', env: env() });
-}
 
 // ---------------------------------------------------------------- writing the response
 
-/** A Uint8Array as something r.send accepts (njs 0.7.9's r.send rejects Buffers): a byte string. */
-function byteString(u: Any): string {
-  if (u.byteOffset !== 0 || u.byteLength !== u.buffer.byteLength) u = u.slice(0);
-  return (String as Any).bytesFrom(u);
-}
 
-function utf8(s: string): Any {
-  return new TextEncoder().encode(s);
-}
 
 /** Writes status + headers into r.headersOut. */
 function setHead(r: Any, status: number, l: string[], bodyLen: number): void {
@@ -256,22 +152,7 @@ function hopByHop(n: string): boolean {
   return false;
 }
 
-function fail500(r: Any, headSent: boolean): void {
-  try {
-    if (!headSent) {
-      r.headersOut['Content-Type'] = 'text/plain;charset=UTF-8';
-      sent = 22;
-      r.return(500, 'Internal Server Error\n');
-    } else r.finish();
-  } catch (e) {
-    errlog(r, 'cannot send the error response', e);
-  }
-  t1 = Date.now();
-}
 
-function noBody(method: string, status: number): boolean {
-  return method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
-}
 
 /** Sends `res` on r. Never throws: any failure becomes a bare 500 (or an ended response). */
 function respond(r: Any, res: Any, ctx: Any): void {
@@ -290,14 +171,14 @@ function respond(r: Any, res: Any, ctx: Any): void {
       return;
     }
     if (!(res instanceof (Response as Any)) || res.type === 'error' || !(res.status >= 200)) {
-      errlog(r, 'request ' + ctx.id + ': unusable Response (Response.error() or bad status)');
-      fail500(r, false);
+      BX().errlog(r, 'request ' + ctx.id + ': unusable Response (Response.error() or bad status)');
+      BX().fail500(r, false);
       return;
     }
     const status = res.status;
     const l = headerList(res);
     let b = res._b;
-    const skip = noBody(r.method, status);
+    const skip = BX().noBody(r.method, status);
     if (b instanceof (ReadableStream as Any)) {
       if (skip) {
         // HEAD/204/304: the body is never read; cancel it now so an endless stream stops.
@@ -310,7 +191,7 @@ function respond(r: Any, res: Any, ctx: Any): void {
         t1 = Date.now();
         return;
       }
-      pump(r, b, ctx, status, l);
+      BX().pump(r, b, ctx, status, l);
       return;
     }
     if (b == null) b = '';
@@ -318,7 +199,7 @@ function respond(r: Any, res: Any, ctx: Any): void {
     if (typeof b === 'string') {
       // Byte length decides the path; a UTF-8 string is at most 3 bytes per UTF-16 unit.
       if (b.length * 3 > CHUNK) {
-        b = utf8(b);
+        b = BX().utf8(b);
         len = b.length;
       } else len = -1;
     } else len = b.length;
@@ -340,7 +221,7 @@ function respond(r: Any, res: Any, ctx: Any): void {
       return;
     }
     if (len < 0) {
-      b = utf8(b);
+      b = BX().utf8(b);
       len = b.length;
     }
     setHead(r, status, l, status === 204 || status === 304 ? -1 : len);
@@ -348,7 +229,7 @@ function respond(r: Any, res: Any, ctx: Any): void {
     r.sendHeader();
     sent = 0;
     if (!skip) {
-      for (let off = 0; off < len; off += CHUNK) r.send(byteString(b.subarray(off, Math.min(len, off + CHUNK))));
+      for (let off = 0; off < len; off += CHUNK) r.send(BX().byteString(b.subarray(off, Math.min(len, off + CHUNK))));
       sent = len;
     }
     r.finish();
@@ -359,96 +240,13 @@ function respond(r: Any, res: Any, ctx: Any): void {
       t1 = Date.now();
       return;
     }
-    errlog(r, 'request ' + ctx.id + ': cannot send the response', e);
-    fail500(r, false);
+    BX().errlog(r, 'request ' + ctx.id + ': cannot send the response', e);
+    BX().fail500(r, false);
   }
 }
 
-function byteLen(s: string): number {
-  return encodeURIComponent(s) === s ? s.length : utf8(s).length;
-}
 
-/**
- * Ends a response whose body failed after its head went out. A complete
- * response would pass truncated data off as whole, so the connection is cut:
- * an unhandled rejection makes njs 0.7.9 finalize the request with NGX_ERROR
- * (njs #658), which closes the connection without the chunked terminator.
- */
-function cut(r: Any, ctx: Any, e: Any): void {
-  errlog(r, 'request ' + ctx.id + ': response stream failed after the head was sent; closing the connection', e);
-  t1 = Date.now();
-  Promise.reject(new Error('tsgi: response stream failed'));
-}
 
-/**
- * Streams a ReadableStream body: the head goes out with the first chunk (so a
- * stream that fails before its first byte still gets a bare 500), then one
- * r.send per chunk (<= 64 KB each), then r.finish.
- */
-function pump(r: Any, stream: Any, ctx: Any, status: number, l: string[]): void {
-  let reader: Any;
-  try {
-    reader = stream.getReader();
-  } catch (e) {
-    errlog(r, 'request ' + ctx.id + ': response body stream is locked', e);
-    fail500(r, false);
-    return;
-  }
-  let head = false;
-  sent = 0;
-  function step(): void {
-    reader.read().then(
-      function (res: Any) {
-        let c: Any;
-        if (!res.done) {
-          c = res.value;
-          if (typeof c === 'string') c = utf8(c);
-          else if (!(c instanceof Uint8Array)) {
-            if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
-            else c = null;
-          }
-          if (c === null) {
-            reader.cancel(new TypeError('stream chunk is not a Uint8Array')).then(undefined, function () {});
-            if (head) cut(r, ctx, new TypeError('stream chunk is not a Uint8Array'));
-            else {
-              errlog(r, 'request ' + ctx.id + ': response stream chunk is not a Uint8Array');
-              fail500(r, false);
-            }
-            return;
-          }
-        }
-        try {
-          if (!head) {
-            setHead(r, status, l, res.done ? 0 : -1);
-            head = true;
-            r.sendHeader();
-          }
-          if (res.done) {
-            r.finish();
-            t1 = Date.now();
-            return;
-          }
-          for (let off = 0; off < c.length; off += CHUNK) r.send(byteString(c.subarray(off, Math.min(c.length, off + CHUNK))));
-          sent += c.length;
-        } catch (_e) {
-          // The client is gone: stop the source.
-          reader.cancel(undefined).then(undefined, function () {});
-          t1 = Date.now();
-          return;
-        }
-        step();
-      },
-      function (e: Any) {
-        if (head) cut(r, ctx, e);
-        else {
-          errlog(r, 'request ' + ctx.id + ': response stream failed before its first chunk', e);
-          fail500(r, false);
-        }
-      },
-    );
-  }
-  step();
-}
 
 // ---------------------------------------------------------------- njs entry points
 
@@ -463,51 +261,8 @@ function startRequest(r: Any): Any {
   return ctx;
 }
 
-/** Runs `step(ctx)` after `init` (if any); any throw ends in a bare 500. */
-function guarded(h: Any, r: Any, ctx: Any, step: Any): void {
-  let pending: Any;
-  try {
-    pending = runInit(h);
-  } catch (e) {
-    errlog(r, 'request ' + ctx.id + ': init threw', e);
-    fail500(r, false);
-    return;
-  }
-  if (isThen(pending)) {
-    Promise.resolve(pending).then(
-      function () {
-        step(ctx);
-      },
-      function (e: Any) {
-        errlog(r, 'request ' + ctx.id + ': init threw', e);
-        fail500(r, false);
-      },
-    );
-  } else step(ctx);
-}
 
-function deliver(r: Any, out: Any, ctx: Any): void {
-  if (isThen(out)) {
-    out.then(
-      function (res: Any) {
-        respond(r, res, ctx);
-      },
-      function (e: Any) {
-        errlog(r, 'request ' + ctx.id + ': pipeline failed', e);
-        fail500(r, false);
-      },
-    );
-  } else respond(r, out, ctx);
-}
 
-function setUserVar(r: Any, user: Any): void {
-  if (typeof user !== 'string') return;
-  try {
-    r.variables.tsgi_user = user;
-  } catch (_e) {
-    /* `js_var $tsgi_user;` not declared: the log hook still sees ctx.user */
-  }
-}
 
 /**
  * Wraps a tsgi handler into the functions nginx calls:
@@ -522,36 +277,36 @@ export function bridge(h: Any): Any {
     let out: Any;
     try {
       const req = requestOf(r);
-      out = h.authenticate || h.authorize ? runPipeline(h, req, ctx, r) : h.fetch(req, ctx);
+      out = h.authenticate || h.authorize ? BX().runPipeline(h, req, ctx, r) : h.fetch(req, ctx);
     } catch (e) {
-      errlog(r, 'request ' + ctx.id + ': fetch threw', e);
-      out = plain(500, 'Internal Server Error\n');
+      BX().errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+      out = BX().plain(500, 'Internal Server Error\n');
     }
     if (out instanceof (Response as Any)) {
-      if (ctx.user !== undefined) setUserVar(r, ctx.user);
+      if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
       respond(r, out, ctx);
       return;
     }
-    if (isThen(out)) {
+    if (BX().isThen(out)) {
       Promise.resolve(out).then(
         function (res: Any) {
-          const checked = checkResponse(res, ctx, r);
-          if (ctx.user !== undefined) setUserVar(r, ctx.user);
+          const checked = BX().checkResponse(res, ctx, r);
+          if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
           respond(r, checked, ctx);
         },
         function (e: Any) {
-          errlog(r, 'request ' + ctx.id + ': fetch threw', e);
-          fail500(r, false);
+          BX().errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+          BX().fail500(r, false);
         },
       );
       return;
     }
-    respond(r, checkResponse(out, ctx, r), ctx);
+    respond(r, BX().checkResponse(out, ctx, r), ctx);
   }
   return {
     content: function (r: Any): void {
       const ctx = startRequest(r);
-      if (typeof h.init === 'function') guarded(h, r, ctx, contentStep);
+      if (typeof h.init === 'function') BX().guarded(h, r, ctx, contentStep);
       else contentStep(ctx);
     },
     fetch: function (r: Any): void {
@@ -563,34 +318,34 @@ export function bridge(h: Any): Any {
         u = undefined;
       }
       if (typeof u === 'string' && u !== '') ctx.user = u;
-      guarded(h, r, ctx, function (c: Any) {
+      BX().guarded(h, r, ctx, function (c: Any) {
         let out: Any;
         try {
-          out = runFetch(h, requestOf(r), c, r);
+          out = BX().runFetch(h, requestOf(r), c, r);
         } catch (e) {
-          errlog(r, 'request ' + c.id + ': bridge failed', e);
-          out = plain(500, 'Internal Server Error\n');
+          BX().errlog(r, 'request ' + c.id + ': bridge failed', e);
+          out = BX().plain(500, 'Internal Server Error\n');
         }
-        deliver(r, out, c);
+        BX().deliver(r, out, c);
       });
     },
     auth: function (r: Any): void {
       const ctx = startRequest(r);
-      guarded(h, r, ctx, function (c: Any) {
+      BX().guarded(h, r, ctx, function (c: Any) {
         let out: Any;
         try {
           // auth_request subrequests carry no body; method, URI and headers are the client's.
-          out = runAccess(h, lazyRequest(r, r.method, null, urlOf, headersOf), c);
+          out = BX().runAccess(h, lazyRequest(r, r.method, null, urlOf, headersOf), c);
         } catch (e) {
           out = Promise.reject(e);
         }
         Promise.resolve(out).then(
           function (rej: Any) {
-            authReply(r, rej, c);
+            BX().authReply(r, rej, c);
           },
           function (e: Any) {
-            errlog(r, 'request ' + c.id + ': authenticate/authorize threw', e);
-            fail500(r, false);
+            BX().errlog(r, 'request ' + c.id + ': authenticate/authorize threw', e);
+            BX().fail500(r, false);
           },
         );
       });
@@ -602,8 +357,8 @@ export function bridge(h: Any): Any {
         const ctx = same ? curCtx : makeCtx(r);
         const v = r.variables;
         const status = Number(v.status) || 0;
-        let bytes = sentStr !== null ? byteLen(sentStr) : sent >= 0 ? sent : Number(v.body_bytes_sent) || 0;
-        if (noBody(r.method, status)) bytes = 0;
+        let bytes = sentStr !== null ? BX().byteLen(sentStr) : sent >= 0 ? sent : Number(v.body_bytes_sent) || 0;
+        if (BX().noBody(r.method, status)) bytes = 0;
         let user = ctx.user;
         if (user === undefined) {
           try {
@@ -616,41 +371,296 @@ export function bridge(h: Any): Any {
         const dur = same && t1 > 0 ? t1 - t0 : Math.round(Number(v.request_time) * 1000);
         const entry = { method: r.method, url: urlOf(r), status: status, bytes: bytes, durationMs: dur, user: user };
         const out = h.log(entry, ctx);
-        if (isThen(out)) {
+        if (BX().isThen(out)) {
           Promise.resolve(out).then(undefined, function (e: Any) {
-            errlog(r, 'request ' + ctx.id + ': log threw', e);
+            BX().errlog(r, 'request ' + ctx.id + ': log threw', e);
           });
         }
       } catch (e) {
-        errlog(r, 'log threw', e);
+        BX().errlog(r, 'log threw', e);
       }
       return '';
     },
   };
 }
 
-/**
- * auth_request understands 2xx (allow), 401 and 403; anything else becomes a 500.
- * So: allowed -> 204 with X-Tsgi-User; 401 -> 401 (WWW-Authenticate is copied
- * to the client by auth_request); every other rejection -> 403, with the
- * handler's status in X-Tsgi-Status for configs that want to map it back.
- */
-function authReply(r: Any, rej: Any, ctx: Any): void {
-  try {
-    if (rej == null) {
-      if (typeof ctx.user === 'string') r.headersOut['X-Tsgi-User'] = ctx.user;
-      r.return(204);
+
+/** Helpers off the hot path, created on first use in a request (nested functions cost
+ * nothing until their factory runs; top-level ones are cloned for every request). */
+let bxCache: Any = null;
+function BX(): Any {
+  if (bxCache !== null) return bxCache;
+  function errlog(r: Any, msg: string, err?: Any): void {
+    let detail = '';
+    if (err !== undefined) detail = ': ' + (err && err.stack ? err.stack : String(err));
+    try {
+      r.error('[tsgi] ' + msg + detail);
+    } catch (_e) {
+      /* the request may be gone */
+    }
+  }
+  function plain(status: number, text: string): Any {
+    return new (Response as Any)(text, { status: status, headers: { 'content-type': 'text/plain;charset=UTF-8' } });
+  }
+  function isThen(v: Any): boolean {
+    return v !== null && typeof v === 'object' && typeof v.then === 'function';
+  }
+  function env(): Any {
+    if (envObj === null) {
+      envObj = {};
+      try {
+        const pe = (globalThis as Any).process ? (globalThis as Any).process.env : null;
+        if (pe) {
+          const keys = Object.keys(pe);
+          for (let i = 0; i < keys.length; i++) envObj[keys[i]] = pe[keys[i]];
+        }
+      } catch (_e) {
+        /* no process object */
+      }
+    }
+    return envObj;
+  }
+  // ---------------------------------------------------------------- pipeline (port of @tsgi/core pipeline.ts)
+
+  function checkResponse(v: Any, ctx: Any, r: Any): Any {
+    if (v instanceof (Response as Any)) return v;
+    errlog(r, 'request ' + ctx.id + ': fetch returned ' + (v === null ? 'null' : typeof v) + ', not a Response');
+    return plain(500, 'Internal Server Error\n');
+  }
+  function runFetch(h: Any, req: Any, ctx: Any, r: Any): Any {
+    let out: Any;
+    try {
+      out = h.fetch(req, ctx);
+    } catch (e) {
+      errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+      return plain(500, 'Internal Server Error\n');
+    }
+    if (isThen(out)) {
+      return Promise.resolve(out).then(
+        function (v: Any) {
+          return checkResponse(v, ctx, r);
+        },
+        function (e: Any) {
+          errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+          return plain(500, 'Internal Server Error\n');
+        },
+      );
+    }
+    return checkResponse(out, ctx, r);
+  }
+  /** authenticate then authorize: resolves to a rejecting Response or undefined. Rejects on throw. */
+  async function runAccess(h: Any, req: Any, ctx: Any): Promise<Any> {
+    if (h.authenticate) {
+      const out = await h.authenticate(req, ctx);
+      if (out != null) {
+        if (out instanceof (Response as Any)) return out;
+        if (typeof out === 'object' && typeof out.user === 'string') ctx.user = out.user;
+        else throw new TypeError('authenticate must return { user: string }, a Response, null or undefined');
+      }
+    }
+    if (h.authorize) {
+      const ok = await h.authorize(req, ctx);
+      if (ok === false) return plain(403, 'Forbidden\n');
+      if (ok == null || ok === true) return undefined;
+      if (ok instanceof (Response as Any)) return ok;
+      throw new TypeError('authorize must return a boolean, a Response, null or undefined');
+    }
+    return undefined;
+  }
+
+  /** authenticate -> authorize -> fetch; never throws; sync when the handler is. */
+  function runPipeline(h: Any, req: Any, ctx: Any, r: Any): Any {
+    if (!h.authenticate && !h.authorize) return runFetch(h, req, ctx, r);
+    return runAccess(h, req, ctx).then(
+      function (rejected: Any) {
+        return rejected != null ? rejected : runFetch(h, req, ctx, r);
+      },
+      function (e: Any) {
+        errlog(r, 'request ' + ctx.id + ': authenticate/authorize threw', e);
+        return plain(500, 'Internal Server Error\n');
+      },
+    );
+  }
+  /** init runs per request in embedded mode (njs builds a VM per request). */
+  function runInit(h: Any): Any {
+    if (typeof h.init !== 'function') return undefined;
+    return h.init({ server: 'nginx', env: env() });
+  }
+  /** A Uint8Array as something r.send accepts (njs 0.7.9's r.send rejects Buffers): a byte string. */
+  function byteString(u: Any): string {
+    if (u.byteOffset !== 0 || u.byteLength !== u.buffer.byteLength) u = u.slice(0);
+    return (String as Any).bytesFrom(u);
+  }
+  function utf8(s: string): Any {
+    return new TextEncoder().encode(s);
+  }
+  function fail500(r: Any, headSent: boolean): void {
+    try {
+      if (!headSent) {
+        r.headersOut['Content-Type'] = 'text/plain;charset=UTF-8';
+        sent = 22;
+        r.return(500, 'Internal Server Error\n');
+      } else r.finish();
+    } catch (e) {
+      errlog(r, 'cannot send the error response', e);
+    }
+    t1 = Date.now();
+  }
+  function noBody(method: string, status: number): boolean {
+    return method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
+  }
+  function byteLen(s: string): number {
+    return encodeURIComponent(s) === s ? s.length : utf8(s).length;
+  }
+  /**
+   * Ends a response whose body failed after its head went out. A complete
+   * response would pass truncated data off as whole, so the connection is cut:
+   * an unhandled rejection makes njs 0.7.9 finalize the request with NGX_ERROR
+   * (njs #658), which closes the connection without the chunked terminator.
+   */
+  function cut(r: Any, ctx: Any, e: Any): void {
+    errlog(r, 'request ' + ctx.id + ': response stream failed after the head was sent; closing the connection', e);
+    t1 = Date.now();
+    Promise.reject(new Error('tsgi: response stream failed'));
+  }
+  /**
+   * Streams a ReadableStream body: the head goes out with the first chunk (so a
+   * stream that fails before its first byte still gets a bare 500), then one
+   * r.send per chunk (<= 64 KB each), then r.finish.
+   */
+  function pump(r: Any, stream: Any, ctx: Any, status: number, l: string[]): void {
+    let reader: Any;
+    try {
+      reader = stream.getReader();
+    } catch (e) {
+      errlog(r, 'request ' + ctx.id + ': response body stream is locked', e);
+      fail500(r, false);
       return;
     }
-    const st = rej.status;
-    const l = headerList(rej);
-    for (let i = 0; i < l.length; i += 2) {
-      if (l[i] === 'www-authenticate') r.headersOut['WWW-Authenticate'] = l[i + 1];
+    let head = false;
+    sent = 0;
+    function step(): void {
+      reader.read().then(
+        function (res: Any) {
+          let c: Any;
+          if (!res.done) {
+            c = res.value;
+            if (typeof c === 'string') c = utf8(c);
+            else if (!(c instanceof Uint8Array)) {
+              if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+              else c = null;
+            }
+            if (c === null) {
+              reader.cancel(new TypeError('stream chunk is not a Uint8Array')).then(undefined, function () {});
+              if (head) cut(r, ctx, new TypeError('stream chunk is not a Uint8Array'));
+              else {
+                errlog(r, 'request ' + ctx.id + ': response stream chunk is not a Uint8Array');
+                fail500(r, false);
+              }
+              return;
+            }
+          }
+          try {
+            if (!head) {
+              setHead(r, status, l, res.done ? 0 : -1);
+              head = true;
+              r.sendHeader();
+            }
+            if (res.done) {
+              r.finish();
+              t1 = Date.now();
+              return;
+            }
+            for (let off = 0; off < c.length; off += CHUNK) r.send(byteString(c.subarray(off, Math.min(c.length, off + CHUNK))));
+            sent += c.length;
+          } catch (_e) {
+            // The client is gone: stop the source.
+            reader.cancel(undefined).then(undefined, function () {});
+            t1 = Date.now();
+            return;
+          }
+          step();
+        },
+        function (e: Any) {
+          if (head) cut(r, ctx, e);
+          else {
+            errlog(r, 'request ' + ctx.id + ': response stream failed before its first chunk', e);
+            fail500(r, false);
+          }
+        },
+      );
     }
-    r.headersOut['X-Tsgi-Status'] = String(st);
-    r.return(st === 401 ? 401 : 403);
-  } catch (e) {
-    errlog(r, 'request ' + ctx.id + ': cannot send the auth reply', e);
-    fail500(r, false);
+    step();
   }
+  /** Runs `step(ctx)` after `init` (if any); any throw ends in a bare 500. */
+  function guarded(h: Any, r: Any, ctx: Any, step: Any): void {
+    let pending: Any;
+    try {
+      pending = runInit(h);
+    } catch (e) {
+      errlog(r, 'request ' + ctx.id + ': init threw', e);
+      fail500(r, false);
+      return;
+    }
+    if (isThen(pending)) {
+      Promise.resolve(pending).then(
+        function () {
+          step(ctx);
+        },
+        function (e: Any) {
+          errlog(r, 'request ' + ctx.id + ': init threw', e);
+          fail500(r, false);
+        },
+      );
+    } else step(ctx);
+  }
+  function deliver(r: Any, out: Any, ctx: Any): void {
+    if (isThen(out)) {
+      out.then(
+        function (res: Any) {
+          respond(r, res, ctx);
+        },
+        function (e: Any) {
+          errlog(r, 'request ' + ctx.id + ': pipeline failed', e);
+          fail500(r, false);
+        },
+      );
+    } else respond(r, out, ctx);
+  }
+  function setUserVar(r: Any, user: Any): void {
+    if (typeof user !== 'string') return;
+    try {
+      r.variables.tsgi_user = user;
+    } catch (_e) {
+      /* `js_var $tsgi_user;` not declared: the log hook still sees ctx.user */
+    }
+  }
+  /**
+   * auth_request understands 2xx (allow), 401 and 403; anything else becomes a 500.
+   * So: allowed -> 204 with X-Tsgi-User; 401 -> 401 (WWW-Authenticate is copied
+   * to the client by auth_request); every other rejection -> 403, with the
+   * handler's status in X-Tsgi-Status for configs that want to map it back.
+   */
+  function authReply(r: Any, rej: Any, ctx: Any): void {
+    try {
+      if (rej == null) {
+        if (typeof ctx.user === 'string') r.headersOut['X-Tsgi-User'] = ctx.user;
+        r.return(204);
+        return;
+      }
+      const st = rej.status;
+      const l = headerList(rej);
+      for (let i = 0; i < l.length; i += 2) {
+        if (l[i] === 'www-authenticate') r.headersOut['WWW-Authenticate'] = l[i + 1];
+      }
+      r.headersOut['X-Tsgi-Status'] = String(st);
+      r.return(st === 401 ? 401 : 403);
+    } catch (e) {
+      errlog(r, 'request ' + ctx.id + ': cannot send the auth reply', e);
+      fail500(r, false);
+    }
+  }
+
+  bxCache = { errlog: errlog, plain: plain, isThen: isThen, env: env, checkResponse: checkResponse, runFetch: runFetch, runPipeline: runPipeline, runInit: runInit, byteString: byteString, utf8: utf8, fail500: fail500, noBody: noBody, byteLen: byteLen, cut: cut, pump: pump, guarded: guarded, deliver: deliver, setUserVar: setUserVar, authReply: authReply, runAccess: runAccess };
+  return bxCache;
 }
