@@ -7,6 +7,9 @@ import { existsSync } from 'node:fs';
 const need = [
   ['apache2', '/usr/sbin/apache2'],
   ['apache2-dev', '/usr/bin/apxs'],
+  ['apache2-utils', '/usr/bin/htpasswd'],
+  ['gcc', '/usr/bin/gcc'],
+  ['make', '/usr/bin/make'],
   ['nginx', '/usr/sbin/nginx'],
   ['libnginx-mod-http-js', '/usr/lib/nginx/modules/ngx_http_js_module.so'],
   ['wrk', '/usr/bin/wrk'],
