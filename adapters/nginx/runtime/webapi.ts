@@ -65,152 +65,14 @@ function arrayIter(a: Any[]): Any {
  */
 export function Headers(this: Any, init?: Any): Any {
   if (!(this instanceof (Headers as Any))) throw new TypeError("Failed to construct 'Headers': Please use the 'new' operator");
-  if (!hdrP) ensureHeaders();
+  if (!hdrP) HB().ensureHeaders();
   this._l = [];
-  if (init != null) fillHeaders(this._l, init);
+  if (init != null) HB().fillHeaders(this._l, init);
 }
 
-/** Validates and appends `init` (Headers, [[k, v]...], iterable or record) to a flat list. */
-function fillHeaders(l: Any[], init: Any): void {
-  let i: number;
-  if (init instanceof (Headers as Any)) {
-    const src = init._l;
-    for (i = 0; i < src.length; i++) l.push(src[i]);
-    return;
-  }
-  if (typeof init !== 'object' && typeof init !== 'function') throw new TypeError('Headers init must be an object');
-  let pairs: Any = null;
-  if (Array.isArray(init)) pairs = init;
-  else if (typeof init[Symbol.iterator] === 'function') {
-    pairs = [];
-    const it = init[Symbol.iterator]();
-    for (let s = it.next(); !s.done; s = it.next()) pairs.push(s.value);
-  }
-  if (pairs) {
-    for (i = 0; i < pairs.length; i++) {
-      const p = pairs[i];
-      if (p == null || typeof p !== 'object' || p.length !== 2) {
-        throw new TypeError('Headers init: each entry must be a [name, value] pair');
-      }
-      headerPush(l, p[0], p[1]);
-    }
-    return;
-  }
-  const keys = Object.keys(init);
-  for (i = 0; i < keys.length; i++) headerPush(l, keys[i], init[keys[i]]);
-}
 
-/** Normalizes (trims HTTP whitespace) and validates one header, then appends it. */
-function headerPush(l: Any[], name: Any, value: Any): void {
-  name = String(name);
-  if (!isToken(name)) throw new TypeError('Invalid header name: "' + name + '"');
-  let v = typeof value === 'string' ? value : String(value);
-  // trim() strips a superset of HTTP whitespace: only then pay for the exact regex.
-  if (v.trim() !== v) v = v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
-  if (v.indexOf('\n') >= 0 || v.indexOf('\r') >= 0 || v.indexOf('\0') >= 0) {
-    throw new TypeError('Invalid value for header "' + name + '"');
-  }
-  l.push(name.toLowerCase(), v);
-}
 
-function ensureHeaders(): void {
-  hdrP = true;
-  const p = Headers.prototype as Any;
-  function lower(name: Any): string {
-    name = String(name);
-    if (!isToken(name)) throw new TypeError('Invalid header name: "' + name + '"');
-    return name.toLowerCase();
-  }
-  function remove(l: Any[], n: string): void {
-    for (let i = l.length - 2; i >= 0; i -= 2) if (l[i] === n) l.splice(i, 2);
-  }
-  // Sorted, combined view used by iteration (Set-Cookie stays one entry per value).
-  function sorted(l: Any[]): Any[] {
-    const names: string[] = [];
-    const seen: Any = {};
-    let i: number;
-    for (i = 0; i < l.length; i += 2) {
-      if (seen[l[i]] !== true) {
-        seen[l[i]] = true;
-        names.push(l[i]);
-      }
-    }
-    names.sort();
-    const out: Any[] = [];
-    for (i = 0; i < names.length; i++) {
-      const n = names[i];
-      if (n === 'set-cookie') {
-        for (let j = 0; j < l.length; j += 2) if (l[j] === n) out.push([n, l[j + 1]]);
-      } else out.push([n, getJoined(l, n)]);
-    }
-    return out;
-  }
-  p.append = function (name: Any, value: Any) {
-    headerPush(this._l, name, value);
-  };
-  p.set = function (name: Any, value: Any) {
-    const tmp: Any[] = [];
-    headerPush(tmp, name, value);
-    const l = this._l;
-    let at = -1;
-    for (let i = 0; i < l.length; i += 2) {
-      if (l[i] === tmp[0]) {
-        if (at < 0) {
-          at = i;
-          l[i + 1] = tmp[1];
-        } else {
-          l.splice(i, 2);
-          i -= 2;
-        }
-      }
-    }
-    if (at < 0) l.push(tmp[0], tmp[1]);
-  };
-  p.get = function (name: Any) {
-    return getJoined(this._l, lower(name));
-  };
-  p.has = function (name: Any) {
-    const n = lower(name);
-    const l = this._l;
-    for (let i = 0; i < l.length; i += 2) if (l[i] === n) return true;
-    return false;
-  };
-  p.delete = function (name: Any) {
-    remove(this._l, lower(name));
-  };
-  p.getSetCookie = function () {
-    const out: string[] = [];
-    const l = this._l;
-    for (let i = 0; i < l.length; i += 2) if (l[i] === 'set-cookie') out.push(l[i + 1]);
-    return out;
-  };
-  p.forEach = function (cb: Any, thisArg: Any) {
-    const s = sorted(this._l);
-    for (let i = 0; i < s.length; i++) cb.call(thisArg, s[i][1], s[i][0], this);
-  };
-  p.entries = function () {
-    return arrayIter(sorted(this._l));
-  };
-  p.keys = function () {
-    const s = sorted(this._l);
-    for (let i = 0; i < s.length; i++) s[i] = s[i][0];
-    return arrayIter(s);
-  };
-  p.values = function () {
-    const s = sorted(this._l);
-    for (let i = 0; i < s.length; i++) s[i] = s[i][1];
-    return arrayIter(s);
-  };
-  p[Symbol.iterator] = p.entries;
-}
 
-function getJoined(l: Any[], n: string): string | null {
-  let out: string | null = null;
-  for (let i = 0; i < l.length; i += 2) {
-    if (l[i] === n) out = out === null ? l[i + 1] : out + ', ' + l[i + 1];
-  }
-  return out;
-}
 
 /** Flat [lowerName, value, ...] list of a Request/Response (no Headers object built). */
 export function headerList(x: Any): string[] {
@@ -219,144 +81,292 @@ export function headerList(x: Any): string[] {
 
 // ---------------------------------------------------------------- bodies
 
-/**
- * Body state shared by Request and Response:
- *   _b: null | string | Uint8Array | ReadableStream (source, until .body is read)
- *   _used: consumed by text()/json()/...
- */
-function toBody(o: Any, body: Any): string | null {
-  // Returns the default content type, if the body kind has one.
-  if (body == null) {
-    o._b = null;
-    return null;
+
+
+
+
+
+
+
+
+
+
+/** Header and body helpers, created on first use in a request (nested functions cost
+ * nothing until their factory runs; top-level ones are cloned for every request). */
+let hbCache: Any = null;
+function HB(): Any {
+  if (hbCache !== null) return hbCache;
+  /** Validates and appends `init` (Headers, [[k, v]...], iterable or record) to a flat list. */
+  function fillHeaders(l: Any[], init: Any): void {
+    let i: number;
+    if (init instanceof (Headers as Any)) {
+      const src = init._l;
+      for (i = 0; i < src.length; i++) l.push(src[i]);
+      return;
+    }
+    if (typeof init !== 'object' && typeof init !== 'function') throw new TypeError('Headers init must be an object');
+    let pairs: Any = null;
+    if (Array.isArray(init)) pairs = init;
+    else if (typeof init[Symbol.iterator] === 'function') {
+      pairs = [];
+      const it = init[Symbol.iterator]();
+      for (let s = it.next(); !s.done; s = it.next()) pairs.push(s.value);
+    }
+    if (pairs) {
+      for (i = 0; i < pairs.length; i++) {
+        const p = pairs[i];
+        if (p == null || typeof p !== 'object' || p.length !== 2) {
+          throw new TypeError('Headers init: each entry must be a [name, value] pair');
+        }
+        headerPush(l, p[0], p[1]);
+      }
+      return;
+    }
+    const keys = Object.keys(init);
+    for (i = 0; i < keys.length; i++) headerPush(l, keys[i], init[keys[i]]);
   }
-  if (typeof body === 'string') {
-    o._b = body;
+  /** Normalizes (trims HTTP whitespace) and validates one header, then appends it. */
+  function headerPush(l: Any[], name: Any, value: Any): void {
+    name = String(name);
+    if (!isToken(name)) throw new TypeError('Invalid header name: "' + name + '"');
+    let v = typeof value === 'string' ? value : String(value);
+    // trim() strips a superset of HTTP whitespace: only then pay for the exact regex.
+    if (v.trim() !== v) v = v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
+    if (v.indexOf('\n') >= 0 || v.indexOf('\r') >= 0 || v.indexOf('\0') >= 0) {
+      throw new TypeError('Invalid value for header "' + name + '"');
+    }
+    l.push(name.toLowerCase(), v);
+  }
+  function ensureHeaders(): void {
+    hdrP = true;
+    const p = Headers.prototype as Any;
+    function lower(name: Any): string {
+      name = String(name);
+      if (!isToken(name)) throw new TypeError('Invalid header name: "' + name + '"');
+      return name.toLowerCase();
+    }
+    function remove(l: Any[], n: string): void {
+      for (let i = l.length - 2; i >= 0; i -= 2) if (l[i] === n) l.splice(i, 2);
+    }
+    // Sorted, combined view used by iteration (Set-Cookie stays one entry per value).
+    function sorted(l: Any[]): Any[] {
+      const names: string[] = [];
+      const seen: Any = {};
+      let i: number;
+      for (i = 0; i < l.length; i += 2) {
+        if (seen[l[i]] !== true) {
+          seen[l[i]] = true;
+          names.push(l[i]);
+        }
+      }
+      names.sort();
+      const out: Any[] = [];
+      for (i = 0; i < names.length; i++) {
+        const n = names[i];
+        if (n === 'set-cookie') {
+          for (let j = 0; j < l.length; j += 2) if (l[j] === n) out.push([n, l[j + 1]]);
+        } else out.push([n, getJoined(l, n)]);
+      }
+      return out;
+    }
+    p.append = function (name: Any, value: Any) {
+      headerPush(this._l, name, value);
+    };
+    p.set = function (name: Any, value: Any) {
+      const tmp: Any[] = [];
+      headerPush(tmp, name, value);
+      const l = this._l;
+      let at = -1;
+      for (let i = 0; i < l.length; i += 2) {
+        if (l[i] === tmp[0]) {
+          if (at < 0) {
+            at = i;
+            l[i + 1] = tmp[1];
+          } else {
+            l.splice(i, 2);
+            i -= 2;
+          }
+        }
+      }
+      if (at < 0) l.push(tmp[0], tmp[1]);
+    };
+    p.get = function (name: Any) {
+      return getJoined(this._l, lower(name));
+    };
+    p.has = function (name: Any) {
+      const n = lower(name);
+      const l = this._l;
+      for (let i = 0; i < l.length; i += 2) if (l[i] === n) return true;
+      return false;
+    };
+    p.delete = function (name: Any) {
+      remove(this._l, lower(name));
+    };
+    p.getSetCookie = function () {
+      const out: string[] = [];
+      const l = this._l;
+      for (let i = 0; i < l.length; i += 2) if (l[i] === 'set-cookie') out.push(l[i + 1]);
+      return out;
+    };
+    p.forEach = function (cb: Any, thisArg: Any) {
+      const s = sorted(this._l);
+      for (let i = 0; i < s.length; i++) cb.call(thisArg, s[i][1], s[i][0], this);
+    };
+    p.entries = function () {
+      return arrayIter(sorted(this._l));
+    };
+    p.keys = function () {
+      const s = sorted(this._l);
+      for (let i = 0; i < s.length; i++) s[i] = s[i][0];
+      return arrayIter(s);
+    };
+    p.values = function () {
+      const s = sorted(this._l);
+      for (let i = 0; i < s.length; i++) s[i] = s[i][1];
+      return arrayIter(s);
+    };
+    p[Symbol.iterator] = p.entries;
+  }
+  function getJoined(l: Any[], n: string): string | null {
+    let out: string | null = null;
+    for (let i = 0; i < l.length; i += 2) {
+      if (l[i] === n) out = out === null ? l[i + 1] : out + ', ' + l[i + 1];
+    }
+    return out;
+  }
+  /**
+   * Body state shared by Request and Response:
+   *   _b: null | string | Uint8Array | ReadableStream (source, until .body is read)
+   *   _used: consumed by text()/json()/...
+   */
+  function toBody(o: Any, body: Any): string | null {
+    // Returns the default content type, if the body kind has one.
+    if (body == null) {
+      o._b = null;
+      return null;
+    }
+    if (typeof body === 'string') {
+      o._b = body;
+      return 'text/plain;charset=UTF-8';
+    }
+    if (body instanceof Uint8Array) {
+      o._b = body;
+      return null;
+    }
+    if (body instanceof ArrayBuffer) {
+      o._b = new Uint8Array(body.slice(0));
+      return null;
+    }
+    if (ArrayBuffer.isView(body)) {
+      o._b = new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+      return null;
+    }
+    if (body instanceof (ReadableStream as Any)) {
+      if (body.locked || body._disturbed) throw new TypeError('Response body object should not be disturbed or locked');
+      o._b = body;
+      return null;
+    }
+    if (body instanceof (URLSearchParams as Any)) {
+      o._b = body.toString();
+      return 'application/x-www-form-urlencoded;charset=UTF-8';
+    }
+    o._b = String(body);
     return 'text/plain;charset=UTF-8';
   }
-  if (body instanceof Uint8Array) {
-    o._b = body;
-    return null;
-  }
-  if (body instanceof ArrayBuffer) {
-    o._b = new Uint8Array(body.slice(0));
-    return null;
-  }
-  if (ArrayBuffer.isView(body)) {
-    o._b = new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
-    return null;
-  }
-  if (body instanceof (ReadableStream as Any)) {
-    if (body.locked || body._disturbed) throw new TypeError('Response body object should not be disturbed or locked');
-    o._b = body;
-    return null;
-  }
-  if (body instanceof (URLSearchParams as Any)) {
-    o._b = body.toString();
-    return 'application/x-www-form-urlencoded;charset=UTF-8';
-  }
-  o._b = String(body);
-  return 'text/plain;charset=UTF-8';
-}
-
-function bodyStream(o: Any): Any {
-  const b = o._b;
-  if (b == null) return null;
-  if (b instanceof (ReadableStream as Any)) return b;
-  const bytes = typeof b === 'string' ? te().encode(b) : b;
-  const s = new (ReadableStream as Any)({
-    start: function (c: Any) {
-      if (bytes.length) c.enqueue(bytes);
-      c.close();
-    },
-  });
-  if (o._used) {
-    s._disturbed = true;
-    s._state = 'closed';
-  }
-  o._b = s;
-  return s;
-}
-
-function bodyUsed(o: Any): boolean {
-  const b = o._b;
-  return o._used || (b instanceof (ReadableStream as Any) && b._disturbed === true);
-}
-
-/** Reads the whole body: kind 0 = string, 1 = Uint8Array. */
-function consume(o: Any, kind: number): Any {
-  if (bodyUsed(o)) return Promise.reject(new TypeError('Body is unusable: Body has already been read'));
-  const b = o._b;
-  if (b instanceof (ReadableStream as Any) && b.locked) return Promise.reject(new TypeError('Body is unusable: Body is locked'));
-  o._used = true;
-  if (b == null) return Promise.resolve(kind === 0 ? '' : new Uint8Array(0));
-  if (typeof b === 'string') return Promise.resolve(kind === 0 ? b : te().encode(b));
-  if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : b.slice(0));
-  const reader = b.getReader();
-  const chunks: Any[] = [];
-  let total = 0;
-  function step(): Any {
-    return reader.read().then(function (res: Any): Any {
-      if (res.done) {
-        const all = new Uint8Array(total);
-        let off = 0;
-        for (let i = 0; i < chunks.length; i++) {
-          all.set(chunks[i], off);
-          off += chunks[i].length;
-        }
-        return kind === 0 ? new TextDecoder().decode(all) : all;
-      }
-      let c = res.value;
-      if (typeof c === 'string') c = te().encode(c);
-      else if (!(c instanceof Uint8Array)) {
-        if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
-        else throw new TypeError('Received non-Uint8Array chunk');
-      }
-      chunks.push(c);
-      total += c.length;
-      return step();
+  function bodyStream(o: Any): Any {
+    const b = o._b;
+    if (b == null) return null;
+    if (b instanceof (ReadableStream as Any)) return b;
+    const bytes = typeof b === 'string' ? te().encode(b) : b;
+    const s = new (ReadableStream as Any)({
+      start: function (c: Any) {
+        if (bytes.length) c.enqueue(bytes);
+        c.close();
+      },
     });
+    if (o._used) {
+      s._disturbed = true;
+      s._state = 'closed';
+    }
+    o._b = s;
+    return s;
   }
-  return step();
-}
-
-function toArrayBuffer(u: Any): Any {
-  return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
-}
-
-function notSupported(what: string): Any {
-  return Promise.reject(new TypeError(what + ' is not supported in njs'));
-}
-
-/** Copies body for clone(): tees a stream, shares an immutable source. */
-function cloneBody(from: Any, to: Any): void {
-  if (bodyUsed(from)) throw new TypeError('Response.clone: Body has already been consumed.');
-  const b = from._b;
-  if (b instanceof (ReadableStream as Any)) {
-    if (b.locked) throw new TypeError('Body is locked');
-    const t = b.tee();
-    from._b = t[0];
-    to._b = t[1];
-  } else to._b = b;
-  to._used = false;
-}
-
-/** Lazily turns the flat header list into a Headers object (built on first `.headers`). */
-function headersOf(o: Any): Any {
-  if (!o._hd) {
-    const h = new (Headers as Any)();
-    h._l = o._h;
-    o._hd = h;
-    o._h = undefined;
+  function bodyUsed(o: Any): boolean {
+    const b = o._b;
+    return o._used || (b instanceof (ReadableStream as Any) && b._disturbed === true);
   }
-  return o._hd;
-}
+  /** Reads the whole body: kind 0 = string, 1 = Uint8Array. */
+  function consume(o: Any, kind: number): Any {
+    if (bodyUsed(o)) return Promise.reject(new TypeError('Body is unusable: Body has already been read'));
+    const b = o._b;
+    if (b instanceof (ReadableStream as Any) && b.locked) return Promise.reject(new TypeError('Body is unusable: Body is locked'));
+    o._used = true;
+    if (b == null) return Promise.resolve(kind === 0 ? '' : new Uint8Array(0));
+    if (typeof b === 'string') return Promise.resolve(kind === 0 ? b : te().encode(b));
+    if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : b.slice(0));
+    const reader = b.getReader();
+    const chunks: Any[] = [];
+    let total = 0;
+    function step(): Any {
+      return reader.read().then(function (res: Any): Any {
+        if (res.done) {
+          const all = new Uint8Array(total);
+          let off = 0;
+          for (let i = 0; i < chunks.length; i++) {
+            all.set(chunks[i], off);
+            off += chunks[i].length;
+          }
+          return kind === 0 ? new TextDecoder().decode(all) : all;
+        }
+        let c = res.value;
+        if (typeof c === 'string') c = te().encode(c);
+        else if (!(c instanceof Uint8Array)) {
+          if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+          else throw new TypeError('Received non-Uint8Array chunk');
+        }
+        chunks.push(c);
+        total += c.length;
+        return step();
+      });
+    }
+    return step();
+  }
+  function toArrayBuffer(u: Any): Any {
+    return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
+  }
+  function notSupported(what: string): Any {
+    return Promise.reject(new TypeError(what + ' is not supported in njs'));
+  }
+  /** Copies body for clone(): tees a stream, shares an immutable source. */
+  function cloneBody(from: Any, to: Any): void {
+    if (bodyUsed(from)) throw new TypeError('Response.clone: Body has already been consumed.');
+    const b = from._b;
+    if (b instanceof (ReadableStream as Any)) {
+      if (b.locked) throw new TypeError('Body is locked');
+      const t = b.tee();
+      from._b = t[0];
+      to._b = t[1];
+    } else to._b = b;
+    to._used = false;
+  }
+  /** Lazily turns the flat header list into a Headers object (built on first `.headers`). */
+  function headersOf(o: Any): Any {
+    if (!o._hd) {
+      const h = new (Headers as Any)();
+      h._l = o._h;
+      o._hd = h;
+      o._h = undefined;
+    }
+    return o._hd;
+  }
+  function hasName(l: string[], n: string): boolean {
+    for (let i = 0; i < l.length; i += 2) if (l[i] === n) return true;
+    return false;
+  }
 
-function hasName(l: string[], n: string): boolean {
-  for (let i = 0; i < l.length; i += 2) if (l[i] === n) return true;
-  return false;
+  hbCache = { fillHeaders: fillHeaders, headerPush: headerPush, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, notSupported: notSupported, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
+  return hbCache;
 }
-
 // ---------------------------------------------------------------- Response
 
 
@@ -391,16 +401,16 @@ export function Response(this: Any, body?: Any, init?: Any): Any {
       statusText = String(init.statusText);
       if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(statusText)) throw new TypeError('Invalid statusText');
     }
-    if (init.headers != null) fillHeaders(h, init.headers);
+    if (init.headers != null) HB().fillHeaders(h, init.headers);
   }
   // Plain data fields (getters cost ~0.35 µs each to install in njs 0.7.9).
   this.status = status;
   this.statusText = statusText;
   this.ok = status >= 200 && status < 300;
   this._h = h;
-  const ct = toBody(this, body);
+  const ct = HB().toBody(this, body);
   if (this._b != null && (status === 204 || status === 205 || status === 304)) throw new TypeError('Response with null body status cannot have body');
-  if (ct !== null && !hasName(h, 'content-type')) h.push('content-type', ct);
+  if (ct !== null && !HB().hasName(h, 'content-type')) h.push('content-type', ct);
 }
 
 // Prototypes are object literals (getters included): in njs 0.7.9 a literal
@@ -411,28 +421,28 @@ function bodyProto(): Any {
   if (bodyP === null) {
     bodyP = {
       get body() {
-        return bodyStream(this);
+        return HB().bodyStream(this);
       },
       get bodyUsed() {
-        return bodyUsed(this);
+        return HB().bodyUsed(this);
       },
       text: function () {
-        return consume(this, 0);
+        return HB().consume(this, 0);
       },
       json: function () {
-        return consume(this, 0).then(JSON.parse);
+        return HB().consume(this, 0).then(JSON.parse);
       },
       bytes: function () {
-        return consume(this, 1);
+        return HB().consume(this, 1);
       },
       arrayBuffer: function () {
-        return consume(this, 1).then(toArrayBuffer);
+        return HB().consume(this, 1).then(HB().toArrayBuffer);
       },
       blob: function () {
-        return notSupported('Blob');
+        return HB().notSupported('Blob');
       },
       formData: function () {
-        return notSupported('FormData');
+        return HB().notSupported('FormData');
       },
     };
   }
@@ -448,7 +458,7 @@ function ensureResponse(): void {
     url: '',
     redirected: false,
     get headers() {
-      return headersOf(this);
+      return HB().headersOf(this);
     },
     clone: function () {
       const c = Object.create(Response.prototype);
@@ -457,7 +467,7 @@ function ensureResponse(): void {
       c.ok = this.ok;
       if (this.type !== 'default') c.type = this.type;
       c._h = headerList(this).slice(0);
-      cloneBody(this, c);
+      HB().cloneBody(this, c);
       return c;
     },
   };
@@ -471,7 +481,7 @@ function ensureResponse(): void {
   for (let i = 0; i < l.length; i += 2) {
     if (l[i] === 'content-type' && l[i + 1] === 'text/plain;charset=UTF-8') l.splice(i, 2);
   }
-  if (!hasName(l, 'content-type')) l.push('content-type', 'application/json');
+  if (!HB().hasName(l, 'content-type')) l.push('content-type', 'application/json');
   return res;
 };
 
@@ -514,7 +524,7 @@ export function Request(this: Any, input: Any, init?: Any): Any {
   }
   this.method = method;
   const h: string[] = [];
-  if (init != null && init.headers !== undefined) fillHeaders(h, init.headers);
+  if (init != null && init.headers !== undefined) HB().fillHeaders(h, init.headers);
   else if (from) {
     const fl = headerList(from);
     for (let i = 0; i < fl.length; i++) h.push(fl[i]);
@@ -523,16 +533,16 @@ export function Request(this: Any, input: Any, init?: Any): Any {
   this._sig = init != null && init.signal != null ? init.signal : from ? from._sig : null;
   let ct: string | null = null;
   if (init != null && init.body != null) {
-    ct = toBody(this, init.body);
+    ct = HB().toBody(this, init.body);
   } else if (from && from._b != null) {
-    if (bodyUsed(from)) throw new TypeError('Cannot construct a Request with a Request object that has already been used.');
+    if (HB().bodyUsed(from)) throw new TypeError('Cannot construct a Request with a Request object that has already been used.');
     this._b = from._b;
     from._used = true;
   } else this._b = null;
   if (this._b != null && (method === 'GET' || method === 'HEAD')) {
     throw new TypeError('Request with GET/HEAD method cannot have body.');
   }
-  if (ct !== null && !hasName(h, 'content-type')) h.push('content-type', ct);
+  if (ct !== null && !HB().hasName(h, 'content-type')) h.push('content-type', ct);
 }
 
 function ensureRequest(): void {
@@ -546,7 +556,7 @@ function ensureRequest(): void {
     },
     get headers() {
       if (!this._h && !this._hd) this._h = this._mkh(this._r);
-      return headersOf(this);
+      return HB().headersOf(this);
     },
     get signal() {
       if (!this._sig) this._sig = new (AbortSignal as Any)();
@@ -559,7 +569,7 @@ function ensureRequest(): void {
       c._url = this.url;
       c._h = headerList(this).slice(0);
       c._sig = this._sig;
-      cloneBody(this, c);
+      HB().cloneBody(this, c);
       return c;
     },
   };
