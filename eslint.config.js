@@ -4,7 +4,7 @@ import globals from 'globals';
 
 export default tseslint.config(
   {
-    ignores: ['**/dist/**', '**/node_modules/**', '**/build/**', 'adapters/nginx/runtime/**/*.js', '**/*.d.ts'],
+    ignores: ['**/dist/**', '**/node_modules/**', '**/build/**', 'bench/results/**', 'adapters/nginx/runtime/**/*.js', '**/*.d.ts'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,
