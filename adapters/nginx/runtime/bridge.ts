@@ -334,8 +334,9 @@ export function bridge(h: Any): Any {
       BX().guarded(h, r, ctx, function (c: Any) {
         let out: Any;
         try {
-          // auth_request subrequests carry no body; method, URI and headers are the client's.
-          out = BX().runAccess(h, lazyRequest(r, r.method, null, urlOf, headersOf), c);
+          // auth_request subrequests carry no body and are GETs: the client's method is
+          // $request_method (the main request's); $request_uri and the headers are the client's too.
+          out = BX().runAccess(h, lazyRequest(r, r.variables.request_method || r.method, null, urlOf, headersOf), c);
         } catch (e) {
           out = Promise.reject(e);
         }

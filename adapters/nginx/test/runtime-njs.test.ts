@@ -222,6 +222,11 @@ describe('bridge auth() behind auth_request', () => {
     expect((await raw('GET', '/guarded/ctx', { 'x-deny': '403' })).status).toBe(403);
     expect((await raw('GET', '/guarded/ctx', { 'x-deny': '418' })).status).toBe(403);
   });
+  it("authenticate sees the client's method and URL", async () => {
+    expect((await raw('DELETE', '/guarded/ctx')).status).toBe(403);
+    expect((await raw('GET', '/guarded/deny-by-path')).status).toBe(403);
+    expect((await raw('POST', '/guarded/ctx', {}, 'x')).status).toBe(200);
+  });
   it('a throwing authenticate gives 500', async () => {
     expect((await raw('GET', '/guarded/ctx', { 'x-deny': 'throw' })).status).toBe(500);
     expect((await raw('GET', '/guarded/ctx', { 'x-user': 'dave' })).status).toBe(200);
