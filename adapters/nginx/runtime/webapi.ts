@@ -512,7 +512,11 @@ export function Request(this: Any, input: Any, init?: Any): Any {
     return new (Request as Any)(input, init);
   }
   let from: Any = null;
-  if (input instanceof (Request as Any)) from = input;
+  if (input instanceof (Request as Any)) {
+    from = input;
+    // A bridge-made request builds its header list on first use.
+    if (!from._h && !from._hd) from._h = from._mkh(from._r);
+  }
   this._url = from ? from.url : new (URL as Any)(String(input)).href;
   let method = from ? from.method : 'GET';
   if (init != null && init.method !== undefined) {

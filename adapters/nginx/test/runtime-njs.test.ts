@@ -197,6 +197,10 @@ describe('bridge serves the conformance fixture in njs', () => {
       expect((await raw('GET', p)).status).toBe(500);
     }
   });
+  it('new Request(request, init) and clone() from the bridge-made request', async () => {
+    const r = await raw('GET', '/lg/copy?q=1', { 'x-h': 'hv' });
+    expect(JSON.parse(r.body.toString())).toEqual({ url: `${ngx.url}/lg/copy?q=1`, method: 'PUT', h: 'hv', body: 'b' });
+  });
   it('ctx in njs', async () => {
     const r = await raw('GET', '/ctx');
     const j = JSON.parse(r.body.toString());
