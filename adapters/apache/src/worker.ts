@@ -163,6 +163,162 @@ function bodyHeader(len: number, flush: boolean): Buffer {
   return b;
 }
 
+// ---- REQUEST decoding for the hot path: the same checks as protocol.ts's decodePayload,
+// but the header strings are only decoded when the handler reads request.headers.
+
+let at = 0;
+let lim = 0;
+
+function need(b: Buffer, n: number): void {
+  if (at + n > lim) throw new ProtocolError('tsgi: truncated REQUEST payload');
+}
+
+function u16(b: Buffer): number {
+  need(b, 2);
+  const v = b[at]! | (b[at + 1]! << 8);
+  at += 2;
+  return v;
+}
+
+function u32(b: Buffer): number {
+  need(b, 4);
+  const v = b.readUInt32LE(at);
+  at += 4;
+  return v;
+}
+
+function u64(b: Buffer): number {
+  const lo = u32(b);
+  const hi = u32(b);
+  if (lo === 0xffffffff && hi === 0xffffffff) return -1;
+  if (hi >= 0x200000) throw new ProtocolError('tsgi: 64-bit value out of range');
+  return hi * 0x1_0000_0000 + lo;
+}
+
+function str16(b: Buffer, enc: 'latin1' | 'utf8'): string {
+  const n = u16(b);
+  need(b, n);
+  const v = n === 0 ? '' : b.toString(enc, at, at + n);
+  at += n;
+  return v;
+}
+
+function skip16(b: Buffer): void {
+  const n = u16(b);
+  need(b, n);
+  at += n;
+}
+
+function skip32(b: Buffer): void {
+  const n = u32(b);
+  need(b, n);
+  at += n;
+}
+
+class LazyRequestMsg implements RequestMsg {
+  readonly type = 'request' as const;
+  phase: RequestMsg['phase'];
+  flags: number;
+  tls: boolean;
+  hasBody: boolean;
+  authnDone: boolean;
+  authzDone: boolean;
+  clientPort: number;
+  serverPort: number;
+  contentLength: number;
+  startUs: number;
+  method: string;
+  uri: string;
+  protocol: string;
+  scheme: string;
+  host: string;
+  clientIp: string;
+  serverIp: string;
+  user: string;
+  id: string;
+  log?: RequestMsg['log'];
+  /** Where the header block starts in buf. */
+  hAt = 0;
+  private _h: string[] | undefined = undefined;
+
+  constructor(
+    private buf: Buffer,
+    private hCount: number,
+    phase: number,
+    flags: number,
+  ) {
+    this.phase = phase as RequestMsg['phase'];
+    this.flags = flags;
+    this.tls = (flags & 1) !== 0;
+    this.hasBody = (flags & 2) !== 0;
+    this.authnDone = (flags & 4) !== 0;
+    this.authzDone = (flags & 8) !== 0;
+    this.clientPort = u16(buf);
+    this.serverPort = u16(buf);
+    u16(buf); // header count, read by the caller
+    this.contentLength = u64(buf);
+    this.startUs = u64(buf);
+    this.method = str16(buf, 'latin1');
+    const n = u32(buf);
+    need(buf, n);
+    this.uri = buf.toString('latin1', at, at + n);
+    at += n;
+    this.protocol = str16(buf, 'latin1');
+    this.scheme = str16(buf, 'latin1');
+    this.host = str16(buf, 'latin1');
+    this.clientIp = str16(buf, 'latin1');
+    this.serverIp = str16(buf, 'latin1');
+    this.user = str16(buf, 'utf8');
+    this.id = str16(buf, 'utf8');
+  }
+
+  get headers(): string[] {
+    if (this._h) return this._h;
+    const b = this.buf;
+    const h = new Array<string>(this.hCount * 2);
+    let o = this.hAt;
+    for (let i = 0; i < h.length; i += 2) {
+      const nl = b[o]! | (b[o + 1]! << 8);
+      h[i] = b.toString('latin1', o + 2, o + 2 + nl);
+      o += 2 + nl;
+      const vl = b.readUInt32LE(o);
+      h[i + 1] = b.toString('latin1', o + 4, o + 4 + vl);
+      o += 4 + vl;
+    }
+    return (this._h = h);
+  }
+}
+
+/** Decodes a REQUEST payload buf[start, end); throws ProtocolError like decodePayload. */
+export function decodeRequestFrame(buf: Buffer, start: number, end: number): RequestMsg {
+  at = start;
+  lim = end;
+  need(buf, 8);
+  const phase = buf[start]!;
+  const flags = buf[start + 1]!;
+  if (phase > 3) throw new ProtocolError('tsgi: bad phase');
+  if (flags & ~0x0f) throw new ProtocolError('tsgi: unknown request flags');
+  const count = buf[start + 6]! | (buf[start + 7]! << 8);
+  at = start + 2;
+  const m = new LazyRequestMsg(buf, count, phase, flags);
+  if (m.startUs < 0) throw new ProtocolError('tsgi: bad start time');
+  // Walk the headers (lengths only) so a bad payload is refused here, not when read.
+  m.hAt = at;
+  for (let i = 0; i < count; i++) {
+    skip16(buf);
+    skip32(buf);
+  }
+  if (phase === Phase.LOG) {
+    const status = u16(buf);
+    const bytes = u64(buf);
+    const durationUs = u64(buf);
+    if (bytes < 0 || durationUs < 0) throw new ProtocolError('tsgi: bad log values');
+    m.log = { status, bytes, durationUs };
+  }
+  if (at !== end) throw new ProtocolError('tsgi: trailing bytes in payload');
+  return m;
+}
+
 const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
 
 /** One accepted connection from an Apache child: sequential exchanges. */
@@ -271,7 +427,8 @@ class Conn implements BodyFlow {
     switch (type) {
       case MsgType.REQUEST: {
         if (this.bodyOpen || this.ex) throw new ProtocolError('REQUEST during another exchange');
-        const m = decodePayload(type, flags, buf, start, end) as RequestMsg;
+        if (flags) throw new ProtocolError('flags on REQUEST');
+        const m = decodeRequestFrame(buf, start, end);
         if (this.linger) {
           clearTimeout(this.linger);
           this.linger = null;

@@ -314,6 +314,57 @@ describe('start-up errors', () => {
   });
 });
 
+describe('recycling and draining (a second server: one worker, max-requests 20)', () => {
+  let small: RunningApache;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync('/tmp/tsgi-apache-drain-');
+    chmodSync(dir, 0o777);
+    small = await startApache(fixture('faults.ts'), ['--processes', '1', '--max-requests', '20', '--graceful-timeout', '10'], {
+      FAULTS_MARKS_DIR: dir,
+    });
+  });
+  afterAll(async () => {
+    await small?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('max-requests: the worker drains, exits and is replaced; no request fails', async () => {
+    const pids = new Set<string>();
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 3 }, async () => {
+        for (let i = 0; i < 30; i++) {
+          const r = await fetch(new URL('/pid', small.url));
+          statuses.push(r.status);
+          pids.add(await r.text());
+        }
+      }),
+    );
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    // 90 requests at 20 per worker: at least four generations, each one ran close().
+    expect(pids.size).toBeGreaterThanOrEqual(4);
+    await waitFor(() => [...pids].filter((p) => existsSync(join(dir, `closed.${p}`))).length >= pids.size - 1, 20_000, 'close() of the retired workers');
+  });
+
+  it('stop: in-flight requests finish, waitUntil work completes, then close() runs', async () => {
+    const slowMark = join(dir, 'slow');
+    const laterMark = join(dir, 'later');
+    const slow = fetch(new URL(`/slow?ms=1500&mark=${encodeURIComponent(slowMark)}`, small.url)).then(async (r) => [r.status, await r.text()] as const);
+    await waitFor(() => existsSync(slowMark), 10_000, 'the slow request to start');
+    const later = await fetch(new URL(`/later?ms=800&mark=${encodeURIComponent(laterMark)}`, small.url));
+    expect(later.status).toBe(200);
+    const worker = workerPids(small.pid)[0]!;
+    await small.stop();
+    const [st, body] = await slow;
+    expect(st).toBe(200);
+    expect(body).toMatch(/^slow /);
+    expect(readFileSync(laterMark, 'utf8')).toMatch(/ waited$/);
+    expect(existsSync(join(dir, `closed.${worker}`))).toBe(true);
+    expect(small.proc.exitCode).toBe(0);
+  });
+});
+
 describe('stopping', () => {
   it('SIGTERM to tsgi apache run: Apache and the workers stop, the server root is removed', async () => {
     const pids = [server.pid, ...workerPids(server.pid)];

@@ -48,10 +48,12 @@ export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: numb
   });
 }
 
-export async function startApache(handler: string, args: string[] = []): Promise<RunningApache> {
+export async function startApache(handler: string, args: string[] = [], env: Record<string, string> = {}): Promise<RunningApache> {
   const port = await freePort();
+  // Apache passes its environment on to the workers.
   const proc = spawn(process.execPath, [tsgiBin, 'apache', 'run', handler, '--port', String(port), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let err = '';
   proc.stdout!.resume(); // the access log
