@@ -11,7 +11,6 @@
 // Interleaved rounds, median. Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (50).
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,14 +23,6 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const conns = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const M = '/usr/lib/apache2/modules';
 const HELLO = 'Hello, world!\n';
-
-function portOpen(port) {
-  return new Promise((res) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => (s.destroy(), res(true)));
-    s.once('error', () => res(false));
-  });
-}
 
 async function expectHello(name, url) {
   let last = '';
@@ -91,34 +82,8 @@ export async function run(argv = []) {
     });
 
     const port = await freePort();
-    const extra = join(dir, 'bench.conf');
-    const daemon = (name, file) =>
-      `TsgiDaemon ${name} handler=${file} worker=${file} processes=1 node=${process.execPath}${user ? ` user=${user} group=${user}` : ''}`;
-    writeFileSync(
-      extra,
-      `
-${daemon('global', join(dir, 'hello.mjs'))}
-<Location /tsgi-global>
-  SetHandler tsgi
-  TsgiDaemonName global
-</Location>
-<IfModule !cgid_module>
-  LoadModule cgid_module ${M}/mod_cgid.so
-</IfModule>
-LoadModule passenger_module ${M}/mod_passenger.so
-<Directory ${dir}/htdocs/static>
-  Require all granted
-</Directory>
-Alias /static ${dir}/htdocs/static
-# Pooled keep-alive connections to node; ttl below node's 5 s keepAliveTimeout so Apache never
-# reuses one node is closing (that race is what gives read errors under keep-alive load).
-ProxyPass /proxy/ http://127.0.0.1:${rawPort}/ enablereuse=on keepalive=On ttl=3
-ScriptSock ${dir}/run/cgid.sock
-ScriptAlias /cgi ${dir}/cgi/hello.cgi
-<Directory ${dir}/cgi>
-  Require all granted
-</Directory>
-# Debian's locations; one app process, like the single tsgi worker and the single proxied node.
+    // Debian's locations; one app process, like the single tsgi worker and the single proxied node.
+    const passengerConf = `LoadModule passenger_module ${M}/mod_passenger.so
 PassengerRoot /usr/lib/ruby/vendor_ruby/phusion_passenger/locations.ini
 PassengerDefaultRuby /usr/bin/ruby
 PassengerInstanceRegistryDir ${dir}/run
@@ -137,7 +102,34 @@ Alias /passenger ${dir}/papp/public
   PassengerStartupFile app.js
   PassengerNodejs ${process.execPath}
 </Location>
-`,
+`;
+    const extra = join(dir, 'bench.conf');
+    const daemon = (name, file) =>
+      `TsgiDaemon ${name} handler=${file} worker=${file} processes=1 node=${process.execPath}${user ? ` user=${user} group=${user}` : ''}`;
+    writeFileSync(
+      extra,
+      `
+${daemon('global', join(dir, 'hello.mjs'))}
+<Location /tsgi-global>
+  SetHandler tsgi
+  TsgiDaemonName global
+</Location>
+<IfModule !cgid_module>
+  LoadModule cgid_module ${M}/mod_cgid.so
+</IfModule>
+<Directory ${dir}/htdocs/static>
+  Require all granted
+</Directory>
+Alias /static ${dir}/htdocs/static
+# Pooled keep-alive connections to node; ttl below node's 5 s keepAliveTimeout so Apache never
+# reuses one node is closing (that race is what gives read errors under keep-alive load).
+ProxyPass /proxy/ http://127.0.0.1:${rawPort}/ enablereuse=on keepalive=On ttl=3
+ScriptSock ${dir}/run/cgid.sock
+ScriptAlias /cgi ${dir}/cgi/hello.cgi
+<Directory ${dir}/cgi>
+  Require all granted
+</Directory>
+${passengerConf}`,
     );
     const conf = join(dir, 'httpd.conf');
     const app = join(dir, 'hello-fast.mjs');
