@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -18,6 +18,8 @@ function cacheDir(file: string): string | undefined {
   const dir = join(dirname(file), 'node_modules', '.cache', 'tsgi');
   try {
     mkdirSync(dir, { recursive: true });
+    // It may exist yet belong to someone else (made by root, used by an unprivileged worker).
+    accessSync(dir, constants.W_OK);
     return dir;
   } catch {
     return undefined;
