@@ -296,6 +296,18 @@ describe('start-up errors', () => {
     expect(r.stderr).toMatch(/fetch/);
   });
 
+  it('a server root the worker user cannot reach: a clear message before Apache starts', async () => {
+    const locked = mkdtempSync('/tmp/tsgi-apache-locked-'); // 0700, owned by us
+    try {
+      const r = await runCli(['apache', 'run', fixture('faults.ts'), '--port', '1', '--server-root', locked]);
+      expect(r.code).not.toBe(0);
+      // As root the workers run as www-data, which cannot enter a 0700 root-owned folder.
+      if (process.getuid?.() === 0) expect(r.stderr).toMatch(/worker user 'www-data' cannot reach .*tsgi-apache-locked-/);
+    } finally {
+      rmSync(locked, { recursive: true, force: true });
+    }
+  });
+
   it('bad CLI numbers and a missing --port are refused', async () => {
     const noPort = await runCli(['apache', 'run', fixture('faults.ts')]);
     expect(noPort.code).toBe(1);
