@@ -326,7 +326,9 @@ async function foreground(
     return s;
   });
   // Own process group: a terminal Ctrl-C reaches only us, and we ask Apache for a graceful stop.
-  const child = spawn(APACHE, ['-DFOREGROUND', '-d', dir, '-f', conf], { stdio: 'inherit', detached: true });
+  // setpriv --pdeathsig: if we are killed outright, Apache still gets SIGTERM instead of lingering.
+  const cmd = existsSync('/usr/bin/setpriv') ? ['/usr/bin/setpriv', '--pdeathsig', 'TERM', APACHE] : [APACHE];
+  const child = spawn(cmd[0]!, [...cmd.slice(1), '-DFOREGROUND', '-d', dir, '-f', conf], { stdio: 'inherit', detached: true });
   let exited = false;
   const done = new Promise<number>((res) => {
     child.once('exit', (code, signal) => {
