@@ -1,9 +1,13 @@
 // `tsgi nginx` command line: bad input fails with one clear line before nginx starts; conf prints snippets.
-import { existsSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { buildNjs } from '../src/build.js';
+import { guardExample, httpPart, serverPart } from '../src/config.js';
+import { findJsModule, nginxBinary } from '../src/nginx.js';
 import { fixturesDir, runCli } from './helpers.js';
 
 const hello = join(fixturesDir, 'hello.ts');
@@ -107,6 +111,39 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('proxy_set_header X-Tsgi-Phase "";');
     expect(s).toMatch(/location = \/_tsgi_auth \{[^}]*proxy_set_header X-Tsgi-Phase access;[^}]*\}/);
     expect(s).toContain('proxy_pass_request_body off;');
+  });
+
+  it('the printed pieces form a config nginx accepts (nginx -t), in both modes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsgi-conf-test-'));
+    try {
+      const { file } = await buildNjs({ handler: hello, outDir: dir, validate: false });
+      for (const mode of ['embedded', 'workers'] as const) {
+        const site = { mode, maxBody: 1 << 20, bundle: file, sockets: [join(dir, 'w0.sock'), join(dir, 'w1.sock')] };
+        const conf = join(dir, `${mode}.conf`);
+        writeFileSync(
+          conf,
+          `${mode === 'embedded' ? `load_module ${findJsModule()};` : ''}
+pid ${dir}/nginx.pid;
+error_log stderr;
+events {}
+http {
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  ${httpPart(site)}
+  access_log off;
+  server {
+    listen unix:${dir}/${mode}.sock;
+    ${serverPart(site)}
+    ${guardExample('/files/', dir)}
+  }
+}
+`,
+        );
+        const r = spawnSync(nginxBinary(), ['-t', '-q', '-p', dir, '-c', conf], { encoding: 'utf8' });
+        expect(r.status, r.stderr).toBe(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the help text', async () => {
