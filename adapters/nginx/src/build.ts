@@ -19,6 +19,8 @@ const require = createRequire(import.meta.url);
 // Babel ships no types here; the few calls below are typed loosely on purpose.
 const babel: any = require('@babel/core');
 const presetNjs: any = require('babel-preset-njs');
+// Resolved from the preset's own dependencies (it is one of them).
+const transformForOf: any = require(createRequire(require.resolve('babel-preset-njs')).resolve('@babel/plugin-transform-for-of'));
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** adapters/nginx/runtime (next to src/ and dist/). */
@@ -177,7 +179,8 @@ function hoistAwaitFromArguments({ types: t }: any): any {
   function rewrite(path: any): void {
     const args = path.get('arguments');
     if (!args.some(hasAwait)) return;
-    const scope = (path.getFunctionParent() ?? path.scope.getProgramParent()).scope;
+    const fn = path.getFunctionParent();
+    const scope = fn ? fn.scope : path.scope.getProgramParent();
     const seq: any[] = [];
     const temp = (value: any): any => {
       const id = scope.generateUidIdentifier('arg');
@@ -227,6 +230,15 @@ function njsExports({ types: t }: any): any {
       },
     },
   };
+}
+
+// Babel's iteration helpers keep an Array.from branch for Map/Set, which njs 0.7.9 cannot have: unreachable there.
+const BABEL_HELPERS = /^_(unsupportedIterableToArray|iterableToArray|arrayLikeToArray|createForOfIteratorHelper(Loose)?|toConsumableArray|slicedToArray|iterableToArrayLimit)\d*$/;
+function inBabelHelper(path: any): boolean {
+  for (let fn = path.getFunctionParent(); fn; fn = fn.getFunctionParent()) {
+    if (fn.node.id && BABEL_HELPERS.test(fn.node.id.name)) return true;
+  }
+  return false;
 }
 
 interface Scan extends LoadTimeCounts {
@@ -303,7 +315,7 @@ function scan(ast: any): Scan {
       else if (parent.isMemberExpression() && parent.node.object === path.node && !parent.node.computed) {
         const prop = parent.node.property.name;
         if (name === 'process' && !NJS_PROCESS.has(prop)) nodeG.add(`process.${prop}`);
-        else if (MISSING_STATICS[name]?.has(prop)) missing.add(`${name}.${prop}`);
+        else if (MISSING_STATICS[name]?.has(prop) && !inBabelHelper(path)) missing.add(`${name}.${prop}`);
       }
     },
   });
@@ -379,8 +391,19 @@ export function lowerForNjs(code: string): string {
 }
 
 function lowerAst(bundled: string): { code: string; ast: unknown } {
-  // Pass 1: the njs preset (classes, destructuring, spread, for-of, ?., defaults...).
-  const lowered = babel.transformSync(bundled, {
+  // Pass 0: for-of over any iterable (Headers, URLSearchParams, strings...), not only arrays: the
+  // preset assumes arrays (iterableIsArray), which makes such loops silently run zero times.
+  // njs 0.7.9 has Symbol.iterator, which the loose helper uses.
+  const iterated = babel.transformSync(bundled, {
+    babelrc: false,
+    configFile: false,
+    sourceType: 'module',
+    plugins: [[transformForOf, { loose: true }]],
+    compact: false,
+    comments: false,
+  });
+  // Pass 1: the njs preset (classes, destructuring, spread, ?., defaults...).
+  const lowered = babel.transformSync(iterated.code, {
     babelrc: false,
     configFile: false,
     sourceType: 'module',

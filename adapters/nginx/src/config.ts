@@ -126,6 +126,8 @@ export function serverPart(o: SiteOptions): string {
       `  js_content ${NJS_MODULE}.auth;`,
       `}`,
       `location ${loc} {`,
+      `  # a response without Content-Type keeps none (as on Node), instead of nginx's default_type`,
+      `  default_type "";`,
       `  js_content ${NJS_MODULE}.content;`,
       `}`,
     );

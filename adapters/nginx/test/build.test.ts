@@ -86,6 +86,11 @@ describe('lowered code runs in nginx (njs 0.7.9)', () => {
     expect(await r.text()).toBe('1,2,1;0;5;a1b 2 {"a":3,"b":[4,5]} c7 f8\n');
   });
 
+  it('for-of over Headers, URLSearchParams and strings iterates (not only arrays)', async () => {
+    const r = await fetch(`${srv.url}/iter?a=1&b=2`, { headers: { 'x-tb': '1', 'x-ta': '2' } });
+    expect(await r.text()).toBe('x-ta,x-tb a=1&b=2 a.b.c. 6\n');
+  });
+
   it('classes with inheritance and super, default parameters, destructuring, rest, for-of, spread, ?., ??=', async () => {
     const r = await fetch(`${srv.url}/class`);
     expect(r.status).toBe(200);

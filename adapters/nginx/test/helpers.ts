@@ -124,8 +124,9 @@ export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult
   let running = true;
   const once = (): Promise<void> =>
     new Promise((res) => {
-      const attempt = (retry: boolean): void => {
-        const req = request(url, { agent }, (resp) => {
+      // Retries go out on a fresh connection: the pool may hold more sockets the old nginx worker is closing.
+      const attempt = (retriesLeft: number): void => {
+        const req = request(url, retriesLeft === 2 ? { agent } : { agent: false }, (resp) => {
           resp.resume();
           resp.on('end', () => {
             const k = String(resp.statusCode);
@@ -141,9 +142,9 @@ export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult
           });
         });
         req.on('error', (e: NodeJS.ErrnoException) => {
-          if (retry && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
+          if (retriesLeft > 0 && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
             r.retried++;
-            return attempt(false);
+            return attempt(retriesLeft - 1);
           }
           r.failed++;
           r.errors.push(`${e.code ?? ''} ${e.message}`);
@@ -151,7 +152,7 @@ export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult
         });
         req.end();
       };
-      attempt(true);
+      attempt(2);
     });
   const loops = Array.from({ length: concurrency }, async () => {
     while (running) await once();
