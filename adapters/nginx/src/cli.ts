@@ -335,7 +335,12 @@ async function cmdRun(a: Args): Promise<number> {
       const line = `${check.stderr}`.split('\n').find((l) => l.includes('[emerg]')) ?? check.stderr.trim();
       throw new StartupError(`nginx rejected the generated config: ${line}`);
     }
-    master = spawn(nginx, ['-p', dir, '-c', conf], { stdio: ['ignore', 'inherit', 'inherit'] });
+    // setpriv --pdeathsig: nginx gets SIGTERM if this command is killed outright (no orphan holding the port).
+    const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((f) => existsSync(f));
+    const [cmd, args] = setpriv
+      ? [setpriv, ['--pdeathsig', 'SIGTERM', nginx, '-p', dir, '-c', conf]]
+      : [nginx, ['-p', dir, '-c', conf]];
+    master = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     await waitForPort(host, port, master);
     console.error(
       `tsgi nginx: ready on http://${host.includes(':') ? `[${host}]` : host}:${port}${location} ` +
