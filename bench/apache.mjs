@@ -168,11 +168,12 @@ ${passengerConf}`,
     console.error(`bench apache: ${scenarios.length} targets answer; ${rounds} rounds of ${seconds} s, wrk -c${conns}`);
     const res = await interleave(scenarios, { rounds, warmup: 1, duration: seconds, connections: conns });
 
+    for (const s of scenarios) console.error(`  ${s.name}: ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} req/s`);
     const t = res.tsgi.median;
     const ratio = (n) => (res[n].median ? `${(t / res[n].median).toFixed(2)}x` : 'n/a');
     const rows = scenarios.map(
       (s) =>
-        `| ${s.label} | ${Math.round(res[s.name].median)} | ${s.name === 'tsgi' ? '1.00x' : ratio(s.name)} | ${res[s.name].socketErrors} | ${res[s.name].non2xx} |`,
+        `| ${s.label} | ${Math.round(res[s.name].median)} | ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} | ${s.name === 'tsgi' ? '1.00x' : ratio(s.name)} | ${res[s.name].socketErrors} | ${res[s.name].non2xx} |`,
     );
     const goals = [
       ['static', 0.75],
@@ -188,8 +189,8 @@ ${passengerConf}`,
         `no access log. One Apache instance for every row; it and all its back ends pinned to core ${SERVER_CPU}, wrk -t1 -c${conns} on core ${LOAD_CPU}; ` +
         `${rounds} interleaved rounds of ${seconds} s, median. Body "Hello, world!\\n" everywhere.`,
       '',
-      '| target | req/s | tsgi vs this | socket errors | non-2xx |',
-      '|---|---|---|---|---|',
+      '| target | req/s (median) | rounds | tsgi vs this | socket errors | non-2xx |',
+      '|---|---|---|---|---|---|',
       ...rows,
       '',
       `mod_tsgi vs: ${verdict}; mod_tsgi socket errors: ${res.tsgi.socketErrors} (target 0).`,
