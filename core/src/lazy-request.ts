@@ -110,7 +110,8 @@ export abstract class LazyRequest {
   }
 
   json(): Promise<unknown> {
-    return this.text().then((t) => JSON.parse(t));
+    if (this._native || this._stream) return this.native().json();
+    return this.readAll().then((b) => JSON.parse(b.toString('utf8')));
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
