@@ -4,7 +4,7 @@
 // crashes, timeouts, body limits, supervision, socket security, stop. The real
 // worker and the handler pipeline are covered by the integration tests.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -116,14 +116,17 @@ beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'tsgi-mod-'));
   chmodSync(root, 0o755);
   writeFileSync(join(root, 'handler.mjs'), 'export default { fetch: () => new Response("unused") };\n');
+  // The workers run as www-data: CI clones the repo into a 0700 temp dir, so they get copies in the 0755 root.
+  for (const f of ['fake-worker.mjs', 'never-accepts.mjs']) copyFileSync(join(FIXTURES, f), join(root, f));
+  copyFileSync(PROTOCOL_JS, join(root, 'protocol.mjs')); // no package.json there: .mjs keeps it ESM
   mkdirSync(join(root, 'files'));
   writeFileSync(join(root, 'files', 'secret.txt'), 'static secret\n');
   port = await freePort();
   writeFileSync(
     join(root, 'httpd.conf'),
     conf(root, port, so, `
-TsgiDaemon app handler=handler.mjs worker=${FIXTURES}/fake-worker.mjs processes=1 request-timeout=1 max-body=1M graceful-timeout=2
-TsgiDaemon dead handler=handler.mjs worker=${FIXTURES}/never-accepts.mjs connect-timeout=0.5
+TsgiDaemon app handler=handler.mjs worker=${root}/fake-worker.mjs processes=1 request-timeout=1 max-body=1M graceful-timeout=2
+TsgiDaemon dead handler=handler.mjs worker=${root}/never-accepts.mjs connect-timeout=0.5
 <Location /app>
   SetHandler tsgi
   TsgiDaemonName app
@@ -144,7 +147,7 @@ Alias /files ${root}/files
 `),
   );
   apache = spawn('apache2', ['-DFOREGROUND', '-f', join(root, 'httpd.conf')], {
-    env: { ...process.env, FAKE_TSGI_PROTOCOL: PROTOCOL_JS },
+    env: { ...process.env, FAKE_TSGI_PROTOCOL: join(root, 'protocol.mjs') },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   await waitReady();
@@ -428,7 +431,7 @@ describe('directive validation', () => {
     const r = spawnSync('apache2', ['-t', '-f', join(dir, 'c.conf')], { encoding: 'utf8' });
     return { ok: r.status === 0, out: `${r.stdout}${r.stderr}` };
   };
-  const daemon = `TsgiDaemon app handler=h.mjs worker=${FIXTURES}/fake-worker.mjs`;
+  const daemon = `TsgiDaemon app handler=h.mjs worker=${root}/fake-worker.mjs`;
 
   it('accepts a complete configuration', () => {
     const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data
