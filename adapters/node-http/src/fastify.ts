@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
-import { firstChunkWait } from './send.js';
+import { HOP, firstChunkWait } from './send.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { internalError, statusHasNoBody, toRawResponse, type Handler, type RawResponse } from '@tsgi/core';
 import { toNodeListener, type NodeAdapterOptions } from './listener.js';
@@ -8,8 +8,6 @@ import { toNodeListener, type NodeAdapterOptions } from './listener.js';
 export interface FastifyTsgiOptions extends NodeAdapterOptions {
   handler: Handler;
 }
-
-const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
 
 function toReply(reply: FastifyReply, raw: RawResponse, isHead: boolean): unknown {
   reply.code(raw.status);

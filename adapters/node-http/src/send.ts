@@ -3,7 +3,7 @@ import { setTimeout } from 'node:timers';
 import { statusHasNoBody, type RawResponse } from '@tsgi/core';
 
 // Framing is the server's job: a handler's values for these would corrupt the wire.
-const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
+export const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
 
 /** `length`: a number replaces the handler's Content-Length, null drops it, undefined keeps it. */
 function outHeaders(raw: RawResponse, length: number | null | undefined): string[] {
