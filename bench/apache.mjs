@@ -104,6 +104,8 @@ Alias /passenger ${dir}/papp/public
 </Location>
 `;
     const extra = join(dir, 'bench.conf');
+    // TsgiSchedBatch applies to the whole child, so every row runs under it (BENCH_SCHED_BATCH=0: off).
+    const batch = process.env.BENCH_SCHED_BATCH !== '0';
     const daemon = (name, file) =>
       `TsgiDaemon ${name} handler=${file} worker=${file} processes=1 node=${process.execPath}${user ? ` user=${user} group=${user}` : ''}`;
     writeFileSync(
@@ -146,6 +148,7 @@ ${passengerConf}`,
         group: user,
         includes: [extra],
         mpm: MPM,
+        schedBatch: batch,
         accessLog: false,
         modules: ['proxy', 'proxy_http'],
         errorLog: join(dir, 'error.log'),
@@ -164,13 +167,23 @@ ${passengerConf}`,
       { name: 'passenger', label: 'Passenger 6 -> node:http', url: `${base}/passenger/` },
       { name: 'cgi', label: 'mod_cgid shell script', url: `${base}/cgi` },
     ];
+    // BENCH_ONLY=tsgi,static keeps a subset (for profiling); the recorded table needs every row.
+    const only = process.env.BENCH_ONLY?.split(',');
+    if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => only.includes(s.name) || s.name === 'tsgi'));
+    if (only && record) throw new Error('bench apache: --record needs every row; drop BENCH_ONLY');
     for (const s of scenarios) await expectHello(s.name, s.url);
+    if (process.env.BENCH_HOLD) {
+      // Keep the servers up for a profiler: prints the URLs, then waits BENCH_HOLD seconds.
+      console.log(scenarios.map((s) => `${s.name} ${s.url}`).join('\n'));
+      await sleep(Number(process.env.BENCH_HOLD) * 1000);
+      return;
+    }
     console.error(`bench apache: ${scenarios.length} targets answer; ${rounds} rounds of ${seconds} s, wrk -c${conns}`);
     const res = await interleave(scenarios, { rounds, warmup: 1, duration: seconds, connections: conns });
 
     for (const s of scenarios) console.error(`  ${s.name}: ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} req/s`);
     const t = res.tsgi.median;
-    const ratio = (n) => (res[n].median ? `${(t / res[n].median).toFixed(2)}x` : 'n/a');
+    const ratio = (n) => (res[n]?.median ? `${(t / res[n].median).toFixed(2)}x` : 'n/a');
     const rows = scenarios.map(
       (s) =>
         `| ${s.label} | ${Math.round(res[s.name].median)} | ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} | ${s.name === 'tsgi' ? '1.00x' : ratio(s.name)} | ${res[s.name].socketErrors} | ${res[s.name].non2xx} |`,
@@ -181,6 +194,7 @@ ${passengerConf}`,
       ['passenger', 3.5],
     ];
     const verdict = goals
+      .filter(([n]) => res[n])
       .map(([n, g]) => `${ratio(n)} ${n === 'proxy' ? 'mod_proxy_http' : n} (target >= ${g}x: ${t / res[n].median >= g ? 'met' : 'missed'})`)
       .join(', ');
     const body = [

@@ -68,6 +68,8 @@ export function snippet(o: SnippetOptions): string {
     `<IfModule !tsgi_module>`,
     `  LoadModule tsgi_module ${quote(o.so)}`,
     `</IfModule>`,
+    `# More throughput when Apache and the workers share cores; applies to all of Apache's threads:`,
+    `# TsgiSchedBatch On`,
     daemonDirective(o.daemon),
     `<Location ${quote(o.location)}>`,
     `  SetHandler tsgi`,
@@ -121,6 +123,8 @@ export interface ServerOptions {
   errorLog?: string;
   /** CustomLog target (default /dev/stdout; `tsgi apache run` passes a FIFO it forwards to its stdout). */
   accessLogFile?: string;
+  /** TsgiSchedBatch (default on: the private server exists for the handler). */
+  schedBatch?: boolean;
 }
 
 /** The modules a private server needs; a user's --include may add more. */
@@ -189,6 +193,7 @@ export function serverConf(o: ServerOptions): string {
     `  Require all granted`,
     `</Directory>`,
     `LoadModule tsgi_module ${quote(o.so)}`,
+    `TsgiSchedBatch ${o.schedBatch === false ? 'Off' : 'On'}`,
     daemonDirective(o.daemon),
     `<Location ${quote(o.location)}>`,
     `  Require all granted`,

@@ -121,16 +121,27 @@ beforeAll(async () => {
   copyFileSync(PROTOCOL_JS, join(root, 'protocol.mjs')); // no package.json there: .mjs keeps it ESM
   mkdirSync(join(root, 'files'));
   writeFileSync(join(root, 'files', 'secret.txt'), 'static secret\n');
+  mkdirSync(join(root, 'plain'));
+  writeFileSync(join(root, 'plain', 'hello.txt'), 'plain file\n');
   port = await freePort();
   writeFileSync(
     join(root, 'httpd.conf'),
     conf(root, port, so, `
 TsgiDaemon app handler=handler.mjs worker=${root}/fake-worker.mjs processes=1 request-timeout=1 max-body=1M graceful-timeout=2
 TsgiDaemon dead handler=handler.mjs worker=${root}/never-accepts.mjs connect-timeout=0.5
+TsgiSchedBatch On
 <Location /app>
   SetHandler tsgi
   TsgiDaemonName app
 </Location>
+# A file area nested in the tsgi location: mod_tsgi must not skip its file lookup.
+Alias /app/plain ${root}/plain
+<Location /app/plain>
+  SetHandler none
+</Location>
+<Directory ${root}/plain>
+  Require all granted
+</Directory>
 <Location /dead>
   SetHandler tsgi
   TsgiDaemonName dead
@@ -211,6 +222,22 @@ describe('mod_tsgi in a real Apache', () => {
     expect(r.headers['keep-alive']).toBeUndefined();
     expect(r.raw.filter((h) => h === 'X-Multi')).toHaveLength(2);
     expect(r.body.toString()).toBe('hello');
+  });
+
+  it('TsgiSchedBatch On: the child\'s threads run as SCHED_BATCH, the root parent does not', () => {
+    const parent = String(apache.pid);
+    const child = spawnSync('pgrep', ['-P', parent, 'apache2'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+    expect(child).toMatch(/^\d+$/);
+    const policies = (pid: string) => spawnSync('ps', ['-L', '-o', 'policy=', '-p', pid], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    expect(new Set(policies(child))).toEqual(new Set(['B']));
+    expect(policies(parent)).toEqual(['TS']);
+  });
+
+  it('serves a file area nested in a tsgi <Location> (SetHandler none) from disk, not from the worker', async () => {
+    const r = await request(port, '/app/plain/hello.txt');
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('plain file\n');
+    expect((await request(port, '/app/plain/missing.txt')).status).toBe(404);
   });
 
   it('sends no body for HEAD', async () => {
@@ -461,6 +488,8 @@ describe('directive validation', () => {
     ['an unknown TsgiDaemonName', '<Location /a>\n TsgiDaemonName ghost\n</Location>', /TsgiDaemonName: unknown daemon 'ghost'/],
     ['an unknown TsgiAuthenticate', '<Location /a>\n TsgiAuthenticate ghost\n</Location>', /TsgiAuthenticate: unknown daemon 'ghost'/],
     ['TsgiDaemon inside <Location>', `<Location /a>\n ${daemon}\n</Location>`, /TsgiDaemon not allowed in <Location> context/],
+    ['TsgiSchedBatch in a <VirtualHost>', '<VirtualHost *:1>\n TsgiSchedBatch On\n</VirtualHost>', /TsgiSchedBatch cannot occur within <VirtualHost> section/],
+    ['TsgiSchedBatch with a bad flag', 'TsgiSchedBatch maybe', /TsgiSchedBatch must be On or Off/],
   ])('rejects %s', (_what, body, message) => {
     const r = check(body);
     expect(r.ok).toBe(false);
