@@ -49,9 +49,11 @@ export async function run(argv = []) {
     if (!existsSync(file)) throw new Error(`bench apache: ${what} is missing (${file})`);
   }
   const { serverConf } = await import(join(dist, 'config.js'));
-  // One set for every row: two children of 50 threads, all started up front and never reaped
-  // (a reaped child drops its keep-alive connections, which wrk counts as read errors).
-  const MPM = { startServers: 2, serverLimit: 2, threadsPerChild: 50, maxRequestWorkers: 100, minSpareThreads: 25, maxSpareThreads: 100 };
+  // One set for every row: two children of 64 threads, all started up front and never reaped
+  // (a reaped child drops its keep-alive connections, which wrk counts as read errors). More
+  // threads than wrk's 50 connections: the event MPM closes a keep-alive connection whose next
+  // request finds no idle thread in its child (read errors again; wrk's connections split unevenly).
+  const MPM = { startServers: 2, serverLimit: 2, threadsPerChild: 64, maxRequestWorkers: 128, minSpareThreads: 25, maxSpareThreads: 128 };
   const { bundleHandler, modulePath } = await import(join(dist, 'cli.js'));
   const root = process.getuid?.() === 0;
   const user = root ? 'www-data' : undefined;
@@ -149,6 +151,7 @@ ${passengerConf}`,
         includes: [extra],
         mpm: MPM,
         schedBatch: batch,
+        logLevel: process.env.BENCH_LOGLEVEL,
         accessLog: false,
         modules: ['proxy', 'proxy_http'],
         errorLog: join(dir, 'error.log'),
@@ -200,7 +203,7 @@ ${passengerConf}`,
     const body = [
       `${machineLine()}, Apache ${spawnSync('/usr/sbin/apache2', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0].replace('Server version: Apache/', '')}, ` +
         `event MPM (StartServers ${MPM.startServers}, ServerLimit ${MPM.serverLimit}, ThreadsPerChild ${MPM.threadsPerChild}, MaxSpareThreads ${MPM.maxSpareThreads}), ` +
-        `no access log. One Apache instance for every row; it and all its back ends pinned to core ${SERVER_CPU}, wrk -t1 -c${conns} on core ${LOAD_CPU}; ` +
+        `${batch ? 'TsgiSchedBatch On (every thread of the children, so every row), ' : 'TsgiSchedBatch Off, '}no access log. One Apache instance for every row; it and all its back ends pinned to core ${SERVER_CPU}, wrk -t1 -c${conns} on core ${LOAD_CPU}; ` +
         `${rounds} interleaved rounds of ${seconds} s, median. Body "Hello, world!\\n" everywhere.`,
       '',
       '| target | req/s (median) | rounds | tsgi vs this | socket errors | non-2xx |',

@@ -91,13 +91,16 @@ export interface MpmOptions {
 
 // MaxSpareThreads = MaxRequestWorkers: children started under load are never reaped when it
 // drops, since a reaped child closes its keep-alive connections (read errors for clients).
+// 64 threads per child: when a request arrives on a keep-alive connection and its child has no
+// idle thread at that instant, the event MPM closes the connection (the client sees a read
+// error). Every tsgi request holds its thread while the worker runs, so leave headroom.
 export const DEFAULT_MPM: MpmOptions = {
   startServers: 2,
   serverLimit: 4,
-  threadsPerChild: 25,
-  maxRequestWorkers: 100,
-  minSpareThreads: 25,
-  maxSpareThreads: 100,
+  threadsPerChild: 64,
+  maxRequestWorkers: 256,
+  minSpareThreads: 64,
+  maxSpareThreads: 256,
 };
 
 export interface ServerOptions {
