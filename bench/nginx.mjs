@@ -135,6 +135,12 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
       if (r.status !== 200 || t !== 'Hello, world!\n') throw new Error(`bench nginx: ${p} answered ${r.status} ${JSON.stringify(t)}`);
     }
 
+    if (process.env.BENCH_HOLD) {
+      // Keep the servers up for a profiler: prints the URLs, then waits BENCH_HOLD seconds.
+      console.log(['tsgi', 'njs', 'return', 'workers', 'raw'].map((k) => `${k} ${base}/${k}`).join('\n'));
+      await sleep(Number(process.env.BENCH_HOLD) * 1000);
+      return;
+    }
     console.log(`nginx bench: ${seconds} s x ${rounds} rounds, ${conns} connections, nginx + Node on core ${SERVER_CPU}, wrk on core ${LOAD_CPU}`);
     const all = [
       { key: 'tsgi', name: 'embedded tsgi (njs)', url: `${base}/tsgi` },

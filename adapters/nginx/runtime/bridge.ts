@@ -287,10 +287,12 @@ export function bridge(h: Any): Any {
       respond(r, out, ctx);
       return;
     }
-    if (BX().isThen(out)) {
-      Promise.resolve(out).then(
+    // isThen/checkResponse inlined: the hot async path must not build BX().
+    if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
+      // An async fetch returns a native promise: no Promise.resolve() wrapper needed.
+      (out instanceof Promise ? out : Promise.resolve(out)).then(
         function (res: Any) {
-          const checked = BX().checkResponse(res, ctx, r);
+          const checked = res instanceof (Response as Any) ? res : BX().checkResponse(res, ctx, r);
           if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
           respond(r, checked, ctx);
         },

@@ -50,7 +50,14 @@ export interface SupervisorOptions {
   /** Where the current pids are written (tests read it). */
   stateFile?: string;
   log?: (msg: string) => void;
+  /**
+   * Run the workers as SCHED_BATCH (default true, through util-linux's chrt when present): a worker
+   * woken by nginx then does not preempt it, so nginx hands over a batch of requests per wake-up.
+   */
+  schedBatch?: boolean;
 }
+
+const CHRT = ['/usr/bin/chrt', '/bin/chrt'].find((f) => existsSync(f));
 
 interface Slot {
   index: number;
@@ -101,7 +108,10 @@ export class Supervisor {
     return new Promise((resolve, reject) => {
       // TSGI_WORKER_NODE_ARGS: extra node flags for the workers (--max-old-space-size=..., --cpu-prof, ...).
       const extra = (process.env.TSGI_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-      const child = spawn(process.execPath, ['--enable-source-maps', ...extra, slot.entry], {
+      const argv = ['--enable-source-maps', ...extra, slot.entry];
+      // chrt execs node in place: the pid, fds and IPC channel are node's.
+      const batch = this.o.schedBatch !== false && CHRT;
+      const child = spawn(batch ? CHRT : process.execPath, batch ? ['--batch', '0', process.execPath, ...argv] : argv, {
         cwd: this.o.cwd,
         uid: this.o.uid,
         gid: this.o.gid,

@@ -52,6 +52,13 @@ describe('nginx workers mode faults', () => {
     for (const pid of [...nginxWorkers, ...workersState(srv.dir).pids]) expected(uidOf(pid));
   });
 
+  it('Node workers run as SCHED_BATCH (policy 3 in /proc/<pid>/sched), nginx as SCHED_OTHER', () => {
+    const policy = (pid: number) => Number(/^policy\s+:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/sched`, 'utf8'))![1]);
+    const master = Number(readFileSync(join(srv.dir, 'nginx.pid'), 'utf8').trim());
+    for (const pid of workersState(srv.dir).pids) expect(policy(pid)).toBe(3);
+    for (const pid of childrenOf(master)) expect(policy(pid)).toBe(0);
+  });
+
   it('a worker killed under load: only in-flight requests may fail, the worker is respawned, service goes on', async () => {
     const before = workersState(srv.dir);
     const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
