@@ -107,7 +107,7 @@ function requestOf(r: Any): Any {
 
 
 
-/** Writes status + headers into r.headersOut. */
+/** Writes headers into r.headersOut and the status (status -1: r.return sets it). */
 function setHead(r: Any, status: number, l: string[], bodyLen: number): void {
   // Values were validated (no CR/LF/NUL) when the Headers/Response was built;
   // regex tests cost ~2 µs each in njs 0.7.9, so nothing is re-scanned here.
@@ -134,7 +134,7 @@ function setHead(r: Any, status: number, l: string[], bodyLen: number): void {
   }
   if (cookies !== null) out['Set-Cookie'] = cookies;
   if (bodyLen >= 0) out['Content-Length'] = String(bodyLen);
-  r.status = status;
+  if (status >= 0) r.status = status;
 }
 
 function hopByHop(n: string): boolean {
@@ -161,13 +161,13 @@ function respond(r: Any, res: Any, ctx: Any): void {
     const fb = res._b;
     const fs = res.status;
     if (typeof fb === 'string' && fb !== '' && fb.length <= 21845 && fs >= 200 && fs < 300 && fs !== 204 && res.type !== 'error') {
-      // Hot path: small text body, 2xx: one r.return (at most 64 KB of UTF-8).
-      setHead(r, fs, headerList(res), -1);
+      // Hot path: small text body, 2xx: one r.return (at most 64 KB of UTF-8), which sets the status.
+      setHead(r, -1, headerList(res), -1);
       headSent = true;
       if (r.method === 'HEAD') sent = 0;
       else sentStr = fb;
       r.return(fs, fb);
-      t1 = Date.now();
+      if (t0 > 0) t1 = Date.now();
       return;
     }
     if (!(res instanceof (Response as Any)) || res.type === 'error' || !(res.status >= 200)) {
@@ -250,9 +250,10 @@ function respond(r: Any, res: Any, ctx: Any): void {
 
 // ---------------------------------------------------------------- njs entry points
 
-function startRequest(r: Any): Any {
+function startRequest(r: Any, timed: boolean): Any {
   cur = r;
-  t0 = Date.now();
+  // Only `log` reads the duration: Date.now() is not free in njs 0.7.9.
+  t0 = timed ? Date.now() : 0;
   t1 = 0;
   sent = -1;
   sentStr = null;
@@ -264,6 +265,21 @@ function startRequest(r: Any): Any {
 
 
 
+// The settle callbacks of an async fetch: top-level (cloned with the module) rather than two
+// closures per request; the request and its ctx are the module's per-request cur/curCtx.
+function fetched(res: Any): void {
+  const r = cur;
+  const ctx = curCtx;
+  const checked = res instanceof (Response as Any) ? res : BX().checkResponse(res, ctx, r);
+  if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
+  respond(r, checked, ctx);
+}
+
+function fetchFailed(e: Any): void {
+  BX().errlog(cur, 'request ' + curCtx.id + ': fetch threw', e);
+  BX().fail500(cur, false);
+}
+
 /**
  * Wraps a tsgi handler into the functions nginx calls:
  *   content(r) js_content: authenticate -> authorize -> fetch, writes the response
@@ -272,6 +288,7 @@ function startRequest(r: Any): Any {
  *   log(r)     js_set handler for a variable used in log_format: runs `log`, returns ''
  */
 export function bridge(h: Any): Any {
+  const timed = typeof h.log === 'function';
   function contentStep(ctx: Any): void {
     const r = cur;
     let out: Any;
@@ -290,29 +307,19 @@ export function bridge(h: Any): Any {
     // isThen/checkResponse inlined: the hot async path must not build BX().
     if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
       // An async fetch returns a native promise: no Promise.resolve() wrapper needed.
-      (out instanceof Promise ? out : Promise.resolve(out)).then(
-        function (res: Any) {
-          const checked = res instanceof (Response as Any) ? res : BX().checkResponse(res, ctx, r);
-          if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
-          respond(r, checked, ctx);
-        },
-        function (e: Any) {
-          BX().errlog(r, 'request ' + ctx.id + ': fetch threw', e);
-          BX().fail500(r, false);
-        },
-      );
+      (out instanceof Promise ? out : Promise.resolve(out)).then(fetched, fetchFailed);
       return;
     }
     respond(r, BX().checkResponse(out, ctx, r), ctx);
   }
   return {
     content: function (r: Any): void {
-      const ctx = startRequest(r);
+      const ctx = startRequest(r, timed);
       if (typeof h.init === 'function') BX().guarded(h, r, ctx, contentStep);
       else contentStep(ctx);
     },
     fetch: function (r: Any): void {
-      const ctx = startRequest(r);
+      const ctx = startRequest(r, timed);
       let u: Any;
       try {
         u = r.variables.tsgi_user;
@@ -332,7 +339,7 @@ export function bridge(h: Any): Any {
       });
     },
     auth: function (r: Any): void {
-      const ctx = startRequest(r);
+      const ctx = startRequest(r, timed);
       BX().guarded(h, r, ctx, function (c: Any) {
         let out: Any;
         try {
