@@ -672,13 +672,21 @@ static void worker_maintenance(int reason, void *data, int status)
         }
         if (mpm_state == AP_MPMQ_STOPPING)
             return;
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                     "mod_tsgi: daemon %s: worker #%d (pid %d) %s %d; restarting", w->d->name, w->index,
-                     (int)w->proc.pid, WIFSIGNALED(status) ? "killed by signal" : "exited with status",
-                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        /* The MPM passes the exit code or the signal number, already decoded
+         * and without saying which. 0 is a clean exit: max-requests or a drain. */
+        if (status == 0) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) exited cleanly; "
+                         "restarting", w->d->name, w->index, (int)w->proc.pid);
+            w->quick_deaths = 0;
+        } else {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) ended with exit "
+                         "code or signal %d; restarting", w->d->name, w->index, (int)w->proc.pid, status);
+        }
         /* Back off a crash loop (bad handler, failing init) without
          * stalling the MPM parent for long. */
-        if (apr_time_now() - w->started < apr_time_from_sec(2)) {
+        if (status == 0) {
+            /* no back-off */
+        } else if (apr_time_now() - w->started < apr_time_from_sec(2)) {
             if (w->quick_deaths < 3)
                 w->quick_deaths++;
             apr_sleep(apr_time_from_msec(125) << w->quick_deaths);

@@ -408,7 +408,7 @@ describe('mod_tsgi in a real Apache', () => {
     expect(errorLog()).toMatch(/worker closed the connection \(crashed\?\) \(502\)/);
     const after = (await info()).pid;
     expect(after).not.toBe(before);
-    expect(errorLog()).toMatch(new RegExp(`worker #0 \\(pid ${before as number}\\) killed by signal 9; restarting`));
+    expect(errorLog()).toMatch(new RegExp(`worker #0 \\(pid ${before as number}\\) ended with exit code or signal 9; restarting`));
   });
 
   it('cuts the client connection when the worker dies after the response head', async () => {
