@@ -14,7 +14,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, interleave, machineLine, recordSection, startPinned, SERVER_CPU, LOAD_CPU } from './lib.mjs';
+import { freePort, holdIfAsked, interleave, machineLine, recordSection, startPinned, SERVER_CPU, LOAD_CPU } from './lib.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(repo, 'adapters/apache/dist');
@@ -175,12 +175,7 @@ ${passengerConf}`,
     if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => only.includes(s.name) || s.name === 'tsgi'));
     if (only && record) throw new Error('bench apache: --record needs every row; drop BENCH_ONLY');
     for (const s of scenarios) await expectHello(s.name, s.url);
-    if (process.env.BENCH_HOLD) {
-      // Keep the servers up for a profiler: prints the URLs, then waits BENCH_HOLD seconds.
-      console.log(scenarios.map((s) => `${s.name} ${s.url}`).join('\n'));
-      await sleep(Number(process.env.BENCH_HOLD) * 1000);
-      return;
-    }
+    if (await holdIfAsked(scenarios.map((s) => [s.name, s.url]))) return;
     console.error(`bench apache: ${scenarios.length} targets answer; ${rounds} rounds of ${seconds} s, wrk -c${conns}`);
     const res = await interleave(scenarios, { rounds, warmup: 1, duration: seconds, connections: conns });
 

@@ -133,6 +133,14 @@ export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } 
   return results;
 }
 
+/** BENCH_HOLD=S: prints "name url" per target and keeps the servers up S seconds for a profiler. */
+export async function holdIfAsked(targets) {
+  if (!process.env.BENCH_HOLD) return false;
+  console.log(targets.map(([name, url]) => `${name} ${url}`).join('\n'));
+  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_HOLD) * 1000));
+  return true;
+}
+
 export function machineLine() {
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   return `${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpu}, Node ${process.version}`;

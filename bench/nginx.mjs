@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, interleave, machineLine, recordSection, SERVER_CPU, LOAD_CPU } from './lib.mjs';
+import { freePort, holdIfAsked, interleave, machineLine, recordSection, SERVER_CPU, LOAD_CPU } from './lib.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(repo, 'adapters/nginx/dist');
@@ -135,12 +135,6 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
       if (r.status !== 200 || t !== 'Hello, world!\n') throw new Error(`bench nginx: ${p} answered ${r.status} ${JSON.stringify(t)}`);
     }
 
-    if (process.env.BENCH_HOLD) {
-      // Keep the servers up for a profiler: prints the URLs, then waits BENCH_HOLD seconds.
-      console.log(['tsgi', 'njs', 'return', 'workers', 'raw'].map((k) => `${k} ${base}/${k}`).join('\n'));
-      await sleep(Number(process.env.BENCH_HOLD) * 1000);
-      return;
-    }
     console.log(`nginx bench: ${seconds} s x ${rounds} rounds, ${conns} connections, nginx + Node on core ${SERVER_CPU}, wrk on core ${LOAD_CPU}`);
     const all = [
       { key: 'tsgi', name: 'embedded tsgi (njs)', url: `${base}/tsgi` },
@@ -149,6 +143,7 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
       { key: 'workers', name: 'workers mode (1 Node worker)', url: `${base}/workers` },
       { key: 'raw', name: 'proxy_pass raw node:http', url: `${base}/raw` },
     ];
+    if (await holdIfAsked(all.map((s) => [s.key, s.url]))) return;
     // BENCH_ONLY=workers,raw runs a subset (exploration; the recorded table uses all five).
     const only = process.env.BENCH_ONLY?.split(',');
     const scenarios = only ? all.filter((s) => only.includes(s.key)) : all;
