@@ -54,6 +54,20 @@ function isToken(n: string): boolean {
   return /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(n);
 }
 
+/** Normalizes (trims HTTP whitespace) and validates one header, then appends it.
+ * Top-level, not in HB(): the text-Response fast path uses it on every request. */
+function headerPush(l: Any[], name: Any, value: Any): void {
+  name = String(name);
+  if (!isToken(name)) throw new TypeError('Invalid header name: "' + name + '"');
+  let v = typeof value === 'string' ? value : String(value);
+  // trim() strips a superset of HTTP whitespace: only then pay for the exact regex.
+  if (v.trim() !== v) v = v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
+  if (v.indexOf('\n') >= 0 || v.indexOf('\r') >= 0 || v.indexOf('\0') >= 0) {
+    throw new TypeError('Invalid value for header "' + name + '"');
+  }
+  l.push(name.toLowerCase(), v);
+}
+
 function te(): Any {
   return new TextEncoder();
 }
@@ -139,18 +153,6 @@ function HB(): Any {
     }
     const keys = Object.keys(init);
     for (i = 0; i < keys.length; i++) headerPush(l, keys[i], init[keys[i]]);
-  }
-  /** Normalizes (trims HTTP whitespace) and validates one header, then appends it. */
-  function headerPush(l: Any[], name: Any, value: Any): void {
-    name = String(name);
-    if (!isToken(name)) throw new TypeError('Invalid header name: "' + name + '"');
-    let v = typeof value === 'string' ? value : String(value);
-    // trim() strips a superset of HTTP whitespace: only then pay for the exact regex.
-    if (v.trim() !== v) v = v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
-    if (v.indexOf('\n') >= 0 || v.indexOf('\r') >= 0 || v.indexOf('\0') >= 0) {
-      throw new TypeError('Invalid value for header "' + name + '"');
-    }
-    l.push(name.toLowerCase(), v);
   }
   function ensureHeaders(): void {
     hdrP = true;
@@ -379,7 +381,7 @@ function HB(): Any {
     return false;
   }
 
-  hbCache = { fillHeaders: fillHeaders, headerPush: headerPush, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, notSupported: notSupported, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
+  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, notSupported: notSupported, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
   return hbCache;
 }
 // ---------------------------------------------------------------- Response
@@ -449,16 +451,11 @@ function textInit(o: Any, body: string, init: Any): boolean {
   let ct = false;
   if (hi != null) {
     if (typeof hi !== 'object' || Object.getPrototypeOf(hi) !== Object.prototype || hi[Symbol.iterator] !== undefined) return false;
+    // A record: the same pushes, in the same order, as fillHeaders would make.
     const keys = Object.keys(hi);
     for (let i = 0; i < keys.length; i++) {
-      const k = keys[i];
-      const v = hi[k];
-      // Values needing trimming or refusal, and odd names, are left to the full path.
-      if (typeof v !== 'string' || !isToken(k) || v.trim() !== v) return false;
-      if (v.indexOf('\n') >= 0 || v.indexOf('\r') >= 0 || v.indexOf('\0') >= 0) return false;
-      const n = k.toLowerCase();
-      if (n === 'content-type') ct = true;
-      h.push(n, v);
+      headerPush(h, keys[i], hi[keys[i]]);
+      if (h[h.length - 2] === 'content-type') ct = true;
     }
   }
   if (!ct) h.push('content-type', 'text/plain;charset=UTF-8');
