@@ -681,17 +681,15 @@ static void worker_maintenance(int reason, void *data, int status)
         } else {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) ended with exit "
                          "code or signal %d; restarting", w->d->name, w->index, (int)w->proc.pid, status);
-        }
-        /* Back off a crash loop (bad handler, failing init) without
-         * stalling the MPM parent for long. */
-        if (status == 0) {
-            /* no back-off */
-        } else if (apr_time_now() - w->started < apr_time_from_sec(2)) {
-            if (w->quick_deaths < 3)
-                w->quick_deaths++;
-            apr_sleep(apr_time_from_msec(125) << w->quick_deaths);
-        } else {
-            w->quick_deaths = 0;
+            /* Back off a crash loop (bad handler, failing init) without
+             * stalling the MPM parent for long. */
+            if (apr_time_now() - w->started < apr_time_from_sec(2)) {
+                if (w->quick_deaths < 3)
+                    w->quick_deaths++;
+                apr_sleep(apr_time_from_msec(125) << w->quick_deaths);
+            } else {
+                w->quick_deaths = 0;
+            }
         }
         secret = secret_get(w->d->s->process);
         if (!secret || spawn_worker(w, s, secret) != APR_SUCCESS)
