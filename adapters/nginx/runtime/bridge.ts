@@ -27,6 +27,10 @@ let t1 = 0; // response end (ms)
 let sent = -1; // body bytes written by the bridge, -1 = not written by us
 let sentStr: Any = null; // a string body sent by r.return: its byte length is computed only if `log` asks
 let envObj: Any = null;
+let curMethod = ''; // r.method of the request being answered (read once: externals cost a native call)
+// The handler and whether it has a log hook; set by bridge() as the module loads.
+let H: Any = null;
+let timed = false;
 
 
 
@@ -90,6 +94,7 @@ function headersOf(r: Any): string[] {
 
 function requestOf(r: Any): Any {
   const m = r.method;
+  curMethod = m;
   let body: Any = null;
   if (m !== 'GET' && m !== 'HEAD') {
     const b = r.requestBuffer; // undefined when the request has no body
@@ -164,7 +169,7 @@ function respond(r: Any, res: Any, ctx: Any): void {
       // Hot path: small text body, 2xx: one r.return (at most 64 KB of UTF-8), which sets the status.
       setHead(r, -1, headerList(res), -1);
       headSent = true;
-      if (r.method === 'HEAD') sent = 0;
+      if (curMethod === 'HEAD') sent = 0;
       else sentStr = fb;
       r.return(fs, fb);
       if (t0 > 0) t1 = Date.now();
@@ -280,118 +285,133 @@ function fetchFailed(e: Any): void {
   BX().fail500(cur, false);
 }
 
+function contentStep(ctx: Any): void {
+  const r = cur;
+  const h = H;
+  let out: Any;
+  try {
+    const req = requestOf(r);
+    out = h.authenticate || h.authorize ? BX().runPipeline(h, req, ctx, r) : h.fetch(req, ctx);
+  } catch (e) {
+    BX().errlog(r, 'request ' + ctx.id + ': fetch threw', e);
+    out = BX().plain(500, 'Internal Server Error\n');
+  }
+  if (out instanceof (Response as Any)) {
+    if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
+    respond(r, out, ctx);
+    return;
+  }
+  // isThen/checkResponse inlined: the hot async path must not build BX().
+  if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
+    // An async fetch returns a native promise: no Promise.resolve() wrapper needed.
+    (out instanceof Promise ? out : Promise.resolve(out)).then(fetched, fetchFailed);
+    return;
+  }
+  respond(r, BX().checkResponse(out, ctx, r), ctx);
+}
+
+/** js_content: authenticate -> authorize -> fetch, writes the response. */
+function content(r: Any): void {
+  const ctx = startRequest(r, timed);
+  if (typeof H.init === 'function') BX().guarded(H, r, ctx, contentStep);
+  else contentStep(ctx);
+}
+
+/** js_content behind auth_request: fetch only, ctx.user from $tsgi_user. */
+function fetchOnly(r: Any): void {
+  const h = H;
+  const ctx = startRequest(r, timed);
+  let u: Any;
+  try {
+    u = r.variables.tsgi_user;
+  } catch (_e) {
+    u = undefined;
+  }
+  if (typeof u === 'string' && u !== '') ctx.user = u;
+  BX().guarded(h, r, ctx, function (c: Any) {
+    let out: Any;
+    try {
+      out = BX().runFetch(h, requestOf(r), c, r);
+    } catch (e) {
+      BX().errlog(r, 'request ' + c.id + ': bridge failed', e);
+      out = BX().plain(500, 'Internal Server Error\n');
+    }
+    BX().deliver(r, out, c);
+  });
+}
+
+/** js_content of an internal auth_request location: authenticate + authorize only. */
+function authOnly(r: Any): void {
+  const h = H;
+  const ctx = startRequest(r, timed);
+  BX().guarded(h, r, ctx, function (c: Any) {
+    let out: Any;
+    try {
+      // auth_request subrequests carry no body and are GETs: the client's method is
+      // $request_method (the main request's); $request_uri and the headers are the client's too.
+      out = BX().runAccess(h, lazyRequest(r, r.variables.request_method || r.method, null, urlOf, headersOf), c);
+    } catch (e) {
+      out = Promise.reject(e);
+    }
+    Promise.resolve(out).then(
+      function (rej: Any) {
+        BX().authReply(r, rej, c);
+      },
+      function (e: Any) {
+        BX().errlog(r, 'request ' + c.id + ': authenticate/authorize threw', e);
+        BX().fail500(r, false);
+      },
+    );
+  });
+}
+
+/** js_set handler for a variable used in log_format: runs `log`, returns ''. */
+function logHook(r: Any): string {
+  const h = H;
+  if (typeof h.log !== 'function') return '';
+  try {
+    const same = curCtx !== null; // content ran in this request's VM
+    const ctx = same ? curCtx : makeCtx(r);
+    const v = r.variables;
+    const status = Number(v.status) || 0;
+    let bytes = sentStr !== null ? BX().byteLen(sentStr) : sent >= 0 ? sent : Number(v.body_bytes_sent) || 0;
+    if (BX().noBody(r.method, status)) bytes = 0;
+    let user = ctx.user;
+    if (user === undefined) {
+      try {
+        const vu = v.tsgi_user;
+        if (typeof vu === 'string' && vu !== '') user = vu;
+      } catch (_e) {
+        /* no $tsgi_user */
+      }
+    }
+    const dur = same && t1 > 0 ? t1 - t0 : Math.round(Number(v.request_time) * 1000);
+    const entry = { method: r.method, url: urlOf(r), status: status, bytes: bytes, durationMs: dur, user: user };
+    const out = h.log(entry, ctx);
+    if (BX().isThen(out)) {
+      Promise.resolve(out).then(undefined, function (e: Any) {
+        BX().errlog(r, 'request ' + ctx.id + ': log threw', e);
+      });
+    }
+  } catch (e) {
+    BX().errlog(r, 'log threw', e);
+  }
+  return '';
+}
+
 /**
  * Wraps a tsgi handler into the functions nginx calls:
  *   content(r) js_content: authenticate -> authorize -> fetch, writes the response
  *   fetch(r)   js_content behind auth_request: fetch only, ctx.user from $tsgi_user
  *   auth(r)    js_content of an internal auth_request location: authenticate + authorize only
  *   log(r)     js_set handler for a variable used in log_format: runs `log`, returns ''
+ * The entry points are top-level declarations, not closures over `h`: njs 0.7.9 re-runs the
+ * module body for every request, and a declaration is the cheapest function to re-create.
  */
 export function bridge(h: Any): Any {
-  const timed = typeof h.log === 'function';
-  function contentStep(ctx: Any): void {
-    const r = cur;
-    let out: Any;
-    try {
-      const req = requestOf(r);
-      out = h.authenticate || h.authorize ? BX().runPipeline(h, req, ctx, r) : h.fetch(req, ctx);
-    } catch (e) {
-      BX().errlog(r, 'request ' + ctx.id + ': fetch threw', e);
-      out = BX().plain(500, 'Internal Server Error\n');
-    }
-    if (out instanceof (Response as Any)) {
-      if (ctx.user !== undefined) BX().setUserVar(r, ctx.user);
-      respond(r, out, ctx);
-      return;
-    }
-    // isThen/checkResponse inlined: the hot async path must not build BX().
-    if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
-      // An async fetch returns a native promise: no Promise.resolve() wrapper needed.
-      (out instanceof Promise ? out : Promise.resolve(out)).then(fetched, fetchFailed);
-      return;
-    }
-    respond(r, BX().checkResponse(out, ctx, r), ctx);
-  }
-  return {
-    content: function (r: Any): void {
-      const ctx = startRequest(r, timed);
-      if (typeof h.init === 'function') BX().guarded(h, r, ctx, contentStep);
-      else contentStep(ctx);
-    },
-    fetch: function (r: Any): void {
-      const ctx = startRequest(r, timed);
-      let u: Any;
-      try {
-        u = r.variables.tsgi_user;
-      } catch (_e) {
-        u = undefined;
-      }
-      if (typeof u === 'string' && u !== '') ctx.user = u;
-      BX().guarded(h, r, ctx, function (c: Any) {
-        let out: Any;
-        try {
-          out = BX().runFetch(h, requestOf(r), c, r);
-        } catch (e) {
-          BX().errlog(r, 'request ' + c.id + ': bridge failed', e);
-          out = BX().plain(500, 'Internal Server Error\n');
-        }
-        BX().deliver(r, out, c);
-      });
-    },
-    auth: function (r: Any): void {
-      const ctx = startRequest(r, timed);
-      BX().guarded(h, r, ctx, function (c: Any) {
-        let out: Any;
-        try {
-          // auth_request subrequests carry no body and are GETs: the client's method is
-          // $request_method (the main request's); $request_uri and the headers are the client's too.
-          out = BX().runAccess(h, lazyRequest(r, r.variables.request_method || r.method, null, urlOf, headersOf), c);
-        } catch (e) {
-          out = Promise.reject(e);
-        }
-        Promise.resolve(out).then(
-          function (rej: Any) {
-            BX().authReply(r, rej, c);
-          },
-          function (e: Any) {
-            BX().errlog(r, 'request ' + c.id + ': authenticate/authorize threw', e);
-            BX().fail500(r, false);
-          },
-        );
-      });
-    },
-    log: function (r: Any): string {
-      if (typeof h.log !== 'function') return '';
-      try {
-        const same = curCtx !== null; // content ran in this request's VM
-        const ctx = same ? curCtx : makeCtx(r);
-        const v = r.variables;
-        const status = Number(v.status) || 0;
-        let bytes = sentStr !== null ? BX().byteLen(sentStr) : sent >= 0 ? sent : Number(v.body_bytes_sent) || 0;
-        if (BX().noBody(r.method, status)) bytes = 0;
-        let user = ctx.user;
-        if (user === undefined) {
-          try {
-            const vu = v.tsgi_user;
-            if (typeof vu === 'string' && vu !== '') user = vu;
-          } catch (_e) {
-            /* no $tsgi_user */
-          }
-        }
-        const dur = same && t1 > 0 ? t1 - t0 : Math.round(Number(v.request_time) * 1000);
-        const entry = { method: r.method, url: urlOf(r), status: status, bytes: bytes, durationMs: dur, user: user };
-        const out = h.log(entry, ctx);
-        if (BX().isThen(out)) {
-          Promise.resolve(out).then(undefined, function (e: Any) {
-            BX().errlog(r, 'request ' + ctx.id + ': log threw', e);
-          });
-        }
-      } catch (e) {
-        BX().errlog(r, 'log threw', e);
-      }
-      return '';
-    },
-  };
+  H = h;
+  timed = typeof h.log === 'function';
+  return { content: content, fetch: fetchOnly, auth: authOnly, log: logHook };
 }
 
 
