@@ -538,7 +538,7 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   if (ownUs > WARN_US) {
     report.warnings.push(
       `the handler builds ~${own.functions} functions, ${own.prototypeAssignments} prototype changes and ` +
-        `${own.objectLiterals + own.arrayLiterals} objects at load time; njs 0.7.9 copies them for every request ` +
+        `${own.objectLiterals + own.arrayLiterals} objects at load time; njs 0.7.9 re-runs the module and builds them again for every request ` +
         `(~${ownUs} µs each, about as much as a whole bare njs request or more): workers mode (--workers N) will likely serve it better`,
     );
   }
