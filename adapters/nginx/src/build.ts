@@ -161,6 +161,70 @@ export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaul
 }
 
 /** Babel plugin: njs 0.7.9 rejects `f(await x)` (babel-preset-njs #4); evaluate arguments into temps first. */
+/** Name of the helper `iterablesToArrays` adds to a bundle that needs it. */
+const ARRAY_HELPER = '__tsgiArray';
+// The array of any iterable, the way spread and array destructuring read it (at most `n` items for a
+// pattern without rest). Arrays pass through untouched; array-likes (an `arguments` object) are copied.
+const ARRAY_HELPER_SOURCE = `function ${ARRAY_HELPER}(x, n) {
+  if (Array.isArray(x)) return x;
+  if (x == null) throw new TypeError(x + ' is not iterable');
+  var out = [];
+  var f = x[Symbol.iterator];
+  if (typeof f === 'function') {
+    var it = f.call(x);
+    for (var s = it.next(); !s.done; s = it.next()) {
+      out.push(s.value);
+      if (out.length === n) break;
+    }
+    return out;
+  }
+  if (typeof x === 'string' || typeof x.length === 'number') {
+    for (var i = 0; i < x.length; i++) out.push(x[i]);
+    return out;
+  }
+  throw new TypeError('object is not iterable');
+}`;
+
+/**
+ * Spread (`[...x]`, `f(...x)`) and array destructuring (`const [a, b] = x`) of any iterable. The
+ * preset assumes arrays (iterableIsArray), which silently gives `[headers]` for `[...headers]` and
+ * undefined for `const [a] = params`. Wrapping the source in the helper keeps the preset's fast
+ * array code and makes the rest right. Not covered: array patterns in parameters and catch clauses.
+ */
+function iterablesToArrays({ types: t }: any): any {
+  const wrap = (node: any, n?: number): any =>
+    t.callExpression(t.identifier(ARRAY_HELPER), n === undefined ? [node] : [node, t.numericLiteral(n)]);
+  const needsWrap = (node: any): boolean => !t.isArrayExpression(node) && !(t.isCallExpression(node) && t.isIdentifier(node.callee, { name: ARRAY_HELPER }));
+  const countOf = (pattern: any): number | undefined =>
+    pattern.elements.some((e: any) => t.isRestElement(e)) ? undefined : pattern.elements.length;
+  return {
+    visitor: {
+      Program: {
+        exit(path: any, state: any) {
+          if (state.usedArrayHelper) path.unshiftContainer('body', babel.template.statement.ast(ARRAY_HELPER_SOURCE));
+        },
+      },
+      SpreadElement(path: any, state: any) {
+        if (t.isObjectExpression(path.parent) || !needsWrap(path.node.argument)) return;
+        path.node.argument = wrap(path.node.argument);
+        state.usedArrayHelper = true;
+      },
+      VariableDeclarator(path: any, state: any) {
+        const { id, init } = path.node;
+        if (!t.isArrayPattern(id) || !init || !needsWrap(init)) return;
+        path.node.init = wrap(init, countOf(id));
+        state.usedArrayHelper = true;
+      },
+      AssignmentExpression(path: any, state: any) {
+        const { left, right } = path.node;
+        if (path.node.operator !== '=' || !t.isArrayPattern(left) || !needsWrap(right)) return;
+        path.node.right = wrap(right, countOf(left));
+        state.usedArrayHelper = true;
+      },
+    },
+  };
+}
+
 function hoistAwaitFromArguments({ types: t }: any): any {
   function hasAwait(path: any): boolean {
     if (path.isAwaitExpression()) return true;
@@ -391,14 +455,15 @@ export function lowerForNjs(code: string): string {
 }
 
 function lowerAst(bundled: string): { code: string; ast: unknown } {
-  // Pass 0: for-of over any iterable (Headers, URLSearchParams, strings...), not only arrays: the
-  // preset assumes arrays (iterableIsArray), which makes such loops silently run zero times.
-  // njs 0.7.9 has Symbol.iterator, which the loose helper uses.
+  // Pass 0: for-of, spread and array destructuring over any iterable (Headers, URLSearchParams,
+  // strings...), not only arrays: the preset assumes arrays (iterableIsArray), which makes such loops
+  // silently run zero times and such spreads give one wrong element. njs 0.7.9 has Symbol.iterator,
+  // which the loose for-of helper and ours use.
   const iterated = babel.transformSync(bundled, {
     babelrc: false,
     configFile: false,
     sourceType: 'module',
-    plugins: [[transformForOf, { loose: true }]],
+    plugins: [[transformForOf, { loose: true }], iterablesToArrays],
     compact: false,
     comments: false,
   });

@@ -91,6 +91,11 @@ describe('lowered code runs in nginx (njs 0.7.9)', () => {
     expect(await r.text()).toBe('x-ta,x-tb a=1&b=2 a.b.c. 6\n');
   });
 
+  it('spread and array destructuring of Headers, URLSearchParams, strings and a user iterable', async () => {
+    const r = await fetch(`${srv.url}/spread?a=1&b=2&c=3`, { headers: { 'x-tb': '1', 'x-ta': '2' } });
+    expect(await r.text()).toBe('x-ta:2,x-tb:1 a=1&b=2&c=3 a,1 b,2 c,3 h.é.l.l.o x-ta,x-tb 9 12ab\n');
+  });
+
   it('classes with inheritance and super, default parameters, destructuring, rest, for-of, spread, ?., ??=', async () => {
     const r = await fetch(`${srv.url}/class`);
     expect(r.status).toBe(200);
