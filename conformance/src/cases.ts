@@ -373,6 +373,52 @@ export const cases: ConformanceCase[] = [
     },
   },
   {
+    id: 'req.formdata',
+    title: 'request.formData() reads a multipart body (text, UTF-8 and a binary file) and an urlencoded one',
+    async run(t) {
+      const form = new FormData();
+      form.append('a', '1');
+      form.append('name', 'h\u00e9 \ud83c\udf89');
+      const bin = new Uint8Array(256 * 3);
+      for (let i = 0; i < bin.length; i++) bin[i] = i & 255;
+      form.append('upload', new Blob([bin], { type: 'application/octet-stream' }), 'bytes.bin');
+      form.append('a', '2');
+      const body = await expectJSON(t, '/echo/form', { method: 'POST', body: form });
+      assert.deepEqual(body, {
+        entries: [
+          ['a', '1'],
+          ['name', 'h\u00e9 \ud83c\udf89'],
+          ['upload', { file: 'bytes.bin', type: 'application/octet-stream', size: bin.length }],
+          ['a', '2'],
+        ],
+        sums: [{ length: bin.length, adler32: adler32(bin), first: 0, last: 255 }],
+        isFormData: true,
+      });
+      const url = await expectJSON(t, '/echo/form', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'x=1&y=%C3%A9+z&x=2',
+      });
+      assert.deepEqual(url, { entries: [['x', '1'], ['y', '\u00e9 z'], ['x', '2']], sums: [], isFormData: true });
+      // Anything else rejects with a TypeError: a bare 500.
+      await expectBare500(t, '/echo/form', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'x=1' });
+    },
+  },
+  {
+    id: 'body.formdata',
+    title: 'a FormData response body goes out as multipart/form-data the client can parse',
+    async run(t) {
+      const res = await t.fetch('/form/response');
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^multipart\/form-data; ?boundary=/);
+      const form = await res.formData();
+      assert.equal(form.get('greeting'), 'h\u00e9llo');
+      const file = form.get('data') as File;
+      assert.equal(file.name, 'all.bin');
+      assert.deepEqual(new Uint8Array(await file.arrayBuffer()), allBytes());
+    },
+  },
+  {
     id: 'req.binary',
     title: 'a binary request body (all 256 byte values, repeated) round-trips byte-exact',
     async run(t) {

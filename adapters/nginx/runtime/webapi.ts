@@ -28,6 +28,8 @@ let urlP = false;
 let uspP = false;
 let rsP = false;
 let sigP = false;
+let blobP = false;
+let fdP = false;
 
 /**
  * RFC 9110 token check. Regex tests cost ~2 µs each in njs 0.7.9, so the
@@ -308,6 +310,15 @@ function HB(): Any {
       o._b = body.toString();
       return 'application/x-www-form-urlencoded;charset=UTF-8';
     }
+    if (body instanceof (FormData as Any)) {
+      const m = FD().encodeForm(body);
+      o._b = m[0];
+      return m[1];
+    }
+    if (body instanceof (Blob as Any)) {
+      o._b = body._u.slice(0);
+      return body.type === '' ? null : body.type;
+    }
     o._b = String(body);
     return 'text/plain;charset=UTF-8';
   }
@@ -372,9 +383,6 @@ function HB(): Any {
   function toArrayBuffer(u: Any): Any {
     return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
   }
-  function notSupported(what: string): Any {
-    return Promise.reject(new TypeError(what + ' is not supported in njs'));
-  }
   /** Copies body for clone(): tees a stream, shares an immutable source. */
   function cloneBody(from: Any, to: Any): void {
     if (bodyUsed(from)) throw new TypeError('Response.clone: Body has already been consumed.');
@@ -402,7 +410,7 @@ function HB(): Any {
     return false;
   }
 
-  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, notSupported: notSupported, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
+  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
   return hbCache;
 }
 // ---------------------------------------------------------------- Response
@@ -526,11 +534,17 @@ function bodyBytes(this: Any): Any {
 function bodyArrayBuffer(this: Any): Any {
   return HB().consume(this, 1).then(HB().toArrayBuffer);
 }
-function bodyBlob(): Any {
-  return HB().notSupported('Blob');
+function bodyBlob(this: Any): Any {
+  const self = this;
+  const type = FD().mimeOf(self);
+  return HB()
+    .consume(self, 1)
+    .then(function (u: Any) {
+      return FD().blobOf(u, type);
+    });
 }
-function bodyFormData(): Any {
-  return HB().notSupported('FormData');
+function bodyFormData(this: Any): Any {
+  return FD().readForm(this);
 }
 
 function ensureResponse(): void {
@@ -686,6 +700,334 @@ export function lazyRequest(src: Any, method: string, body: Any, mkUrl: Any, mkH
   if (!reqP) ensureRequest();
   // One literal (cheaper than Object.create + stores in njs); _url/_h/_hd/_sig/_used start undefined.
   return { __proto__: Request.prototype, method: method, _r: src, _mk: mkUrl, _mkh: mkHeaders, _b: body };
+}
+
+// ---------------------------------------------------------------- Blob, File, FormData
+
+/** Blob: bytes in `_u` (a Uint8Array nothing else holds), `size` and `type` as data fields. */
+export function Blob(this: Any, parts?: Any, options?: Any): Any {
+  if (!(this instanceof (Blob as Any))) throw new TypeError("Failed to construct 'Blob': Please use the 'new' operator");
+  FD().initBlob(this, parts, options);
+}
+
+export function File(this: Any, parts: Any, name: Any, options?: Any): Any {
+  if (!(this instanceof (File as Any))) throw new TypeError("Failed to construct 'File': Please use the 'new' operator");
+  if (arguments.length < 2) throw new TypeError("Failed to construct 'File': 2 arguments required");
+  FD().initBlob(this, parts, options);
+  this.name = String(name);
+  this.lastModified = options != null && options.lastModified !== undefined ? Number(options.lastModified) : Date.now();
+}
+
+/** FormData: entries in `_e` as a flat [name, value, ...] list, in insertion order. */
+export function FormData(this: Any, form?: Any): Any {
+  if (!(this instanceof (FormData as Any))) throw new TypeError("Failed to construct 'FormData': Please use the 'new' operator");
+  if (form !== undefined) throw new TypeError("Failed to construct 'FormData': parameter 1 is not of type 'HTMLFormElement'");
+  if (!fdP) FD().ensureFormData();
+  this._e = [];
+}
+
+/** Blob/File/FormData helpers and multipart encoding, built on first use in a request. */
+let fdCache: Any = null;
+function FD(): Any {
+  if (fdCache !== null) return fdCache;
+  const CRLF = '\r\n';
+  function enc(s: string): Any {
+    return new TextEncoder().encode(s);
+  }
+  function concat(list: Any[]): Any {
+    let n = 0;
+    let i: number;
+    for (i = 0; i < list.length; i++) n += list[i].length;
+    const out = new Uint8Array(n);
+    let off = 0;
+    for (i = 0; i < list.length; i++) {
+      out.set(list[i], off);
+      off += list[i].length;
+    }
+    return out;
+  }
+  /** A Blob type: lower-cased, '' unless every character is printable ASCII. */
+  function blobType(t: Any): string {
+    if (t === undefined) return '';
+    const v = String(t);
+    for (let i = 0; i < v.length; i++) {
+      const c = v.charCodeAt(i);
+      if (c < 0x20 || c > 0x7e) return '';
+    }
+    return v.toLowerCase();
+  }
+  function ensureBlob(): void {
+    blobP = true;
+    const p = Blob.prototype as Any;
+    p.text = function () {
+      return Promise.resolve(new TextDecoder().decode(this._u));
+    };
+    p.bytes = function () {
+      return Promise.resolve(this._u.slice(0));
+    };
+    p.arrayBuffer = function () {
+      return Promise.resolve(this._u.slice(0).buffer);
+    };
+    p.slice = function (start: Any, end: Any, type: Any) {
+      const n = this._u.length;
+      let a = start === undefined ? 0 : Math.trunc(Number(start)) || 0;
+      let b = end === undefined ? n : Math.trunc(Number(end)) || 0;
+      a = a < 0 ? Math.max(n + a, 0) : Math.min(a, n);
+      b = b < 0 ? Math.max(n + b, 0) : Math.min(b, n);
+      return blobOf(this._u.slice(a, Math.max(a, b)), blobType(type));
+    };
+    p.stream = function () {
+      const u = this._u.slice(0);
+      return new (ReadableStream as Any)({
+        start: function (c: Any) {
+          if (u.length) c.enqueue(u);
+          c.close();
+        },
+      });
+    };
+    // File.prototype inherits Blob.prototype (both objects already exist: they are only extended).
+    Object.setPrototypeOf(File.prototype, Blob.prototype);
+  }
+  function initBlob(o: Any, parts: Any, options: Any): void {
+    if (!blobP) ensureBlob();
+    const list: Any[] = [];
+    if (parts !== undefined) {
+      if (parts === null || typeof parts !== 'object' || typeof parts[Symbol.iterator] !== 'function') {
+        throw new TypeError("Failed to construct 'Blob': The provided value cannot be converted to a sequence.");
+      }
+      const it = parts[Symbol.iterator]();
+      for (let st = it.next(); !st.done; st = it.next()) {
+        const x = st.value;
+        if (x instanceof (Blob as Any)) list.push(x._u);
+        else if (x instanceof ArrayBuffer) list.push(new Uint8Array(x.slice(0)));
+        else if (ArrayBuffer.isView(x)) list.push(new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength)));
+        else list.push(enc(String(x)));
+      }
+    }
+    o._u = list.length === 1 ? list[0].slice(0) : concat(list);
+    o.size = o._u.length;
+    o.type = options != null ? blobType(options.type) : '';
+  }
+  /** A Blob over bytes nobody else holds (no copy). */
+  function blobOf(u: Any, type: string): Any {
+    const b = new (Blob as Any)();
+    b._u = u;
+    b.size = u.length;
+    b.type = type;
+    return b;
+  }
+  function fileOf(u: Any, name: string, type: string): Any {
+    const f = new (File as Any)([], name, { type: type });
+    f._u = u;
+    f.size = u.length;
+    return f;
+  }
+  /** FormData's value conversion: strings, or Files (a Blob becomes a File named "blob"). */
+  function entryValue(value: Any, filename: Any, n: number): Any {
+    if (!(value instanceof (Blob as Any))) {
+      if (n > 2) throw new TypeError("Failed to execute 'append' on 'FormData': parameter 2 is not of type 'Blob'.");
+      return String(value);
+    }
+    if (value instanceof (File as Any) && filename === undefined) return value;
+    const f = fileOf(value._u, filename !== undefined ? String(filename) : value instanceof (File as Any) ? value.name : 'blob', value.type);
+    if (value instanceof (File as Any)) f.lastModified = value.lastModified;
+    return f;
+  }
+  function ensureFormData(): void {
+    fdP = true;
+    if (!blobP) ensureBlob();
+    const p = FormData.prototype as Any;
+    function pairs(e: Any[]): Any[] {
+      const out: Any[] = [];
+      for (let i = 0; i < e.length; i += 2) out.push([e[i], e[i + 1]]);
+      return out;
+    }
+    p.append = function (name: Any, value: Any, filename: Any) {
+      if (arguments.length < 2) throw new TypeError("Failed to execute 'append' on 'FormData': 2 arguments required");
+      this._e.push(String(name), entryValue(value, filename, arguments.length));
+    };
+    p.set = function (name: Any, value: Any, filename: Any) {
+      if (arguments.length < 2) throw new TypeError("Failed to execute 'set' on 'FormData': 2 arguments required");
+      const n = String(name);
+      const v = entryValue(value, filename, arguments.length);
+      const e = this._e;
+      let at = -1;
+      for (let i = 0; i < e.length; i += 2) {
+        if (e[i] !== n) continue;
+        if (at < 0) {
+          at = i;
+          e[i + 1] = v;
+        } else {
+          e.splice(i, 2);
+          i -= 2;
+        }
+      }
+      if (at < 0) e.push(n, v);
+    };
+    p.get = function (name: Any) {
+      const n = String(name);
+      for (let i = 0; i < this._e.length; i += 2) if (this._e[i] === n) return this._e[i + 1];
+      return null;
+    };
+    p.getAll = function (name: Any) {
+      const n = String(name);
+      const out: Any[] = [];
+      for (let i = 0; i < this._e.length; i += 2) if (this._e[i] === n) out.push(this._e[i + 1]);
+      return out;
+    };
+    p.has = function (name: Any) {
+      return this.get(name) !== null;
+    };
+    p.delete = function (name: Any) {
+      const n = String(name);
+      const e = this._e;
+      for (let i = e.length - 2; i >= 0; i -= 2) if (e[i] === n) e.splice(i, 2);
+    };
+    p.forEach = function (fn: Any, thisArg: Any) {
+      const l = pairs(this._e);
+      for (let i = 0; i < l.length; i++) fn.call(thisArg, l[i][1], l[i][0], this);
+    };
+    p.entries = function () {
+      return arrayIter(pairs(this._e));
+    };
+    p.keys = function () {
+      const out: Any[] = [];
+      for (let i = 0; i < this._e.length; i += 2) out.push(this._e[i]);
+      return arrayIter(out);
+    };
+    p.values = function () {
+      const out: Any[] = [];
+      for (let i = 1; i < this._e.length; i += 2) out.push(this._e[i]);
+      return arrayIter(out);
+    };
+    p[Symbol.iterator] = p.entries;
+  }
+  // ---- multipart/form-data (RFC 7578), as undici writes and reads it
+  function escapeName(s: string): string {
+    return s.replace(/\r/g, '%0D').replace(/\n/g, '%0A').replace(/"/g, '%22');
+  }
+  function unescapeName(s: Any): Any {
+    return s === undefined ? s : s.replace(/%0D/gi, '\r').replace(/%0A/gi, '\n').replace(/%22/g, '"');
+  }
+  /** FormData -> [bytes, content type]. */
+  function encodeForm(fd: Any): Any[] {
+    let boundary = '----tsgi-formdata-';
+    for (let i = 0; i < 3; i++) boundary += String(Math.random()).slice(2, 10);
+    const list: Any[] = [];
+    const e = fd._e;
+    for (let i = 0; i < e.length; i += 2) {
+      const v = e[i + 1];
+      let head = '--' + boundary + CRLF + 'Content-Disposition: form-data; name="' + escapeName(e[i]) + '"';
+      if (typeof v === 'string') {
+        // Line breaks in values become CRLF, as undici and browsers send them.
+        list.push(enc(head + CRLF + CRLF + v.replace(/\r?\n|\r/g, CRLF) + CRLF));
+        continue;
+      }
+      head += '; filename="' + escapeName(v.name) + '"' + CRLF + 'Content-Type: ' + (v.type || 'application/octet-stream') + CRLF + CRLF;
+      list.push(enc(head), v._u, enc(CRLF));
+    }
+    list.push(enc('--' + boundary + '--' + CRLF));
+    return [concat(list), 'multipart/form-data; boundary=' + boundary];
+  }
+  /** Index of `pat` (bytes) in `u` from `from`, or -1. */
+  function find(u: Any, pat: Any, from: number): number {
+    const first = pat[0];
+    const last = u.length - pat.length;
+    for (let i = u.indexOf(first, from); i >= 0 && i <= last; i = u.indexOf(first, i + 1)) {
+      let j = 1;
+      while (j < pat.length && u[i + j] === pat[j]) j++;
+      if (j === pat.length) return i;
+    }
+    return -1;
+  }
+  /** A header parameter (`name="x"` or `name=x`) of a Content-Disposition value, or undefined. */
+  function param(v: string, key: string): Any {
+    const re = new RegExp('(?:^|;)\\s*' + key + '\\s*=\\s*(?:"([^"]*)"|([^;\\s]*))', 'i');
+    const m = re.exec(v);
+    if (m === null) return undefined;
+    return m[1] !== undefined ? m[1] : m[2];
+  }
+  function parseMultipart(u: Any, boundary: string): Any {
+    const bad = 'Failed to parse body as FormData.';
+    const fd = new (FormData as Any)();
+    const delim = enc('--' + boundary);
+    const next = enc(CRLF + '--' + boundary);
+    const hdrEnd = enc(CRLF + CRLF);
+    // As undici: the body starts with the first delimiter (no preamble).
+    if (find(u, delim, 0) !== 0) throw new TypeError(bad);
+    let p = delim.length;
+    for (;;) {
+      if (u[p] === 0x2d && u[p + 1] === 0x2d) return fd; // the closing delimiter
+      while (u[p] === 0x20 || u[p] === 0x09) p++;
+      if (u[p] !== 0x0d || u[p + 1] !== 0x0a) throw new TypeError(bad);
+      p += 2;
+      const h = find(u, hdrEnd, p);
+      if (h < 0) throw new TypeError(bad);
+      const lines = new TextDecoder().decode(u.subarray(p, h)).split(CRLF);
+      let disp: Any;
+      let type = '';
+      for (let i = 0; i < lines.length; i++) {
+        const c = lines[i].indexOf(':');
+        if (c < 0) continue;
+        const n = lines[i].slice(0, c).trim().toLowerCase();
+        const v = lines[i].slice(c + 1).trim();
+        if (n === 'content-disposition') disp = v;
+        else if (n === 'content-type') type = v;
+      }
+      const end = find(u, next, h + 4);
+      if (end < 0 || disp === undefined || !/^form-data\b/i.test(disp)) throw new TypeError(bad);
+      const name = unescapeName(param(disp, 'name'));
+      if (name === undefined) throw new TypeError(bad);
+      const filename = unescapeName(param(disp, 'filename'));
+      const content = u.slice(h + 4, end);
+      fd._e.push(name, filename === undefined ? new TextDecoder().decode(content) : fileOf(content, filename, blobType(type || 'text/plain')));
+      p = end + next.length;
+    }
+  }
+  /** The body's MIME type as Body.blob() reports it: lower-cased, no blanks around ";". */
+  function mimeOf(o: Any): string {
+    if (!o._h && !o._hd && o._mkh) o._h = o._mkh(o._r);
+    const ct = HB().getJoined(headerList(o), 'content-type');
+    if (ct === null || ct.indexOf('/') < 0) return '';
+    const parts = ct.toLowerCase().split(';');
+    const out: string[] = [];
+    for (let i = 0; i < parts.length; i++) {
+      const t = parts[i].trim();
+      if (t !== '') out.push(t);
+    }
+    return out.join(';');
+  }
+  /** Body.formData(): multipart/form-data or application/x-www-form-urlencoded. */
+  function readForm(o: Any): Any {
+    const mime = mimeOf(o);
+    const essence = mime.split(';')[0];
+    if (essence === 'multipart/form-data') {
+      const boundary = param(mime.slice(essence.length), 'boundary');
+      // Boundaries are case-sensitive: read it from the original header.
+      const raw = HB().getJoined(headerList(o), 'content-type');
+      const b = param(raw.slice(raw.indexOf(';')), 'boundary');
+      if (boundary === undefined || b === undefined || b === '') return Promise.reject(new TypeError('Failed to parse body as FormData: no boundary.'));
+      return HB()
+        .consume(o, 1)
+        .then(function (u: Any) {
+          return parseMultipart(u, b);
+        });
+    }
+    if (essence === 'application/x-www-form-urlencoded') {
+      return HB()
+        .consume(o, 0)
+        .then(function (text: string) {
+          const fd = new (FormData as Any)();
+          new (URLSearchParams as Any)(text).forEach(function (v: string, k: string) {
+            fd._e.push(k, v);
+          });
+          return fd;
+        });
+    }
+    return Promise.reject(new TypeError('Content-Type was not one of "multipart/form-data" or "application/x-www-form-urlencoded".'));
+  }
+  fdCache = { ensureBlob: ensureBlob, ensureFormData: ensureFormData, initBlob: initBlob, blobOf: blobOf, encodeForm: encodeForm, mimeOf: mimeOf, readForm: readForm };
+  return fdCache;
 }
 
 // ---------------------------------------------------------------- AbortController / AbortSignal

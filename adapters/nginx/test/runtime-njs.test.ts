@@ -35,7 +35,7 @@ beforeAll(async () => {
   const probeEntry = `
 import { probe } from ${JSON.stringify(join(here, 'runtime-probe.ts'))};
 function content(r) {
-  probe({ Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController }).then(
+  probe({ Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController, FormData, Blob, File }).then(
     function (res) { r.return(200, JSON.stringify(res)); },
     function (e) { r.return(500, String(e)); });
 }
@@ -65,7 +65,7 @@ export default { content };
     'js_set $tsgi_log lg.log;',
   );
   nodeResults = Object.fromEntries(
-    await probe({ Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController }),
+    await probe({ Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController, FormData, Blob, File }),
   );
 }, 120_000);
 

@@ -16,6 +16,9 @@ export interface WebImpls {
   URLSearchParams: any;
   ReadableStream: any;
   AbortController: any;
+  FormData: any;
+  Blob: any;
+  File: any;
 }
 
 type Case = (W: WebImpls) => unknown;
@@ -33,6 +36,112 @@ function urlParts(u: any): any {
 const enc = (s: string) => new TextEncoder().encode(s);
 
 export const cases: Record<string, Case> = {
+  // ---- Blob, File, FormData
+  'blob: size, type, text, slice': async (W) => {
+    const b = new W.Blob(['héllo', new Uint8Array([33])], { type: 'Text/Plain' });
+    const s = b.slice(1, -1, 'X/Y');
+    const bt = await b.text();
+    const st = await s.text();
+    return [b.size, b.type, bt, s.size, s.type, st, new W.Blob(['a'], { type: 'a/bé' }).type, new W.Blob().size];
+  },
+  'blob: arrayBuffer and bytes copy': async (W) => {
+    const b = new W.Blob([new Uint8Array([1, 2, 3]).buffer, new W.Blob(['x'])]);
+    const ab = await b.arrayBuffer();
+    return [ab.byteLength, new Uint8Array(ab)[3], b.size];
+  },
+  'file: name, type, lastModified, instanceof Blob': (W) => {
+    const f = new W.File(['ab'], 'n.txt', { type: 'text/plain', lastModified: 42 });
+    return [f.name, f.type, f.size, f.lastModified, f instanceof W.Blob, f instanceof W.File];
+  },
+  'file: needs two arguments': (W) => new W.File(['x']),
+  'formdata: append, get, getAll, has, set, delete, order': (W) => {
+    const fd = new W.FormData();
+    fd.append('a', '1');
+    fd.append('b', 2);
+    fd.append('a', '3');
+    const before = [fd.get('a'), fd.getAll('a'), fd.has('b'), fd.has('c'), fd.get('c')];
+    fd.set('a', '4');
+    fd.delete('b');
+    fd.append('c', '5');
+    const keys = drain(fd.keys());
+    const entries = drain(fd.entries());
+    const seen: string[] = [];
+    fd.forEach((v: string, k: string) => seen.push(k + '=' + v));
+    return [before, keys, entries, seen];
+  },
+  'formdata: a Blob becomes a File named blob; filename overrides': (W) => {
+    const fd = new W.FormData();
+    fd.append('b', new W.Blob(['x'], { type: 'text/plain' }));
+    fd.append('f', new W.File(['yy'], 'orig.txt'), 'renamed.txt');
+    fd.set('g', new W.File(['z'], 'keep.txt'));
+    const b = fd.get('b');
+    const f = fd.get('f');
+    return [b instanceof W.File, b.name, b.type, b.size, f.name, fd.get('g').name];
+  },
+  'formdata: append needs two arguments; a filename needs a Blob': (W) => {
+    const fd = new W.FormData();
+    let one = 'ok';
+    try {
+      fd.append('x');
+    } catch (e: any) {
+      one = e.name;
+    }
+    let two = 'ok';
+    try {
+      fd.append('x', 'y', 'z.txt');
+    } catch (e: any) {
+      two = e.name;
+    }
+    return [one, two];
+  },
+  'formdata: Response round trip through multipart': async (W) => {
+    const fd = new W.FormData();
+    fd.append('a', 'line1\nline2');
+    fd.append('q"x', 'é');
+    fd.append('f', new W.Blob([new Uint8Array([0, 13, 10, 45, 45, 255])]), 'd.bin');
+    fd.append('t', new W.Blob(['hi'], { type: 'text/html' }), 'x.html');
+    const res = new W.Response(fd);
+    const ct = res.headers.get('content-type');
+    const back = await res.formData();
+    const f = back.get('f');
+    const t = back.get('t');
+    const fb = await f.bytes();
+    const tt = await t.text();
+    return [ct.split(';')[0], /boundary=./.test(ct), back.get('a'), back.get('q"x'), back.get('q%22x'), f.name, f.type, Array.prototype.slice.call(fb), t.type, tt];
+  },
+  'formdata: parses a hand-written multipart body': async (W) => {
+    const body =
+      '--XyZ\r\nContent-Disposition: form-data; name="field"\r\n\r\nv1\r\n' +
+      '--XyZ\r\ncontent-disposition: form-data; name="file"; filename="a b.txt"\r\n\r\nabc\r\n--XyZ--\r\n';
+    const fd = await new W.Response(body, { headers: { 'content-type': 'multipart/form-data; boundary=XyZ' } }).formData();
+    const f = fd.get('file');
+    const ft = await f.text();
+    return [fd.get('field'), f.name, f.type, ft, drain(fd.keys())];
+  },
+  'formdata: urlencoded request body': async (W) => {
+    const req = new W.Request('http://h/', { method: 'POST', body: 'a=1&b=%20x+y&a=2', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const fd = await req.formData();
+    return drain(fd.entries());
+  },
+  'formdata: URLSearchParams body reads back': async (W) => {
+    const fd = await new W.Response(new W.URLSearchParams('k=v&k=w')).formData();
+    return fd.getAll('k');
+  },
+  'formdata: other content types reject with TypeError': async (W) => new W.Response('a=1').formData(),
+  'formdata: a multipart preamble rejects with TypeError (as undici)': async (W) =>
+    new W.Response('pre\r\n--B\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--B--\r\n', {
+      headers: { 'content-type': 'multipart/form-data; boundary=B' },
+    }).formData(),
+  'formdata: broken multipart rejects with TypeError': async (W) =>
+    new W.Response('--B\r\nno headers end', { headers: { 'content-type': 'multipart/form-data; boundary=B' } }).formData(),
+  'blob: body.blob() type and bytes; a Blob body sets Content-Type': async (W) => {
+    const a = await new W.Response('x', { headers: { 'content-type': 'Text/Plain; Charset=UTF-8' } }).blob();
+    const b = await new W.Response(new Uint8Array([1])).blob();
+    const r = new W.Response(new W.Blob(['<p>'], { type: 'text/html' }));
+    const at = await a.text();
+    const rt = await r.text();
+    return [a.type, a.size, at, b.type, r.headers.get('content-type'), rt, a instanceof W.Blob];
+  },
   // ---- Headers
   'headers: case-insensitive get/has': (W) => {
     const h = new W.Headers({ 'Content-Type': 'text/plain', 'X-A': '1' });

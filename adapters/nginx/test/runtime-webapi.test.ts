@@ -8,7 +8,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import * as poly from '../runtime/webapi.js';
 import { cases, probe, type WebImpls } from './runtime-probe.js';
 
-const node: WebImpls = { Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController };
+const node: WebImpls = { Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController, FormData, Blob, File };
 const njs: WebImpls = {
   Headers: poly.Headers,
   Request: poly.Request,
@@ -17,6 +17,9 @@ const njs: WebImpls = {
   URLSearchParams: poly.URLSearchParams,
   ReadableStream: poly.ReadableStream,
   AbortController: poly.AbortController,
+  FormData: poly.FormData,
+  Blob: poly.Blob,
+  File: poly.File,
 };
 
 describe('runtime polyfills give the same results as Node for every probe case', () => {
