@@ -160,7 +160,6 @@ export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaul
   return { bridge, factory, globals };
 }
 
-/** Babel plugin: njs 0.7.9 rejects `f(await x)` (babel-preset-njs #4); evaluate arguments into temps first. */
 /** Name of the helper `iterablesToArrays` adds to a bundle that needs it. */
 const ARRAY_HELPER = '__tsgiArray';
 // The array of any iterable, the way spread and array destructuring read it (at most `n` items for a
@@ -225,6 +224,7 @@ function iterablesToArrays({ types: t }: any): any {
   };
 }
 
+/** Babel plugin: njs 0.7.9 rejects `f(await x)` (babel-preset-njs #4); evaluate arguments into temps first. */
 function hoistAwaitFromArguments({ types: t }: any): any {
   function hasAwait(path: any): boolean {
     if (path.isAwaitExpression()) return true;
