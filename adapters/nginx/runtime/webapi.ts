@@ -326,13 +326,7 @@ function HB(): Any {
     const b = o._b;
     if (b == null) return null;
     if (b instanceof (ReadableStream as Any)) return b;
-    const bytes = typeof b === 'string' ? new TextEncoder().encode(b) : b;
-    const s = new (ReadableStream as Any)({
-      start: function (c: Any) {
-        if (bytes.length) c.enqueue(bytes);
-        c.close();
-      },
-    });
+    const s = streamOfBytes(typeof b === 'string' ? new TextEncoder().encode(b) : b);
     if (o._used) {
       s._disturbed = true;
       s._state = 'closed';
@@ -355,16 +349,10 @@ function HB(): Any {
     if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : b.slice(0));
     const reader = b.getReader();
     const chunks: Any[] = [];
-    let total = 0;
     function step(): Any {
       return reader.read().then(function (res: Any): Any {
         if (res.done) {
-          const all = new Uint8Array(total);
-          let off = 0;
-          for (let i = 0; i < chunks.length; i++) {
-            all.set(chunks[i], off);
-            off += chunks[i].length;
-          }
+          const all = concat(chunks);
           return kind === 0 ? new TextDecoder().decode(all) : all;
         }
         let c = res.value;
@@ -374,11 +362,32 @@ function HB(): Any {
           else throw new TypeError('Received non-Uint8Array chunk');
         }
         chunks.push(c);
-        total += c.length;
         return step();
       });
     }
     return step();
+  }
+  /** One Uint8Array holding every chunk of `list`, in order. */
+  function concat(list: Any[]): Any {
+    let n = 0;
+    let i: number;
+    for (i = 0; i < list.length; i++) n += list[i].length;
+    const out = new Uint8Array(n);
+    let off = 0;
+    for (i = 0; i < list.length; i++) {
+      out.set(list[i], off);
+      off += list[i].length;
+    }
+    return out;
+  }
+  /** A stream that yields `bytes` (if any) as its one chunk, then closes. */
+  function streamOfBytes(bytes: Any): Any {
+    return new (ReadableStream as Any)({
+      start: function (c: Any) {
+        if (bytes.length) c.enqueue(bytes);
+        c.close();
+      },
+    });
   }
   function toArrayBuffer(u: Any): Any {
     return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
@@ -410,7 +419,7 @@ function HB(): Any {
     return false;
   }
 
-  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
+  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, concat: concat, streamOfBytes: streamOfBytes, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
   return hbCache;
 }
 // ---------------------------------------------------------------- Response
@@ -734,18 +743,7 @@ function FD(): Any {
   function enc(s: string): Any {
     return new TextEncoder().encode(s);
   }
-  function concat(list: Any[]): Any {
-    let n = 0;
-    let i: number;
-    for (i = 0; i < list.length; i++) n += list[i].length;
-    const out = new Uint8Array(n);
-    let off = 0;
-    for (i = 0; i < list.length; i++) {
-      out.set(list[i], off);
-      off += list[i].length;
-    }
-    return out;
-  }
+  const concat = HB().concat;
   /** A Blob type: lower-cased, '' unless every character is printable ASCII. */
   function blobType(t: Any): string {
     if (t === undefined) return '';
@@ -777,13 +775,7 @@ function FD(): Any {
       return blobOf(this._u.slice(a, Math.max(a, b)), blobType(type));
     };
     p.stream = function () {
-      const u = this._u.slice(0);
-      return new (ReadableStream as Any)({
-        start: function (c: Any) {
-          if (u.length) c.enqueue(u);
-          c.close();
-        },
-      });
+      return HB().streamOfBytes(this._u.slice(0));
     };
     // File.prototype inherits Blob.prototype (both objects already exist: they are only extended).
     Object.setPrototypeOf(File.prototype, Blob.prototype);
@@ -1002,11 +994,10 @@ function FD(): Any {
     const mime = mimeOf(o);
     const essence = mime.split(';')[0];
     if (essence === 'multipart/form-data') {
-      const boundary = param(mime.slice(essence.length), 'boundary');
-      // Boundaries are case-sensitive: read it from the original header.
+      // Boundaries are case-sensitive: read it from the original header, not the lower-cased mime.
       const raw = HB().getJoined(headerList(o), 'content-type');
       const b = param(raw.slice(raw.indexOf(';')), 'boundary');
-      if (boundary === undefined || b === undefined || b === '') return Promise.reject(new TypeError('Failed to parse body as FormData: no boundary.'));
+      if (b === undefined || b === '') return Promise.reject(new TypeError('Failed to parse body as FormData: no boundary.'));
       return HB()
         .consume(o, 1)
         .then(function (u: Any) {
