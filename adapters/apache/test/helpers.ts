@@ -1,24 +1,12 @@
 // Starts `tsgi apache run` as users do (a separate process) and stops it.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { childrenOf, cmdline, freePort, tsgiBin, waitFor } from '@tsgi/conformance/testing';
+
+export { childrenOf, cmdline, freePort, runCli, tsgiBin, uidOf, waitFor } from '@tsgi/conformance/testing';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-export const tsgiBin = join(repoRoot, 'cli/bin/tsgi.js');
 export const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface RunningApache {
   url: string;
@@ -32,21 +20,6 @@ export interface RunningApache {
   stop(): Promise<void>;
 }
 
-/** Runs the CLI and returns its exit code and output (for start-up failures). */
-export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 export async function startApache(handler: string, args: string[] = [], env: Record<string, string> = {}): Promise<RunningApache> {
   const port = await freePort();
@@ -94,36 +67,11 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
   return running;
 }
 
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
-/** Direct children of a process. */
-export function childrenOf(pid: number): number[] {
-  const path = `/proc/${pid}/task/${pid}/children`;
-  if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-}
 
-export function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-  } catch {
-    return '';
-  }
-}
 
 /** The Node workers of a `tsgi apache run` (children of the Apache parent running app.mjs). */
 export function workerPids(apachePid: number): number[] {
   return childrenOf(apachePid).filter((p) => cmdline(p).includes('app.mjs'));
 }
 
-export function uidOf(pid: number): number {
-  const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m?.[1]);
-}

@@ -9,23 +9,13 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { freePort } from '@tsgi/conformance/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildModule, packageDir } from '../src/build.js';
 
 const FIXTURES = resolve(packageDir, 'test', 'fixtures');
 const PROTOCOL_JS = resolve(packageDir, 'dist', 'protocol.js');
 const MODULES = '/usr/lib/apache2/modules';
-
-async function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = net.createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => ok(port));
-    });
-  });
-}
 
 function conf(root: string, port: number, so: string, body: string): string {
   mkdirSync(join(root, 'run'), { recursive: true });

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fixturesDir, load, sleep, startNginx, workersState, type Running } from './helpers.js';
+import { fixturesDir, load, sleep, startNginx, waitFor, workersState, type Running } from './helpers.js';
 
 const CONCURRENCY = 8;
 let srv: Running;
@@ -24,14 +24,6 @@ const alive = (pid: number): boolean => {
     return false;
   }
 };
-
-async function waitFor(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 async function get(path: string): Promise<number> {
   const r = await fetch(srv.url + path);
@@ -67,7 +59,7 @@ describe('nginx workers mode faults', () => {
     await waitFor(() => {
       const s = workersState(srv.dir);
       return s.respawns === before.respawns + 1 && s.pids[0] !== before.pids[0] && s.pids[0]! > 0;
-    }, 'the respawned worker');
+    }, 20_000, 'the respawned worker');
     await sleep(500);
     const r = await l.stop();
     // At most the requests in flight in the dead worker fail (nginx retries idempotent ones).
@@ -101,7 +93,7 @@ describe('nginx workers mode faults', () => {
     const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
     await sleep(300);
     srv.proc.kill('SIGHUP');
-    await waitFor(() => srv.stderr().split('tsgi nginx: reloaded').length > reloads, 'the reload', 60_000);
+    await waitFor(() => srv.stderr().split('tsgi nginx: reloaded').length > reloads, 60_000, 'the reload');
     await sleep(300);
     const r = await l.stop();
     expect(r.failed, JSON.stringify(r)).toBe(0);

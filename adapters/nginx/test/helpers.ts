@@ -1,25 +1,16 @@
 // Starts `tsgi nginx run ...` as a real process and waits for its ready line.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer, request, Agent } from 'node:http';
+import { request, Agent } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, tsgiBin } from '@tsgi/conformance/testing';
+
+export { freePort, runCli, sleep, tsgiBin, waitFor } from '@tsgi/conformance/testing';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, '..', '..', '..');
-export const tsgiBin = resolve(repoRoot, 'cli', 'bin', 'tsgi.js');
 export const fixturesDir = resolve(here, 'fixtures');
-
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 export interface Running {
   url: string;
@@ -33,21 +24,6 @@ export interface Running {
   stop(): Promise<number | null>;
 }
 
-/** Runs the tsgi CLI to completion (build, conf, bad input). */
-export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    const p = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout!.on('data', (d) => (stdout += d));
-    p.stderr!.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      res({ code, stdout, stderr });
-    });
-  });
-}
 
 export async function startNginx(handler: string, extra: string[] = []): Promise<Running> {
   const port = await freePort();
@@ -167,4 +143,3 @@ export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult
   };
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

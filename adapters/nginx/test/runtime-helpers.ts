@@ -6,12 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, chmodSync, existsSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { transformAsync } from '@babel/core';
+import { freePort } from '@tsgi/conformance/testing';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const RUNTIME_DIR = resolve(here, '../runtime');
@@ -50,16 +50,7 @@ export function bridgeEntry(handlerPath: string): string {
     `export default bridge(handler);\n`;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
+export { freePort };
 
 export interface Nginx {
   url: string;

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import type { ConformanceCase } from './shared.js';
+import { expectText, get } from './shared.js';
+
+export const responseCases: ConformanceCase[] = [
+  // ---- response headers --------------------------------------------------
+  {
+    id: 'hdr.set-cookie',
+    title: 'two Set-Cookie headers (Headers.append) stay two separate header lines',
+    async run(t) {
+      const r = await t.exchange(get(t, '/cookies', 'Connection: close\r\n'));
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.all('set-cookie'), ['a=1; Path=/', 'b=2; Path=/; HttpOnly']);
+    },
+  },
+  {
+    id: 'hdr.set-cookie-fast',
+    title: 'two Set-Cookie headers from the fast Response array init stay separate',
+    async run(t) {
+      const res = await t.fetch('/cookies?fast=1');
+      assert.equal(await res.text(), 'cookies');
+      assert.deepEqual(res.headers.getSetCookie(), ['a=1; Path=/', 'b=2; Path=/; HttpOnly']);
+    },
+  },
+  {
+    id: 'hdr.late-mutation',
+    title: 'headers set on response.headers after construction reach the wire',
+    async run(t) {
+      const res = await expectText(t, '/headers/late', 200, 'late');
+      assert.equal(res.headers.get('x-late'), 'yes');
+    },
+  },
+
+  // ---- HEAD --------------------------------------------------------------
+  {
+    id: 'head.no-body',
+    title: 'HEAD gives the GET status and headers and no body bytes (next request on the connection is clean)',
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(`HEAD /text HTTP/1.1\r\nHost: ${t.host}\r\n\r\n` + get(t, '/echo/url?after=head'));
+        const head = await c.readResponse({ method: 'HEAD' });
+        assert.equal(head.status, 200);
+        assert.match(head.get('content-type') ?? '', /^text\/plain/);
+        const cl = head.get('content-length');
+        if (cl !== null) assert.equal(cl, '12');
+        const next = await c.readResponse();
+        assert.equal(next.status, 200, 'the response after HEAD (body bytes after a HEAD would corrupt it)');
+        assert.equal(JSON.parse(next.body.toString()).search, '?after=head');
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
+    id: 'head.endless-stream',
+    title: 'HEAD on an endless stream answers and the connection stays usable',
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(`HEAD /stream/endless HTTP/1.1\r\nHost: ${t.host}\r\n\r\n`);
+        const head = await c.readResponse({ method: 'HEAD' });
+        assert.equal(head.status, 200);
+        assert.match(head.get('content-type') ?? '', /text\/event-stream/);
+        // If the server pumped the endless body, this response would never come.
+        await c.write(get(t, '/text'));
+        const next = await c.readResponse({ timeoutMs: 10_000 });
+        assert.equal(next.status, 200);
+        assert.equal(next.body.toString(), 'Hello, tsgi!');
+      } finally {
+        c.close();
+      }
+    },
+  },
+
+  // ---- statuses and redirects --------------------------------------------
+  {
+    id: 'status.204',
+    title: '204 goes out with no body, and the next pipelined response is intact',
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(get(t, '/status/204') + get(t, '/text'));
+        const r = await c.readResponse();
+        assert.equal(r.status, 204);
+        assert.equal(r.get('x-status'), '204');
+        assert.equal(r.get('transfer-encoding'), null);
+        const next = await c.readResponse();
+        assert.equal(next.status, 200);
+        assert.equal(next.body.toString(), 'Hello, tsgi!');
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
+    id: 'status.304',
+    title: '304 goes out with no body and keeps its ETag; the next pipelined response is intact',
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(get(t, '/status/304') + get(t, '/text'));
+        const r = await c.readResponse();
+        assert.equal(r.status, 304);
+        assert.equal(r.get('etag'), '"v1"');
+        const next = await c.readResponse();
+        assert.equal(next.status, 200);
+        assert.equal(next.body.toString(), 'Hello, tsgi!');
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
+    id: 'status.201',
+    title: 'a non-200 status with a body and a Location header',
+    async run(t) {
+      const res = await expectText(t, '/status/201', 201, 'created');
+      assert.equal(res.headers.get('location'), '/text');
+    },
+  },
+  {
+    id: 'redirect.302',
+    title: '302 with a relative Location is passed through unchanged',
+    async run(t) {
+      const res = await t.fetch('/redirect/302');
+      await res.arrayBuffer();
+      assert.equal(res.status, 302);
+      assert.equal(res.headers.get('location'), '/text');
+    },
+  },
+  {
+    id: 'redirect.follow',
+    title: 'Response.redirect (301, absolute) is followed to the target',
+    async run(t) {
+      const res = await t.fetch('/redirect/absolute', { redirect: 'follow' });
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'Hello, tsgi!');
+      assert.equal(res.url, `${t.baseURL}/text?from=redirect`);
+    },
+  },
+  {
+    id: 'redirect.303-post',
+    title: 'a 303 after a POST is followed with a GET',
+    async run(t) {
+      const res = await t.fetch('/redirect/303', { method: 'POST', body: 'x', redirect: 'follow' });
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'GET');
+    },
+  },
+];

@@ -1,0 +1,142 @@
+/** What every group of conformance cases shares: the case type, limits, and the assertion helpers. */
+import assert from 'node:assert/strict';
+import type { CaseContext, RawResponse } from '../client.js';
+
+/** The request body limit the server under test must be configured with. */
+export const CONFORMANCE_MAX_BODY = 8 * 1024 * 1024;
+
+/** Must never appear in a response body (the fixture throws with it). */
+export const SECRET = 'tsgi-secret-7f3a9c';
+
+export interface ConformanceCase {
+  id: string;
+  title: string;
+  /** 'server' or 'server:mode' -> why this case cannot apply there. */
+  optOut?: Record<string, string>;
+  run(t: CaseContext): Promise<void>;
+}
+
+// ---------------------------------------------------------------- helpers
+
+/** Adler-32, as the fixture computes it. */
+export function adler32(bytes: Uint8Array): number {
+  let a = 1;
+  let b = 0;
+  for (let i = 0; i < bytes.length; ) {
+    const end = Math.min(i + 3800, bytes.length);
+    for (; i < end; i++) {
+      a += bytes[i]!;
+      b += a;
+    }
+    a %= 65521;
+    b %= 65521;
+  }
+  return b * 65536 + a;
+}
+
+export function pattern(size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  for (let i = 0; i < size; i++) out[i] = (i * 31 + 7) & 255;
+  return out;
+}
+
+/** Deterministic pseudo-random bytes (xorshift32). */
+export function noise(size: number, seed = 0x9e3779b9): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(size);
+  let x = seed | 0;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 255;
+  }
+  return out;
+}
+
+export function allBytes(): Uint8Array {
+  const out = new Uint8Array(256);
+  for (let i = 0; i < 256; i++) out[i] = i;
+  return out;
+}
+
+export const enc = new TextEncoder();
+
+export async function bytesOf(res: Response): Promise<Uint8Array> {
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+export async function expectText(t: CaseContext, path: string, status: number, body: string, init?: RequestInit) {
+  const res = await t.fetch(path, init);
+  const got = await res.text();
+  assert.equal(res.status, status, `${init?.method ?? 'GET'} ${path}: status (body ${JSON.stringify(got.slice(0, 200))})`);
+  assert.equal(got, body, `${init?.method ?? 'GET'} ${path}: body`);
+  return res;
+}
+
+export async function expectJSON<T = Record<string, unknown>>(t: CaseContext, path: string, init?: RequestInit): Promise<T> {
+  const res = await t.fetch(path, init);
+  const body = await res.text();
+  assert.equal(res.status, 200, `${path}: status (body ${JSON.stringify(body.slice(0, 200))})`);
+  assert.match(res.headers.get('content-type') ?? '', /application\/json/, `${path}: content-type`);
+  return JSON.parse(body) as T;
+}
+
+/** The server still answers a plain request. */
+export async function stillFine(t: CaseContext): Promise<void> {
+  await expectText(t, '/text', 200, 'Hello, tsgi!');
+}
+
+/** A bare 500: no message, no stack, nothing from the error. */
+export async function expectBare500(t: CaseContext, path: string, init?: RequestInit): Promise<void> {
+  const res = await t.fetch(path, init);
+  const body = await res.text();
+  assert.equal(res.status, 500, `${path}: status (body ${JSON.stringify(body.slice(0, 200))})`);
+  assert.ok(!body.includes(SECRET), `${path}: the 500 body leaks the error message: ${JSON.stringify(body)}`);
+  assert.ok(!/handler\.[jt]s|\bat\s+\S+\s+\(/.test(body), `${path}: the 500 body leaks a stack: ${JSON.stringify(body)}`);
+  for (const [k, v] of res.headers) {
+    assert.ok(!v.includes(SECRET), `${path}: header ${k} leaks the error message`);
+  }
+}
+
+export function bytesEqual(got: Uint8Array, want: Uint8Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) assert.fail(`${what}: byte ${i} is ${got[i]}, expected ${want[i]}`);
+  }
+}
+
+export function get(t: CaseContext, path: string, extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ${t.host}\r\n${extra}\r\n`;
+}
+
+export function noInjectedHeader(r: RawResponse, what: string): void {
+  assert.ok(!/\r\nx-injected\s*:/i.test('\r\n' + r.head), `${what}: X-Injected reached the wire:\n${r.head}`);
+  assert.ok(!r.headers.some(([k]) => k.toLowerCase() === 'x-injected'), `${what}: X-Injected header present`);
+}
+
+/** Sends a request head and up to `bodyBytes` of body, stopping once the server answers. */
+export async function sendOverLimit(t: CaseContext, head: string, chunked: boolean, bodyBytes: number): Promise<RawResponse> {
+  const c = await t.connect();
+  try {
+    await c.write(head);
+    const piece = new Uint8Array(64 * 1024).fill(0x61);
+    let sent = 0;
+    while (sent < bodyBytes && !c.pending && !c.ended) {
+      const n = Math.min(piece.length, bodyBytes - sent);
+      const data = piece.subarray(0, n);
+      if (chunked) await c.write(Buffer.concat([Buffer.from(`${n.toString(16)}\r\n`), data, Buffer.from('\r\n')]));
+      else await c.write(data);
+      sent += n;
+    }
+    if (chunked && !c.pending && !c.ended) await c.write('0\r\n\r\n');
+    return await c.readResponse({ timeoutMs: 30_000 });
+  } finally {
+    c.close();
+  }
+}
+
+// Cases that watch the fixture's state through a later request cannot run where
+// every request gets a fresh JavaScript VM with no shared memory.
+export const NJS_NO_SHARED_STATE =
+  'njs 0.7.9 builds a fresh VM per request and has no shared dictionary (js_shared_dict_zone came in 0.8.0), ' +
+  'so what one request records cannot be read by a later one';
