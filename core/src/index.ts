@@ -1,5 +1,6 @@
 export * from './contract.js';
-export { Response, FastResponse, toRawResponse, statusHasNoBody, type RawResponse } from './response.js';
+export { Response, FastResponse, toRawResponse, type RawResponse } from './response.js';
+export * from './wire.js';
 export {
   runPipeline,
   runFetch,

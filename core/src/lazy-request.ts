@@ -21,6 +21,16 @@ function safeURL(input: string, base: string | undefined): string | undefined {
   }
 }
 
+/**
+ * The absolute request URL from the scheme, a checked authority (wire.ts
+ * requestAuthority) and an origin-form path, as the URL parser would give it.
+ */
+export function originUrl(scheme: 'http' | 'https', authority: string, path: string): string {
+  const defaultPort = scheme === 'http' ? ':80' : ':443';
+  if (PLAIN_TARGET.test(path) && PLAIN_HOST.test(authority) && !authority.endsWith(defaultPort)) return `${scheme}://${authority}${path}`;
+  return safeURL(path, `${scheme}://${authority}`) ?? `${scheme}://localhost/`;
+}
+
 /** The absolute request URL from the scheme, Host and raw request target, as the URL parser would give it. */
 export function absoluteUrl(scheme: 'http' | 'https', host: string | undefined, target: string): string {
   const h = host || 'localhost';

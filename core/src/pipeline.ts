@@ -1,5 +1,6 @@
 import type { Context, Handler, LogEntry } from './contract.js';
 import { FastResponse } from './response.js';
+import { FORBIDDEN_TEXT, INTERNAL_ERROR_TEXT, PLAIN_TEXT_TYPE } from './wire.js';
 
 /** Where adapters send errors that must never reach the client. */
 export type ErrorLogger = (message: string, error?: unknown) => void;
@@ -12,12 +13,12 @@ export const defaultErrorLogger: ErrorLogger = (message, error) => {
 export function plainResponse(status: number, text: string, headers?: Record<string, string>): Response {
   return new FastResponse(text, {
     status,
-    headers: { 'content-type': 'text/plain;charset=UTF-8', ...headers },
+    headers: { 'content-type': PLAIN_TEXT_TYPE, ...headers },
   }) as unknown as Response;
 }
 
-export const internalError = (): Response => plainResponse(500, 'Internal Server Error\n');
-export const forbidden = (): Response => plainResponse(403, 'Forbidden\n');
+export const internalError = (): Response => plainResponse(500, INTERNAL_ERROR_TEXT);
+export const forbidden = (): Response => plainResponse(403, FORBIDDEN_TEXT);
 
 function isThenable<T>(v: unknown): v is PromiseLike<T> {
   return v !== null && typeof v === 'object' && typeof (v as PromiseLike<T>).then === 'function';

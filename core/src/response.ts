@@ -6,8 +6,9 @@
  * Opt-in: `import { Response } from '@tsgi/core'`. No global is touched.
  */
 
-const NativeResponse = globalThis.Response;
+import { PLAIN_TEXT_TYPE, isFieldValue, isReasonPhrase, isToken, statusHasNoBody } from './wire.js';
 
+const NativeResponse = globalThis.Response;
 
 /** What an adapter writes: status, flat [name, value, ...] headers, and one body form. */
 export interface RawResponse {
@@ -19,32 +20,70 @@ export interface RawResponse {
 
 const kFast = Symbol.for('tsgi.fastResponse');
 
+/**
+ * What the standard snapshots at construction: status, statusText, the header
+ * list and the body bytes. Later changes to the init object or to a byte body
+ * the handler passed change nothing (as with undici's Response).
+ */
 interface FastState {
-  body: BodyInit | null | undefined;
-  init: ResponseInit | undefined;
-  contentType: string | undefined;
+  status: number;
+  statusText: string;
+  /** Flat [name, value, ...], validated. */
+  headers: string[];
+  /** A string or bytes body as sent; anything else is handed to the native Response. */
+  body: string | Uint8Array | null;
+  /** A body the fast path cannot write (stream, Blob, FormData, ...): the native Response is built at once. */
   native: globalThis.Response | undefined;
 }
 
 function native(self: FastResponse): globalThis.Response {
   const s = self[kFast];
   if (!s.native) {
-    s.native = new NativeResponse(s.body, s.init);
-    if (s.contentType && !s.native.headers.has('content-type')) s.native.headers.set('content-type', s.contentType);
+    const headers = new Headers();
+    for (let i = 0; i < s.headers.length; i += 2) headers.append(s.headers[i]!, s.headers[i + 1]!);
+    s.native = new NativeResponse(s.body as BodyInit | null, { status: s.status, statusText: s.statusText, headers });
   }
   return s.native;
+}
+
+/** The bytes of a BufferSource body, copied as the standard's "extract a body" does. */
+function copyBytes(body: ArrayBuffer | ArrayBufferView): Uint8Array {
+  if (body instanceof ArrayBuffer) return new Uint8Array(body.slice(0));
+  return new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength) as ArrayBuffer);
+}
+
+function makeState(body: BodyInit | null | undefined, init: ResponseInit | undefined, jsonType: boolean): FastState {
+  const status = init?.status ?? 200;
+  const statusText = init?.statusText ?? '';
+  validStatus(status, statusText);
+  const headers: string[] = [];
+  flattenInit(init?.headers, headers);
+  let fixed: string | Uint8Array | null | undefined;
+  if (body == null) fixed = null;
+  else if (typeof body === 'string') fixed = body;
+  else if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) fixed = copyBytes(body);
+  // As undici: a body (even an empty one) with 204, 304 or 1xx is a TypeError.
+  if (body != null && statusHasNoBody(status)) throw new TypeError(`Response constructor: Invalid response status code ${status}`);
+  if (typeof fixed === 'string' && !hasHeader(headers, 'content-type')) {
+    headers.push('content-type', jsonType ? 'application/json' : PLAIN_TEXT_TYPE);
+  }
+  if (fixed !== undefined) return { status, statusText, headers, body: fixed, native: undefined };
+  // A body only undici can read (stream, Blob, FormData, URLSearchParams): build the native one now.
+  const h = new Headers();
+  for (let i = 0; i < headers.length; i += 2) h.append(headers[i]!, headers[i + 1]!);
+  return { status, statusText, headers, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
 }
 
 export class FastResponse {
   declare [kFast]: FastState;
 
   constructor(body?: BodyInit | null, init?: ResponseInit) {
-    this[kFast] = { body, init, contentType: undefined, native: undefined };
+    this[kFast] = makeState(body, init, false);
   }
 
   static json(data: unknown, init?: ResponseInit): FastResponse {
-    const r = new FastResponse(JSON.stringify(data), init);
-    r[kFast].contentType = 'application/json';
+    const r = Object.create(FastResponse.prototype) as FastResponse;
+    r[kFast] = makeState(JSON.stringify(data), init, true);
     return r;
   }
 
@@ -57,16 +96,14 @@ export class FastResponse {
   }
 
   get status(): number {
-    const s = this[kFast];
-    return s.native ? s.native.status : (s.init?.status ?? 200);
+    return this[kFast].status;
   }
   get ok(): boolean {
     const st = this.status;
     return st >= 200 && st < 300;
   }
   get statusText(): string {
-    const s = this[kFast];
-    return s.native ? s.native.statusText : (s.init?.statusText ?? '');
+    return this[kFast].statusText;
   }
   get headers(): Headers {
     return native(this).headers;
@@ -117,21 +154,17 @@ Object.setPrototypeOf(FastResponse, NativeResponse);
 /** The opt-in fast Response, typed as the standard one. */
 export const Response = FastResponse as unknown as typeof globalThis.Response;
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// Field values may not hold CR, LF or NUL (RFC 9110 5.5); undici rejects them too.
-const BAD_VALUE = /[\r\n\0]/;
-
 function pushHeader(out: string[], name: string, value: string): void {
-  if (!TOKEN.test(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`);
+  if (!isToken(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`);
   const v = String(value).trim();
-  if (BAD_VALUE.test(v)) throw new TypeError(`Invalid value for header ${name}`);
+  if (!isFieldValue(v)) throw new TypeError(`Invalid value for header ${name}`);
   out.push(name, v);
 }
 
 function flattenInit(h: HeadersInit | undefined, out: string[]): void {
   if (!h) return;
   if (h instanceof Headers) {
-    for (const [k, v] of h) out.push(k, v);
+    for (const [k, v] of h) pushHeader(out, k, v);
   } else if (Array.isArray(h)) {
     for (const pair of h) pushHeader(out, pair[0]!, pair[1]!);
   } else {
@@ -163,48 +196,28 @@ function nativeSource(res: globalThis.Response): string | Uint8Array | undefined
   return undefined;
 }
 
-const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
-
 function validStatus(status: number, statusText: string): void {
   if (!Number.isInteger(status) || status < 200 || status > 599) throw new RangeError(`Invalid status ${status}`);
-  if (!REASON.test(statusText)) throw new TypeError('Invalid statusText');
+  if (!isReasonPhrase(statusText)) throw new TypeError('Invalid statusText');
 }
 
 /**
  * Turn any Response (fast or native) into what an adapter writes. Throws
- * TypeError on values the standard Response would have rejected, so a bad
- * header becomes the same 500 on every server.
+ * TypeError on values no host sends (a control character or a character above
+ * U+00FF in a header value, a bad reason phrase), so a bad header becomes the
+ * same bare 500 on every server.
  */
 export function toRawResponse(res: globalThis.Response): RawResponse {
   const fast = (res as unknown as FastResponse)[kFast];
   if (fast && !fast.native) {
-    const init = fast.init;
-    const status = init?.status ?? 200;
-    const statusText = init?.statusText ?? '';
-    validStatus(status, statusText);
-    const headers: string[] = [];
-    flattenInit(init?.headers, headers);
-    let body = fast.body;
-    if (body instanceof ArrayBuffer) body = new Uint8Array(body);
-    else if (ArrayBuffer.isView(body) && !(body instanceof Uint8Array)) {
-      body = new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
-    }
-    if (body == null || typeof body === 'string' || body instanceof Uint8Array) {
-      if (typeof body === 'string' && !hasHeader(headers, 'content-type')) {
-        headers.push('content-type', fast.contentType ?? 'text/plain;charset=UTF-8');
-      }
-      return { status, statusText, headers, body: body ?? null };
-    }
-    native(res as unknown as FastResponse);
+    return { status: fast.status, statusText: fast.statusText, headers: fast.headers.slice(), body: fast.body };
   }
   const n: globalThis.Response = fast ? fast.native! : res;
+  validStatus(n.status, n.statusText);
   const headers: string[] = [];
-  for (const [k, v] of n.headers) headers.push(k, v);
+  for (const [k, v] of n.headers) pushHeader(headers, k, v);
   const src = nativeSource(n);
   return { status: n.status, statusText: n.statusText, headers, body: src ?? n.body };
 }
 
-/** Bodies are forbidden for these statuses and for HEAD (RFC 9110 6.4.1). */
-export function statusHasNoBody(status: number): boolean {
-  return status === 204 || status === 304 || (status >= 100 && status < 200);
-}
+export { statusHasNoBody };

@@ -1,0 +1,198 @@
+/**
+ * The wire rules every tsgi writer follows, on every host: which headers are
+ * the server's, when a body may be sent, how long a stream's head waits, what
+ * a header may hold, and how the request URL is formed from the request line.
+ *
+ * Written for every runtime tsgi has, the njs 0.7.9 bundle included: only
+ * function declarations and primitive constants at the top level (njs re-runs
+ * a module's top level per request, so a load-time object is a per-request
+ * cost), no classes, Map/Set or for-of.
+ */
+
+/** The bare bodies of the responses tsgi itself produces. */
+export const INTERNAL_ERROR_TEXT = 'Internal Server Error\n';
+export const FORBIDDEN_TEXT = 'Forbidden\n';
+export const BAD_REQUEST_TEXT = 'Bad Request\n';
+export const PLAIN_TEXT_TYPE = 'text/plain;charset=UTF-8';
+
+/**
+ * How long a stream's head waits for the first chunk. A stream that fails at
+ * once still gets a clean 500; one that waits (SSE) gets its head promptly.
+ */
+export const FIRST_CHUNK_WAIT_MS = 10;
+
+/**
+ * Framing is the server's job (RFC 9110 7.6.1): a handler's value for one of
+ * these (lower-case name) is never sent.
+ */
+export function isHopByHop(lowerName: string): boolean {
+  switch (lowerName) {
+    case 'connection':
+    case 'keep-alive':
+    case 'proxy-connection':
+    case 'transfer-encoding':
+    case 'upgrade':
+    case 'te':
+    case 'trailer':
+      return true;
+  }
+  return false;
+}
+
+/** Bodies are forbidden for these statuses (RFC 9110 6.4.1, 15.3.5, 15.4.5). */
+export function statusHasNoBody(status: number): boolean {
+  return status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+/** Whether body bytes go on the wire for this request method and response status. */
+export function sendsBody(method: string, status: number): boolean {
+  return method !== 'HEAD' && !statusHasNoBody(status);
+}
+
+/**
+ * What becomes of a handler's Content-Length. Fixed bodies (string, bytes,
+ * none) always carry the server's own count; a stream keeps a declared length
+ * (and is cut if it delivers another); 204 and 1xx carry none; a 304 keeps the
+ * handler's (it describes the representation, RFC 9110 8.6).
+ *   'server': drop the handler's, send the server's count
+ *   'handler': keep the handler's (a stream: cut the connection on a mismatch)
+ *   'none': drop it and send none
+ */
+export function contentLengthRule(status: number, fixedBody: boolean): 'server' | 'handler' | 'none' {
+  if (status === 304) return 'handler';
+  if (statusHasNoBody(status)) return 'none';
+  return fixedBody ? 'server' : 'handler';
+}
+
+/** RFC 9110 token (a header name, a method). */
+export function isToken(s: string): boolean {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 97 && c <= 122) continue; // a-z
+    if (c >= 65 && c <= 90) continue; // A-Z
+    if (c >= 48 && c <= 57) continue; // 0-9
+    switch (c) {
+      case 33: case 35: case 36: case 37: case 38: case 39: case 42: // ! # $ % & ' *
+      case 43: case 45: case 46: case 94: case 95: case 96: case 124: case 126: // + - . ^ _ ` | ~
+        continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+/**
+ * A header value tsgi sends: HTAB, SP, visible ASCII and obs-text (U+0080 to
+ * U+00FF, sent as the single byte, as WebIDL's ByteString does). Control
+ * characters, DEL and anything above U+00FF make the response a bare 500 on
+ * every host. `value` is already trimmed of leading and trailing whitespace.
+ */
+export function isFieldValue(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 32 && c < 127) continue;
+    if (c === 9 || (c >= 128 && c <= 255)) continue;
+    return false;
+  }
+  return true;
+}
+
+/** True when every character is ASCII (then the value's bytes are the same in latin1 and UTF-8). */
+export function isAscii(value: string): boolean {
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 127) return false;
+  return true;
+}
+
+/** A reason phrase tsgi sends as given: HTAB, SP, VCHAR, obs-text (RFC 9112 4). */
+export function isReasonPhrase(text: string): boolean {
+  return isFieldValue(text);
+}
+
+// ---------------------------------------------------------------- request URL
+
+/** Why a request line cannot make a request URL: the host answers 400 with this in its log. */
+export interface UrlRefusal {
+  status: 400;
+  reason: string;
+}
+
+/**
+ * The authority as a client may send it (RFC 9112 3.2, RFC 3986 3.2.2/3.2.3):
+ * a reg-name, IPv4 or bracketed IPv6 literal, optional :port. No userinfo, no
+ * path, no whitespace.
+ */
+export function isAuthority(a: string): boolean {
+  if (a.length === 0 || a.length > 255) return false;
+  let i = 0;
+  if (a.charCodeAt(0) === 91 /* [ */) {
+    const close = a.indexOf(']');
+    if (close < 2) return false;
+    for (let j = 1; j < close; j++) {
+      const c = a.charCodeAt(j);
+      const hex = (c >= 48 && c <= 57) || (c >= 97 && c <= 102) || (c >= 65 && c <= 70);
+      if (!hex && c !== 58 /* : */ && c !== 46 /* . */) return false;
+    }
+    i = close + 1;
+  } else {
+    for (; i < a.length; i++) {
+      const c = a.charCodeAt(i);
+      if (c === 58 /* : */) break;
+      const ok =
+        (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126;
+      if (!ok) return false;
+    }
+    if (i === 0) return false;
+  }
+  if (i === a.length) return true;
+  if (a.charCodeAt(i) !== 58) return false;
+  const port = a.slice(i + 1);
+  if (port.length > 5) return false;
+  for (let j = 0; j < port.length; j++) {
+    const c = port.charCodeAt(j);
+    if (c < 48 || c > 57) return false;
+  }
+  return port.length === 0 || Number(port) <= 65535;
+}
+
+/**
+ * The authority and origin-form target of a request, the same way on every
+ * host (RFC 9112 3.2 and 3.2.2):
+ * - absolute-form (`GET http://a.example/x`): the authority is the target's;
+ *   its scheme is ignored (the scheme is the connection's, never the client's
+ *   say-so);
+ * - origin-form: the authority is the Host header;
+ * - exactly one Host header on HTTP/1.1 (none on HTTP/1.0 takes `fallback`);
+ *   a second Host, userinfo, or a malformed authority is refused (400).
+ * `hosts` are the values of every Host header line received.
+ */
+export function requestAuthority(
+  target: string,
+  hosts: readonly string[],
+  http10: boolean,
+  fallback: string,
+): { authority: string; path: string } | UrlRefusal {
+  if (hosts.length > 1) return { status: 400, reason: 'more than one Host header' };
+  const host = hosts.length === 1 ? hosts[0]!.trim() : undefined;
+  if (host === undefined && !http10) return { status: 400, reason: 'no Host header' };
+  if (host !== undefined && !isAuthority(host)) return { status: 400, reason: 'malformed Host header' };
+  const c0 = target.charCodeAt(0);
+  if (c0 === 47 /* / */) return { authority: host ?? fallback, path: target };
+  const lower = target.slice(0, 8).toLowerCase();
+  const skip = lower.indexOf('http://') === 0 ? 7 : lower.indexOf('https://') === 0 ? 8 : -1;
+  if (skip < 0) {
+    // asterisk-form (OPTIONS *) and anything else becomes a path under the Host
+    return { authority: host ?? fallback, path: '/' + target };
+  }
+  let end = skip;
+  while (end < target.length) {
+    const c = target.charCodeAt(end);
+    if (c === 47 || c === 63 || c === 35) break; // / ? #
+    end++;
+  }
+  const authority = target.slice(skip, end);
+  if (authority.indexOf('@') >= 0) return { status: 400, reason: 'userinfo in the request target' };
+  if (!isAuthority(authority)) return { status: 400, reason: 'malformed authority in the request target' };
+  const rest = target.slice(end);
+  return { authority, path: rest.charCodeAt(0) === 47 ? rest : '/' + rest };
+}
