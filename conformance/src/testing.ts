@@ -3,8 +3,9 @@
  * `tsgi` command as users do, and reading /proc. One copy, imported as
  * `@tsgi/conformance/testing`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -99,4 +100,143 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+export interface LoadResult {
+  ok: number;
+  failed: number;
+  statuses: Record<string, number>;
+  errors: string[];
+  retried: number;
+  /** Bodies seen, counted (only when `countBodies`). */
+  bodies: Record<string, number>;
+}
+
+/**
+ * Bounded keep-alive load: `concurrency` loops of sequential GETs until stop().
+ * A GET whose connection is reset before any response byte is retried once, as
+ * HTTP clients may for idempotent requests (RFC 9110 9.2.2, RFC 9112 9.3.1): a
+ * server process that is shutting down after a reload closes the idle and
+ * just-accepted connections it still holds without reading them, which is not
+ * a failed request. Such retries are counted in `retried`.
+ */
+export function load(url: string, concurrency = 8, countBodies = false): { stop(): Promise<LoadResult> } {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0, bodies: {} };
+  let running = true;
+  const once = (): Promise<void> =>
+    new Promise((res) => {
+      // Retries go out on a fresh connection: the pool may hold more sockets the old process is closing.
+      const attempt = (retriesLeft: number): void => {
+        const req = request(url, retriesLeft === 2 ? { agent } : { agent: false }, (resp) => {
+          let body = '';
+          if (countBodies) resp.setEncoding('utf8').on('data', (d: string) => (body += d));
+          else resp.resume();
+          resp.on('end', () => {
+            const k = String(resp.statusCode);
+            r.statuses[k] = (r.statuses[k] ?? 0) + 1;
+            if (countBodies) r.bodies[body] = (r.bodies[body] ?? 0) + 1;
+            if (resp.statusCode === 200) r.ok++;
+            else r.failed++;
+            res();
+          });
+          resp.on('error', (e) => {
+            r.failed++;
+            r.errors.push(e.message);
+            res();
+          });
+        });
+        req.setTimeout(30_000, () => req.destroy(new Error('no answer within 30 s')));
+        req.on('error', (e: NodeJS.ErrnoException) => {
+          if (retriesLeft > 0 && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
+            r.retried++;
+            return attempt(retriesLeft - 1);
+          }
+          r.failed++;
+          r.errors.push(`${e.code ?? ''} ${e.message}`);
+          res();
+        });
+        req.end();
+      };
+      attempt(2);
+    });
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running) await once();
+  });
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      agent.destroy();
+      return r;
+    },
+  };
+}
+
+/** A `tsgi` command running as users start it. */
+export interface RunningTsgi {
+  /** The base URL from its ready line. */
+  url: string;
+  proc: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with how it ended. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Sends `signal` (default SIGTERM) and waits for the end (SIGKILL after `graceMs`). */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** What the `tsgi` commands print once they answer: `... listening on URL`, `serving URL`, `ready on URL`. */
+export const READY_LINE = /(?:listening on|serving|ready on) (https?:\/\/[^\s/]+)/;
+
+/**
+ * Starts `tsgi <args>` and resolves once it printed its ready line; rejects
+ * with its output if it exits first or stays silent for `timeoutMs`.
+ */
+export function startTsgi(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 90_000): Promise<RunningTsgi> {
+  const proc = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (err += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.once('exit', (code, signal) => r({ code, signal })),
+  );
+  const running = (url: string): RunningTsgi => ({
+    url,
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    async stop(signal = 'SIGTERM', graceMs = 30_000) {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill(signal);
+        const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+        const end = await exited;
+        clearTimeout(t);
+        return end;
+      }
+      return exited;
+    },
+  });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`tsgi ${args.join(' ')} printed no ready line in ${timeoutMs} ms:\n${out}\n${err}`));
+    }, timeoutMs);
+    const check = (): void => {
+      const m = READY_LINE.exec(out) ?? READY_LINE.exec(err);
+      if (!m) return;
+      clearTimeout(t);
+      proc.stdout!.off('data', check);
+      proc.stderr!.off('data', check);
+      resolve(running(m[1]!));
+    };
+    proc.stdout!.on('data', check);
+    proc.stderr!.on('data', check);
+    void exited.then(({ code, signal }) => {
+      clearTimeout(t);
+      reject(Object.assign(new Error(`tsgi ${args.join(' ')} exited (${signal ?? code}) before it was ready:\n${out}\n${err}`), { code, signal, stdout: out, stderr: err }));
+    });
+  });
 }

@@ -1,12 +1,11 @@
 // Starts `tsgi nginx run ...` as a real process and waits for its ready line.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { request, Agent } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, tsgiBin } from '@tsgi/conformance/testing';
 
-export { freePort, runCli, sleep, tsgiBin, waitFor } from '@tsgi/conformance/testing';
+export { freePort, load, runCli, sleep, tsgiBin, waitFor, type LoadResult } from '@tsgi/conformance/testing';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, '..', '..', '..');
@@ -78,68 +77,4 @@ export function workersState(dir: string): { pids: number[]; sockets: string[]; 
   return JSON.parse(readFileSync(resolve(dir, 'workers.json'), 'utf8'));
 }
 
-export interface LoadResult {
-  ok: number;
-  failed: number;
-  statuses: Record<string, number>;
-  errors: string[];
-  retried: number;
-}
-
-/**
- * Bounded keep-alive load: `concurrency` loops of sequential GETs until stop().
- * A GET whose connection is reset before any response byte is retried once, as
- * HTTP clients may for idempotent requests (RFC 9110 9.2.2, RFC 9112 9.3.1):
- * an nginx worker that is shutting down after a reload closes the idle and
- * just-accepted connections it still holds without reading them, which is not
- * a failed request. Such retries are counted in `retried`.
- */
-export function load(url: string, concurrency = 8): { stop(): Promise<LoadResult> } {
-  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0 };
-  let running = true;
-  const once = (): Promise<void> =>
-    new Promise((res) => {
-      // Retries go out on a fresh connection: the pool may hold more sockets the old nginx worker is closing.
-      const attempt = (retriesLeft: number): void => {
-        const req = request(url, retriesLeft === 2 ? { agent } : { agent: false }, (resp) => {
-          resp.resume();
-          resp.on('end', () => {
-            const k = String(resp.statusCode);
-            r.statuses[k] = (r.statuses[k] ?? 0) + 1;
-            if (resp.statusCode === 200) r.ok++;
-            else r.failed++;
-            res();
-          });
-          resp.on('error', (e) => {
-            r.failed++;
-            r.errors.push(e.message);
-            res();
-          });
-        });
-        req.on('error', (e: NodeJS.ErrnoException) => {
-          if (retriesLeft > 0 && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
-            r.retried++;
-            return attempt(retriesLeft - 1);
-          }
-          r.failed++;
-          r.errors.push(`${e.code ?? ''} ${e.message}`);
-          res();
-        });
-        req.end();
-      };
-      attempt(2);
-    });
-  const loops = Array.from({ length: concurrency }, async () => {
-    while (running) await once();
-  });
-  return {
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      agent.destroy();
-      return r;
-    },
-  };
-}
 

@@ -1,0 +1,378 @@
+/**
+ * The lifecycle matrix: what a host does as a process, run the way users run
+ * it (the `tsgi` command), one test body for every host:
+ *
+ *   describeLifecycle({ name: 'apache', server: 'apache', command: ['apache', 'run'] });
+ *
+ * Start-up failures (a missing handler, no fetch, a throw at load, a failing
+ * init) must give one line and a non-zero exit within seconds; SIGTERM drains
+ * in-flight requests and waitUntil work, then runs `close` once; SIGHUP reloads
+ * onto the handler as it is now without a failed request; a killed worker
+ * fails only what it held and is replaced; a client that leaves aborts
+ * `request.signal` and cancels the response stream.
+ *
+ * The handlers are written into a temporary directory per run. Where the
+ * handler must report what happened inside the server (close ran, a stream
+ * was cancelled) it appends lines to a marker file named by LIFECYCLE_MARKERS:
+ * that needs node:fs, so embedded nginx (njs) runs only the cases whose
+ * handlers are plain web code, and opts out of the rest with its reasons.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, it } from 'vitest';
+import { alive, freePort, load, sleep, startTsgi, waitFor, type RunningTsgi } from './testing.js';
+
+export interface LifecycleTarget {
+  /** Shown in test names. */
+  name: string;
+  server: 'node' | 'apache' | 'nginx';
+  mode?: string;
+  /** The `tsgi` words before the handler: ['serve'], ['apache', 'run'], ['nginx', 'run']. */
+  command: string[];
+  /** Words after the handler (besides --port): ['--workers', '2']. */
+  args?: string[];
+  /** The server runs Node worker processes that can be killed one by one. */
+  workers?: boolean;
+}
+
+export interface LifecycleCase {
+  id: string;
+  title: string;
+  /** 'server' or 'server:mode' -> why the case cannot apply there. */
+  optOut?: Record<string, string>;
+  run(t: LifecycleContext): Promise<void>;
+}
+
+export interface LifecycleContext {
+  target: LifecycleTarget;
+  /** Writes a handler file into this run's directory and returns its path. */
+  handler(name: string, source: string): string;
+  /** Starts the host on a free port with `handler`. */
+  start(handler: string, extraArgs?: string[]): Promise<RunningTsgi>;
+  /** Runs the host expecting it to fail at start-up. */
+  startFails(handler: string): Promise<{ code: number | null; lines: string[]; ms: number }>;
+  /** Lines the handler appended to the marker file so far. */
+  markers(): string[];
+}
+
+const NJS_NO_NODE =
+  'embedded nginx runs the handler in njs, which has no node:fs for the marker file this case reads, and no Node worker process';
+const NJS_INIT_PER_REQUEST = 'njs 0.7.9 runs the module (and init) per request, so init cannot fail at start-up';
+const NJS_NO_CLOSE = 'njs 0.7.9 has no hook at nginx shutdown: close never runs in embedded mode';
+const NJS_NO_ABORT = 'njs 0.7.9 tears the request VM down on client abort without running JS (njs #955)';
+const NO_WORKERS = 'this host serves in one process: there is no worker to kill';
+
+/** A handler that appends `line` to the marker file (Node hosts only). */
+const MARK = `import { appendFileSync } from 'node:fs';
+const mark = (line: string): void => appendFileSync(process.env.LIFECYCLE_MARKERS!, line + '\\n');
+`;
+
+const sleepMs = `const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));\n`;
+
+/** Reads the response of a raw request on a plain socket, up to `ms`. */
+function rawGet(url: string, path: string, ms: number): Promise<{ head: string; error?: string }> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = connect(Number(u.port), u.hostname);
+    let data = '';
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve({ head: data });
+    }, ms);
+    s.on('connect', () => s.write(`GET ${path} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n\r\n`));
+    s.on('data', (d) => (data += d.toString('latin1')));
+    s.on('error', (e) => {
+      clearTimeout(t);
+      resolve({ head: data, error: e.message });
+    });
+    s.on('close', () => {
+      clearTimeout(t);
+      resolve({ head: data });
+    });
+  });
+}
+
+export const lifecycleCases: LifecycleCase[] = [
+  {
+    id: 'start.missing-handler',
+    title: 'a handler path that does not exist: one line, non-zero exit, within seconds',
+    async run(t) {
+      const r = await t.startFails(join(tmpdir(), 'tsgi-no-such-dir', 'handler.ts'));
+      assert.equal(r.code, 1, r.lines.join('\n'));
+      assert.equal(r.lines.length, 1, `expected one line, got:\n${r.lines.join('\n')}`);
+      assert.match(r.lines[0]!, /not found/);
+    },
+  },
+  {
+    id: 'start.no-fetch',
+    title: 'a module without fetch: one line, non-zero exit, within seconds',
+    async run(t) {
+      const r = await t.startFails(t.handler('no-fetch.ts', 'export default { hello: 1 };\n'));
+      assert.equal(r.code, 1, r.lines.join('\n'));
+      assert.equal(r.lines.length, 1, `expected one line, got:\n${r.lines.join('\n')}`);
+      assert.match(r.lines[0]!, /fetch/);
+    },
+  },
+  {
+    id: 'start.throws-at-load',
+    title: 'a module that throws while loading: one line naming the error, non-zero exit',
+    async run(t) {
+      const src = `const fail = (): never => { throw new Error('boom-at-load'); };
+fail();
+export default { fetch: () => new Response('never') };
+`;
+      const r = await t.startFails(t.handler('throws.ts', src));
+      assert.equal(r.code, 1, r.lines.join('\n'));
+      assert.equal(r.lines.length, 1, `expected one line, got:\n${r.lines.join('\n')}`);
+      assert.match(r.lines[0]!, /boom-at-load/);
+    },
+  },
+  {
+    id: 'start.init-fails',
+    title: 'a failing init: one line naming the error, non-zero exit, nothing served',
+    optOut: { 'nginx:embedded': NJS_INIT_PER_REQUEST },
+    async run(t) {
+      const src = `export default {
+  async init() { throw new Error('init-boom'); },
+  fetch: () => new Response('never'),
+};
+`;
+      const r = await t.startFails(t.handler('init-fails.ts', src));
+      assert.equal(r.code, 1, r.lines.join('\n'));
+      assert.equal(r.lines.length, 1, `expected one line, got:\n${r.lines.join('\n')}`);
+      assert.match(r.lines[0]!, /init-boom/);
+    },
+  },
+  {
+    id: 'stop.sigterm-drains',
+    title: 'SIGTERM: the in-flight request completes, waitUntil work finishes, then close runs once per process',
+    optOut: { 'nginx:embedded': `${NJS_NO_CLOSE}; ${NJS_NO_NODE}` },
+    async run(t) {
+      const src = `${MARK}${sleepMs}
+export default {
+  async fetch(request: Request, ctx: { waitUntil(p: Promise<unknown>): void }) {
+    const url = new URL(request.url);
+    if (url.pathname === '/slow') {
+      mark('slow-start ' + process.pid);
+      ctx.waitUntil(sleep(600).then(() => mark('wait-done ' + process.pid)));
+      await sleep(800);
+      return new Response('slow-done');
+    }
+    return new Response('ok');
+  },
+  close() { mark('closed ' + process.pid); },
+};
+`;
+      const s = await t.start(t.handler('drain.ts', src));
+      const slow = fetch(s.url + '/slow').then(async (r) => ({ status: r.status, body: await r.text() }));
+      await waitFor(() => t.markers().some((l) => l.startsWith('slow-start')), 10_000, 'the slow request to start');
+      const end = await s.stop('SIGTERM');
+      const res = await slow;
+      assert.deepEqual(res, { status: 200, body: 'slow-done' });
+      assert.equal(end.code, 0, `exit ${end.signal ?? end.code}:\n${s.stderr()}`);
+      const m = t.markers();
+      const pid = m.find((l) => l.startsWith('slow-start'))!.split(' ')[1];
+      const waitAt = m.indexOf(`wait-done ${pid}`);
+      const closedAt = m.indexOf(`closed ${pid}`);
+      assert.ok(waitAt >= 0, `waitUntil work did not finish:\n${m.join('\n')}`);
+      assert.ok(closedAt > waitAt, `close ran before the waitUntil work finished, or not at all:\n${m.join('\n')}`);
+      const closes = m.filter((l) => l.startsWith('closed '));
+      assert.equal(new Set(closes).size, closes.length, `close ran twice in one process:\n${m.join('\n')}`);
+    },
+  },
+  {
+    id: 'reload.sighup',
+    title: 'SIGHUP under load: the handler as it is now is served, no request fails, the old generation closes',
+    async run(t) {
+      const node = t.target.server !== 'nginx' || t.target.mode !== 'embedded';
+      const version = (v: string): string =>
+        node
+          ? `${MARK}export default {
+  fetch: () => new Response('${v}'),
+  close() { mark('closed ${v} ' + process.pid); },
+};
+`
+          : `export default { fetch: () => new Response('${v}') };\n`;
+      const file = t.handler('reload.ts', version('v1'));
+      const s = await t.start(file);
+      try {
+        const l = load(s.url + '/', 4, true);
+        await sleep(300);
+        writeFileSync(file, version('v2'));
+        s.proc.kill('SIGHUP');
+        await waitFor(async () => (await (await fetch(s.url + '/')).text()) === 'v2', 60_000, 'v2 to be served');
+        await sleep(300);
+        const r = await l.stop();
+        assert.equal(r.failed, 0, `failed requests during the reload: ${JSON.stringify(r)}`);
+        assert.ok((r.bodies.v2 ?? 0) > 0 && (r.bodies.v1 ?? 0) > 0, JSON.stringify(r.bodies));
+        assert.ok(alive(s.proc.pid!), 'the server died on SIGHUP');
+        if (node) await waitFor(() => t.markers().some((m) => m.startsWith('closed v1')), 30_000, 'close on the old generation');
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'crash.worker-killed',
+    title: 'a killed worker fails only the request it held, and a replacement serves',
+    optOut: { 'nginx:embedded': NJS_NO_NODE, node: NO_WORKERS },
+    async run(t) {
+      const src = `${MARK}${sleepMs}
+export default {
+  async fetch(request: Request) {
+    const url = new URL(request.url);
+    if (url.pathname === '/hold') {
+      mark('hold ' + process.pid);
+      await sleep(5000);
+      return new Response('held');
+    }
+    return new Response('pid ' + process.pid);
+  },
+};
+`;
+      const s = await t.start(t.handler('crash.ts', src));
+      try {
+        const held = fetch(s.url + '/hold').then(
+          (r) => r.status,
+          () => 'reset',
+        );
+        await waitFor(() => t.markers().some((l) => l.startsWith('hold ')), 10_000, 'the held request');
+        const victim = Number(t.markers().find((l) => l.startsWith('hold '))!.split(' ')[1]);
+        const l = load(s.url + '/', 4);
+        await sleep(200);
+        process.kill(victim, 'SIGKILL');
+        const heldOutcome = await held;
+        assert.ok(heldOutcome === 502 || heldOutcome === 'reset', `the held request ended with ${heldOutcome}`);
+        await waitFor(
+          async () => {
+            const r = await fetch(s.url + '/').then((x) => x.text(), () => '');
+            return r.startsWith('pid ') && r !== `pid ${victim}`;
+          },
+          30_000,
+          'a replacement worker',
+        );
+        await sleep(500);
+        const r = await l.stop();
+        assert.equal(r.failed, 0, `requests the dead worker did not hold failed: ${JSON.stringify(r)}`);
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'client.leaves',
+    title: 'a client that leaves before the first chunk: request.signal aborts and the stream is cancelled',
+    optOut: { 'nginx:embedded': `${NJS_NO_ABORT}; ${NJS_NO_NODE}` },
+    async run(t) {
+      const src = `${MARK}
+export default {
+  fetch(request: Request) {
+    request.signal.addEventListener('abort', () => mark('aborted'));
+    return new Response(new ReadableStream({
+      cancel() { mark('cancelled'); },
+    }), { headers: { 'content-type': 'text/event-stream' } });
+  },
+};
+`;
+      const s = await t.start(t.handler('leaves.ts', src));
+      try {
+        await rawGet(s.url, '/sse', 300);
+        await waitFor(
+          () => t.markers().includes('aborted') && t.markers().includes('cancelled'),
+          10_000,
+          `abort and cancel (saw: ${t.markers().join(', ')})`,
+        );
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+];
+
+function optOutFor(c: LifecycleCase, target: LifecycleTarget): [string, string] | undefined {
+  if (!c.optOut) return undefined;
+  const k = target.mode ? `${target.server}:${target.mode}` : undefined;
+  if (k && c.optOut[k]) return [k, c.optOut[k]];
+  if (c.optOut[target.server] && !(target.workers && c.optOut[target.server] === NO_WORKERS)) {
+    return [target.server, c.optOut[target.server]];
+  }
+  return undefined;
+}
+
+/** The non-empty lines of a failed start-up's output, without Node's own warnings. */
+function outputLines(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l && !/^\(node:\d+\) |^\(Use `node --trace-warnings/.test(l));
+}
+
+/** Registers the lifecycle cases for one host. */
+export function describeLifecycle(target: LifecycleTarget): void {
+  const key = target.mode ? `${target.server}:${target.mode}` : target.server;
+  describe(`lifecycle: ${target.name} (${key})`, () => {
+    const root = mkdtempSync(join(tmpdir(), 'tsgi-lifecycle-'));
+    // Workers may run as an unprivileged user: everything here must be reachable by it.
+    chmodSync(root, 0o755);
+    afterAll(() => rmSync(root, { recursive: true, force: true }));
+    let n = 0;
+    for (const c of lifecycleCases) {
+      const out = optOutFor(c, target);
+      if (out) {
+        it(`${c.id} — opt-out (${out[0]}): ${out[1]}`, () => {
+          console.info(`[lifecycle] ${c.id} opted out for ${out[0]}: ${out[1]}`);
+        });
+        continue;
+      }
+      it(`${c.id}: ${c.title}`, { timeout: 180_000 }, async () => {
+        const dir = join(root, `case-${++n}`);
+        mkdirSync(dir, { mode: 0o755 });
+        chmodSync(dir, 0o777);
+        const markers = join(dir, 'markers.log');
+        writeFileSync(markers, '');
+        chmodSync(markers, 0o666);
+        const env = { LIFECYCLE_MARKERS: markers };
+        const started: RunningTsgi[] = [];
+        const ctx: LifecycleContext = {
+          target,
+          handler(name, source) {
+            const p = join(dir, name);
+            writeFileSync(p, source);
+            chmodSync(p, 0o644);
+            return p;
+          },
+          async start(handler, extraArgs = []) {
+            const port = await freePort();
+            const s = await startTsgi([...target.command, handler, '--port', String(port), ...(target.args ?? []), ...extraArgs], env);
+            started.push(s);
+            return s;
+          },
+          async startFails(handler) {
+            const port = await freePort();
+            const t0 = Date.now();
+            try {
+              const s = await startTsgi([...target.command, handler, '--port', String(port), ...(target.args ?? [])], env, 20_000);
+              started.push(s);
+              throw new Error(`started (${s.url}) instead of failing:\n${s.stderr()}`);
+            } catch (err) {
+              const e = err as { code?: number | null; stdout?: string; stderr?: string };
+              if (e.stderr === undefined) throw err;
+              const ms = Date.now() - t0;
+              assert.ok(ms < 20_000, `took ${ms} ms to fail`);
+              return { code: e.code ?? null, lines: outputLines(`${e.stdout ?? ''}\n${e.stderr}`), ms };
+            }
+          },
+          markers: () => (existsSync(markers) ? readFileSync(markers, 'utf8').split('\n').filter(Boolean) : []),
+        };
+        try {
+          await c.run(ctx);
+        } finally {
+          for (const s of started) await s.stop('SIGKILL');
+        }
+      });
+    }
+  });
+}
