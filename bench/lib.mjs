@@ -73,17 +73,36 @@ export function postScript(body, contentType = 'application/json') {
   return file;
 }
 
-/** Runs wrk pinned to the load core; returns req/s and error counts. */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/**
+ * Busy time of one core so far, in seconds: user + nice + system + irq + softirq from
+ * /proc/stat. Steal (time the host gave to someone else) and idle/iowait are left out.
+ */
+export function coreBusySeconds(cpu = SERVER_CPU) {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+  const [user, nice, system, , , irq, softirq] = line.trim().split(/\s+/).slice(1).map(Number);
+  return (user + nice + system + irq + softirq) / CLK_TCK;
+}
+
+/**
+ * Runs wrk pinned to the load core; returns req/s, error counts, and the server core's
+ * busy CPU time per request served (µs), which steal does not distort the way req/s is.
+ */
 export function wrk(url, { duration = 5, connections = 50, threads = 1, script } = {}) {
   const args = ['-c', LOAD_CPU, 'wrk', `-t${threads}`, `-c${connections}`, `-d${duration}s`];
   if (script) args.push('-s', script);
   args.push(url);
+  const busy0 = coreBusySeconds();
   const out = execFileSync('taskset', args, { encoding: 'utf8' });
+  const busy = coreBusySeconds() - busy0;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const socketErrors = sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  return { rps, socketErrors, non2xx, raw: out };
+  const cpuUs = requests > 0 ? (busy * 1e6) / requests : 0;
+  return { rps, requests, cpuUs, socketErrors, non2xx, raw: out };
 }
 
 /** Resident set size of a process and its children, in MiB. */
@@ -116,7 +135,7 @@ export const median = (xs) => {
  * so drift on a shared machine hits all of them alike.
  */
 export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } = {}) {
-  const results = Object.fromEntries(scenarios.map((s) => [s.name, { rps: [], socketErrors: 0, non2xx: 0 }]));
+  const results = Object.fromEntries(scenarios.map((s) => [s.name, { rps: [], cpuUs: [], socketErrors: 0, non2xx: 0 }]));
   for (const s of scenarios) wrk(s.url, { ...opts, ...s.wrk, duration: warmup });
   for (let r = 0; r < rounds; r++) {
     const order = scenarios.map((_, i) => scenarios[(i + r) % scenarios.length]);
@@ -124,12 +143,16 @@ export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } 
       const m = wrk(s.url, { ...opts, ...s.wrk });
       const acc = results[s.name];
       acc.rps.push(m.rps);
+      acc.cpuUs.push(m.cpuUs);
       acc.socketErrors += m.socketErrors;
       acc.non2xx += m.non2xx;
       if (s.afterRun) s.afterRun(acc);
     }
   }
-  for (const s of scenarios) results[s.name].median = median(results[s.name].rps);
+  for (const s of scenarios) {
+    results[s.name].median = median(results[s.name].rps);
+    results[s.name].cpuMedian = median(results[s.name].cpuUs);
+  }
   return results;
 }
 
@@ -163,4 +186,51 @@ export function recordSection(heading, body) {
     text = text.slice(0, start) + section + (next === -1 ? '' : text.slice(next));
   }
   writeFileSync(file, text);
+}
+
+/**
+ * The anchors must be what they claim: `check(response, body)` returns a reason when the
+ * response does not look like it came from the server named (a static file has an ETag,
+ * Passenger sets X-Powered-By, ...).
+ */
+export async function checkAnchor(name, url, check) {
+  const r = await fetch(url);
+  const body = await r.text();
+  const why = check(r, body);
+  if (why) throw new Error(`bench: the ${name} anchor (${url}) is not what it claims: ${why}`);
+}
+
+/** "12.3 µs" style figure. */
+export const us = (x) => `${x.toFixed(1)} µs`;
+
+/**
+ * The figures of one interleaved run as a markdown table: req/s and server CPU per request
+ * (median over rounds), each as a ratio against `anchor` measured in the same run. A ratio
+ * above 1 is better for tsgi on both columns: req/s over the anchor's, and the anchor's CPU
+ * per request over this row's.
+ */
+export function figuresTable(rows, res, anchor, { errors = true } = {}) {
+  const a = res[anchor];
+  const head = ['target', 'req/s (median)', 'vs anchor', 'server CPU/req (median)', 'vs anchor (CPU)', 'req/s per round'];
+  if (errors) head.push('errors');
+  const out = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const { key, label } of rows) {
+    const r = res[key];
+    const cells = [
+      label,
+      Math.round(r.median).toLocaleString('en-US'),
+      `${(r.median / a.median).toFixed(2)}x`,
+      us(r.cpuMedian),
+      `${(a.cpuMedian / r.cpuMedian).toFixed(2)}x`,
+      r.rps.map((x) => Math.round(x)).join(', '),
+    ];
+    if (errors) cells.push(String(r.socketErrors + r.non2xx));
+    out.push(`| ${cells.join(' | ')} |`);
+  }
+  return out.join('\n');
+}
+
+/** `tsgi` vs `anchor` by CPU per request (anchor CPU / tsgi CPU) and by req/s. */
+export function ratios(res, tsgi, anchor) {
+  return { cpu: res[anchor].cpuMedian / res[tsgi].cpuMedian, rps: res[tsgi].median / res[anchor].median };
 }

@@ -1,12 +1,13 @@
 // npm run bench [-- node] [--record]: tsgi on node:http against raw node:http, Hono and Fastify.
 import { fileURLToPath } from 'node:url';
-import { freePort, interleave, machineLine, postScript, recordSection, rssMiB, startPinned } from './lib.mjs';
+import { checkAnchor, figuresTable, freePort, interleave, machineLine, postScript, recordSection, rssMiB, startPinned } from './lib.mjs';
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const tsgi = here('../cli/bin/tsgi.js');
 
 const SERVERS = [
-  { name: 'raw node:http', args: [here('servers/raw-node.mjs')] },
+  // The anchor; its x-anchor header proves raw-node.mjs answers.
+  { name: 'raw node:http', args: [here('servers/raw-node.mjs')], check: (r) => (r.headers.get('x-anchor') === 'raw-node' ? '' : 'no x-anchor: raw-node header') },
   { name: 'tsgi (global Response)', args: [tsgi, 'serve', here('handlers/hello.ts')], port: true },
   { name: 'tsgi (@tsgi/core Response)', args: [tsgi, 'serve', here('handlers/hello-fast.ts')], port: true },
   { name: '@hono/node-server', args: [here('servers/hono.mjs')] },
@@ -39,19 +40,23 @@ export async function run(argv) {
         wrk: kind === 'post' ? { script: post } : {},
         afterRun: () => (s.rss = Math.max(s.rss, rssMiB(s.proc.pid))),
       }));
+    for (const s of running) if (s.check) await checkAnchor(s.name, s.url, s.check);
     console.log(`GET hello and POST 1 KB JSON echo (${json1k.length} bytes); ${rounds} rounds × ${duration} s, wrk -t1 -c50`);
     const get = await interleave(scenarios('get'), { rounds, duration });
     const postR = await interleave(scenarios('post'), { rounds, duration });
-    const base = running[0];
-    const rows = running.map((s) => {
-      const g = get[s.name];
-      const p = postR[s.name];
-      return `| ${s.name} | ${Math.round(g.median)} | ${(g.median / get[base.name].median).toFixed(2)}x | ${Math.round(p.median)} | ${(p.median / postR[base.name].median).toFixed(2)}x | ${s.rss.toFixed(0)} (${(s.rss / base.rss).toFixed(2)}x) | ${g.socketErrors + p.socketErrors} |`;
-    });
+    const rows = running.map((s) => ({ key: s.name, label: s.name }));
+    const base = running[0].name;
+    const rss = running.map((s) => `${s.name} ${s.rss.toFixed(0)} MiB (${(s.rss / running[0].rss).toFixed(2)}x)`).join('; ');
     const table = [
-      '| server | GET hello req/s | vs raw | POST 1 KB JSON echo req/s | vs raw | RSS under load MiB (vs raw) | socket errors |',
-      '|---|---|---|---|---|---|---|',
-      ...rows,
+      '**GET hello**',
+      '',
+      figuresTable(rows, get, base),
+      '',
+      `**POST 1 KB JSON echo** (${json1k.length} bytes)`,
+      '',
+      figuresTable(rows, postR, base),
+      '',
+      `RSS under load: ${rss}.`,
     ].join('\n');
     console.log(table);
     if (record) {

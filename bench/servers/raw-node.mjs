@@ -9,11 +9,11 @@ createServer((req, res) => {
     req.on('end', () => {
       const data = JSON.parse(Buffer.concat(chunks).toString('utf8'));
       const body = JSON.stringify(data);
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-anchor': 'raw-node' });
       res.end(body);
     });
     return;
   }
-  res.writeHead(200, { 'content-type': 'text/plain;charset=UTF-8', 'content-length': HELLO.length });
+  res.writeHead(200, { 'content-type': 'text/plain;charset=UTF-8', 'content-length': HELLO.length, 'x-anchor': 'raw-node' });
   res.end(HELLO);
 }).listen(Number(process.env.PORT), '127.0.0.1');
