@@ -73,6 +73,14 @@ export function postScript(body, contentType = 'application/json') {
   return file;
 }
 
+/** A percentile from wrk's --latency distribution, in ms. */
+function latencyMs(out, pct) {
+  const m = new RegExp(`^\\s+${pct}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+}
+
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 /**
@@ -89,8 +97,9 @@ export function coreBusySeconds(cpu = SERVER_CPU) {
  * Runs wrk pinned to the load core; returns req/s, error counts, and the server core's
  * busy CPU time per request served (µs), which steal does not distort the way req/s is.
  */
-export function wrk(url, { duration = 5, connections = 50, threads = 1, script } = {}) {
-  const args = ['-c', LOAD_CPU, 'wrk', `-t${threads}`, `-c${connections}`, `-d${duration}s`];
+export function wrk(url, { duration = 5, connections = 50, threads = 1, script, timeout } = {}) {
+  const args = ['-c', LOAD_CPU, 'wrk', '--latency', `-t${threads}`, `-c${connections}`, `-d${duration}s`];
+  if (timeout) args.push('--timeout', `${timeout}s`);
   if (script) args.push('-s', script);
   args.push(url);
   const busy0 = coreBusySeconds();
@@ -102,7 +111,7 @@ export function wrk(url, { duration = 5, connections = 50, threads = 1, script }
   const socketErrors = sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const cpuUs = requests > 0 ? (busy * 1e6) / requests : 0;
-  return { rps, requests, cpuUs, socketErrors, non2xx, raw: out };
+  return { rps, requests, cpuUs, p50Ms: latencyMs(out, '50'), p99Ms: latencyMs(out, '99'), socketErrors, non2xx, raw: out };
 }
 
 /** Resident set size of a process and its children, in MiB. */
@@ -135,7 +144,7 @@ export const median = (xs) => {
  * so drift on a shared machine hits all of them alike.
  */
 export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } = {}) {
-  const results = Object.fromEntries(scenarios.map((s) => [s.name, { rps: [], cpuUs: [], socketErrors: 0, non2xx: 0 }]));
+  const results = Object.fromEntries(scenarios.map((s) => [s.name, { rps: [], cpuUs: [], p50Ms: [], p99Ms: [], socketErrors: 0, non2xx: 0 }]));
   for (const s of scenarios) wrk(s.url, { ...opts, ...s.wrk, duration: warmup });
   for (let r = 0; r < rounds; r++) {
     const order = scenarios.map((_, i) => scenarios[(i + r) % scenarios.length]);
@@ -144,6 +153,8 @@ export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } 
       const acc = results[s.name];
       acc.rps.push(m.rps);
       acc.cpuUs.push(m.cpuUs);
+      acc.p50Ms.push(m.p50Ms);
+      acc.p99Ms.push(m.p99Ms);
       acc.socketErrors += m.socketErrors;
       acc.non2xx += m.non2xx;
       if (s.afterRun) s.afterRun(acc);
@@ -152,6 +163,8 @@ export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } 
   for (const s of scenarios) {
     results[s.name].median = median(results[s.name].rps);
     results[s.name].cpuMedian = median(results[s.name].cpuUs);
+    results[s.name].p50Median = median(results[s.name].p50Ms);
+    results[s.name].p99Median = median(results[s.name].p99Ms);
   }
   return results;
 }

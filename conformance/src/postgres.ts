@@ -6,7 +6,7 @@
  * account (initdb refuses root).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './testing.js';
@@ -15,6 +15,8 @@ export interface Postgres {
   /** postgres://tsgi@127.0.0.1:PORT/postgres (trust auth, loopback only). */
   url: string;
   port: number;
+  /** The postmaster's pid (its backends are its children). */
+  pid: number;
   /** Runs one SQL statement through psql and returns its unaligned output. */
   sql(statement: string): string;
   stop(): void;
@@ -64,6 +66,7 @@ export async function startPostgres(): Promise<Postgres> {
   return {
     url,
     port,
+    pid: Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]),
     sql: (statement) => run('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'tsgi', '-d', 'postgres', '-At', '-c', statement]),
     stop() {
       if (stopped) return;
