@@ -370,7 +370,8 @@ export function describeLifecycle(target: LifecycleTarget): void {
         try {
           await c.run(ctx);
         } finally {
-          for (const s of started) await s.stop('SIGKILL');
+          // SIGTERM first: a killed command cannot remove its temp dir.
+          for (const s of started) await s.stop('SIGTERM', 20_000);
         }
       });
     }
