@@ -123,7 +123,9 @@ describe.runIf(isRoot)('nginx workers mode: isolation (as root, with a second lo
   });
 
   it('through nginx: the handler never sees the secret, and client-sent proxy headers are overridden', async () => {
-    const res = await fetch(srv.url + '/probe', { headers: { ...SPOOF, 'x-tsgi-phase': 'access' } });
+    const res = await fetch(srv.url + '/probe', {
+      headers: { ...SPOOF, 'x-tsgi-phase': 'access', 'x-tsgi-authority': 'evil.example:1', 'x-tsgi-protocol': 'HTTP/1.0' },
+    });
     expect(res.status).toBe(200);
     const seen = (await res.json()) as { url: string; ip: string; headers: Record<string, string> };
     expect([seen.ip, seen.url]).toEqual(['127.0.0.1', `${srv.url}/probe`]);
