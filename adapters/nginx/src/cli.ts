@@ -3,10 +3,11 @@
  * the tsgi dispatcher prints it and exits 1.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, renameSync, constants, openSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, renameSync, constants, openSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer as createNetServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { stop as stopEsbuild } from 'esbuild';
 import { StartupError } from '@tsgi/core/node';
 import { buildNjs, formatReport } from './build.js';
 import { mainConf, snippet, type Mode } from './config.js';
@@ -21,7 +22,7 @@ export const USAGE = `usage:
       print an nginx config snippet
   tsgi nginx run <handler> --port P [--host 127.0.0.1] [--workers N] [--include FILE]...
                  [--include-server FILE]... [--max-body BYTES] [--location /] [--user NAME]
-                 [--preload NAME=FILE.json]...
+                 [--preload NAME=FILE.json]... [--clear-env [--env NAME]...]
       start a private nginx in the foreground (Ctrl-C stops it; SIGHUP reloads gracefully)`;
 
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
@@ -31,8 +32,8 @@ interface Args {
   flags: Map<string, string[]>;
 }
 
-const VALUED = new Set(['--preload', '-o', '--out', '--location', '--workers', '--port', '--host', '--include', '--include-server', '--max-body', '--user']);
-const BOOLEAN = new Set(['--help', '-h']);
+const VALUED = new Set(['--preload', '-o', '--out', '--location', '--workers', '--port', '--host', '--include', '--include-server', '--max-body', '--user', '--env']);
+const BOOLEAN = new Set(['--help', '-h', '--clear-env']);
 
 function parse(argv: string[]): Args {
   const a: Args = { positional: [], flags: new Map() };
@@ -99,16 +100,56 @@ function existingFile(f: string, what: string): string {
   return p;
 }
 
+interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+  /** The name of its primary group (nginx's `user NAME GROUP`). */
+  group: string;
+  home: string;
+}
+
+/** `getent DB KEY` split on ':' (NSS: /etc/passwd, LDAP, sssd alike), or undefined. */
+function getent(db: 'passwd' | 'group', key: string): string[] | undefined {
+  const r = spawnSync('getent', [db, key], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout ? r.stdout.split('\n')[0]!.split(':') : undefined;
+}
+
 /** Unprivileged account for nginx and Node workers when we run as root. */
-function workerUser(name: string | undefined): { name: string; uid: number; gid: number } | undefined {
+function workerUser(name: string | undefined): Account | undefined {
   if (process.getuid?.() !== 0) return undefined;
-  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':'));
   const wanted = name ? [name] : ['www-data', 'nginx', 'nobody'];
   for (const w of wanted) {
-    const e = passwd.find((p) => p[0] === w);
-    if (e) return { name: w, uid: Number(e[2]), gid: Number(e[3]) };
+    const e = getent('passwd', w);
+    if (!e) continue;
+    const gid = Number(e[3]);
+    return { name: e[0]!, uid: Number(e[2]), gid, group: getent('group', String(gid))?.[0] ?? String(gid), home: e[5] || '/' };
   }
   throw new StartupError(`user ${wanted.join('/')} not found (needed to run nginx and the workers unprivileged)`);
+}
+
+/** --clear-env [--env NAME]...: the names allowed into the workers' clean environment. */
+function envPolicy(a: Args, workers: boolean): { keep: string[] } | undefined {
+  const keep = a.flags.get('--env') ?? [];
+  for (const k of keep) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new StartupError(`--env wants a variable name, got '${k}'`);
+  if (!a.flags.has('--clear-env')) {
+    if (keep.length) throw new StartupError('--env NAME lists what --clear-env lets through; add --clear-env');
+    return undefined;
+  }
+  if (!workers) throw new StartupError('--clear-env is for the Node workers of --workers N (embedded nginx passes only `env NAME;` variables)');
+  return { keep };
+}
+
+/**
+ * A directory only we and `account`'s group (nginx's and the Node workers') can enter: 0710, so
+ * the group can reach the paths it is told about but not list them; 0700 when we do not switch user.
+ */
+function privateDir(path: string, account: Account | undefined): void {
+  if (!existsSync(path)) mkdirSync(path);
+  if (account) {
+    chownSync(path, 0, account.gid);
+    chmodSync(path, 0o710);
+  } else chmodSync(path, 0o700);
 }
 
 async function cmdBuild(a: Args): Promise<number> {
@@ -189,7 +230,8 @@ async function reloadNginx(master: ChildProcess, timeoutMs = 60_000): Promise<vo
  * path, and /dev/stdout fails when stdout is a socket (as Node's pipes are).
  */
 function relayFifo(path: string): { path: string; close(): void } {
-  const r = spawnSync('mkfifo', ['-m', '0644', path]);
+  // Only nginx's master (root, or us) opens it: the log holds query strings, tokens and all.
+  const r = spawnSync('mkfifo', ['-m', '0600', path]);
   if (r.status !== 0) throw new StartupError(`cannot create ${path} (mkfifo)`);
   // Non-blocking open of the read end, and a write end of our own so nginx reopening it never means EOF.
   const rfd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -251,6 +293,7 @@ async function cmdRun(a: Args): Promise<number> {
   const host = one(a, '--host') ?? '127.0.0.1';
   const workers = int(a, '--workers', 1, 256);
   const maxBody = int(a, '--max-body', 0, 2 ** 40) ?? DEFAULT_MAX_BODY;
+  const clearEnv = envPolicy(a, workers !== undefined);
   const location = one(a, '--location') ?? '/';
   const include = (a.flags.get('--include') ?? []).map((f) => existingFile(f, 'include file'));
   const includeServer = (a.flags.get('--include-server') ?? []).map((f) => existingFile(f, 'include file'));
@@ -264,10 +307,11 @@ async function cmdRun(a: Args): Promise<number> {
   const earlyHup = (): void => console.error('tsgi nginx: SIGHUP ignored while starting');
   process.on('SIGHUP', earlyHup);
 
-  // Everything nginx and the workers read lives here: the project dir may be 0700.
+  // Everything nginx and the workers read lives here (the project dir may be 0700), and nobody else
+  // may enter it: it holds the conf with the workers' secret, the bundle, the sockets and the log FIFO.
   const dir = mkdtempSync(join(tmpdir(), 'tsgi-nginx-'));
-  chmodSync(dir, 0o755);
-  mkdirSync(join(dir, 'tmp'), { mode: 0o755 });
+  privateDir(dir, user);
+  privateDir(join(dir, 'tmp'), user);
   const cleanup = (): void => {
     accessLog?.close();
     rmSync(dir, { recursive: true, force: true });
@@ -275,8 +319,9 @@ async function cmdRun(a: Args): Promise<number> {
   const copied = (files: string[], tag: string, ext = '.conf'): string[] =>
     files.map((f, i) => {
       const to = join(dir, `${tag}-${i}${ext}`);
-      writeFileSync(to, readFileSync(f));
-      chmodSync(to, 0o644);
+      // Read by nginx's master only, while it loads the config.
+      writeFileSync(to, readFileSync(f), { mode: 0o600 });
+      chmodSync(to, 0o600);
       return to;
     });
 
@@ -300,22 +345,27 @@ async function cmdRun(a: Args): Promise<number> {
         include: copied(include, 'include'),
         includeServer: copied(includeServer, 'include-server'),
         preload: preload.map((p, i) => ({ name: p.name, file: copied([p.file], `preload-${i}`, '.json')[0]! })),
+        secret: sup?.secret,
         user: user?.name,
+        group: user?.group,
         jsModule,
         accessLog: accessLog?.path,
       }),
+      { mode: 0o600 },
     );
-    chmodSync(conf, 0o644);
+    // It holds the workers' secret; nginx's master reads it as root (or as us).
+    chmodSync(conf, 0o600);
   };
   try {
     if (mode === 'embedded') {
-      const r = await buildNjs({ handler, outDir: dir, validate: false });
+      // esbuild's service process would otherwise live as long as we do.
+      const r = await buildNjs({ handler, outDir: dir, validate: false }).finally(stopEsbuild);
       for (const w of r.report.warnings) console.error(`tsgi nginx: warning: ${w}`);
       bundle = r.file;
     } else {
-      const entry = await buildWorkerBundle(handler, dir, preload);
+      const entry = await buildWorkerBundle(handler, dir, preload).finally(stopEsbuild);
       const socketDir = join(dir, 'sockets');
-      mkdirSync(socketDir, { mode: 0o755 });
+      privateDir(socketDir, user);
       sup = new Supervisor({
         entry,
         socketDir,
@@ -323,6 +373,9 @@ async function cmdRun(a: Args): Promise<number> {
         maxBody,
         uid: user?.uid,
         gid: user?.gid,
+        account: user,
+        authority: `${host.includes(':') ? `[${host}]` : host}:${port}`,
+        clearEnv,
         cwd: dir,
         stateFile: join(dir, 'workers.json'),
       });
@@ -386,7 +439,7 @@ async function cmdRun(a: Args): Promise<number> {
         try {
           if (sup) {
             // Rebuild from the handler as it is now; the new workers run the new bundle.
-            const entry = await buildWorkerBundle(handler, dir, preload, `worker-${++generation}.mjs`);
+            const entry = await buildWorkerBundle(handler, dir, preload, `worker-${++generation}.mjs`).finally(stopEsbuild);
             const ok = await sup.roll(async () => {
               // The supervisor's socket list is already the new one.
               writeConf();
@@ -395,7 +448,7 @@ async function cmdRun(a: Args): Promise<number> {
             if (!ok) throw new StartupError('a new worker did not start; the old workers keep serving');
           } else {
             // Build next to the live bundle; only a bundle nginx accepts replaces it.
-            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true });
+            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true }).finally(stopEsbuild);
             renameSync(next.file, bundle!);
             await reloadNginx(m);
           }

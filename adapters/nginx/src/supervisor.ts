@@ -9,10 +9,12 @@
  * socket, nginx reloaded onto it, then the old worker drains and exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { StartupError } from '@tsgi/core/node';
+import type { WorkerConfig } from './worker.js';
 
 const EXIT_STARTUP = 78;
 
@@ -25,15 +27,18 @@ interface PipeHandle {
  * A bound Unix socket that this process never accepts on (cluster's shared
  * handle does the same); the worker calls listen() on its copy of the fd.
  */
-function createSocketHandle(path: string): PipeHandle {
+function createSocketHandle(path: string, gid: number | undefined): PipeHandle {
   if (existsSync(path)) unlinkSync(path);
   const create = (net as unknown as { _createServerHandle?: (a: string, p: number, t: number) => PipeHandle | number })
     ._createServerHandle;
   if (typeof create !== 'function') throw new StartupError('this Node version cannot create a shared socket handle');
   const h = create(path, -1, -1);
   if (typeof h === 'number') throw new StartupError(`cannot create socket ${path} (error ${h})`);
-  // nginx's unprivileged workers connect to it.
-  chmodSync(path, 0o666);
+  // Only nginx's workers (their group) and our own user may connect; the directory is private too.
+  if (gid !== undefined) {
+    chownSync(path, process.getuid?.() ?? 0, gid);
+    chmodSync(path, 0o660);
+  } else chmodSync(path, 0o600);
   return h;
 }
 
@@ -45,7 +50,16 @@ export interface SupervisorOptions {
   workers: number;
   maxBody: number;
   uid?: number;
+  /** The workers' group, also the sockets' group (nginx's workers connect through it). */
   gid?: number;
+  /** The worker user's name and home: HOME, USER and LOGNAME in the workers' environment. */
+  account?: { name: string; home: string };
+  /** The per-start secret nginx sends (X-Tsgi-Secret); one is made when absent (see `secret`). */
+  secret?: string;
+  /** host:port nginx listens on: the authority of an HTTP/1.0 request without Host. */
+  authority?: string;
+  /** A clean environment: only HOME, USER, LOGNAME, PATH, PWD and these names (`--clear-env --env NAME`). */
+  clearEnv?: { keep: string[] };
   cwd: string;
   /** Where the current pids are written (tests read it). */
   stateFile?: string;
@@ -58,6 +72,33 @@ export interface SupervisorOptions {
 }
 
 const CHRT = ['/usr/bin/chrt', '/bin/chrt'].find((f) => existsSync(f));
+
+/** PATH of a clean environment when PATH is not allowed through (setpriv --reset-env's for a non-root user). */
+export const CLEAN_PATH = '/usr/local/bin:/bin:/usr/bin';
+
+/**
+ * The environment of a Node worker: the server's own environment with HOME, USER and LOGNAME
+ * of the worker user (as `setpriv --reset-env` or a login sets them) and PWD its working
+ * directory; with `clearEnv`, only those, PATH and the allowed names.
+ */
+export function workerEnv(
+  base: NodeJS.ProcessEnv,
+  o: { cwd: string; account?: { name: string; home: string }; clearEnv?: { keep: string[] } },
+): NodeJS.ProcessEnv {
+  let env: NodeJS.ProcessEnv;
+  if (o.clearEnv) {
+    env = { PATH: CLEAN_PATH, HOME: base.HOME, USER: base.USER, LOGNAME: base.LOGNAME };
+    for (const k of o.clearEnv.keep) if (base[k] !== undefined) env[k] = base[k];
+  } else env = { ...base };
+  if (o.account) {
+    env.HOME = o.account.home;
+    env.USER = o.account.name;
+    env.LOGNAME = o.account.name;
+  }
+  env.PWD = o.cwd;
+  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+  return env;
+}
 
 interface Slot {
   index: number;
@@ -81,8 +122,14 @@ export class Supervisor {
   /** Respawns so far (tests and logs). */
   respawns = 0;
 
+  /** The per-start secret: nginx's config must send it in X-Tsgi-Secret (config.ts proxyCommon). */
+  readonly secret: string;
+  private env: NodeJS.ProcessEnv;
+
   constructor(private o: SupervisorOptions) {
     this.log = o.log ?? ((m) => console.error(`tsgi nginx: ${m}`));
+    this.secret = o.secret ?? randomBytes(32).toString('hex');
+    this.env = workerEnv(process.env, o);
   }
 
   get sockets(): string[] {
@@ -95,7 +142,7 @@ export class Supervisor {
 
   private newSlot(index: number, generation: number, entry = this.o.entry): Slot {
     const socket = join(this.o.socketDir, `worker-${index}-${generation}.sock`);
-    return { index, entry, generation, socket, handle: createSocketHandle(socket), crashes: 0, startedAt: 0, retired: false };
+    return { index, entry, generation, socket, handle: createSocketHandle(socket, this.o.gid), crashes: 0, startedAt: 0, retired: false };
   }
 
   private writeState(): void {
@@ -115,8 +162,12 @@ export class Supervisor {
         cwd: this.o.cwd,
         uid: this.o.uid,
         gid: this.o.gid,
-        env: { ...process.env, TSGI_MAX_BODY: String(this.o.maxBody) },
+        env: this.env,
         stdio: ['ignore', 'inherit', 'inherit', slot.handle.fd, 'ipc'],
+      });
+      // Over IPC, not the environment: /proc/<pid>/environ is readable by the worker user's other processes.
+      child.send({ tsgi: 'config', secret: this.secret, authority: this.o.authority ?? 'localhost', maxBody: this.o.maxBody } satisfies WorkerConfig, () => {
+        /* a worker that could not start says so through 'exit' */
       });
       slot.child = child;
       slot.startedAt = Date.now();

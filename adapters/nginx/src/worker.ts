@@ -6,13 +6,48 @@
  *
  * Bundled (with the handler, @tsgi/node-http and @tsgi/core) into the run's
  * temp dir by `tsgi nginx run --workers N`, and started as the unprivileged user.
+ *
+ * Only nginx may talk to it: a request must carry the per-start secret that
+ * nginx's config adds (X-Tsgi-Secret), or it gets 403 before anything in it is
+ * trusted. With it, the worker takes ctx.ip, the scheme, the authority and the
+ * access phase from the headers nginx set, and hides those headers from the handler.
  */
-import { createServer } from 'node:http';
-import { assertHandler, type Handler } from '@tsgi/core';
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
 import { toNodeListener } from '@tsgi/node-http';
 
 /** Exit code of a worker that cannot start (bad handler, failing init): not respawned. */
 export const EXIT_STARTUP = 78;
+
+/** What the supervisor sends over IPC before the worker listens (never in the environment). */
+export interface WorkerConfig {
+  tsgi: 'config';
+  /** The per-start secret nginx sends in X-Tsgi-Secret. */
+  secret: string;
+  /** host:port nginx listens on: the authority of an HTTP/1.0 request without Host. */
+  authority: string;
+  maxBody: number;
+}
+
+/** The headers nginx sets for the worker (config.ts proxyCommon); the handler never sees them. */
+const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-authority', 'x-tsgi-protocol', 'x-tsgi-phase'];
+
+function configFromSupervisor(): Promise<WorkerConfig> {
+  return new Promise((resolve) => {
+    const on = (m: Partial<WorkerConfig>): void => {
+      if (m?.tsgi !== 'config') return;
+      process.off('message', on);
+      resolve(m as WorkerConfig);
+    };
+    process.on('message', on);
+  });
+}
+
+function refuse(res: ServerResponse, status: number, text: string): void {
+  res.writeHead(status, ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))]);
+  res.end(text);
+}
 
 export async function runWorker(mod: unknown, where: string): Promise<void> {
   let handler: Handler;
@@ -22,16 +57,62 @@ export async function runWorker(mod: unknown, where: string): Promise<void> {
     console.error(`tsgi: ${(err as Error).message}`);
     process.exit(EXIT_STARTUP);
   }
-  const maxBodySize = Number(process.env.TSGI_MAX_BODY) || undefined;
-  const listener = toNodeListener(handler, { server: 'nginx', trustProxy: true, phases: true, maxBodySize });
+  // The supervisor gone before we listen: nothing to drain.
+  const orphaned = (): never => process.exit(0);
+  process.once('disconnect', orphaned);
+  const cfg = await configFromSupervisor();
+  const secret = Buffer.from(cfg.secret, 'latin1');
+  // The authority of each admitted request, decided before the handler runs (read when it asks for request.url).
+  const authorities = new WeakMap<IncomingMessage, string>();
+  const listener = toNodeListener(handler, {
+    server: 'nginx',
+    trustProxy: true,
+    phases: true,
+    maxBodySize: cfg.maxBody,
+    authority: (req) => authorities.get(req),
+    hiddenHeaders: PROXY_HEADERS,
+  });
   try {
     await listener.ready;
   } catch (err) {
     console.error(`tsgi: ${(err as Error).message}`);
     process.exit(EXIT_STARTUP);
   }
+
+  let warned = false;
+  const fromNginx = (req: IncomingMessage): boolean => {
+    const got = req.headers['x-tsgi-secret'];
+    if (typeof got === 'string' && got.length === secret.length && timingSafeEqual(Buffer.from(got, 'latin1'), secret)) return true;
+    if (!warned) {
+      warned = true;
+      console.error(
+        `[tsgi] worker ${process.pid}: refused a request that did not come through nginx (no valid X-Tsgi-Secret); ` +
+          'later ones are refused without a log line',
+      );
+    }
+    return false;
+  };
+
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
+    if (!fromNginx(req)) return refuse(res, 403, FORBIDDEN_TEXT);
+    // The request as the client sent it to nginx: an absolute-form target's authority, Host, HTTP/1.0.
+    const lineAuthority = req.headers['x-tsgi-authority'];
+    const path = req.url ?? '/';
+    const host = req.headers.host;
+    const where = requestAuthority(
+      typeof lineAuthority === 'string' && lineAuthority ? `http://${lineAuthority}${path}` : path,
+      host === undefined ? [] : [host],
+      req.headers['x-tsgi-protocol'] === 'HTTP/1.0',
+      cfg.authority,
+    );
+    if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
+    authorities.set(req, where.authority);
+    listener(req, res);
+  };
+
   // Longer than nginx's upstream keepalive_timeout (60 s): nginx closes idle connections first.
-  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0 }, listener);
+  // No Host is fine: nginx forwards an HTTP/1.0 request without one as HTTP/1.1.
+  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false }, serve);
   server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
 
   let stopping = false;
@@ -56,5 +137,6 @@ export async function runWorker(mod: unknown, where: string): Promise<void> {
   process.on('SIGTERM', () => void stop());
   // Ctrl-C reaches the whole process group; the supervisor decides when workers stop.
   process.on('SIGINT', () => {});
+  process.off('disconnect', orphaned);
   process.on('disconnect', () => void stop());
 }

@@ -44,6 +44,9 @@ describe('tsgi nginx: bad input', () => {
       [['nginx', 'run', hello, '--port', '8080', '--preload', 'cfg'], /--preload wants NAME=FILE\.json, got 'cfg'/],
       [['nginx', 'run', hello, '--port', '8080', '--preload', `cfg=${hello}`], /preload file .*hello\.ts is not JSON/],
       [['nginx', 'frobnicate'], /unknown nginx command 'frobnicate'/],
+      [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--env', 'DATABASE_URL'], /--env NAME lists what --clear-env lets through; add --clear-env/],
+      [['nginx', 'run', hello, '--port', '8080', '--clear-env'], /--clear-env is for the Node workers of --workers N/],
+      [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--clear-env', '--env', 'A-B'], /--env wants a variable name, got 'A-B'/],
     ];
     for (const [args, re] of cases) {
       const r = await runCli(args);
@@ -111,6 +114,14 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('proxy_set_header X-Tsgi-Phase "";');
     expect(s).toMatch(/location = \/_tsgi_auth \{[^}]*proxy_set_header X-Tsgi-Phase access;[^}]*\}/);
     expect(s).toContain('proxy_pass_request_body off;');
+    // The client's request line and version reach the worker (request.url, HTTP/1.0 without Host).
+    expect(s).toContain('map $request $tsgi_target_authority {');
+    expect(s).toContain('proxy_set_header X-Tsgi-Authority $tsgi_target_authority;');
+    expect(s).toContain('proxy_set_header X-Tsgi-Protocol $server_protocol;');
+    // Big response heads, streamed uploads, and no 10 MiB body buffer per upload.
+    expect(s).toContain('proxy_buffer_size 64k;');
+    expect(s).toContain('proxy_request_buffering off;');
+    expect(s).toContain('client_body_buffer_size 64k;');
   });
 
   it('the printed pieces form a config nginx accepts (nginx -t), in both modes', async () => {

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { alive, childrenOf, uidOf } from '@tsgi/conformance/testing';
 import { fixturesDir, load, sleep, startNginx, waitFor, workersState, type Running } from './helpers.js';
 
 const CONCURRENCY = 8;
@@ -16,24 +17,12 @@ afterAll(async () => {
   await srv?.stop();
 });
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 async function get(path: string): Promise<number> {
   const r = await fetch(srv.url + path);
   await r.text();
   return r.status;
 }
 
-const uidOf = (pid: number): number => Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-const childrenOf = (pid: number): number[] =>
-  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 
 describe('nginx workers mode faults', () => {
   it('nginx worker processes and Node workers run unprivileged when started as root', () => {

@@ -23,11 +23,11 @@ export interface Running {
   stop(): Promise<number | null>;
 }
 
-
-export async function startNginx(handler: string, extra: string[] = []): Promise<Running> {
+export async function startNginx(handler: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<Running> {
   const port = await freePort();
   const proc = spawn(process.execPath, [tsgiBin, 'nginx', 'run', handler, '--port', String(port), ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env,
   });
   let out = '';
   let err = '';

@@ -26,6 +26,13 @@ export interface NodeAdapterOptions {
   phases?: boolean;
   /** Scheme for request.url when not behind a trusted proxy. */
   https?: boolean;
+  /**
+   * The request's authority (host[:port]) when the embedder has already decided it from what a
+   * trusted proxy saw (nginx workers mode: the absolute-form target, Host, HTTP/1.0); default: Host.
+   */
+  authority?: (req: IncomingMessage) => string | undefined;
+  /** Request headers (lower-case) the handler never sees: a trusted proxy's own (nginx workers mode). */
+  hiddenHeaders?: readonly string[];
   onError?: ErrorLogger;
 }
 
@@ -107,6 +114,8 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
     maxBodySize: maxBody,
     scheme: options.https ? 'https' : 'http',
     trustProxy,
+    authority: options.authority,
+    hidden: options.hiddenHeaders?.length ? options.hiddenHeaders : undefined,
     onTooLarge: (r) => refuseBody(r._req, r._res, undefined),
   };
   let initialized = false;

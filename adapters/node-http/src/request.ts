@@ -15,6 +15,10 @@ export interface RequestOptions {
   /** Scheme when not trusting X-Forwarded-Proto. */
   scheme: 'http' | 'https';
   trustProxy: boolean;
+  /** The authority the embedder decided on (see NodeAdapterOptions.authority). */
+  authority?: (req: IncomingMessage) => string | undefined;
+  /** Lower-case header names left out of request.headers. */
+  hidden?: readonly string[];
   /** Called when a body read crosses maxBodySize. */
   onTooLarge(req: NodeRequest): void;
 }
@@ -43,11 +47,18 @@ export class NodeRequest extends LazyRequest {
       const p = req.headers['x-forwarded-proto'];
       if (p === 'https' || p === 'http') scheme = p;
     }
-    return absoluteUrl(scheme, req.headers.host, req.url ?? '/');
+    return absoluteUrl(scheme, this._opts.authority?.(req) ?? req.headers.host, req.url ?? '/');
   }
 
   protected rawHeaders(): readonly string[] {
-    return this._req.rawHeaders;
+    const raw = this._req.rawHeaders;
+    const hidden = this._opts.hidden;
+    if (!hidden) return raw;
+    const out: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      if (!hidden.includes(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
+    }
+    return out;
   }
 
   protected watchAbort(ac: AbortController): void {

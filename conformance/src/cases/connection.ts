@@ -157,6 +157,19 @@ export const connectionCases: ConformanceCase[] = [
     },
   },
 
+  {
+    id: 'conn.http10-no-host',
+    title: 'an HTTP/1.0 request without Host is served; the URL carries the server\'s own host:port',
+    async run(t) {
+      const r = await t.exchange('GET /echo/url?v=10 HTTP/1.0\r\n\r\n');
+      assert.equal(r.status, 200, r.body.toString());
+      const body = JSON.parse(r.body.toString()) as { url: string; pathname: string; search: string };
+      assert.equal(body.pathname, '/echo/url');
+      assert.equal(body.search, '?v=10');
+      assert.equal(body.url, `${t.baseURL}/echo/url?v=10`);
+    },
+  },
+
   // ---- body limit --------------------------------------------------------
   {
     id: 'limit.content-length',

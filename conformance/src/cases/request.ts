@@ -229,6 +229,40 @@ export const requestCases: ConformanceCase[] = [
     },
   },
   {
+    id: 'req.streamed-upload',
+    title: 'a chunked upload streams: the handler reads the first 70,000 bytes while the client still holds the rest',
+    optOut: { 'nginx:embedded': 'njs 0.7.9 hands the handler the request body only once nginx has read all of it' },
+    async run(t) {
+      const key = t.key('upload');
+      const first = noise(70_000, 21);
+      const rest = noise(100_000, 22);
+      const chunk = (b: Uint8Array): Buffer => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
+      const c = await t.connect();
+      try {
+        await c.write(
+          `POST /upload/progress?key=${key} HTTP/1.1\r\nHost: ${t.host}\r\nTransfer-Encoding: chunked\r\n` +
+            'Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n',
+        );
+        await c.write(chunk(first));
+        // Seen through a second request while the upload is still open.
+        const seen = await t.poll(
+          () => t.fetch(`/outcome?key=${key}`).then((r) => r.text()),
+          (v) => /^seen:[1-9]/.test(v),
+          10_000,
+        );
+        assert.match(seen, /^seen:\d+$/, 'the handler saw no byte before the upload ended (the body was buffered whole)');
+        assert.ok(Number(seen.slice(5)) <= first.length, `the handler saw ${seen} before the rest was sent`);
+        await c.write(Buffer.concat([chunk(rest), Buffer.from('0\r\n\r\n')]));
+        const r = await c.readResponse();
+        assert.equal(r.status, 200, r.body.toString());
+        const all = Buffer.concat([first, rest]);
+        assert.deepEqual(JSON.parse(r.body.toString()), { length: all.length, adler32: adler32(all), first: all[0], last: all[all.length - 1] });
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
     id: 'req.methods',
     title: 'PUT, PATCH, DELETE and OPTIONS reach the handler with their method',
     async run(t) {

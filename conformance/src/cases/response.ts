@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { expectText, get } from './shared.js';
+import { adler32, enc, expectText, get } from './shared.js';
 
 export const responseCases: ConformanceCase[] = [
   // ---- response headers --------------------------------------------------
@@ -28,6 +28,23 @@ export const responseCases: ConformanceCase[] = [
     async run(t) {
       const res = await expectText(t, '/headers/late', 200, 'late');
       assert.equal(res.headers.get('x-late'), 'yes');
+    },
+  },
+
+  {
+    id: 'hdr.large-head',
+    title: 'a response head of ~15 KB (15 headers of 1000 bytes) arrives whole',
+    async run(t) {
+      // Raw client: fetch's own 16 KiB head limit is not what is tested here.
+      const r = await t.exchange(get(t, '/headers/large?n=15', 'Connection: close\r\n'));
+      assert.equal(r.status, 200, r.body.toString().slice(0, 200));
+      let joined = '';
+      for (let i = 0; i < 15; i++) {
+        const v = r.get(`x-large-${i}`);
+        assert.equal(v?.length, 1000, `x-large-${i}`);
+        joined += v;
+      }
+      assert.deepEqual(JSON.parse(r.body.toString()), { n: 15, adler32: adler32(enc.encode(joined)) });
     },
   },
 
