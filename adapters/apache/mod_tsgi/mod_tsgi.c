@@ -1458,15 +1458,10 @@ static int send_body(tsgi_call *k, apr_status_t *io)
     return OK;
 }
 
-static int hop_by_hop(const char *name)
-{
-    return !strcasecmp(name, "Connection") || !strcasecmp(name, "Transfer-Encoding") ||
-           !strcasecmp(name, "Keep-Alive") || !strcasecmp(name, "Proxy-Connection") ||
-           !strcasecmp(name, "Upgrade") || !strcasecmp(name, "TE") || !strcasecmp(name, "Trailer");
-}
-
 /* Header name must be a token, value free of CR/LF/NUL: nothing the
- * worker sends may split or smuggle a response line. */
+ * worker sends may split or smuggle a response line. Which headers a handler
+ * may send at all (no hop-by-hop names) is the worker's rule, core's
+ * isHopByHop; the worker is authenticated by the per-start secret. */
 static int header_ok(const tsgi_header *h)
 {
     size_t i;
@@ -1506,8 +1501,6 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
         }
         name = apr_pstrmemdup(r->pool, h.name.p, h.name.len);
         val = apr_pstrmemdup(r->pool, h.value.p, h.value.len);
-        if (hop_by_hop(name))
-            continue;
         if (!strcasecmp(name, "Content-Type")) {
             ap_set_content_type(r, val);
         } else if (!strcasecmp(name, "Content-Length")) {

@@ -153,6 +153,8 @@ export class ApacheRequest extends LazyRequest {
   /** @internal */ _body: BodySource | null;
   /** @internal set once the exchange was aborted (ABORT frame, EOF, timeout). */
   _aborted: unknown = undefined;
+  /** @internal what the response writer does on abort (cancel a stream still waiting for its first chunk). */
+  _onAbort: ((reason: unknown) => void) | undefined = undefined;
   private _abortCtl: AbortController | undefined;
 
   constructor(m: RequestMsg, body: BodySource | null) {
@@ -167,6 +169,7 @@ export class ApacheRequest extends LazyRequest {
     this._aborted = reason;
     this._body?.fail(reason);
     this._abortCtl?.abort(reason);
+    this._onAbort?.(reason);
   }
 
   get method(): string {

@@ -21,6 +21,10 @@ import {
   runFetch,
   runLog,
   runPipeline,
+  FIRST_CHUNK_WAIT_MS,
+  contentLengthRule,
+  isHopByHop,
+  sendsBody,
   statusHasNoBody,
   toRawResponse,
   type ErrorLogger,
@@ -92,22 +96,34 @@ const WELCOME = encodeWelcome(process.pid);
 const END = encodeEnd();
 const GOAWAY = encodeGoAway();
 const NO_OPINION = encodeDecision();
+/** An empty flushed BODY frame: Apache sends a stream's head to the client on it. */
+const FLUSH_HEAD = bodyHeader(0, true);
 /** After GOAWAY, an idle connection stays open this long for a REQUEST that crossed it. */
 const LINGER_MS = 250;
 /** Bodies up to this size are copied into the frame buffer; larger ones are written as views. */
 const COPY_LIMIT = 64 << 10;
 
-const isCL = (name: string): boolean => name.length === 14 && name.toLowerCase() === 'content-length';
-
-function hasContentLength(h: string[]): boolean {
-  for (let i = 0; i < h.length; i += 2) if (isCL(h[i]!)) return true;
-  return false;
-}
-
-function removeContentLength(h: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < h.length; i += 2) if (!isCL(h[i]!)) out.push(h[i]!, h[i + 1]!);
-  return out;
+/**
+ * The handler's headers as they go on the wire: hop-by-hop names dropped, and
+ * Content-Length as core's contentLengthRule says (`length` is the fixed body's
+ * byte count, or -1 for a stream). Names are only lower-cased when their length
+ * could match, so the common headers cost a length check.
+ */
+function wireHeaders(h: string[], status: number, length: number): string[] {
+  const rule = contentLengthRule(status, length >= 0);
+  let out: string[] | null = null;
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i]!;
+    const n = name.length;
+    let drop = false;
+    if (n === 14) drop = rule !== 'handler' && name.toLowerCase() === 'content-length';
+    else if (n === 2 || n === 7 || n === 10 || n === 16 || n === 17) drop = isHopByHop(name.toLowerCase());
+    if (drop && !out) out = h.slice(0, i);
+    else if (!drop && out) out.push(name, h[i + 1]!);
+  }
+  const res = out ?? h;
+  if (rule === 'server') res.push('content-length', String(length));
+  return res;
 }
 
 /** RESPONSE_HEAD, BODY frames for `body` (none when head-only) and END, in one buffer. */
@@ -672,22 +688,15 @@ export class Worker {
     }
     const body = raw.body;
     if (conn.closed || req._aborted !== undefined) {
-      if (body instanceof ReadableStream) void body.cancel().catch(() => {});
+      if (body instanceof ReadableStream) void body.cancel(req._aborted).catch(() => {});
       this.finish(conn, req, ctx, raw.status, 0, start, content);
       return;
     }
-    const noBody = statusHasNoBody(raw.status);
-    const sendBody = !noBody && req._m.method !== 'HEAD';
-    let headers = raw.headers;
+    const sendBody = sendsBody(req._m.method, raw.status);
     if (!(body instanceof ReadableStream)) {
-      let bytes: Buffer | string | null = null;
-      if (body !== null && !noBody) bytes = typeof body === 'string' ? body : asBuffer(body);
-      if (noBody) {
-        if (hasContentLength(headers)) headers = removeContentLength(headers);
-      } else if (!hasContentLength(headers)) {
-        headers.push('content-length', String(bytes === null ? 0 : typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length));
-      }
-      const sent = sendBody && bytes !== null ? (typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length) : 0;
+      const bytes = body === null || statusHasNoBody(raw.status) ? null : typeof body === 'string' ? body : asBuffer(body);
+      const length = bytes === null ? 0 : typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length;
+      const headers = wireHeaders(raw.headers, raw.status, length);
       if (bytes !== null && typeof bytes !== 'string' && bytes.length > COPY_LIMIT && sendBody) {
         // Large bytes: frame headers around views, no copy.
         const s = conn.sock;
@@ -703,40 +712,86 @@ export class Worker {
       } else {
         conn.sock.write(encodeWhole(raw.status, headers, bytes, sendBody));
       }
-      this.finish(conn, req, ctx, raw.status, sent, start, content);
+      this.finish(conn, req, ctx, raw.status, sendBody ? length : 0, start, content);
       return;
     }
+    const headers = wireHeaders(raw.headers, raw.status, -1);
     if (!sendBody) {
       // HEAD (or 204/304): headers only; let the stream go at once, even an endless one.
       void body.cancel().catch(() => {});
-      if (noBody && hasContentLength(headers)) headers = removeContentLength(headers);
       conn.sock.write(encodeWhole(raw.status, headers, null, false));
       this.finish(conn, req, ctx, raw.status, 0, start, content);
       return;
     }
-    // The head waits for the first chunk: a stream that fails before it still gets the bare 500.
+    this.stream(conn, req, ctx, raw.status, headers, body, start, content);
+  }
+
+  /**
+   * A stream's head leaves with its first chunk, or FIRST_CHUNK_WAIT_MS without
+   * one (an empty flushed BODY frame makes Apache send it to the client), so
+   * an SSE stream that waits still gets its head promptly while one that fails
+   * at once still gets the bare 500. A request aborted at any point (client
+   * gone, request-timeout) cancels the stream, also before its first chunk.
+   */
+  private stream(
+    conn: Conn,
+    req: ApacheRequest,
+    ctx: RequestContext,
+    status: number,
+    headers: string[],
+    body: ReadableStream<Uint8Array>,
+    start: number,
+    content: boolean,
+  ): void {
     const reader = body.getReader();
+    let headSent = false;
+    const sendHead = () => {
+      if (headSent) return;
+      headSent = true;
+      conn.sock.write(encodeWhole(status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
+    };
+    const timer = setTimeout(() => {
+      if (conn.closed || req._aborted !== undefined) return;
+      sendHead();
+      conn.sock.write(FLUSH_HEAD);
+    }, FIRST_CHUNK_WAIT_MS);
+    req._onAbort = (reason) => {
+      clearTimeout(timer);
+      void reader.cancel(reason).catch(() => {});
+    };
+    const done = (bytes: number) => {
+      req._onAbort = undefined;
+      this.finish(conn, req, ctx, status, bytes, start, content);
+    };
     reader.read().then(
       (first) => {
+        clearTimeout(timer);
         if (conn.closed || req._aborted !== undefined) {
           void reader.cancel(req._aborted).catch(() => {});
-          this.finish(conn, req, ctx, raw.status, 0, start, content);
+          done(0);
           return;
         }
-        conn.sock.write(encodeWhole(raw.status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
-        this.pump(conn, req, reader, first).then(
-          (bytes) => this.finish(conn, req, ctx, raw.status, bytes, start, content),
-          (err) => {
-            // Headers are out: all we can do is drop the connection (Apache aborts the client's).
-            this.log(`request ${ctx.id}: response stream failed`, err);
-            conn.destroy(err);
-            this.finish(conn, req, ctx, raw.status, 0, start, content);
-          },
-        );
+        sendHead();
+        this.pump(conn, req, reader, first).then(done, (err) => {
+          // Headers are out: all we can do is drop the connection (Apache aborts the client's).
+          this.log(`request ${ctx.id}: response stream failed`, err);
+          conn.destroy(err);
+          done(0);
+        });
       },
       (err) => {
-        this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
-        this.respond(conn, req, ctx, internalError(), start, content);
+        clearTimeout(timer);
+        if (conn.closed || req._aborted !== undefined) {
+          done(0);
+        } else if (headSent) {
+          this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
+          conn.destroy(err);
+          done(0);
+        } else {
+          this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
+          req._onAbort = undefined;
+          this.respond(conn, req, ctx, internalError(), start, content);
+        }
       },
     );
   }

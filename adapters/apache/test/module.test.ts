@@ -1,6 +1,6 @@
 // mod_tsgi's own behaviour in a real Apache, with a scripted fake worker
 // (fixtures/fake-worker.mjs) that sends exactly the frames each case needs:
-// header validation, hop-by-hop stripping, protocol errors, ERROR replies,
+// header validation, protocol errors, ERROR replies,
 // crashes, timeouts, body limits, supervision, socket security, stop. The real
 // worker and the handler pipeline are covered by the integration tests.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -202,14 +202,13 @@ describe('mod_tsgi in a real Apache', () => {
     expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(line);
   });
 
-  it('keeps repeated Set-Cookie, drops hop-by-hop headers, applies Content-Type and Content-Length', async () => {
+  it('keeps repeated Set-Cookie, applies Content-Type and Content-Length', async () => {
     const r = await request(port, '/app/headers');
     expect(r.status).toBe(201);
     expect(r.headers['set-cookie']).toEqual(['a=1', 'b=2']);
     expect(r.headers['content-type']).toBe('text/x-test');
     expect(r.headers['content-length']).toBe('5');
     expect(r.headers['transfer-encoding']).toBeUndefined();
-    expect(r.headers['keep-alive']).toBeUndefined();
     expect(r.raw.filter((h) => h === 'X-Multi')).toHaveLength(2);
     expect(r.body.toString()).toBe('hello');
   });
