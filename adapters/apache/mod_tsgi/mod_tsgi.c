@@ -855,10 +855,13 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
         w->index = i;
         w->parent_pid = getpid();
         w->node = apr_pstrdup(wp, d->node);
-        w->argv = apr_palloc(wp, 3 * sizeof(char *));
+        w->argv = apr_palloc(wp, 4 * sizeof(char *));
         w->argv[0] = apr_pstrdup(wp, d->node);
-        w->argv[1] = apr_pstrdup(wp, d->worker_js);
-        w->argv[2] = NULL;
+        /* Stack traces name the handler's own source lines (the bundle and
+         * core's TypeScript loader carry inline source maps). */
+        w->argv[1] = "--enable-source-maps";
+        w->argv[2] = apr_pstrdup(wp, d->worker_js);
+        w->argv[3] = NULL;
         w->envp = build_env(wp, d, i);
         w->cwd = ap_make_dirstr_parent(wp, d->handler);
         w->listen_fd = d->listen_fd;
@@ -1627,6 +1630,14 @@ static int relay_body(tsgi_call *k)
 
 typedef enum { OUT_RESPONSE, OUT_DECISION, OUT_STATUS } tsgi_outcome;
 
+static int has_lower(const char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'a' && *s <= 'z')
+            return 1;
+    return 0;
+}
+
 /*
  * One exchange: connect (or reuse), REQUEST [BODY* END], then read up to the
  * first reply frame. OUT_RESPONSE: the head is applied to r and the body
@@ -1649,6 +1660,13 @@ static tsgi_outcome exchange(request_rec *r, tsgi_daemon *d, int phase, int flag
     k.declared = -1;
     k.relayed = 0;
     *user = NULL;
+    if (phase != TSGI_PHASE_LOG && has_lower(r->method)) {
+        /* Methods are case-sensitive (RFC 9110 9.1); Node and nginx refuse these while parsing. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "mod_tsgi: request %s: method '%s' has lower-case letters (400)",
+                      k.id, r->method);
+        *status = HTTP_BAD_REQUEST;
+        return OUT_STATUS;
+    }
     if (phase == TSGI_PHASE_FULL) {
         if (te) {
             with_body = 1;

@@ -179,6 +179,8 @@ startWorker(handler);
       // CommonJS dependencies inside an ES module bundle still call require().
       banner: { js: "import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);" },
       external: ['esbuild'],
+      // The workers run with --enable-source-maps: stacks name the handler's own lines.
+      sourcemap: 'inline',
       logLevel: 'silent',
       legalComments: 'none',
     });
@@ -186,6 +188,9 @@ startWorker(handler);
     const first = (err as { errors?: { text: string; location?: { file: string; line: number } }[] }).errors?.[0];
     const where = first?.location ? ` (${first.location.file}:${first.location.line})` : '';
     throw new StartupError(`cannot bundle handler ${handler}: ${first?.text ?? (err as Error).message.split('\n')[0]}${where}`);
+  } finally {
+    // esbuild's service process would otherwise live as long as the server.
+    await esbuild.stop();
   }
 }
 

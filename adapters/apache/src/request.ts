@@ -1,6 +1,7 @@
 // The web Request a worker hands to the handler: a LazyRequest over the
 // decoded REQUEST frame, with the body fed by BODY frames.
-import { LazyRequest, absoluteUrl } from '@tsgi/core/node';
+import { requestAuthority, type UrlRefusal } from '@tsgi/core';
+import { LazyRequest, originUrl } from '@tsgi/core/node';
 import type { RequestMsg } from './protocol.js';
 
 /** Returned to readers of a body whose request was aborted. */
@@ -142,25 +143,42 @@ export class BodySource {
   }
 }
 
-/** The absolute request URL: scheme://host + the raw request target. */
+/**
+ * The absolute request URL by core's rule (requestAuthority, decision 7): the
+ * scheme is the connection's (Apache's ap_http_scheme), the authority the
+ * request line's for an absolute-form target, else the Host header. `host` is
+ * Apache's Host header (it refuses a second one), or its own name:port for an
+ * HTTP/1.0 request without one.
+ */
+export function requestTarget(m: RequestMsg): string | UrlRefusal {
+  const t = requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
+  if ('status' in t) return t;
+  return originUrl(m.scheme === 'https' ? 'https' : 'http', t.authority, t.path);
+}
+
+/** The request URL for a log entry (a request Apache served, so never refused in practice). */
 export function requestUrl(m: RequestMsg): string {
-  return absoluteUrl(m.scheme === 'https' ? 'https' : 'http', m.host, m.uri);
+  const u = requestTarget(m);
+  return typeof u === 'string' ? u : originUrl(m.scheme === 'https' ? 'https' : 'http', 'localhost', '/');
 }
 
 /** One exchange's Request, served from the decoded REQUEST frame (see LazyRequest). */
 export class ApacheRequest extends LazyRequest {
   /** @internal */ _m: RequestMsg;
   /** @internal */ _body: BodySource | null;
+  /** @internal the URL, checked before the handler runs (requestTarget). */
+  _href: string;
   /** @internal set once the exchange was aborted (ABORT frame, EOF, timeout). */
   _aborted: unknown = undefined;
   /** @internal what the response writer does on abort (cancel a stream still waiting for its first chunk). */
   _onAbort: ((reason: unknown) => void) | undefined = undefined;
   private _abortCtl: AbortController | undefined;
 
-  constructor(m: RequestMsg, body: BodySource | null) {
+  constructor(m: RequestMsg, body: BodySource | null, url: string) {
     super();
     this._m = m;
     this._body = body;
+    this._href = url;
   }
 
   /** Aborts request.signal and fails pending body reads. */
@@ -177,7 +195,7 @@ export class ApacheRequest extends LazyRequest {
   }
 
   protected makeUrl(): string {
-    return requestUrl(this._m);
+    return this._href;
   }
 
   protected rawHeaders(): readonly string[] {

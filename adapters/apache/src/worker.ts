@@ -16,11 +16,13 @@ import { pathToFileURL } from 'node:url';
 import {
   assertHandler,
   internalError,
+  plainResponse,
   runAuthenticate,
   runAuthorize,
   runFetch,
   runLog,
   runPipeline,
+  BAD_REQUEST_TEXT,
   FIRST_CHUNK_WAIT_MS,
   contentLengthRule,
   isHopByHop,
@@ -47,7 +49,7 @@ import {
   encodeWelcome,
   type RequestMsg,
 } from './protocol.js';
-import { ApacheRequest, BodySource, abortError, requestUrl, type BodyFlow } from './request.js';
+import { ApacheRequest, BodySource, abortError, requestTarget, requestUrl, type BodyFlow } from './request.js';
 
 export interface WorkerOptions {
   /** Daemon name, for log lines. */
@@ -591,11 +593,18 @@ export class Worker {
       this.refuse(conn, body, `request waited longer than queue-timeout (${o.queueTimeoutMs / 1000} s)`);
       return;
     }
+    const url = requestTarget(m);
     this.lifecycle.begin();
     const start = this.hasLog ? performance.now() : 0;
-    const req = new ApacheRequest(m, body);
+    const req = new ApacheRequest(m, body, typeof url === 'string' ? url : '');
     const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
     conn.ex = req;
+    if (typeof url !== 'string') {
+      // Refused before any hook runs, as Node and nginx refuse it while parsing.
+      this.log(`request ${ctx.id}: ${url.reason} (400)`);
+      this.respond(conn, req, ctx, plainResponse(400, BAD_REQUEST_TEXT), start, false);
+      return;
+    }
     const h = this.handler;
     const r = req as unknown as Request;
     let out: Response | Promise<Response | undefined> | undefined;

@@ -1,7 +1,9 @@
 // The worker's writer and the request line through `tsgi apache run` (one worker,
 // max-inflight 2): the shared wire rules of @tsgi/core applied on Apache.
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeContext, type CaseContext } from '@tsgi/conformance';
+import { childrenOf, cmdline } from '@tsgi/conformance/testing';
 import { fixture, startApache, type RunningApache } from './helpers.js';
 
 let server: RunningApache;
@@ -118,5 +120,60 @@ describe('response headers', () => {
     } finally {
       c.close();
     }
+  });
+});
+
+describe('the request line (decisions 7 and 8)', () => {
+  it('an absolute-form https:// target on plain HTTP gives the handler an http:// URL', async () => {
+    const r = await t.exchange(`GET https://${t.host}/echo/url?x=1 HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body.toString()).url).toBe(`http://${t.host}/echo/url?x=1`);
+  });
+
+  it('an absolute-form target names the authority, whatever the Host header says', async () => {
+    const r = await t.exchange(`GET http://other.example:8080/echo/url HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body.toString()).url).toBe('http://other.example:8080/echo/url');
+  });
+
+  it.each([
+    ['userinfo in the target', `GET http://user@${'127.0.0.1'}/echo/url HTTP/1.1\r\nHost: 127.0.0.1\r\n`],
+    ['two Host headers', 'GET /echo/url HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n'],
+    ['a malformed Host', 'GET /echo/url HTTP/1.1\r\nHost: a.example/x\r\n'],
+  ])('%s: 400 before the handler runs', async (_what, head) => {
+    const r = await t.exchange(`${head}Connection: close\r\n\r\n`);
+    expect(r.status).toBe(400);
+  });
+
+  it('a method with lower-case letters gets 400 and never reaches the handler', async () => {
+    const r = await t.exchange(`get /method HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(400);
+    expect(await (await t.fetch('/ran?method=get')).text()).toBe('no');
+    // An upper-case extension method still does.
+    const ok = await t.exchange(`PURGE /method HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+    expect(ok.body.toString()).toBe('PURGE');
+  });
+});
+
+describe('the worker process', () => {
+  it("a handler's stack trace names the handler's own source file and line (source maps)", async () => {
+    expect((await t.fetch('/throw')).status).toBe(500);
+    const line = readFileSync(fixture('wire.ts'), 'utf8').split('\n').findIndex((l) => l.includes("throw new Error('wire fixture")) + 1;
+    await t.poll(async () => server.errors(), (e) => e.includes('wire fixture throws here'));
+    const stack = server.errors().slice(server.errors().indexOf('wire fixture throws here'));
+    expect(stack).toMatch(new RegExp(`fixtures/wire\\.ts:${line}:\\d+`));
+  });
+
+  it('no esbuild process is left once the server runs', () => {
+    const all: number[] = [];
+    const walk = (pid: number) => {
+      for (const c of childrenOf(pid)) {
+        all.push(c);
+        walk(c);
+      }
+    };
+    walk(server.proc.pid!);
+    expect(all.length).toBeGreaterThan(2);
+    expect(all.map(cmdline).filter((c) => /esbuild/.test(c))).toEqual([]);
   });
 });
