@@ -1461,6 +1461,18 @@ static int send_body(tsgi_call *k, apr_status_t *io)
     return OK;
 }
 
+/* No byte that could end a header or status line. */
+static int field_ok(const tsgi_str *v)
+{
+    size_t i;
+    for (i = 0; i < v->len; i++) {
+        unsigned char ch = (unsigned char)v->p[i];
+        if (ch == '\r' || ch == '\n' || ch == '\0')
+            return 0;
+    }
+    return 1;
+}
+
 /* Header name must be a token, value free of CR/LF/NUL: nothing the
  * worker sends may split or smuggle a response line. Which headers a handler
  * may send at all (no hop-by-hop names) is the worker's rule, core's
@@ -1475,12 +1487,7 @@ static int header_ok(const tsgi_header *h)
         if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch))
             return 0;
     }
-    for (i = 0; i < h->value.len; i++) {
-        unsigned char ch = (unsigned char)h->value.p[i];
-        if (ch == '\r' || ch == '\n' || ch == '\0')
-            return 0;
-    }
-    return 1;
+    return field_ok(&h->value);
 }
 
 /* Applies RESPONSE_HEAD to r. Returns 0 when the head is unusable. */
@@ -1492,6 +1499,10 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
     if (rh->status < 200 || rh->status > 999) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "mod_tsgi: request %s: worker sent status %u", k->id,
                       rh->status);
+        return 0;
+    }
+    if (!field_ok(&rh->reason)) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "mod_tsgi: request %s: worker sent an invalid reason phrase", k->id);
         return 0;
     }
     tsgi_headers_begin(&rh->hblock, &it);
@@ -1521,7 +1532,12 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
         }
     }
     r->status = rh->status;
-    r->status_line = ap_get_status_line_ex(r->pool, rh->status);
+    /* The handler's statusText (the worker checked it: HTAB, SP, VCHAR,
+     * obs-text), else Apache's phrase. */
+    if (rh->reason.len)
+        r->status_line = apr_psprintf(r->pool, "%03u %.*s", rh->status, (int)rh->reason.len, rh->reason.p);
+    else
+        r->status_line = ap_get_status_line_ex(r->pool, rh->status);
     return 1;
 }
 

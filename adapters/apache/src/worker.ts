@@ -128,17 +128,20 @@ function wireHeaders(h: string[], status: number, length: number): string[] {
   return res;
 }
 
-/** RESPONSE_HEAD, BODY frames for `body` (none when head-only) and END, in one buffer. */
-function encodeWhole(status: number, headers: string[], body: Buffer | string | null, sendBody: boolean): Buffer {
-  let headLen = 4;
+/** RESPONSE_HEAD (status, reason phrase, headers), BODY frames for `body` (none when head-only) and END, in one buffer. */
+function encodeWhole(status: number, reason: string, headers: string[], body: Buffer | string | null, sendBody: boolean): Buffer {
+  let headLen = 6 + reason.length;
   for (let i = 0; i < headers.length; i += 2) headLen += 6 + headers[i]!.length + headers[i + 1]!.length;
   const n = body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.length;
   const bodyLen = sendBody && n > 0 ? n + FRAME_HEADER_SIZE * Math.ceil(n / MAX_FRAME) : 0;
   const buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + headLen + bodyLen + FRAME_HEADER_SIZE);
   let o = frameHeader(buf, 0, MsgType.RESPONSE_HEAD, 0, headLen);
   buf.writeUInt16LE(status, o);
-  buf.writeUInt16LE(headers.length / 2, o + 2);
+  buf.writeUInt16LE(reason.length, o + 2);
   o += 4;
+  if (reason.length > 0) o += buf.write(reason, o, 'latin1');
+  buf.writeUInt16LE(headers.length / 2, o);
+  o += 2;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!;
     const value = headers[i + 1]!;
@@ -165,6 +168,12 @@ function encodeWhole(status: number, headers: string[], body: Buffer | string | 
   frameHeader(buf, o, MsgType.END, 0, 0);
   return buf;
 }
+
+/** Longer reason phrases are not sent (the server's standard one is): the frame field is a str16. */
+const MAX_REASON = 1024;
+
+/** The statusText to send: toRawResponse has checked its characters. */
+const reasonOf = (raw: RawResponse): string => (raw.statusText.length <= MAX_REASON ? raw.statusText : '');
 
 function frameHeader(buf: Buffer, at: number, type: number, flags: number, len: number): number {
   buf[at] = 1;
@@ -710,7 +719,7 @@ export class Worker {
         // Large bytes: frame headers around views, no copy.
         const s = conn.sock;
         s.cork();
-        s.write(encodeWhole(raw.status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
+        s.write(encodeWhole(raw.status, reasonOf(raw), headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
         for (let at = 0; at < bytes.length; at += MAX_FRAME) {
           const len = Math.min(MAX_FRAME, bytes.length - at);
           s.write(bodyHeader(len, false));
@@ -719,7 +728,7 @@ export class Worker {
         s.write(END);
         s.uncork();
       } else {
-        conn.sock.write(encodeWhole(raw.status, headers, bytes, sendBody));
+        conn.sock.write(encodeWhole(raw.status, reasonOf(raw), headers, bytes, sendBody));
       }
       this.finish(conn, req, ctx, raw.status, sendBody ? length : 0, start, content);
       return;
@@ -728,11 +737,11 @@ export class Worker {
     if (!sendBody) {
       // HEAD (or 204/304): headers only; let the stream go at once, even an endless one.
       void body.cancel().catch(() => {});
-      conn.sock.write(encodeWhole(raw.status, headers, null, false));
+      conn.sock.write(encodeWhole(raw.status, reasonOf(raw), headers, null, false));
       this.finish(conn, req, ctx, raw.status, 0, start, content);
       return;
     }
-    this.stream(conn, req, ctx, raw.status, headers, body, start, content);
+    this.stream(conn, req, ctx, raw.status, reasonOf(raw), headers, body, start, content);
   }
 
   /**
@@ -747,6 +756,7 @@ export class Worker {
     req: ApacheRequest,
     ctx: RequestContext,
     status: number,
+    reason: string,
     headers: string[],
     body: ReadableStream<Uint8Array>,
     start: number,
@@ -757,7 +767,7 @@ export class Worker {
     const sendHead = () => {
       if (headSent) return;
       headSent = true;
-      conn.sock.write(encodeWhole(status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
+      conn.sock.write(encodeWhole(status, reason, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
     };
     const timer = setTimeout(() => {
       if (conn.closed || req._aborted !== undefined) return;

@@ -253,6 +253,21 @@ describe('mod_tsgi in a real Apache', () => {
     expect(errorLog()).toMatch(/worker sent 3 body bytes, Content-Length said 10/);
   });
 
+  it("sends the worker's reason phrase in the status line, and refuses one with CR/LF (502)", async () => {
+    const raw = await new Promise<string>((ok, fail) => {
+      const sock = net.connect(port, '127.0.0.1', () => sock.write('GET /app/reason HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      let got = '';
+      sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      sock.on('end', () => ok(got));
+      sock.on('error', fail);
+    });
+    expect(raw.split('\r\n')[0]).toBe('HTTP/1.1 203 Fine Thanks');
+    const bad = await request(port, '/app/reason-crlf');
+    expect(bad.status).toBe(502);
+    expect(bad.headers.injected).toBeUndefined();
+    expect(errorLog()).toMatch(/mod_tsgi: request \S+: worker sent an invalid reason phrase/);
+  });
+
   it('passes unusual status codes and refuses 1xx', async () => {
     const r = await request(port, '/app/status299');
     expect(r.status).toBe(299);
