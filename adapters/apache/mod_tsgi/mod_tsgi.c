@@ -98,6 +98,8 @@ typedef struct {
     apr_interval_time_t connect_timeout;
     apr_interval_time_t graceful_timeout;
     apr_off_t max_body;
+    int clear_env;                 /* clear-env: only env= names of Apache's environment */
+    apr_array_header_t *env_keep;  /* env=NAME (const char *) */
     server_rec *s;
     /* parent, set in post_config */
     apr_pool_t *pconf;     /* other-child registrations live here (see worker_maintenance) */
@@ -248,6 +250,18 @@ static const char *resolve_user(cmd_parms *cmd, tsgi_daemon *d)
     return NULL;
 }
 
+/* A name env= may keep: a portable variable name, not one of mod_tsgi's own. */
+static int env_name_ok(const char *name)
+{
+    const char *p = name;
+    if (!*p || apr_isdigit(*p) || !strncmp(name, "TSGI_", 5))
+        return 0;
+    for (; *p; p++)
+        if (!apr_isalnum(*p) && *p != '_')
+            return 0;
+    return 1;
+}
+
 static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, const char *val)
 {
     if (!strcasecmp(key, "handler"))
@@ -278,10 +292,15 @@ static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, c
         return parse_size(cmd, key, val, &d->max_body);
     else if (!strcasecmp(key, "socket-dir"))
         d->socket_dir = ap_server_root_relative(cmd->pool, val);
-    else
+    else if (!strcasecmp(key, "env")) {
+        if (!env_name_ok(val))
+            return apr_psprintf(cmd->pool, "TsgiDaemon %s: env=%s is not a variable name (letters, digits, _; "
+                                "TSGI_ names are mod_tsgi's)", d->name, val);
+        APR_ARRAY_PUSH(d->env_keep, const char *) = val;
+    } else
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: unknown option '%s' (handler, processes, node, worker, user, "
                             "group, max-requests, max-inflight, request-timeout, queue-timeout, connect-timeout, "
-                            "graceful-timeout, max-body, socket-dir)", d->name, key);
+                            "graceful-timeout, max-body, socket-dir, clear-env, env)", d->name, key);
     return NULL;
 }
 
@@ -310,9 +329,14 @@ static const char *cmd_daemon(cmd_parms *cmd, void *dummy, const char *args)
     d->uid = (uid_t)-1; /* Apache's User/Group unless set; resolved at start */
     d->gid = (gid_t)-1;
     d->listen_fd = -1;
+    d->env_keep = apr_array_make(cmd->pool, 4, sizeof(const char *));
     d->s = cmd->server;
     while (*(word = ap_getword_conf(cmd->pool, &args))) {
         char *eq = strchr(word, '=');
+        if (!strcasecmp(word, "clear-env")) {
+            d->clear_env = 1;
+            continue;
+        }
         if (!eq || eq == word)
             return apr_psprintf(cmd->pool, "TsgiDaemon %s: expected key=value, got '%s'", d->name, word);
         *eq = '\0';
@@ -321,6 +345,9 @@ static const char *cmd_daemon(cmd_parms *cmd, void *dummy, const char *args)
     }
     if (!d->handler)
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: handler=<path> is required", d->name);
+    if (d->env_keep->nelts && !d->clear_env)
+        return apr_psprintf(cmd->pool, "TsgiDaemon %s: env= lists what clear-env keeps; add clear-env (without it "
+                            "the workers get all of Apache's environment)", d->name);
     if (apr_stat(&fi, d->handler, APR_FINFO_TYPE, cmd->pool) != APR_SUCCESS || fi.filetype != APR_REG)
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: handler file not found: %s", d->name, d->handler);
     if (!(node = find_program(cmd->pool, d->node)))
@@ -371,7 +398,7 @@ static const command_rec tsgi_cmds[] = {
     AP_INIT_RAW_ARGS("TsgiDaemon", cmd_daemon, NULL, RSRC_CONF,
                      "TsgiDaemon <name> handler=<path> [processes=N node= worker= user= group= max-requests= "
                      "max-inflight= request-timeout= queue-timeout= connect-timeout= graceful-timeout= max-body= "
-                     "socket-dir=]"),
+                     "socket-dir= clear-env env=NAME...]"),
     AP_INIT_TAKE1("TsgiDaemonName", cmd_use_daemon, (void *)0, RSRC_CONF | ACCESS_CONF,
                   "Daemon that serves SetHandler tsgi content here"),
     AP_INIT_TAKE1("TsgiAuthenticate", cmd_use_daemon, (void *)1, RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
@@ -408,6 +435,7 @@ struct tsgi_worker {
     uid_t uid;
     gid_t gid;
     const char *user_name;
+    const char *home;
     gid_t *groups;        /* supplementary groups, resolved before fork */
     int ngroups;
 };
@@ -770,19 +798,58 @@ static apr_status_t reap_on_exit(void *data)
     return APR_SUCCESS;
 }
 
-static char **build_env(apr_pool_t *p, tsgi_daemon *d, int index)
+/* Whether the environment entry e ("NAME=value") is the variable name. */
+static int env_is(const char *e, const char *name)
+{
+    size_t n = strlen(name);
+    return !strncmp(e, name, n) && e[n] == '=';
+}
+
+/* Whether Apache's variable e reaches the workers: all but the identity and
+ * mod_tsgi's own (TSGI_*), or with clear-env only PATH and the env= names. */
+static int env_kept(const tsgi_daemon *d, const char *e)
+{
+    int i;
+    if (!strncmp(e, "TSGI_", 5) || env_is(e, "HOME") || env_is(e, "USER") || env_is(e, "LOGNAME") || env_is(e, "PWD"))
+        return 0;
+    if (!d->clear_env)
+        return 1;
+    if (env_is(e, "PATH"))
+        return 1;
+    for (i = 0; i < d->env_keep->nelts; i++)
+        if (env_is(e, APR_ARRAY_IDX(d->env_keep, i, const char *)))
+            return 1;
+    return 0;
+}
+
+/*
+ * A worker's environment: Apache's (see env_kept), the worker user's HOME,
+ * USER and LOGNAME as `setpriv --reset-env` or a login sets them, PWD = its
+ * working directory, and the TSGI_* contract (PROTOCOL.md).
+ */
+static char **build_env(apr_pool_t *p, tsgi_daemon *d, tsgi_worker *w)
 {
     extern char **environ;
     apr_array_header_t *env = apr_array_make(p, 32, sizeof(char *));
     char **e;
-    for (e = environ; *e; e++)
-        if (strncmp(*e, "TSGI_", 5))
+    int path = 0;
+    for (e = environ; *e; e++) {
+        if (env_kept(d, *e)) {
             APR_ARRAY_PUSH(env, char *) = *e;
+            path |= env_is(*e, "PATH");
+        }
+    }
+    if (!path && d->clear_env)
+        APR_ARRAY_PUSH(env, char *) = "PATH=/usr/local/bin:/usr/bin:/bin";
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "HOME=", w->home, NULL);
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "USER=", w->user_name, NULL);
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "LOGNAME=", w->user_name, NULL);
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "PWD=", w->cwd, NULL);
     APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_HANDLER=", d->handler, NULL);
     APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_DAEMON=", d->name, NULL);
     APR_ARRAY_PUSH(env, char *) = "TSGI_LISTEN_FD=3";
     APR_ARRAY_PUSH(env, char *) = "TSGI_SECRET_FD=4";
-    APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_WORKER_INDEX=%d", index);
+    APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_WORKER_INDEX=%d", w->index);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_REQUESTS=%d", d->max_requests);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_INFLIGHT=%d", d->max_inflight);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_QUEUE_TIMEOUT=%g", (double)d->queue_timeout / APR_USEC_PER_SEC);
@@ -795,10 +862,12 @@ static char **build_env(apr_pool_t *p, tsgi_daemon *d, int index)
     return (char **)env->elts;
 }
 
-static const char *user_name_of(apr_pool_t *p, uid_t uid)
+/* The worker user's name and home directory (its number and / without a passwd entry). */
+static void resolve_identity(apr_pool_t *p, tsgi_worker *w)
 {
-    struct passwd *pw = getpwuid(uid);
-    return pw ? apr_pstrdup(p, pw->pw_name) : apr_psprintf(p, "%ld", (long)uid);
+    struct passwd *pw = getpwuid(w->uid);
+    w->user_name = pw ? apr_pstrdup(p, pw->pw_name) : apr_psprintf(p, "%ld", (long)w->uid);
+    w->home = pw && pw->pw_dir && *pw->pw_dir ? apr_pstrdup(p, pw->pw_dir) : "/";
 }
 
 /* The worker user's supplementary groups (like initgroups would set). */
@@ -847,6 +916,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
     for (i = 0; i < d->processes; i++) {
         apr_pool_t *wp;
         tsgi_worker *w;
+        char *cwd;
         apr_pool_create(&wp, s->process->pool);
         w = apr_pcalloc(wp, sizeof(*w));
         w->pool = wp;
@@ -862,13 +932,16 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
         w->argv[1] = "--enable-source-maps";
         w->argv[2] = apr_pstrdup(wp, d->worker_js);
         w->argv[3] = NULL;
-        w->envp = build_env(wp, d, i);
-        w->cwd = ap_make_dirstr_parent(wp, d->handler);
+        cwd = ap_make_dirstr_parent(wp, d->handler);
+        if (strlen(cwd) > 1 && cwd[strlen(cwd) - 1] == '/')
+            cwd[strlen(cwd) - 1] = '\0'; /* no trailing slash: PWD as a shell writes it */
+        w->cwd = cwd;
         w->listen_fd = d->listen_fd;
         w->uid = uid;
         w->gid = gid;
-        w->user_name = user_name_of(wp, uid);
+        resolve_identity(wp, w);
         resolve_groups(wp, w);
+        w->envp = build_env(wp, d, w);
         d->workers[i] = w;
         if (spawn_worker(w, s, secret) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot fork a worker", d->name);

@@ -13,11 +13,12 @@ import { DEFAULT_MPM, serverConf, snippet, type DaemonOptions } from './config.j
 const USAGE = `usage:
   tsgi apache build
       compile mod_tsgi with apxs and print the .so path
-  tsgi apache conf <handler> [--location /] [--processes N] [--name app] [--user U] [--group G]
+  tsgi apache conf <handler> [--location /] [--processes N] [--name app] [--user U] [--group G] [--clear-env [--env NAME]...]
       print a config snippet to include in an existing Apache (LoadModule, TsgiDaemon, <Location>)
   tsgi apache run <handler> --port P [--host 127.0.0.1] [--processes N] [--location /] [--include FILE]...
       [--max-body BYTES] [--request-timeout S] [--queue-timeout S] [--connect-timeout S]
       [--graceful-timeout S] [--max-requests N] [--max-inflight N] [--user www-data] [--group G] [--threads N] [--log-level warn]
+      [--clear-env [--env NAME]...]
       run a private Apache in the foreground (Ctrl-C stops it)`;
 
 /** The worker script shipped with this package (dist/worker.js). */
@@ -69,6 +70,8 @@ const COMMON = {
   'graceful-timeout': { type: 'string' },
   'max-requests': { type: 'string' },
   'max-inflight': { type: 'string' },
+  'clear-env': { type: 'boolean', default: false },
+  env: { type: 'string', multiple: true, default: [] as string[] },
 } as const;
 
 type Values = Record<string, string | string[] | boolean | undefined>;
@@ -76,6 +79,11 @@ type Values = Record<string, string | string[] | boolean | undefined>;
 function daemonFrom(v: Values, handler: string, worker: string, user?: string, group?: string): DaemonOptions {
   const s = (k: string) => v[k] as string | undefined;
   if (!/^[A-Za-z0-9_.-]+$/.test(s('name')!)) throw new StartupError(`--name must be a plain word, got '${s('name')}'`);
+  const env = v.env as string[];
+  if (env.length && !v['clear-env']) throw new StartupError('--env needs --clear-env (without it the workers get the whole environment)');
+  for (const name of env) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name.startsWith('TSGI_')) throw new StartupError(`--env '${name}' is not a variable name (or is one of tsgi's TSGI_ names)`);
+  }
   return {
     name: s('name')!,
     handler,
@@ -91,6 +99,8 @@ function daemonFrom(v: Values, handler: string, worker: string, user?: string, g
     connectTimeout: int('connect-timeout', s('connect-timeout')),
     gracefulTimeout: int('graceful-timeout', s('graceful-timeout')),
     maxBody: int('max-body', s('max-body')),
+    clearEnv: v['clear-env'] === true,
+    env,
   };
 }
 

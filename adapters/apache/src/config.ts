@@ -22,6 +22,10 @@ export interface DaemonOptions {
   connectTimeout?: number;
   gracefulTimeout?: number;
   maxBody?: number;
+  /** Workers get only PATH, `env` and their identity from Apache's environment (`clear-env`). */
+  clearEnv?: boolean;
+  /** The names `clear-env` keeps (`env=NAME` each). */
+  env?: string[];
 }
 
 /** Quote one config token the way ap_getword_conf reads it back. */
@@ -52,6 +56,8 @@ export function daemonDirective(d: DaemonOptions): string {
     const v = d[key];
     if (v !== undefined && v !== '') parts.push(quote(`${word}=${v}`));
   }
+  if (d.clearEnv) parts.push('clear-env');
+  for (const name of d.env ?? []) parts.push(quote(`env=${name}`));
   return parts.join(' ');
 }
 

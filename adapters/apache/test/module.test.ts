@@ -12,38 +12,10 @@ import { join, resolve } from 'node:path';
 import { freePort } from '@tsgi/conformance/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildModule, packageDir } from '../src/build.js';
+import { apacheConf as conf } from './helpers.js';
 
 const FIXTURES = resolve(packageDir, 'test', 'fixtures');
 const PROTOCOL_JS = resolve(packageDir, 'dist', 'protocol.js');
-const MODULES = '/usr/lib/apache2/modules';
-
-function conf(root: string, port: number, so: string, body: string): string {
-  mkdirSync(join(root, 'run'), { recursive: true });
-  return `ServerRoot ${root}
-Listen 127.0.0.1:${port}
-ServerName localhost
-PidFile ${root}/httpd.pid
-DefaultRuntimeDir ${root}/run
-LoadModule mpm_event_module ${MODULES}/mod_mpm_event.so
-LoadModule authz_core_module ${MODULES}/mod_authz_core.so
-LoadModule authn_core_module ${MODULES}/mod_authn_core.so
-LoadModule authz_user_module ${MODULES}/mod_authz_user.so
-LoadModule alias_module ${MODULES}/mod_alias.so
-LoadModule tsgi_module ${so}
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MaxRequestWorkers 16
-User www-data
-Group www-data
-ErrorLog ${root}/error.log
-LogLevel info
-LogFormat "%>s %L %u %r" id
-CustomLog ${root}/access.log id
-${body}
-`;
-}
-
 interface Raw {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -465,7 +437,7 @@ describe('directive validation', () => {
   const daemon = `TsgiDaemon app handler=h.mjs worker=${root}/fake-worker.mjs`;
 
   it('accepts a complete configuration', () => {
-    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data
+    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data clear-env env=DATABASE_URL env=TZ
 <Location /a>
   SetHandler tsgi
   TsgiDaemonName app
@@ -489,6 +461,9 @@ describe('directive validation', () => {
     ['a missing node', `${daemon} node=/nope/node`, /node executable not found: \/nope\/node/],
     ['an unknown user', `${daemon} user=no-such-user-tsgi`, /unknown user 'no-such-user-tsgi'/],
     ['a daemon defined twice', `${daemon}\n${daemon}`, /TsgiDaemon app: defined twice/],
+    ['env= without clear-env', `${daemon} env=DATABASE_URL`, /env= lists what clear-env keeps; add clear-env/],
+    ['env= with no variable name', `${daemon} clear-env env=1X`, /env=1X is not a variable name/],
+    ["env= naming one of mod_tsgi's variables", `${daemon} clear-env env=TSGI_HANDLER`, /env=TSGI_HANDLER is not a variable name/],
     ['an unknown TsgiDaemonName', '<Location /a>\n TsgiDaemonName ghost\n</Location>', /TsgiDaemonName: unknown daemon 'ghost'/],
     ['an unknown TsgiAuthenticate', '<Location /a>\n TsgiAuthenticate ghost\n</Location>', /TsgiAuthenticate: unknown daemon 'ghost'/],
     ['TsgiDaemon inside <Location>', `<Location /a>\n ${daemon}\n</Location>`, /TsgiDaemon not allowed in <Location> context/],
