@@ -46,6 +46,7 @@
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -62,6 +63,13 @@
 #endif
 
 #define TSGI_SECRET_LEN 32
+/* A worker's "cannot start" exit status (EX_CONFIG), see PROTOCOL.md. */
+#define TSGI_EXIT_STARTUP 78
+/* A worker that dies this soon after its start counts as a failed start too. */
+#define TSGI_QUICK_DEATH apr_time_from_sec(2)
+/* Back-off between failed starts: 0.5 s, doubling, at most 30 s. */
+#define TSGI_BACKOFF_FIRST apr_time_from_msec(500)
+#define TSGI_BACKOFF_MAX apr_time_from_sec(30)
 #define TSGI_READ_BUF 65536
 #define TSGI_HANDLER_NAME "tsgi"
 
@@ -424,8 +432,9 @@ struct tsgi_worker {
     process_rec *process;
     int index;
     int retired;
-    int quick_deaths;
-    apr_time_t started;
+    int failures;         /* failed starts in a row (exit 78, or a death within TSGI_QUICK_DEATH) */
+    int status_fd;        /* read end of the worker's status pipe (fd 5 there), -1 when none */
+    apr_time_t started;   /* when node was exec'd (after any back-off delay) */
     pid_t parent_pid;
     char **argv;
     char **envp;
@@ -564,8 +573,9 @@ static void close_other_fds(int from)
         close(fd);
 }
 
-/* In the forked child: become the worker user and exec node. Never returns. */
-static void exec_worker(tsgi_worker *w, int secret_fd)
+/* In the forked child: wait out the back-off, become the worker user and
+ * exec node. Never returns. */
+static void exec_worker(tsgi_worker *w, int secret_fd, int status_fd, apr_interval_time_t delay)
 {
     sigset_t none;
     int devnull = open("/dev/null", O_RDONLY);
@@ -574,18 +584,29 @@ static void exec_worker(tsgi_worker *w, int secret_fd)
     if (devnull >= 0)
         dup2(devnull, 0);
     dup2(2, 1); /* stdout and stderr both to Apache's error log */
-    /* The contract is fd 3 = listener, fd 4 = secret: move both out of the
-     * way first so neither dup2 clobbers the other. */
+    /* The contract is fd 3 = listener, fd 4 = secret, fd 5 = status: move
+     * them out of the way first so no dup2 clobbers another. */
     listen_fd = fcntl(w->listen_fd, F_DUPFD, 10);
     secret_fd = fcntl(secret_fd, F_DUPFD, 10);
-    if (listen_fd < 0 || secret_fd < 0 || dup2(listen_fd, 3) < 0 || dup2(secret_fd, 4) < 0)
+    status_fd = fcntl(status_fd, F_DUPFD, 10);
+    if (listen_fd < 0 || secret_fd < 0 || status_fd < 0 || dup2(listen_fd, 3) < 0 || dup2(secret_fd, 4) < 0 ||
+        dup2(status_fd, 5) < 0)
         _exit(126);
-    close_other_fds(5);
+    close_other_fds(6);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     for (sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
+    /* The back-off happens here, in the child, so the MPM parent never sleeps;
+     * a SIGTERM (stop, graceful restart) ends the wait. */
+    if (delay > 0) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)(delay / APR_USEC_PER_SEC);
+        ts.tv_nsec = (long)(delay % APR_USEC_PER_SEC) * 1000;
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     if (geteuid() == 0) {
         /* setgroups, not initgroups: no NSS lookups between fork and exec. */
         if (setgid(w->gid) != 0 || setgroups((size_t)w->ngroups, w->groups) != 0 || setuid(w->uid) != 0) {
@@ -644,26 +665,38 @@ static void retired_forget(process_rec *proc, tsgi_worker *w)
 
 static void worker_maintenance(int reason, void *data, int status);
 
-static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned char *secret)
+static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned char *secret, apr_interval_time_t delay)
 {
-    int pipefd[2];
+    int pipefd[2], statusfd[2];
     char hex[TSGI_SECRET_LEN * 2 + 1];
     pid_t pid;
     ssize_t n;
     if (pipe(pipefd) != 0)
         return errno;
-    pid = fork();
-    if (pid < 0) {
+    if (pipe2(statusfd, O_CLOEXEC) != 0) {
         int err = errno;
         close(pipefd[0]);
         close(pipefd[1]);
         return err;
     }
+    pid = fork();
+    if (pid < 0) {
+        int err = errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(statusfd[0]);
+        close(statusfd[1]);
+        return err;
+    }
     if (pid == 0) {
         close(pipefd[1]);
-        exec_worker(w, pipefd[0]);
+        close(statusfd[0]);
+        exec_worker(w, pipefd[0], statusfd[1], delay);
     }
     close(pipefd[0]);
+    close(statusfd[1]);
+    fcntl(statusfd[0], F_SETFL, O_NONBLOCK);
+    w->status_fd = statusfd[0];
     ap_bin2hex(secret, TSGI_SECRET_LEN, hex);
     /* 64 bytes fit the pipe buffer: never blocks, even before the exec. */
     n = write(pipefd[1], hex, TSGI_SECRET_LEN * 2);
@@ -672,7 +705,7 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
         ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "mod_tsgi: cannot pass the secret to worker %d", (int)pid);
     w->proc.pid = pid;
     w->proc.in = w->proc.out = w->proc.err = NULL;
-    w->started = apr_time_now();
+    w->started = apr_time_now() + delay;
     /* Registered on pconf, never on a longer-lived pool: worker_maintenance
      * lives in this DSO, which Apache unloads and reloads on every restart. */
     apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, w->d->pconf);
@@ -681,12 +714,41 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
     return APR_SUCCESS;
 }
 
+/* What a worker that could not start wrote on its status pipe (one line),
+ * or "" when it wrote nothing; the pipe is closed either way. */
+static const char *status_reason(tsgi_worker *w, char *buf, size_t size)
+{
+    ssize_t n = -1;
+    if (w->status_fd >= 0) {
+        n = read(w->status_fd, buf, size - 1);
+        close(w->status_fd);
+        w->status_fd = -1;
+    }
+    if (n <= 0)
+        n = 0;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf;
+}
+
+/* The next back-off after `failures` failed starts in a row. */
+static apr_interval_time_t backoff(int failures)
+{
+    apr_interval_time_t d = TSGI_BACKOFF_FIRST;
+    while (--failures > 0 && d < TSGI_BACKOFF_MAX)
+        d *= 2;
+    return d < TSGI_BACKOFF_MAX ? d : TSGI_BACKOFF_MAX;
+}
+
 static void worker_maintenance(int reason, void *data, int status)
 {
     tsgi_worker *w = data;
     server_rec *s = ap_server_conf;
     int mpm_state = AP_MPMQ_STOPPING;
     const unsigned char *secret;
+    const char *said;
+    char why[512];
+    apr_interval_time_t delay = 0;
     if (getpid() != w->parent_pid)
         return;
     switch (reason) {
@@ -694,6 +756,8 @@ static void worker_maintenance(int reason, void *data, int status)
     case APR_OC_REASON_LOST:
         apr_proc_other_child_unregister(w);
         ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state);
+        if (w->retired || mpm_state == AP_MPMQ_STOPPING)
+            status_reason(w, why, sizeof(why));
         if (w->retired) {
             retired_forget(w->process, w);
             return;
@@ -702,25 +766,26 @@ static void worker_maintenance(int reason, void *data, int status)
             return;
         /* The MPM passes the exit code or the signal number, already decoded
          * and without saying which. 0 is a clean exit: max-requests or a drain. */
+        said = status_reason(w, why, sizeof(why));
         if (status == 0) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) exited cleanly; "
                          "restarting", w->d->name, w->index, (int)w->proc.pid);
-            w->quick_deaths = 0;
+            w->failures = 0;
+        } else if (status == TSGI_EXIT_STARTUP || apr_time_now() - w->started < TSGI_QUICK_DEATH) {
+            /* A failed start (bad handler, failing init): back off, one line
+             * per attempt saying why. */
+            delay = backoff(++w->failures);
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) could not start: %s; "
+                         "next attempt in %g s", w->d->name, w->index, (int)w->proc.pid,
+                         *said ? said : apr_psprintf(w->pool, "it ended with exit code or signal %d", status),
+                         (double)delay / APR_USEC_PER_SEC);
         } else {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) ended with exit "
                          "code or signal %d; restarting", w->d->name, w->index, (int)w->proc.pid, status);
-            /* Back off a crash loop (bad handler, failing init) without
-             * stalling the MPM parent for long. */
-            if (apr_time_now() - w->started < apr_time_from_sec(2)) {
-                if (w->quick_deaths < 3)
-                    w->quick_deaths++;
-                apr_sleep(apr_time_from_msec(125) << w->quick_deaths);
-            } else {
-                w->quick_deaths = 0;
-            }
+            w->failures = 0;
         }
         secret = secret_get(w->d->s->process);
-        if (!secret || spawn_worker(w, s, secret) != APR_SUCCESS)
+        if (!secret || spawn_worker(w, s, secret, delay) != APR_SUCCESS)
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot restart worker #%d",
                          w->d->name, w->index);
         break;
@@ -849,6 +914,7 @@ static char **build_env(apr_pool_t *p, tsgi_daemon *d, tsgi_worker *w)
     APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_DAEMON=", d->name, NULL);
     APR_ARRAY_PUSH(env, char *) = "TSGI_LISTEN_FD=3";
     APR_ARRAY_PUSH(env, char *) = "TSGI_SECRET_FD=4";
+    APR_ARRAY_PUSH(env, char *) = "TSGI_STATUS_FD=5";
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_WORKER_INDEX=%d", w->index);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_REQUESTS=%d", d->max_requests);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_INFLIGHT=%d", d->max_inflight);
@@ -923,6 +989,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
         w->d = d;
         w->process = s->process;
         w->index = i;
+        w->status_fd = -1;
         w->parent_pid = getpid();
         w->node = apr_pstrdup(wp, d->node);
         w->argv = apr_palloc(wp, 4 * sizeof(char *));
@@ -943,7 +1010,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
         resolve_groups(wp, w);
         w->envp = build_env(wp, d, w);
         d->workers[i] = w;
-        if (spawn_worker(w, s, secret) != APR_SUCCESS) {
+        if (spawn_worker(w, s, secret, 0) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot fork a worker", d->name);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -1026,7 +1093,7 @@ static apr_status_t cpool_cleanup(void *data)
 static void tsgi_child_init(apr_pool_t *pchild, server_rec *s)
 {
     tsgi_registry *reg = registry_get(s->process->pconf);
-    int i;
+    int i, j;
     int batch = 0;
     /* The MPM creates its threads after child_init; they inherit the policy. */
     if (reg->sched_batch) {
@@ -1041,10 +1108,16 @@ static void tsgi_child_init(apr_pool_t *pchild, server_rec *s)
         d->cpool->batch = batch;
         apr_thread_mutex_create(&d->cpool->mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
         apr_pool_cleanup_register(pchild, d->cpool, cpool_cleanup, apr_pool_cleanup_null);
-        /* Children never accept: drop the inherited listener. */
+        /* Children never accept: drop the inherited listener (and the workers' status pipes). */
         if (d->listen_fd >= 0) {
             close(d->listen_fd);
             d->listen_fd = -1;
+        }
+        for (j = 0; d->workers && j < d->processes; j++) {
+            if (d->workers[j] && d->workers[j]->status_fd >= 0) {
+                close(d->workers[j]->status_fd);
+                d->workers[j]->status_fd = -1;
+            }
         }
     }
 }

@@ -10,7 +10,7 @@
  * `tsgi apache run` generates, so an unprivileged worker reads one file.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { closeSync, readFileSync, realpathSync } from 'node:fs';
+import { closeSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import {
@@ -915,7 +915,7 @@ export class Worker {
 
 /**
  * Starts a worker for a loaded handler module (the default export, or the
- * module itself, is the handler). Start-up failures print one line and exit 1.
+ * module itself, is the handler). Start-up failures say why in one line and exit 78.
  */
 export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<Worker> {
   try {
@@ -924,6 +924,7 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
     await initHandler(handler, { server: 'apache', env: process.env });
     const w = new Worker(handler, o);
     await w.listen();
+    closeStatusFd();
     const stop = () => w.drain();
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -933,10 +934,40 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
   }
 }
 
+/** The status pipe is only for a start-up failure: once started, the handler's child processes must not inherit it. */
+function closeStatusFd(): void {
+  const fd = Number(process.env.TSGI_STATUS_FD);
+  if (Number.isInteger(fd) && fd > 2) {
+    try {
+      closeSync(fd);
+    } catch {
+      // not open
+    }
+  }
+}
+
+/** EX_CONFIG: the worker cannot start; mod_tsgi backs off instead of respawning at once (decision 9). */
+export const EXIT_STARTUP = 78;
+
+/**
+ * A start-up failure: one line saying why, then exit 78. The line goes to the
+ * status pipe (TSGI_STATUS_FD) when mod_tsgi gave one, so that mod_tsgi logs it
+ * once with its next attempt; else to stderr (the error log).
+ */
 function fatal(err: unknown): never {
-  const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
-  console.error(`[tsgi ${process.env.TSGI_DAEMON ?? ''} worker pid ${process.pid}] start-up failed: ${msg}`);
-  process.exit(1);
+  const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  const fd = Number(process.env.TSGI_STATUS_FD);
+  let told = false;
+  if (Number.isInteger(fd) && fd > 2) {
+    try {
+      writeSync(fd, `${msg}\n`);
+      told = true;
+    } catch {
+      // no status pipe after all
+    }
+  }
+  if (!told) console.error(`[tsgi ${process.env.TSGI_DAEMON ?? ''} worker pid ${process.pid}] start-up failed: ${msg}`);
+  process.exit(EXIT_STARTUP);
 }
 
 function isMain(): boolean {

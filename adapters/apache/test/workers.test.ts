@@ -3,12 +3,12 @@
 // `tsgi apache conf` snippet (dist/worker.js loading the handler itself). Also, in conf mode:
 // stack traces name the handler's .ts lines.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { childrenOf, cmdline, environOf, freePort, runCli, waitFor } from '@tsgi/conformance/testing';
-import { buildModule } from '../src/build.js';
+import { buildModule, packageDir } from '../src/build.js';
 import { apacheConf, fixture, installWorker, startApache, workerPids, type RunningApache } from './helpers.js';
 
 // What the caller of `tsgi apache run` / apache2 has: root's identity and a shell's PWD.
@@ -22,11 +22,12 @@ const CALLER = {
 };
 
 const asRoot = process.getuid?.() === 0;
+const DB_DOWN = 'database at 10.0.0.1 unreachable';
 const home = (user: string) => spawnSync('getent', ['passwd', user], { encoding: 'utf8' }).stdout.split(':')[5]!;
 const cwdOf = (pid: number) => readlinkSync(`/proc/${pid}/cwd`);
 const contract = (env: Record<string, string>) => Object.keys(env).filter((k) => k.startsWith('TSGI_')).sort();
 const CONTRACT = ['TSGI_DAEMON', 'TSGI_GRACEFUL_TIMEOUT', 'TSGI_HANDLER', 'TSGI_LISTEN_FD', 'TSGI_MAX_BODY', 'TSGI_MAX_INFLIGHT',
-  'TSGI_MAX_REQUESTS', 'TSGI_QUEUE_TIMEOUT', 'TSGI_REQUEST_TIMEOUT', 'TSGI_SECRET_FD', 'TSGI_WORKER_INDEX'];
+  'TSGI_MAX_REQUESTS', 'TSGI_QUEUE_TIMEOUT', 'TSGI_REQUEST_TIMEOUT', 'TSGI_SECRET_FD', 'TSGI_STATUS_FD', 'TSGI_WORKER_INDEX'];
 
 function expectIdentity(env: Record<string, string>, pid: number): void {
   const user = asRoot ? 'www-data' : process.env.USER!;
@@ -111,12 +112,16 @@ describe('a system Apache with the tsgi apache conf snippet (conf mode)', () => 
         '',
       ].join('\n'),
     );
+    // A second daemon whose init always fails: it must back off, not spin, and not disturb the first.
+    writeFileSync(join(root, 'app', 'failing.mjs'), `export default { async init() { throw new Error('${DB_DOWN}'); }, fetch: () => new Response('never') };\n`);
     const snip = await runCli(['apache', 'conf', handlerFile(), '--name', 'confapp', '--clear-env', '--env', 'DATABASE_URL', '--env', 'TMPDIR']);
     expect(snip.code, snip.stderr).toBe(0);
     expect(snip.stdout).toMatch(/TsgiDaemon confapp handler=\S+ worker=\S+ .*clear-env env=DATABASE_URL env=TMPDIR/);
+    const failing = await runCli(['apache', 'conf', join(root, 'app', 'failing.mjs'), '--name', 'failing', '--location', '/failing']);
+    expect(failing.code, failing.stderr).toBe(0);
     const so = (await buildModule()).so;
     port = await freePort();
-    writeFileSync(join(root, 'tsgi.conf'), snip.stdout.replace(/worker=\S+/, `worker=${worker}`));
+    writeFileSync(join(root, 'tsgi.conf'), `${snip.stdout}\n${failing.stdout}`.replace(/worker=\S+/g, `worker=${worker}`));
     writeFileSync(join(root, 'httpd.conf'), apacheConf(root, port, so, `Include ${join(root, 'tsgi.conf')}\n`));
     apache = spawn('apache2', ['-DFOREGROUND', '-f', join(root, 'httpd.conf')], {
       env: { ...process.env, ...CALLER, TMPDIR: tmp },
@@ -133,7 +138,14 @@ describe('a system Apache with the tsgi apache conf snippet (conf mode)', () => 
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
-  const workers = () => childrenOf(apache.pid!).filter((p) => cmdline(p).includes('worker.js'));
+  const workers = (daemon = 'confapp') =>
+    childrenOf(apache.pid!).filter((p) => {
+      try {
+        return cmdline(p).includes('worker.js') && environOf(p).TSGI_DAEMON === daemon;
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
 
   it('workers get the worker user, their PWD, and only the allowed names (clear-env, env=)', async () => {
     expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('conf mode');
@@ -151,5 +163,57 @@ describe('a system Apache with the tsgi apache conf snippet (conf mode)', () => 
     await waitFor(() => errorLog().includes('conf handler throws here'), 10_000, 'the error in the error log');
     const stack = errorLog().slice(errorLog().indexOf('conf handler throws here'));
     expect(stack).toMatch(new RegExp(`${handlerFile().replace(/[.]/g, '\\.')}:5:\\d+`));
+  });
+
+  it('a worker whose init fails backs off (0.5 s, 1 s, 2 s...) with one line per attempt saying why; the other daemon serves', async () => {
+    const line = /daemon failing: worker #0 \(pid (\d+)\) could not start: handler init failed: (.*); next attempt in ([\d.]+) s/g;
+    const attempts = () => [...errorLog().matchAll(line)];
+    await waitFor(() => attempts().length >= 3, 30_000, 'three failed starts');
+    const seen = attempts().slice(0, 3);
+    expect(seen.map((m) => m[2])).toEqual([DB_DOWN, DB_DOWN, DB_DOWN]);
+    expect(seen.map((m) => Number(m[3]))).toEqual([0.5, 1, 2]);
+    for (const m of seen) {
+      // The reason came through the status pipe: the worker wrote no line of its own.
+      expect(errorLog()).not.toContain(`worker pid ${m[1]}]`);
+      expect(errorLog().split('\n').filter((l) => l.includes(`(pid ${m[1]})`))).toHaveLength(1);
+    }
+    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('conf mode');
+  });
+});
+
+describe('the worker process on its own (dist/worker.js)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tsgi-apa-w-'));
+    writeFileSync(join(dir, 'failing.mjs'), `export default { init() { throw new Error('${DB_DOWN}'); }, fetch: () => new Response('x') };\n`);
+    writeFileSync(join(dir, 'secret'), 'ab'.repeat(32));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const start = (withStatusPipe: boolean) => {
+    const secret = openSync(join(dir, 'secret'), 'r');
+    try {
+      return spawnSync(process.execPath, [join(packageDir, 'dist', 'worker.js')], {
+        env: { ...process.env, TSGI_HANDLER: join(dir, 'failing.mjs'), TSGI_DAEMON: 'w', ...(withStatusPipe ? { TSGI_STATUS_FD: '5' } : {}) },
+        stdio: ['ignore', 'pipe', 'pipe', 'ignore', secret, withStatusPipe ? 'pipe' : 'ignore'],
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+    } finally {
+      closeSync(secret);
+    }
+  };
+
+  it('a failing init: exit 78 (EX_CONFIG) and the reason as one line on the status pipe, nothing on stderr', () => {
+    const r = start(true);
+    expect(r.status).toBe(78);
+    expect(r.output[5]).toBe(`handler init failed: ${DB_DOWN}\n`);
+    expect(r.stderr).toBe('');
+  });
+
+  it('without a status pipe: exit 78 and one line on stderr', () => {
+    const r = start(false);
+    expect(r.status).toBe(78);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`\\[tsgi w worker pid \\d+\\] start-up failed: handler init failed: ${DB_DOWN}$`))]);
   });
 });
