@@ -1,7 +1,7 @@
 // `tsgi apache build|conf|run`: compile mod_tsgi, print a config snippet, or run
 // a private Apache in the foreground (as mod_wsgi-express does).
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Socket, connect, createServer } from 'node:net';
 import { constants as osSignals, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -319,6 +319,20 @@ async function run(argv: string[]): Promise<number> {
     await bundleHandler(handler, app);
     chmodSync(app, 0o644);
     if (!allowed(app, who, 4)) throw new StartupError(`worker user '${userName}' cannot read ${app}`);
+    // SIGHUP: the handler as it is now. Built beside the live bundle, renamed over it only when it built.
+    const rebuild = async () => {
+      const next = join(dir, 'app.next.mjs');
+      try {
+        await bundleHandler(handler, next);
+        chmodSync(next, 0o644);
+        renameSync(next, app);
+        return true;
+      } catch (err) {
+        rmSync(next, { force: true });
+        console.error(`tsgi apache: reload failed: ${(err as Error).message.split('\n')[0]}; still serving the previous handler`);
+        return false;
+      }
+    };
 
     const procs = int('processes', values.processes, 1) ?? 1;
     const daemon = daemonFrom(values, app, app, root ? userName : undefined, root ? groupName : undefined);
@@ -359,7 +373,7 @@ async function run(argv: string[]): Promise<number> {
       }),
       { mode: 0o644 },
     );
-    return await foreground(confFile, dir, values.host, port, daemon.name, [errorLog, accessLog], cleanup);
+    return await foreground(confFile, dir, values.host, port, daemon.name, [errorLog, accessLog], rebuild, cleanup);
   } finally {
     cleanup();
   }
@@ -374,6 +388,7 @@ async function foreground(
   port: number,
   daemon: string,
   [errorLog, accessLog]: [string, string],
+  rebuild: () => Promise<boolean>,
   cleanup: () => void,
 ): Promise<number> {
   // Until a worker is ready the error log is held back: a worker that cannot start makes this
@@ -425,8 +440,12 @@ async function foreground(
     // First signal: graceful-stop (in-flight requests finish); a second one stops at once.
     process.kill(child.pid, stops++ === 0 ? 'SIGWINCH' : 'SIGTERM');
   };
+  // Reloads one after another: rebuild, then a graceful restart (new workers, the old ones drain).
+  let reloading = Promise.resolve();
   const graceful = () => {
-    if (!exited && child.pid) process.kill(child.pid, 'SIGUSR1');
+    reloading = reloading.then(async () => {
+      if ((await rebuild()) && !exited && child.pid) process.kill(child.pid, 'SIGUSR1');
+    });
   };
   // Before it ever served, a worker that cannot start stops everything (decision 9); afterwards
   // mod_tsgi retries with back-off.

@@ -234,6 +234,38 @@ describe('graceful restart', () => {
   });
 });
 
+describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
+  let dir: string;
+  let app: RunningApache;
+  beforeAll(async () => {
+    dir = mkdtempSync('/tmp/tsgi-apache-reload-');
+    writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v1') };\n");
+    app = await startApache(join(dir, 'handler.mjs'), ['--processes', '1']);
+  });
+  afterAll(async () => {
+    await app?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the handler as it is now: rebuilt, new workers, the old ones drain', async () => {
+    expect(await (await fetch(app.url)).text()).toBe('v1');
+    const before = workerPids(app.pid);
+    writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v2') };\n");
+    app.proc.kill('SIGHUP');
+    await waitFor(async () => (await (await fetch(app.url)).text()) === 'v2', 30_000, 'the new handler');
+    await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the old worker to go');
+  });
+
+  it('a handler that no longer builds: one line, and the previous one keeps serving', async () => {
+    writeFileSync(join(dir, 'handler.mjs'), 'export default { fetch: () => new Response(\n');
+    const from = app.errors().length;
+    app.proc.kill('SIGHUP');
+    await waitFor(() => /reload failed/.test(app.errors().slice(from)), 30_000, 'the reload failure');
+    expect(app.errors().slice(from).trim().split('\n')).toEqual([expect.stringMatching(/^tsgi apache: reload failed: cannot bundle handler .*; still serving the previous handler$/)]);
+    expect(await (await fetch(app.url)).text()).toBe('v2');
+  });
+});
+
 describe('privileges', () => {
   it('workers never run as root (www-data when started as root)', async () => {
     const pids = workerPids(server.pid);
