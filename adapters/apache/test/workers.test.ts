@@ -1,9 +1,10 @@
 // What the Node workers see, read from /proc/<pid>/environ of real workers, in both modes:
 // `tsgi apache run` (a bundle in a private server root) and a system Apache including the
 // `tsgi apache conf` snippet (dist/worker.js loading the handler itself). Also, in conf mode:
-// stack traces name the handler's .ts lines.
+// stack traces name the handler's .ts lines, a worker start leaves no file in TMPDIR, and a
+// daemon whose init fails backs off; and the worker process alone exiting 78.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -178,6 +179,15 @@ describe('a system Apache with the tsgi apache conf snippet (conf mode)', () => 
       expect(errorLog().split('\n').filter((l) => l.includes(`(pid ${m[1]})`))).toHaveLength(1);
     }
     expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('conf mode');
+  });
+
+  it('a worker start leaves no file behind in TMPDIR', async () => {
+    const before = workers();
+    // A graceful restart starts new workers, which compile the handler again.
+    process.kill(apache.pid!, 'SIGUSR1');
+    await waitFor(() => workers().length === 1 && !before.includes(workers()[0]!), 30_000, 'the new worker');
+    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('conf mode');
+    expect(readdirSync(tmp)).toEqual([]);
   });
 });
 
