@@ -144,41 +144,45 @@ export class BodySource {
 }
 
 /**
- * The absolute request URL by core's rule (requestAuthority, decision 7): the
- * scheme is the connection's (Apache's ap_http_scheme), the authority the
- * request line's for an absolute-form target, else the Host header. `host` is
- * Apache's Host header (it refuses a second one), or its own name:port for an
- * HTTP/1.0 request without one.
+ * The request's authority and origin-form path by core's rule
+ * (requestAuthority, decision 7): the authority is the request line's for an
+ * absolute-form target, else the Host header. `host` is Apache's Host header
+ * (it refuses a second one), or its own name:port for HTTP/1.0 without one.
  */
-export function requestTarget(m: RequestMsg): string | UrlRefusal {
-  const t = requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
-  if ('status' in t) return t;
+export function requestTarget(m: RequestMsg): RequestTarget | UrlRefusal {
+  return requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
+}
+
+export type RequestTarget = { authority: string; path: string };
+
+/** The absolute URL; the scheme is the connection's (Apache's ap_http_scheme), never the client's. */
+export function targetUrl(m: RequestMsg, t: RequestTarget): string {
   return originUrl(m.scheme === 'https' ? 'https' : 'http', t.authority, t.path);
 }
 
 /** The request URL for a log entry (a request Apache served, so never refused in practice). */
 export function requestUrl(m: RequestMsg): string {
-  const u = requestTarget(m);
-  return typeof u === 'string' ? u : originUrl(m.scheme === 'https' ? 'https' : 'http', 'localhost', '/');
+  const t = requestTarget(m);
+  return targetUrl(m, 'status' in t ? { authority: 'localhost', path: '/' } : t);
 }
 
 /** One exchange's Request, served from the decoded REQUEST frame (see LazyRequest). */
 export class ApacheRequest extends LazyRequest {
   /** @internal */ _m: RequestMsg;
   /** @internal */ _body: BodySource | null;
-  /** @internal the URL, checked before the handler runs (requestTarget). */
-  _href: string;
+  /** @internal authority and path, checked before the handler runs (requestTarget). */
+  _target: RequestTarget;
   /** @internal set once the exchange was aborted (ABORT frame, EOF, timeout). */
   _aborted: unknown = undefined;
   /** @internal what the response writer does on abort (cancel a stream still waiting for its first chunk). */
   _onAbort: ((reason: unknown) => void) | undefined = undefined;
   private _abortCtl: AbortController | undefined;
 
-  constructor(m: RequestMsg, body: BodySource | null, url: string) {
+  constructor(m: RequestMsg, body: BodySource | null, target: RequestTarget) {
     super();
     this._m = m;
     this._body = body;
-    this._href = url;
+    this._target = target;
   }
 
   /** Aborts request.signal and fails pending body reads. */
@@ -195,7 +199,7 @@ export class ApacheRequest extends LazyRequest {
   }
 
   protected makeUrl(): string {
-    return this._href;
+    return targetUrl(this._m, this._target);
   }
 
   protected rawHeaders(): readonly string[] {

@@ -602,15 +602,16 @@ export class Worker {
       this.refuse(conn, body, `request waited longer than queue-timeout (${o.queueTimeoutMs / 1000} s)`);
       return;
     }
-    const url = requestTarget(m);
+    const target = requestTarget(m);
     this.lifecycle.begin();
     const start = this.hasLog ? performance.now() : 0;
-    const req = new ApacheRequest(m, body, typeof url === 'string' ? url : '');
+    const refused = 'status' in target;
+    const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target);
     const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
     conn.ex = req;
-    if (typeof url !== 'string') {
+    if (refused) {
       // Refused before any hook runs, as Node and nginx refuse it while parsing.
-      this.log(`request ${ctx.id}: ${url.reason} (400)`);
+      this.log(`request ${ctx.id}: ${target.reason} (400)`);
       this.respond(conn, req, ctx, plainResponse(400, BAD_REQUEST_TEXT), start, false);
       return;
     }
