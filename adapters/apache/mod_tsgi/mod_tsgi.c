@@ -46,6 +46,7 @@
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -62,6 +63,13 @@
 #endif
 
 #define TSGI_SECRET_LEN 32
+/* A worker's "cannot start" exit status (EX_CONFIG), see PROTOCOL.md. */
+#define TSGI_EXIT_STARTUP 78
+/* A worker that dies this soon after its start counts as a failed start too. */
+#define TSGI_QUICK_DEATH apr_time_from_sec(2)
+/* Back-off between failed starts: 0.5 s, doubling, at most 30 s. */
+#define TSGI_BACKOFF_FIRST apr_time_from_msec(500)
+#define TSGI_BACKOFF_MAX apr_time_from_sec(30)
 #define TSGI_READ_BUF 65536
 #define TSGI_HANDLER_NAME "tsgi"
 
@@ -98,6 +106,8 @@ typedef struct {
     apr_interval_time_t connect_timeout;
     apr_interval_time_t graceful_timeout;
     apr_off_t max_body;
+    int clear_env;                 /* clear-env: only env= names of Apache's environment */
+    apr_array_header_t *env_keep;  /* env=NAME (const char *) */
     server_rec *s;
     /* parent, set in post_config */
     apr_pool_t *pconf;     /* other-child registrations live here (see worker_maintenance) */
@@ -248,6 +258,18 @@ static const char *resolve_user(cmd_parms *cmd, tsgi_daemon *d)
     return NULL;
 }
 
+/* A name env= may keep: a portable variable name, not one of mod_tsgi's own. */
+static int env_name_ok(const char *name)
+{
+    const char *p = name;
+    if (!*p || apr_isdigit(*p) || !strncmp(name, "TSGI_", 5))
+        return 0;
+    for (; *p; p++)
+        if (!apr_isalnum(*p) && *p != '_')
+            return 0;
+    return 1;
+}
+
 static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, const char *val)
 {
     if (!strcasecmp(key, "handler"))
@@ -278,10 +300,15 @@ static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, c
         return parse_size(cmd, key, val, &d->max_body);
     else if (!strcasecmp(key, "socket-dir"))
         d->socket_dir = ap_server_root_relative(cmd->pool, val);
-    else
+    else if (!strcasecmp(key, "env")) {
+        if (!env_name_ok(val))
+            return apr_psprintf(cmd->pool, "TsgiDaemon %s: env=%s is not a variable name (letters, digits, _; "
+                                "TSGI_ names are mod_tsgi's)", d->name, val);
+        APR_ARRAY_PUSH(d->env_keep, const char *) = val;
+    } else
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: unknown option '%s' (handler, processes, node, worker, user, "
                             "group, max-requests, max-inflight, request-timeout, queue-timeout, connect-timeout, "
-                            "graceful-timeout, max-body, socket-dir)", d->name, key);
+                            "graceful-timeout, max-body, socket-dir, clear-env, env)", d->name, key);
     return NULL;
 }
 
@@ -310,9 +337,14 @@ static const char *cmd_daemon(cmd_parms *cmd, void *dummy, const char *args)
     d->uid = (uid_t)-1; /* Apache's User/Group unless set; resolved at start */
     d->gid = (gid_t)-1;
     d->listen_fd = -1;
+    d->env_keep = apr_array_make(cmd->pool, 4, sizeof(const char *));
     d->s = cmd->server;
     while (*(word = ap_getword_conf(cmd->pool, &args))) {
         char *eq = strchr(word, '=');
+        if (!strcasecmp(word, "clear-env")) {
+            d->clear_env = 1;
+            continue;
+        }
         if (!eq || eq == word)
             return apr_psprintf(cmd->pool, "TsgiDaemon %s: expected key=value, got '%s'", d->name, word);
         *eq = '\0';
@@ -321,6 +353,9 @@ static const char *cmd_daemon(cmd_parms *cmd, void *dummy, const char *args)
     }
     if (!d->handler)
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: handler=<path> is required", d->name);
+    if (d->env_keep->nelts && !d->clear_env)
+        return apr_psprintf(cmd->pool, "TsgiDaemon %s: env= lists what clear-env keeps; add clear-env (without it "
+                            "the workers get all of Apache's environment)", d->name);
     if (apr_stat(&fi, d->handler, APR_FINFO_TYPE, cmd->pool) != APR_SUCCESS || fi.filetype != APR_REG)
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: handler file not found: %s", d->name, d->handler);
     if (!(node = find_program(cmd->pool, d->node)))
@@ -371,7 +406,7 @@ static const command_rec tsgi_cmds[] = {
     AP_INIT_RAW_ARGS("TsgiDaemon", cmd_daemon, NULL, RSRC_CONF,
                      "TsgiDaemon <name> handler=<path> [processes=N node= worker= user= group= max-requests= "
                      "max-inflight= request-timeout= queue-timeout= connect-timeout= graceful-timeout= max-body= "
-                     "socket-dir=]"),
+                     "socket-dir= clear-env env=NAME...]"),
     AP_INIT_TAKE1("TsgiDaemonName", cmd_use_daemon, (void *)0, RSRC_CONF | ACCESS_CONF,
                   "Daemon that serves SetHandler tsgi content here"),
     AP_INIT_TAKE1("TsgiAuthenticate", cmd_use_daemon, (void *)1, RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
@@ -397,8 +432,9 @@ struct tsgi_worker {
     process_rec *process;
     int index;
     int retired;
-    int quick_deaths;
-    apr_time_t started;
+    int failures;         /* failed starts in a row (exit 78, or a death within TSGI_QUICK_DEATH) */
+    int status_fd;        /* read end of the worker's status pipe (fd 5 there), -1 when none */
+    apr_time_t started;   /* when node was exec'd (after any back-off delay) */
     pid_t parent_pid;
     char **argv;
     char **envp;
@@ -408,6 +444,7 @@ struct tsgi_worker {
     uid_t uid;
     gid_t gid;
     const char *user_name;
+    const char *home;
     gid_t *groups;        /* supplementary groups, resolved before fork */
     int ngroups;
 };
@@ -536,8 +573,9 @@ static void close_other_fds(int from)
         close(fd);
 }
 
-/* In the forked child: become the worker user and exec node. Never returns. */
-static void exec_worker(tsgi_worker *w, int secret_fd)
+/* In the forked child: wait out the back-off, become the worker user and
+ * exec node. Never returns. */
+static void exec_worker(tsgi_worker *w, int secret_fd, int status_fd, apr_interval_time_t delay)
 {
     sigset_t none;
     int devnull = open("/dev/null", O_RDONLY);
@@ -546,18 +584,29 @@ static void exec_worker(tsgi_worker *w, int secret_fd)
     if (devnull >= 0)
         dup2(devnull, 0);
     dup2(2, 1); /* stdout and stderr both to Apache's error log */
-    /* The contract is fd 3 = listener, fd 4 = secret: move both out of the
-     * way first so neither dup2 clobbers the other. */
+    /* The contract is fd 3 = listener, fd 4 = secret, fd 5 = status: move
+     * them out of the way first so no dup2 clobbers another. */
     listen_fd = fcntl(w->listen_fd, F_DUPFD, 10);
     secret_fd = fcntl(secret_fd, F_DUPFD, 10);
-    if (listen_fd < 0 || secret_fd < 0 || dup2(listen_fd, 3) < 0 || dup2(secret_fd, 4) < 0)
+    status_fd = fcntl(status_fd, F_DUPFD, 10);
+    if (listen_fd < 0 || secret_fd < 0 || status_fd < 0 || dup2(listen_fd, 3) < 0 || dup2(secret_fd, 4) < 0 ||
+        dup2(status_fd, 5) < 0)
         _exit(126);
-    close_other_fds(5);
+    close_other_fds(6);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     for (sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
+    /* The back-off happens here, in the child, so the MPM parent never sleeps;
+     * a SIGTERM (stop, graceful restart) ends the wait. */
+    if (delay > 0) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)(delay / APR_USEC_PER_SEC);
+        ts.tv_nsec = (long)(delay % APR_USEC_PER_SEC) * 1000;
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     if (geteuid() == 0) {
         /* setgroups, not initgroups: no NSS lookups between fork and exec. */
         if (setgid(w->gid) != 0 || setgroups((size_t)w->ngroups, w->groups) != 0 || setuid(w->uid) != 0) {
@@ -616,26 +665,38 @@ static void retired_forget(process_rec *proc, tsgi_worker *w)
 
 static void worker_maintenance(int reason, void *data, int status);
 
-static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned char *secret)
+static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned char *secret, apr_interval_time_t delay)
 {
-    int pipefd[2];
+    int pipefd[2], statusfd[2];
     char hex[TSGI_SECRET_LEN * 2 + 1];
     pid_t pid;
     ssize_t n;
     if (pipe(pipefd) != 0)
         return errno;
-    pid = fork();
-    if (pid < 0) {
+    if (pipe2(statusfd, O_CLOEXEC) != 0) {
         int err = errno;
         close(pipefd[0]);
         close(pipefd[1]);
         return err;
     }
+    pid = fork();
+    if (pid < 0) {
+        int err = errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(statusfd[0]);
+        close(statusfd[1]);
+        return err;
+    }
     if (pid == 0) {
         close(pipefd[1]);
-        exec_worker(w, pipefd[0]);
+        close(statusfd[0]);
+        exec_worker(w, pipefd[0], statusfd[1], delay);
     }
     close(pipefd[0]);
+    close(statusfd[1]);
+    fcntl(statusfd[0], F_SETFL, O_NONBLOCK);
+    w->status_fd = statusfd[0];
     ap_bin2hex(secret, TSGI_SECRET_LEN, hex);
     /* 64 bytes fit the pipe buffer: never blocks, even before the exec. */
     n = write(pipefd[1], hex, TSGI_SECRET_LEN * 2);
@@ -644,7 +705,7 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
         ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "mod_tsgi: cannot pass the secret to worker %d", (int)pid);
     w->proc.pid = pid;
     w->proc.in = w->proc.out = w->proc.err = NULL;
-    w->started = apr_time_now();
+    w->started = apr_time_now() + delay;
     /* Registered on pconf, never on a longer-lived pool: worker_maintenance
      * lives in this DSO, which Apache unloads and reloads on every restart. */
     apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, w->d->pconf);
@@ -653,12 +714,41 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
     return APR_SUCCESS;
 }
 
+/* What a worker that could not start wrote on its status pipe (one line),
+ * or "" when it wrote nothing; the pipe is closed either way. */
+static const char *status_reason(tsgi_worker *w, char *buf, size_t size)
+{
+    ssize_t n = -1;
+    if (w->status_fd >= 0) {
+        n = read(w->status_fd, buf, size - 1);
+        close(w->status_fd);
+        w->status_fd = -1;
+    }
+    if (n <= 0)
+        n = 0;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf;
+}
+
+/* The next back-off after `failures` failed starts in a row. */
+static apr_interval_time_t backoff(int failures)
+{
+    apr_interval_time_t d = TSGI_BACKOFF_FIRST;
+    while (--failures > 0 && d < TSGI_BACKOFF_MAX)
+        d *= 2;
+    return d < TSGI_BACKOFF_MAX ? d : TSGI_BACKOFF_MAX;
+}
+
 static void worker_maintenance(int reason, void *data, int status)
 {
     tsgi_worker *w = data;
     server_rec *s = ap_server_conf;
     int mpm_state = AP_MPMQ_STOPPING;
     const unsigned char *secret;
+    const char *said;
+    char why[512];
+    apr_interval_time_t delay = 0;
     if (getpid() != w->parent_pid)
         return;
     switch (reason) {
@@ -666,6 +756,8 @@ static void worker_maintenance(int reason, void *data, int status)
     case APR_OC_REASON_LOST:
         apr_proc_other_child_unregister(w);
         ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state);
+        if (w->retired || mpm_state == AP_MPMQ_STOPPING)
+            status_reason(w, why, sizeof(why));
         if (w->retired) {
             retired_forget(w->process, w);
             return;
@@ -674,25 +766,26 @@ static void worker_maintenance(int reason, void *data, int status)
             return;
         /* The MPM passes the exit code or the signal number, already decoded
          * and without saying which. 0 is a clean exit: max-requests or a drain. */
+        said = status_reason(w, why, sizeof(why));
         if (status == 0) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) exited cleanly; "
                          "restarting", w->d->name, w->index, (int)w->proc.pid);
-            w->quick_deaths = 0;
+            w->failures = 0;
+        } else if (status == TSGI_EXIT_STARTUP || apr_time_now() - w->started < TSGI_QUICK_DEATH) {
+            /* A failed start (bad handler, failing init): back off, one line
+             * per attempt saying why. */
+            delay = backoff(++w->failures);
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) could not start: %s; "
+                         "next attempt in %g s", w->d->name, w->index, (int)w->proc.pid,
+                         *said ? said : apr_psprintf(w->pool, "it ended with exit code or signal %d", status),
+                         (double)delay / APR_USEC_PER_SEC);
         } else {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) ended with exit "
                          "code or signal %d; restarting", w->d->name, w->index, (int)w->proc.pid, status);
-            /* Back off a crash loop (bad handler, failing init) without
-             * stalling the MPM parent for long. */
-            if (apr_time_now() - w->started < apr_time_from_sec(2)) {
-                if (w->quick_deaths < 3)
-                    w->quick_deaths++;
-                apr_sleep(apr_time_from_msec(125) << w->quick_deaths);
-            } else {
-                w->quick_deaths = 0;
-            }
+            w->failures = 0;
         }
         secret = secret_get(w->d->s->process);
-        if (!secret || spawn_worker(w, s, secret) != APR_SUCCESS)
+        if (!secret || spawn_worker(w, s, secret, delay) != APR_SUCCESS)
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot restart worker #%d",
                          w->d->name, w->index);
         break;
@@ -770,19 +863,59 @@ static apr_status_t reap_on_exit(void *data)
     return APR_SUCCESS;
 }
 
-static char **build_env(apr_pool_t *p, tsgi_daemon *d, int index)
+/* Whether the environment entry e ("NAME=value") is the variable name. */
+static int env_is(const char *e, const char *name)
+{
+    size_t n = strlen(name);
+    return !strncmp(e, name, n) && e[n] == '=';
+}
+
+/* Whether Apache's variable e reaches the workers: all but the identity and
+ * mod_tsgi's own (TSGI_*), or with clear-env only PATH and the env= names. */
+static int env_kept(const tsgi_daemon *d, const char *e)
+{
+    int i;
+    if (!strncmp(e, "TSGI_", 5) || env_is(e, "HOME") || env_is(e, "USER") || env_is(e, "LOGNAME") || env_is(e, "PWD"))
+        return 0;
+    if (!d->clear_env)
+        return 1;
+    if (env_is(e, "PATH"))
+        return 1;
+    for (i = 0; i < d->env_keep->nelts; i++)
+        if (env_is(e, APR_ARRAY_IDX(d->env_keep, i, const char *)))
+            return 1;
+    return 0;
+}
+
+/*
+ * A worker's environment: Apache's (see env_kept), the worker user's HOME,
+ * USER and LOGNAME as `setpriv --reset-env` or a login sets them, PWD = its
+ * working directory, and the TSGI_* contract (PROTOCOL.md).
+ */
+static char **build_env(apr_pool_t *p, tsgi_daemon *d, tsgi_worker *w)
 {
     extern char **environ;
     apr_array_header_t *env = apr_array_make(p, 32, sizeof(char *));
     char **e;
-    for (e = environ; *e; e++)
-        if (strncmp(*e, "TSGI_", 5))
+    int path = 0;
+    for (e = environ; *e; e++) {
+        if (env_kept(d, *e)) {
             APR_ARRAY_PUSH(env, char *) = *e;
+            path |= env_is(*e, "PATH");
+        }
+    }
+    if (!path && d->clear_env)
+        APR_ARRAY_PUSH(env, char *) = "PATH=/usr/local/bin:/usr/bin:/bin";
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "HOME=", w->home, NULL);
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "USER=", w->user_name, NULL);
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "LOGNAME=", w->user_name, NULL);
+    APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "PWD=", w->cwd, NULL);
     APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_HANDLER=", d->handler, NULL);
     APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_DAEMON=", d->name, NULL);
     APR_ARRAY_PUSH(env, char *) = "TSGI_LISTEN_FD=3";
     APR_ARRAY_PUSH(env, char *) = "TSGI_SECRET_FD=4";
-    APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_WORKER_INDEX=%d", index);
+    APR_ARRAY_PUSH(env, char *) = "TSGI_STATUS_FD=5";
+    APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_WORKER_INDEX=%d", w->index);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_REQUESTS=%d", d->max_requests);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_INFLIGHT=%d", d->max_inflight);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_QUEUE_TIMEOUT=%g", (double)d->queue_timeout / APR_USEC_PER_SEC);
@@ -795,10 +928,12 @@ static char **build_env(apr_pool_t *p, tsgi_daemon *d, int index)
     return (char **)env->elts;
 }
 
-static const char *user_name_of(apr_pool_t *p, uid_t uid)
+/* The worker user's name and home directory (its number and / without a passwd entry). */
+static void resolve_identity(apr_pool_t *p, tsgi_worker *w)
 {
-    struct passwd *pw = getpwuid(uid);
-    return pw ? apr_pstrdup(p, pw->pw_name) : apr_psprintf(p, "%ld", (long)uid);
+    struct passwd *pw = getpwuid(w->uid);
+    w->user_name = pw ? apr_pstrdup(p, pw->pw_name) : apr_psprintf(p, "%ld", (long)w->uid);
+    w->home = pw && pw->pw_dir && *pw->pw_dir ? apr_pstrdup(p, pw->pw_dir) : "/";
 }
 
 /* The worker user's supplementary groups (like initgroups would set). */
@@ -847,27 +982,35 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
     for (i = 0; i < d->processes; i++) {
         apr_pool_t *wp;
         tsgi_worker *w;
+        char *cwd;
         apr_pool_create(&wp, s->process->pool);
         w = apr_pcalloc(wp, sizeof(*w));
         w->pool = wp;
         w->d = d;
         w->process = s->process;
         w->index = i;
+        w->status_fd = -1;
         w->parent_pid = getpid();
         w->node = apr_pstrdup(wp, d->node);
-        w->argv = apr_palloc(wp, 3 * sizeof(char *));
+        w->argv = apr_palloc(wp, 4 * sizeof(char *));
         w->argv[0] = apr_pstrdup(wp, d->node);
-        w->argv[1] = apr_pstrdup(wp, d->worker_js);
-        w->argv[2] = NULL;
-        w->envp = build_env(wp, d, i);
-        w->cwd = ap_make_dirstr_parent(wp, d->handler);
+        /* Stack traces name the handler's own source lines (the bundle and
+         * core's TypeScript loader carry inline source maps). */
+        w->argv[1] = "--enable-source-maps";
+        w->argv[2] = apr_pstrdup(wp, d->worker_js);
+        w->argv[3] = NULL;
+        cwd = ap_make_dirstr_parent(wp, d->handler);
+        if (strlen(cwd) > 1 && cwd[strlen(cwd) - 1] == '/')
+            cwd[strlen(cwd) - 1] = '\0'; /* no trailing slash: PWD as a shell writes it */
+        w->cwd = cwd;
         w->listen_fd = d->listen_fd;
         w->uid = uid;
         w->gid = gid;
-        w->user_name = user_name_of(wp, uid);
+        resolve_identity(wp, w);
         resolve_groups(wp, w);
+        w->envp = build_env(wp, d, w);
         d->workers[i] = w;
-        if (spawn_worker(w, s, secret) != APR_SUCCESS) {
+        if (spawn_worker(w, s, secret, 0) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot fork a worker", d->name);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -950,7 +1093,7 @@ static apr_status_t cpool_cleanup(void *data)
 static void tsgi_child_init(apr_pool_t *pchild, server_rec *s)
 {
     tsgi_registry *reg = registry_get(s->process->pconf);
-    int i;
+    int i, j;
     int batch = 0;
     /* The MPM creates its threads after child_init; they inherit the policy. */
     if (reg->sched_batch) {
@@ -965,10 +1108,16 @@ static void tsgi_child_init(apr_pool_t *pchild, server_rec *s)
         d->cpool->batch = batch;
         apr_thread_mutex_create(&d->cpool->mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
         apr_pool_cleanup_register(pchild, d->cpool, cpool_cleanup, apr_pool_cleanup_null);
-        /* Children never accept: drop the inherited listener. */
+        /* Children never accept: drop the inherited listener (and the workers' status pipes). */
         if (d->listen_fd >= 0) {
             close(d->listen_fd);
             d->listen_fd = -1;
+        }
+        for (j = 0; d->workers && j < d->processes; j++) {
+            if (d->workers[j] && d->workers[j]->status_fd >= 0) {
+                close(d->workers[j]->status_fd);
+                d->workers[j]->status_fd = -1;
+            }
         }
     }
 }
@@ -1458,15 +1607,22 @@ static int send_body(tsgi_call *k, apr_status_t *io)
     return OK;
 }
 
-static int hop_by_hop(const char *name)
+/* No byte that could end a header or status line. */
+static int field_ok(const tsgi_str *v)
 {
-    return !strcasecmp(name, "Connection") || !strcasecmp(name, "Transfer-Encoding") ||
-           !strcasecmp(name, "Keep-Alive") || !strcasecmp(name, "Proxy-Connection") ||
-           !strcasecmp(name, "Upgrade") || !strcasecmp(name, "TE") || !strcasecmp(name, "Trailer");
+    size_t i;
+    for (i = 0; i < v->len; i++) {
+        unsigned char ch = (unsigned char)v->p[i];
+        if (ch == '\r' || ch == '\n' || ch == '\0')
+            return 0;
+    }
+    return 1;
 }
 
 /* Header name must be a token, value free of CR/LF/NUL: nothing the
- * worker sends may split or smuggle a response line. */
+ * worker sends may split or smuggle a response line. Which headers a handler
+ * may send at all (no hop-by-hop names) is the worker's rule, core's
+ * isHopByHop; the worker is authenticated by the per-start secret. */
 static int header_ok(const tsgi_header *h)
 {
     size_t i;
@@ -1477,12 +1633,7 @@ static int header_ok(const tsgi_header *h)
         if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch))
             return 0;
     }
-    for (i = 0; i < h->value.len; i++) {
-        unsigned char ch = (unsigned char)h->value.p[i];
-        if (ch == '\r' || ch == '\n' || ch == '\0')
-            return 0;
-    }
-    return 1;
+    return field_ok(&h->value);
 }
 
 /* Applies RESPONSE_HEAD to r. Returns 0 when the head is unusable. */
@@ -1496,6 +1647,10 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
                       rh->status);
         return 0;
     }
+    if (!field_ok(&rh->reason)) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "mod_tsgi: request %s: worker sent an invalid reason phrase", k->id);
+        return 0;
+    }
     tsgi_headers_begin(&rh->hblock, &it);
     while (tsgi_headers_next(&it, &h)) {
         const char *name, *val;
@@ -1506,8 +1661,6 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
         }
         name = apr_pstrmemdup(r->pool, h.name.p, h.name.len);
         val = apr_pstrmemdup(r->pool, h.value.p, h.value.len);
-        if (hop_by_hop(name))
-            continue;
         if (!strcasecmp(name, "Content-Type")) {
             ap_set_content_type(r, val);
         } else if (!strcasecmp(name, "Content-Length")) {
@@ -1525,7 +1678,12 @@ static int apply_head(tsgi_call *k, const tsgi_response_head *rh)
         }
     }
     r->status = rh->status;
-    r->status_line = ap_get_status_line_ex(r->pool, rh->status);
+    /* The handler's statusText (the worker checked it: HTAB, SP, VCHAR,
+     * obs-text), else Apache's phrase. */
+    if (rh->reason.len)
+        r->status_line = apr_psprintf(r->pool, "%03u %.*s", rh->status, (int)rh->reason.len, rh->reason.p);
+    else
+        r->status_line = ap_get_status_line_ex(r->pool, rh->status);
     return 1;
 }
 
@@ -1634,6 +1792,14 @@ static int relay_body(tsgi_call *k)
 
 typedef enum { OUT_RESPONSE, OUT_DECISION, OUT_STATUS } tsgi_outcome;
 
+static int has_lower(const char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'a' && *s <= 'z')
+            return 1;
+    return 0;
+}
+
 /*
  * One exchange: connect (or reuse), REQUEST [BODY* END], then read up to the
  * first reply frame. OUT_RESPONSE: the head is applied to r and the body
@@ -1656,6 +1822,13 @@ static tsgi_outcome exchange(request_rec *r, tsgi_daemon *d, int phase, int flag
     k.declared = -1;
     k.relayed = 0;
     *user = NULL;
+    if (phase != TSGI_PHASE_LOG && has_lower(r->method)) {
+        /* Methods are case-sensitive (RFC 9110 9.1); Node and nginx refuse these while parsing. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "mod_tsgi: request %s: method '%s' has lower-case letters (400)",
+                      k.id, r->method);
+        *status = HTTP_BAD_REQUEST;
+        return OUT_STATUS;
+    }
     if (phase == TSGI_PHASE_FULL) {
         if (te) {
             with_body = 1;

@@ -259,6 +259,7 @@ int tsgi_decode(const tsgi_frame *f, const unsigned char *payload, tsgi_msg *m)
     case TSGI_RESPONSE_HEAD: {
         uint16_t count;
         m->u.response.status = rd16(&r);
+        rdstr16(&r, &m->u.response.reason);
         count = rd16(&r);
         rdheaders(&r, &m->u.response.hblock, count);
         m->u.response.nheaders = count;
@@ -408,7 +409,7 @@ size_t tsgi_encode_request(unsigned char *out, const tsgi_request *r)
 size_t tsgi_response_head_size(const tsgi_response_head *h)
 {
     int bad = 0;
-    size_t n = 4 + headers_size(h->headers, h->nheaders, &h->hblock, &bad);
+    size_t n = 4 + s16(&h->reason, &bad) + headers_size(h->headers, h->nheaders, &h->hblock, &bad);
     return frame_size(n, bad);
 }
 
@@ -420,6 +421,7 @@ size_t tsgi_encode_response_head(unsigned char *out, const tsgi_response_head *h
         return 0;
     tsgi_frame_write(out, TSGI_RESPONSE_HEAD, 0, (uint32_t)(total - TSGI_HDR_LEN));
     w16(&w, h->status);
+    wstr16(&w, &h->reason);
     w16(&w, h->nheaders);
     wheaders(&w, h->headers, h->nheaders, &h->hblock);
     return total;

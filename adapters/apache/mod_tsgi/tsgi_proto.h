@@ -99,6 +99,7 @@ typedef struct {
 
 typedef struct {
     uint16_t status;
+    tsgi_str reason;  /* empty: the server's standard phrase */
     const tsgi_header *headers;
     uint16_t nheaders;
     tsgi_hblock hblock;

@@ -162,6 +162,7 @@ int tsgi_test_describe(const unsigned char *in, size_t inlen, char *out, size_t 
         break;
     case TSGI_RESPONSE_HEAD:
         put(&b, "\"status\":%u,", m.u.response.status);
+        hex(&b, "reason", &m.u.response.reason);
         headers_json(&b, &m.u.response.hblock);
         break;
     case TSGI_DECISION:

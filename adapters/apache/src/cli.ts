@@ -1,23 +1,25 @@
 // `tsgi apache build|conf|run`: compile mod_tsgi, print a config snippet, or run
 // a private Apache in the foreground (as mod_wsgi-express does).
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { Socket, connect } from 'node:net';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { Socket, connect, createServer } from 'node:net';
 import { constants as osSignals, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { StartupError, loadHandler } from '@tsgi/core/node';
 import { DEFAULT_MPM, serverConf, snippet, type DaemonOptions } from './config.js';
+import { MsgType } from './protocol.js';
 
 const USAGE = `usage:
   tsgi apache build
       compile mod_tsgi with apxs and print the .so path
-  tsgi apache conf <handler> [--location /] [--processes N] [--name app] [--user U] [--group G]
+  tsgi apache conf <handler> [--location /] [--processes N] [--name app] [--user U] [--group G] [--clear-env [--env NAME]...]
       print a config snippet to include in an existing Apache (LoadModule, TsgiDaemon, <Location>)
   tsgi apache run <handler> --port P [--host 127.0.0.1] [--processes N] [--location /] [--include FILE]...
       [--max-body BYTES] [--request-timeout S] [--queue-timeout S] [--connect-timeout S]
       [--graceful-timeout S] [--max-requests N] [--max-inflight N] [--user www-data] [--group G] [--threads N] [--log-level warn]
+      [--clear-env [--env NAME]...]
       run a private Apache in the foreground (Ctrl-C stops it)`;
 
 /** The worker script shipped with this package (dist/worker.js). */
@@ -69,6 +71,8 @@ const COMMON = {
   'graceful-timeout': { type: 'string' },
   'max-requests': { type: 'string' },
   'max-inflight': { type: 'string' },
+  'clear-env': { type: 'boolean', default: false },
+  env: { type: 'string', multiple: true, default: [] as string[] },
 } as const;
 
 type Values = Record<string, string | string[] | boolean | undefined>;
@@ -76,6 +80,11 @@ type Values = Record<string, string | string[] | boolean | undefined>;
 function daemonFrom(v: Values, handler: string, worker: string, user?: string, group?: string): DaemonOptions {
   const s = (k: string) => v[k] as string | undefined;
   if (!/^[A-Za-z0-9_.-]+$/.test(s('name')!)) throw new StartupError(`--name must be a plain word, got '${s('name')}'`);
+  const env = v.env as string[];
+  if (env.length && !v['clear-env']) throw new StartupError('--env needs --clear-env (without it the workers get the whole environment)');
+  for (const name of env) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name.startsWith('TSGI_')) throw new StartupError(`--env '${name}' is not a variable name (or is one of tsgi's TSGI_ names)`);
+  }
   return {
     name: s('name')!,
     handler,
@@ -91,6 +100,8 @@ function daemonFrom(v: Values, handler: string, worker: string, user?: string, g
     connectTimeout: int('connect-timeout', s('connect-timeout')),
     gracefulTimeout: int('graceful-timeout', s('graceful-timeout')),
     maxBody: int('max-body', s('max-body')),
+    clearEnv: v['clear-env'] === true,
+    env,
   };
 }
 
@@ -179,6 +190,8 @@ startWorker(handler);
       // CommonJS dependencies inside an ES module bundle still call require().
       banner: { js: "import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);" },
       external: ['esbuild'],
+      // The workers run with --enable-source-maps: stacks name the handler's own lines.
+      sourcemap: 'inline',
       logLevel: 'silent',
       legalComments: 'none',
     });
@@ -186,6 +199,9 @@ startWorker(handler);
     const first = (err as { errors?: { text: string; location?: { file: string; line: number } }[] }).errors?.[0];
     const where = first?.location ? ` (${first.location.file}:${first.location.line})` : '';
     throw new StartupError(`cannot bundle handler ${handler}: ${first?.text ?? (err as Error).message.split('\n')[0]}${where}`);
+  } finally {
+    // esbuild's service process would otherwise live as long as the server.
+    await esbuild.stop();
   }
 }
 
@@ -199,6 +215,46 @@ function portOpen(host: string, port: number): Promise<boolean> {
     s.once('error', () => res(false));
   });
 }
+
+/** Fails with one line when host:port cannot be bound (Apache would say "serving"-less "Unable to open logs"). */
+function assertListenable(host: string, port: number): Promise<void> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'address in use' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EADDRNOTAVAIL' ? 'address not available' : err.message;
+      rej(new StartupError(`cannot listen on ${hostPort(host, port)}: ${why}`));
+    });
+    srv.listen({ host, port, exclusive: true }, () => srv.close(() => res()));
+  });
+}
+
+const hostPort = (host: string, port: number) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+/**
+ * Whether a worker of the daemon accepts: it writes WELCOME on accept, and only
+ * after `init` succeeded. The socket is in the server root's runtime dir.
+ */
+async function workerReady(dir: string, name: string): Promise<boolean> {
+  const run = join(dir, 'run');
+  const sockDir = readdirSync(run).find((f) => f.startsWith('tsgi.'));
+  if (!sockDir) return false;
+  return new Promise((res) => {
+    const s = connect({ path: join(run, sockDir, `${name}.sock`) });
+    const t = setTimeout(() => done(false), 1000);
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      res(ok);
+    };
+    // The first byte pair is the frame header's version and type.
+    s.once('data', (d: Buffer) => done(d.length >= 2 && d[1] === MsgType.WELCOME));
+    s.once('error', () => done(false));
+    s.once('end', () => done(false));
+  });
+}
+
+/** mod_tsgi's line for a worker that could not start (worker_maintenance in mod_tsgi.c). */
+const START_FAILED = /mod_tsgi: daemon \S+: worker #\d+ \(pid \d+\) could not start: (.*); next attempt in /;
 
 async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -222,8 +278,9 @@ async function run(argv: string[]): Promise<number> {
   if (!/^[a-z]+[0-9]*$/.test(values['log-level'])) throw new StartupError(`bad --log-level '${values['log-level']}'`);
   const threads = int('threads', values.threads, 1);
 
-  // Fail before Apache starts: wrong path, no fetch, syntax errors.
+  // Fail before Apache starts: wrong path, no fetch, syntax errors, a busy port.
   await loadHandler(handler);
+  await assertListenable(values.host, port);
 
   const root = process.getuid?.() === 0;
   const userName = values.user ?? (root ? 'www-data' : undefined);
@@ -262,6 +319,20 @@ async function run(argv: string[]): Promise<number> {
     await bundleHandler(handler, app);
     chmodSync(app, 0o644);
     if (!allowed(app, who, 4)) throw new StartupError(`worker user '${userName}' cannot read ${app}`);
+    // SIGHUP: the handler as it is now. Built beside the live bundle, renamed over it only when it built.
+    const rebuild = async () => {
+      const next = join(dir, 'app.next.mjs');
+      try {
+        await bundleHandler(handler, next);
+        chmodSync(next, 0o644);
+        renameSync(next, app);
+        return true;
+      } catch (err) {
+        rmSync(next, { force: true });
+        console.error(`tsgi apache: reload failed: ${(err as Error).message.split('\n')[0]}; still serving the previous handler`);
+        return false;
+      }
+    };
 
     const procs = int('processes', values.processes, 1) ?? 1;
     const daemon = daemonFrom(values, app, app, root ? userName : undefined, root ? groupName : undefined);
@@ -302,7 +373,7 @@ async function run(argv: string[]): Promise<number> {
       }),
       { mode: 0o644 },
     );
-    return await foreground(confFile, dir, values.host, port, [errorLog, accessLog], cleanup);
+    return await foreground(confFile, dir, values.host, port, daemon.name, [errorLog, accessLog], rebuild, cleanup);
   } finally {
     cleanup();
   }
@@ -315,13 +386,34 @@ async function foreground(
   dir: string,
   host: string,
   port: number,
+  daemon: string,
   [errorLog, accessLog]: [string, string],
+  rebuild: () => Promise<boolean>,
   cleanup: () => void,
 ): Promise<number> {
+  // Until a worker is ready the error log is held back: a worker that cannot start makes this
+  // command say so in one line (decision 9), and Apache's noise around it would bury that line.
+  let held: Buffer[] | null = [];
+  let failure: string | undefined;
+  let onFailure = () => {};
+  const copyError = (d: Buffer) => {
+    if (!held) return process.stderr.write(d);
+    held.push(d);
+    const m = START_FAILED.exec(Buffer.concat(held).toString('utf8'));
+    if (m && failure === undefined) {
+      failure = m[1]!;
+      onFailure();
+    }
+    return true;
+  };
+  const release = () => {
+    if (held) process.stderr.write(Buffer.concat(held));
+    held = null;
+  };
   // Opened read-write so they never read EOF between Apache's restarts; closed when Apache is gone.
-  const logs = ([[errorLog, process.stderr], [accessLog, process.stdout]] as const).map(([file, out]) => {
+  const logs = ([[errorLog, copyError], [accessLog, (d: Buffer) => process.stdout.write(d)]] as const).map(([file, out]) => {
     const s = new Socket({ fd: openSync(file, 'r+'), readable: true, writable: false });
-    s.on('data', (d: Buffer) => out.write(d));
+    s.on('data', out);
     s.on('error', () => {});
     return s;
   });
@@ -333,7 +425,7 @@ async function foreground(
   const done = new Promise<number>((res) => {
     child.once('exit', (code, signal) => {
       exited = true;
-      if (signal) console.error(`tsgi apache: apache2 ended by ${signal}`);
+      if (signal && failure === undefined) console.error(`tsgi apache: apache2 ended by ${signal}`);
       res(code ?? 128 + (signal ? (osSignals.signals[signal] ?? 0) : 1));
     });
     child.once('error', (err) => {
@@ -348,33 +440,45 @@ async function foreground(
     // First signal: graceful-stop (in-flight requests finish); a second one stops at once.
     process.kill(child.pid, stops++ === 0 ? 'SIGWINCH' : 'SIGTERM');
   };
+  // Reloads one after another: rebuild, then a graceful restart (new workers, the old ones drain).
+  let reloading = Promise.resolve();
   const graceful = () => {
-    if (!exited && child.pid) process.kill(child.pid, 'SIGUSR1');
+    reloading = reloading.then(async () => {
+      if ((await rebuild()) && !exited && child.pid) process.kill(child.pid, 'SIGUSR1');
+    });
+  };
+  // Before it ever served, a worker that cannot start stops everything (decision 9); afterwards
+  // mod_tsgi retries with back-off.
+  onFailure = () => {
+    if (!exited && child.pid) process.kill(child.pid, 'SIGTERM');
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   process.on('SIGHUP', graceful);
   try {
-    // Tell the terminal (and tests) when the port answers.
+    // "serving" once the port answers and a worker accepts (its init has run).
     void (async () => {
-      for (let i = 0; i < 600 && !exited; i++) {
-        if (await portOpen(host, port)) {
-          if (!exited) {
-            const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
-            console.error(`tsgi apache: serving ${url} (apache pid ${child.pid}, server root ${dir}); Ctrl-C stops`);
+      for (let i = 0; i < 1200 && !exited && failure === undefined; i++) {
+        if ((await portOpen(host, port)) && (await workerReady(dir, daemon))) {
+          if (!exited && failure === undefined) {
+            release();
+            console.error(`tsgi apache: serving http://${hostPort(host, port)}/ (apache pid ${child.pid}, server root ${dir}); Ctrl-C stops`);
           }
           return;
         }
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    return await done;
+    const code = await done;
+    if (failure !== undefined) throw new StartupError(failure);
+    return code;
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     process.off('SIGHUP', graceful);
     // Let the last error-log lines through.
     await new Promise((r) => setTimeout(r, 100));
+    if (failure === undefined) release();
     for (const s of logs) s.destroy();
     cleanup();
   }

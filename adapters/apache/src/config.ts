@@ -22,6 +22,10 @@ export interface DaemonOptions {
   connectTimeout?: number;
   gracefulTimeout?: number;
   maxBody?: number;
+  /** Workers get only PATH, `env` and their identity from Apache's environment (`clear-env`). */
+  clearEnv?: boolean;
+  /** The names `clear-env` keeps (`env=NAME` each). */
+  env?: string[];
 }
 
 /** Quote one config token the way ap_getword_conf reads it back. */
@@ -52,6 +56,8 @@ export function daemonDirective(d: DaemonOptions): string {
     const v = d[key];
     if (v !== undefined && v !== '') parts.push(quote(`${word}=${v}`));
   }
+  if (d.clearEnv) parts.push('clear-env');
+  for (const name of d.env ?? []) parts.push(quote(`env=${name}`));
   return parts.join(' ');
 }
 
@@ -68,6 +74,8 @@ export function snippet(o: SnippetOptions): string {
     `<IfModule !tsgi_module>`,
     `  LoadModule tsgi_module ${quote(o.so)}`,
     `</IfModule>`,
+    `# Slow clients hold a thread each while they send their request head: keep mod_reqtimeout`,
+    `# loaded (Debian enables it: a2enmod reqtimeout), e.g. RequestReadTimeout header=20-40,MinRate=500 body=20,MinRate=500`,
     `# More throughput when Apache and the workers share cores; applies to all of Apache's threads:`,
     `# TsgiSchedBatch On`,
     daemonDirective(o.daemon),
@@ -144,6 +152,9 @@ export const BASE_MODULES = [
   'headers',
   'setenvif',
   'unique_id',
+  // Slow clients: the event MPM reads a request head on a worker thread, so without this
+  // a few hundred connections that trickle their heads hold every thread.
+  'reqtimeout',
 ];
 
 export function moduleLines(names: string[]): string[] {
@@ -175,6 +186,9 @@ export function serverConf(o: ServerOptions): string {
       ? []
       : [`LogFormat "%a %l %u %t \\"%r\\" %>s %b %D" tsgi`, `CustomLog ${quote(o.accessLogFile ?? '/dev/stdout')} tsgi`]),
     `Timeout 60`,
+    // Apache's defaults for mod_reqtimeout, spelled out: a head must arrive within 20 s
+    // (40 s at most while it comes at 500 bytes/s or more), a body at 500 bytes/s.
+    `RequestReadTimeout handshake=5 header=20-40,MinRate=500 body=20,MinRate=500`,
     `KeepAlive On`,
     `MaxKeepAliveRequests 0`,
     `KeepAliveTimeout 5`,

@@ -1,5 +1,5 @@
 export { startWorker, optionsFromEnv, Worker, type WorkerOptions } from './worker.js';
-export { ApacheRequest, requestUrl } from './request.js';
+export { ApacheRequest, requestTarget, requestUrl, targetUrl } from './request.js';
 export { serverConf, snippet, daemonDirective, DEFAULT_MPM, type DaemonOptions, type ServerOptions } from './config.js';
 export { main as cliMain, bundleHandler, modulePath } from './cli.js';
 export * as protocol from './protocol.js';

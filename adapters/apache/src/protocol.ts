@@ -118,6 +118,8 @@ export interface WelcomeMsg {
 export interface ResponseHeadMsg {
   type: 'response';
   status: number;
+  /** The reason phrase; '' for the server's standard one. */
+  reason: string;
   headers: string[];
 }
 
@@ -363,10 +365,14 @@ export function encodeWelcome(pid: number): Buffer {
   return w.done();
 }
 
-/** Response head; `headers` is flat [name, value, ...] (RawResponse.headers), repeats (Set-Cookie) kept. */
-export function encodeResponseHead(status: number, headers: readonly string[]): Buffer {
-  const w = new Writer(MsgType.RESPONSE_HEAD, 0, 2 + 2 + headersSize(headers));
+/**
+ * Response head; `headers` is flat [name, value, ...] (RawResponse.headers), repeats (Set-Cookie) kept;
+ * `reason` the statusText ('' for the server's standard phrase).
+ */
+export function encodeResponseHead(status: number, headers: readonly string[], reason = ''): Buffer {
+  const w = new Writer(MsgType.RESPONSE_HEAD, 0, 2 + len16(reason, 'latin1', 'reason') + 2 + headersSize(headers));
   w.u16(status);
+  w.str16(reason, 'latin1');
   w.u16(headers.length / 2);
   writeHeaders(w, headers);
   return w.done();
@@ -494,7 +500,8 @@ export function decodePayload(type: number, flags: number, buf: Buffer, start: n
       break;
     case MsgType.RESPONSE_HEAD: {
       const status = r.u16();
-      m = { type: 'response', status, headers: r.headers(r.u16()) };
+      const reason = r.str16('latin1');
+      m = { type: 'response', status, reason, headers: r.headers(r.u16()) };
       break;
     }
     case MsgType.DECISION: {

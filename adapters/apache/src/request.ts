@@ -1,6 +1,7 @@
 // The web Request a worker hands to the handler: a LazyRequest over the
 // decoded REQUEST frame, with the body fed by BODY frames.
-import { LazyRequest, absoluteUrl } from '@tsgi/core/node';
+import { requestAuthority, type UrlRefusal } from '@tsgi/core';
+import { LazyRequest, originUrl } from '@tsgi/core/node';
 import type { RequestMsg } from './protocol.js';
 
 /** Returned to readers of a body whose request was aborted. */
@@ -142,23 +143,46 @@ export class BodySource {
   }
 }
 
-/** The absolute request URL: scheme://host + the raw request target. */
+/**
+ * The request's authority and origin-form path by core's rule
+ * (requestAuthority, decision 7): the authority is the request line's for an
+ * absolute-form target, else the Host header. `host` is Apache's Host header
+ * (it refuses a second one), or its own name:port for HTTP/1.0 without one.
+ */
+export function requestTarget(m: RequestMsg): RequestTarget | UrlRefusal {
+  return requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
+}
+
+export type RequestTarget = { authority: string; path: string };
+
+/** The absolute URL; the scheme is the connection's (Apache's ap_http_scheme), never the client's. */
+export function targetUrl(m: RequestMsg, t: RequestTarget): string {
+  return originUrl(m.scheme === 'https' ? 'https' : 'http', t.authority, t.path);
+}
+
+/** The request URL for a log entry (a request Apache served, so never refused in practice). */
 export function requestUrl(m: RequestMsg): string {
-  return absoluteUrl(m.scheme === 'https' ? 'https' : 'http', m.host, m.uri);
+  const t = requestTarget(m);
+  return targetUrl(m, 'status' in t ? { authority: 'localhost', path: '/' } : t);
 }
 
 /** One exchange's Request, served from the decoded REQUEST frame (see LazyRequest). */
 export class ApacheRequest extends LazyRequest {
   /** @internal */ _m: RequestMsg;
   /** @internal */ _body: BodySource | null;
+  /** @internal authority and path, checked before the handler runs (requestTarget). */
+  _target: RequestTarget;
   /** @internal set once the exchange was aborted (ABORT frame, EOF, timeout). */
   _aborted: unknown = undefined;
+  /** @internal what the response writer does on abort (cancel a stream still waiting for its first chunk). */
+  _onAbort: ((reason: unknown) => void) | undefined = undefined;
   private _abortCtl: AbortController | undefined;
 
-  constructor(m: RequestMsg, body: BodySource | null) {
+  constructor(m: RequestMsg, body: BodySource | null, target: RequestTarget) {
     super();
     this._m = m;
     this._body = body;
+    this._target = target;
   }
 
   /** Aborts request.signal and fails pending body reads. */
@@ -167,6 +191,7 @@ export class ApacheRequest extends LazyRequest {
     this._aborted = reason;
     this._body?.fail(reason);
     this._abortCtl?.abort(reason);
+    this._onAbort?.(reason);
   }
 
   get method(): string {
@@ -174,7 +199,7 @@ export class ApacheRequest extends LazyRequest {
   }
 
   protected makeUrl(): string {
-    return requestUrl(this._m);
+    return targetUrl(this._m, this._target);
   }
 
   protected rawHeaders(): readonly string[] {

@@ -10,17 +10,23 @@
  * `tsgi apache run` generates, so an unprivileged worker reads one file.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { closeSync, readFileSync, realpathSync } from 'node:fs';
+import { closeSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import {
   assertHandler,
   internalError,
+  plainResponse,
   runAuthenticate,
   runAuthorize,
   runFetch,
   runLog,
   runPipeline,
+  BAD_REQUEST_TEXT,
+  FIRST_CHUNK_WAIT_MS,
+  contentLengthRule,
+  isHopByHop,
+  sendsBody,
   statusHasNoBody,
   toRawResponse,
   type ErrorLogger,
@@ -43,7 +49,7 @@ import {
   encodeWelcome,
   type RequestMsg,
 } from './protocol.js';
-import { ApacheRequest, BodySource, abortError, requestUrl, type BodyFlow } from './request.js';
+import { ApacheRequest, BodySource, abortError, requestTarget, requestUrl, type BodyFlow } from './request.js';
 
 export interface WorkerOptions {
   /** Daemon name, for log lines. */
@@ -92,35 +98,50 @@ const WELCOME = encodeWelcome(process.pid);
 const END = encodeEnd();
 const GOAWAY = encodeGoAway();
 const NO_OPINION = encodeDecision();
+/** An empty flushed BODY frame: Apache sends a stream's head to the client on it. */
+const FLUSH_HEAD = bodyHeader(0, true);
 /** After GOAWAY, an idle connection stays open this long for a REQUEST that crossed it. */
 const LINGER_MS = 250;
 /** Bodies up to this size are copied into the frame buffer; larger ones are written as views. */
 const COPY_LIMIT = 64 << 10;
 
-const isCL = (name: string): boolean => name.length === 14 && name.toLowerCase() === 'content-length';
-
-function hasContentLength(h: string[]): boolean {
-  for (let i = 0; i < h.length; i += 2) if (isCL(h[i]!)) return true;
-  return false;
+/**
+ * The handler's headers as they go on the wire: hop-by-hop names dropped, and
+ * Content-Length as core's contentLengthRule says (`length` is the fixed body's
+ * byte count, or -1 for a stream). Names are only lower-cased when their length
+ * could match, so the common headers cost a length check.
+ */
+function wireHeaders(h: string[], status: number, length: number): string[] {
+  const rule = contentLengthRule(status, length >= 0);
+  let out: string[] | null = null;
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i]!;
+    const n = name.length;
+    let drop = false;
+    if (n === 14) drop = rule !== 'handler' && name.toLowerCase() === 'content-length';
+    else if (n === 2 || n === 7 || n === 10 || n === 16 || n === 17) drop = isHopByHop(name.toLowerCase());
+    if (drop && !out) out = h.slice(0, i);
+    else if (!drop && out) out.push(name, h[i + 1]!);
+  }
+  const res = out ?? h;
+  if (rule === 'server') res.push('content-length', String(length));
+  return res;
 }
 
-function removeContentLength(h: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < h.length; i += 2) if (!isCL(h[i]!)) out.push(h[i]!, h[i + 1]!);
-  return out;
-}
-
-/** RESPONSE_HEAD, BODY frames for `body` (none when head-only) and END, in one buffer. */
-function encodeWhole(status: number, headers: string[], body: Buffer | string | null, sendBody: boolean): Buffer {
-  let headLen = 4;
+/** RESPONSE_HEAD (status, reason phrase, headers), BODY frames for `body` (none when head-only) and END, in one buffer. */
+function encodeWhole(status: number, reason: string, headers: string[], body: Buffer | string | null, sendBody: boolean): Buffer {
+  let headLen = 6 + reason.length;
   for (let i = 0; i < headers.length; i += 2) headLen += 6 + headers[i]!.length + headers[i + 1]!.length;
   const n = body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.length;
   const bodyLen = sendBody && n > 0 ? n + FRAME_HEADER_SIZE * Math.ceil(n / MAX_FRAME) : 0;
   const buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + headLen + bodyLen + FRAME_HEADER_SIZE);
   let o = frameHeader(buf, 0, MsgType.RESPONSE_HEAD, 0, headLen);
   buf.writeUInt16LE(status, o);
-  buf.writeUInt16LE(headers.length / 2, o + 2);
+  buf.writeUInt16LE(reason.length, o + 2);
   o += 4;
+  if (reason.length > 0) o += buf.write(reason, o, 'latin1');
+  buf.writeUInt16LE(headers.length / 2, o);
+  o += 2;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!;
     const value = headers[i + 1]!;
@@ -147,6 +168,12 @@ function encodeWhole(status: number, headers: string[], body: Buffer | string | 
   frameHeader(buf, o, MsgType.END, 0, 0);
   return buf;
 }
+
+/** Longer reason phrases are not sent (the server's standard one is): the frame field is a str16. */
+const MAX_REASON = 1024;
+
+/** The statusText to send: toRawResponse has checked its characters. */
+const reasonOf = (raw: RawResponse): string => (raw.statusText.length <= MAX_REASON ? raw.statusText : '');
 
 function frameHeader(buf: Buffer, at: number, type: number, flags: number, len: number): number {
   buf[at] = 1;
@@ -575,11 +602,19 @@ export class Worker {
       this.refuse(conn, body, `request waited longer than queue-timeout (${o.queueTimeoutMs / 1000} s)`);
       return;
     }
+    const target = requestTarget(m);
     this.lifecycle.begin();
     const start = this.hasLog ? performance.now() : 0;
-    const req = new ApacheRequest(m, body);
+    const refused = 'status' in target;
+    const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target);
     const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
     conn.ex = req;
+    if (refused) {
+      // Refused before any hook runs, as Node and nginx refuse it while parsing.
+      this.log(`request ${ctx.id}: ${target.reason} (400)`);
+      this.respond(conn, req, ctx, plainResponse(400, BAD_REQUEST_TEXT), start, false);
+      return;
+    }
     const h = this.handler;
     const r = req as unknown as Request;
     let out: Response | Promise<Response | undefined> | undefined;
@@ -672,27 +707,20 @@ export class Worker {
     }
     const body = raw.body;
     if (conn.closed || req._aborted !== undefined) {
-      if (body instanceof ReadableStream) void body.cancel().catch(() => {});
+      if (body instanceof ReadableStream) void body.cancel(req._aborted).catch(() => {});
       this.finish(conn, req, ctx, raw.status, 0, start, content);
       return;
     }
-    const noBody = statusHasNoBody(raw.status);
-    const sendBody = !noBody && req._m.method !== 'HEAD';
-    let headers = raw.headers;
+    const sendBody = sendsBody(req._m.method, raw.status);
     if (!(body instanceof ReadableStream)) {
-      let bytes: Buffer | string | null = null;
-      if (body !== null && !noBody) bytes = typeof body === 'string' ? body : asBuffer(body);
-      if (noBody) {
-        if (hasContentLength(headers)) headers = removeContentLength(headers);
-      } else if (!hasContentLength(headers)) {
-        headers.push('content-length', String(bytes === null ? 0 : typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length));
-      }
-      const sent = sendBody && bytes !== null ? (typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length) : 0;
+      const bytes = body === null || statusHasNoBody(raw.status) ? null : typeof body === 'string' ? body : asBuffer(body);
+      const length = bytes === null ? 0 : typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length;
+      const headers = wireHeaders(raw.headers, raw.status, length);
       if (bytes !== null && typeof bytes !== 'string' && bytes.length > COPY_LIMIT && sendBody) {
         // Large bytes: frame headers around views, no copy.
         const s = conn.sock;
         s.cork();
-        s.write(encodeWhole(raw.status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
+        s.write(encodeWhole(raw.status, reasonOf(raw), headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
         for (let at = 0; at < bytes.length; at += MAX_FRAME) {
           const len = Math.min(MAX_FRAME, bytes.length - at);
           s.write(bodyHeader(len, false));
@@ -701,42 +729,89 @@ export class Worker {
         s.write(END);
         s.uncork();
       } else {
-        conn.sock.write(encodeWhole(raw.status, headers, bytes, sendBody));
+        conn.sock.write(encodeWhole(raw.status, reasonOf(raw), headers, bytes, sendBody));
       }
-      this.finish(conn, req, ctx, raw.status, sent, start, content);
+      this.finish(conn, req, ctx, raw.status, sendBody ? length : 0, start, content);
       return;
     }
+    const headers = wireHeaders(raw.headers, raw.status, -1);
     if (!sendBody) {
       // HEAD (or 204/304): headers only; let the stream go at once, even an endless one.
       void body.cancel().catch(() => {});
-      if (noBody && hasContentLength(headers)) headers = removeContentLength(headers);
-      conn.sock.write(encodeWhole(raw.status, headers, null, false));
+      conn.sock.write(encodeWhole(raw.status, reasonOf(raw), headers, null, false));
       this.finish(conn, req, ctx, raw.status, 0, start, content);
       return;
     }
-    // The head waits for the first chunk: a stream that fails before it still gets the bare 500.
+    this.stream(conn, req, ctx, raw.status, reasonOf(raw), headers, body, start, content);
+  }
+
+  /**
+   * A stream's head leaves with its first chunk, or FIRST_CHUNK_WAIT_MS without
+   * one (an empty flushed BODY frame makes Apache send it to the client), so
+   * an SSE stream that waits still gets its head promptly while one that fails
+   * at once still gets the bare 500. A request aborted at any point (client
+   * gone, request-timeout) cancels the stream, also before its first chunk.
+   */
+  private stream(
+    conn: Conn,
+    req: ApacheRequest,
+    ctx: RequestContext,
+    status: number,
+    reason: string,
+    headers: string[],
+    body: ReadableStream<Uint8Array>,
+    start: number,
+    content: boolean,
+  ): void {
     const reader = body.getReader();
+    let headSent = false;
+    const sendHead = () => {
+      if (headSent) return;
+      headSent = true;
+      conn.sock.write(encodeWhole(status, reason, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
+    };
+    const timer = setTimeout(() => {
+      if (conn.closed || req._aborted !== undefined) return;
+      sendHead();
+      conn.sock.write(FLUSH_HEAD);
+    }, FIRST_CHUNK_WAIT_MS);
+    req._onAbort = (reason) => {
+      clearTimeout(timer);
+      void reader.cancel(reason).catch(() => {});
+    };
+    const done = (bytes: number) => {
+      req._onAbort = undefined;
+      this.finish(conn, req, ctx, status, bytes, start, content);
+    };
     reader.read().then(
       (first) => {
+        clearTimeout(timer);
         if (conn.closed || req._aborted !== undefined) {
           void reader.cancel(req._aborted).catch(() => {});
-          this.finish(conn, req, ctx, raw.status, 0, start, content);
+          done(0);
           return;
         }
-        conn.sock.write(encodeWhole(raw.status, headers, null, false).subarray(0, -FRAME_HEADER_SIZE));
-        this.pump(conn, req, reader, first).then(
-          (bytes) => this.finish(conn, req, ctx, raw.status, bytes, start, content),
-          (err) => {
-            // Headers are out: all we can do is drop the connection (Apache aborts the client's).
-            this.log(`request ${ctx.id}: response stream failed`, err);
-            conn.destroy(err);
-            this.finish(conn, req, ctx, raw.status, 0, start, content);
-          },
-        );
+        sendHead();
+        this.pump(conn, req, reader, first).then(done, (err) => {
+          // Headers are out: all we can do is drop the connection (Apache aborts the client's).
+          this.log(`request ${ctx.id}: response stream failed`, err);
+          conn.destroy(err);
+          done(0);
+        });
       },
       (err) => {
-        this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
-        this.respond(conn, req, ctx, internalError(), start, content);
+        clearTimeout(timer);
+        if (conn.closed || req._aborted !== undefined) {
+          done(0);
+        } else if (headSent) {
+          this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
+          conn.destroy(err);
+          done(0);
+        } else {
+          this.log(`request ${ctx.id}: response stream failed before its first chunk`, err);
+          req._onAbort = undefined;
+          this.respond(conn, req, ctx, internalError(), start, content);
+        }
       },
     );
   }
@@ -841,7 +916,7 @@ export class Worker {
 
 /**
  * Starts a worker for a loaded handler module (the default export, or the
- * module itself, is the handler). Start-up failures print one line and exit 1.
+ * module itself, is the handler). Start-up failures say why in one line and exit 78.
  */
 export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<Worker> {
   try {
@@ -850,6 +925,7 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
     await initHandler(handler, { server: 'apache', env: process.env });
     const w = new Worker(handler, o);
     await w.listen();
+    closeStatusFd();
     const stop = () => w.drain();
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -859,10 +935,40 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
   }
 }
 
+/** The status pipe is only for a start-up failure: once started, the handler's child processes must not inherit it. */
+function closeStatusFd(): void {
+  const fd = Number(process.env.TSGI_STATUS_FD);
+  if (Number.isInteger(fd) && fd > 2) {
+    try {
+      closeSync(fd);
+    } catch {
+      // not open
+    }
+  }
+}
+
+/** EX_CONFIG: the worker cannot start; mod_tsgi backs off instead of respawning at once (decision 9). */
+export const EXIT_STARTUP = 78;
+
+/**
+ * A start-up failure: one line saying why, then exit 78. The line goes to the
+ * status pipe (TSGI_STATUS_FD) when mod_tsgi gave one, so that mod_tsgi logs it
+ * once with its next attempt; else to stderr (the error log).
+ */
 function fatal(err: unknown): never {
-  const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
-  console.error(`[tsgi ${process.env.TSGI_DAEMON ?? ''} worker pid ${process.pid}] start-up failed: ${msg}`);
-  process.exit(1);
+  const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  const fd = Number(process.env.TSGI_STATUS_FD);
+  let told = false;
+  if (Number.isInteger(fd) && fd > 2) {
+    try {
+      writeSync(fd, `${msg}\n`);
+      told = true;
+    } catch {
+      // no status pipe after all
+    }
+  }
+  if (!told) console.error(`[tsgi ${process.env.TSGI_DAEMON ?? ''} worker pid ${process.pid}] start-up failed: ${msg}`);
+  process.exit(EXIT_STARTUP);
 }
 
 function isMain(): boolean {

@@ -127,7 +127,7 @@ function randomMessage(g: Gen): P.Message {
     case 5:
       return { type: 'welcome', pid: g.int(0xffffffff) };
     case 6:
-      return { type: 'response', status: g.int(0xffff), headers: g.headers(60) };
+      return { type: 'response', status: g.int(0xffff), reason: g.pick(['', 'OK', g.bytes(80)]), headers: g.headers(60) };
     case 7:
       return { type: 'decision', user: g.int(2) === 0 ? undefined : g.unicode(40) };
     default:
@@ -152,7 +152,7 @@ function encode(m: P.Message): Buffer {
     case 'welcome':
       return P.encodeWelcome(m.pid);
     case 'response':
-      return P.encodeResponseHead(m.status, m.headers);
+      return P.encodeResponseHead(m.status, m.headers, m.reason);
     case 'decision':
       return P.encodeDecision(m.user);
     case 'error':
@@ -201,7 +201,7 @@ function expectedDescription(m: P.Message): Record<string, unknown> {
     case 'welcome':
       return { ...d, pid: m.pid };
     case 'response':
-      return { ...d, status: m.status, headers: m.headers.map(hexL) };
+      return { ...d, status: m.status, reason: hexL(m.reason), headers: m.headers.map(hexL) };
     case 'decision':
       return { ...d, kind: m.user === undefined ? 0 : 1, user: hexU(m.user ?? '') };
     case 'error':

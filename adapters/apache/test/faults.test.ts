@@ -2,10 +2,11 @@
 // worker crashes, request-timeout, overload, graceful restart, bad config, privileges.
 import { execFileSync } from 'node:child_process';
 import { get as httpGet } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fixture, runCli, startApache, uidOf, waitFor, workerPids, type RunningApache } from './helpers.js';
+import { fixture, freePort, runCli, startApache, uidOf, waitFor, workerPids, type RunningApache } from './helpers.js';
 
 const PROCESSES = 2;
 const MAX_INFLIGHT = 4;
@@ -233,6 +234,38 @@ describe('graceful restart', () => {
   });
 });
 
+describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
+  let dir: string;
+  let app: RunningApache;
+  beforeAll(async () => {
+    dir = mkdtempSync('/tmp/tsgi-apache-reload-');
+    writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v1') };\n");
+    app = await startApache(join(dir, 'handler.mjs'), ['--processes', '1']);
+  });
+  afterAll(async () => {
+    await app?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the handler as it is now: rebuilt, new workers, the old ones drain', async () => {
+    expect(await (await fetch(app.url)).text()).toBe('v1');
+    const before = workerPids(app.pid);
+    writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v2') };\n");
+    app.proc.kill('SIGHUP');
+    await waitFor(async () => (await (await fetch(app.url)).text()) === 'v2', 30_000, 'the new handler');
+    await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the old worker to go');
+  });
+
+  it('a handler that no longer builds: one line, and the previous one keeps serving', async () => {
+    writeFileSync(join(dir, 'handler.mjs'), 'export default { fetch: () => new Response(\n');
+    const from = app.errors().length;
+    app.proc.kill('SIGHUP');
+    await waitFor(() => /reload failed/.test(app.errors().slice(from)), 30_000, 'the reload failure');
+    expect(app.errors().slice(from).trim().split('\n')).toEqual([expect.stringMatching(/^tsgi apache: reload failed: cannot bundle handler .*; still serving the previous handler$/)]);
+    expect(await (await fetch(app.url)).text()).toBe('v2');
+  });
+});
+
 describe('privileges', () => {
   it('workers never run as root (www-data when started as root)', async () => {
     const pids = workerPids(server.pid);
@@ -296,6 +329,27 @@ describe('start-up errors', () => {
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/fetch/);
+  });
+
+  it('a handler whose init fails: one line with the reason, exit 1, never "serving"', async () => {
+    const h = join(dir, 'init-fails.mjs');
+    writeFileSync(h, "export default { init() { throw new Error('database unreachable'); }, fetch: () => new Response('x') };\n");
+    const r = await runCli(['apache', 'run', h, '--port', String(await freePort())], 30_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n'), r.stderr).toEqual(['tsgi apache: handler init failed: database unreachable']);
+  });
+
+  it('a busy port: one line "cannot listen on HOST:PORT: address in use", exit 1, before Apache starts', async () => {
+    const busy = createServer();
+    await new Promise<void>((res) => busy.listen(0, '127.0.0.1', res));
+    const port = (busy.address() as AddressInfo).port;
+    try {
+      const r = await runCli(['apache', 'run', fixture('faults.ts'), '--port', String(port)]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n'), r.stderr).toEqual([`tsgi apache: cannot listen on 127.0.0.1:${port}: address in use`]);
+    } finally {
+      busy.close();
+    }
   });
 
   it('a server root the worker user cannot reach: a clear message before Apache starts', async () => {

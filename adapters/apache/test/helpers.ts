@@ -1,6 +1,9 @@
 // Starts `tsgi apache run` as users do (a separate process) and stops it.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEBIAN_MODULES } from '../src/config.js';
 import { childrenOf, cmdline, freePort, tsgiBin, waitFor } from '@tsgi/conformance/testing';
 
 export { childrenOf, cmdline, freePort, runCli, tsgiBin, uidOf, waitFor } from '@tsgi/conformance/testing';
@@ -75,3 +78,46 @@ export function workerPids(apachePid: number): number[] {
   return childrenOf(apachePid).filter((p) => cmdline(p).includes('app.mjs'));
 }
 
+/** A plain Apache config (Debian modules, www-data children, logs in `root`) around `body`. */
+export function apacheConf(root: string, port: number, so: string, body: string): string {
+  mkdirSync(join(root, 'run'), { recursive: true });
+  return `ServerRoot ${root}
+Listen 127.0.0.1:${port}
+ServerName localhost
+PidFile ${root}/httpd.pid
+DefaultRuntimeDir ${root}/run
+LoadModule mpm_event_module ${DEBIAN_MODULES}/mod_mpm_event.so
+LoadModule authz_core_module ${DEBIAN_MODULES}/mod_authz_core.so
+LoadModule authn_core_module ${DEBIAN_MODULES}/mod_authn_core.so
+LoadModule authz_user_module ${DEBIAN_MODULES}/mod_authz_user.so
+LoadModule alias_module ${DEBIAN_MODULES}/mod_alias.so
+LoadModule tsgi_module ${so}
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+User www-data
+Group www-data
+ErrorLog ${root}/error.log
+LogLevel info
+LogFormat "%>s %L %u %r" id
+CustomLog ${root}/access.log id
+${body}
+`;
+}
+
+/**
+ * @tsgi/apache's worker with what it imports (@tsgi/core, esbuild) copied under `dir`, as an
+ * application would have them installed: conf-mode workers (www-data) must read it, and a CI
+ * checkout may sit in a 0700 directory. Returns the copied dist/worker.js.
+ */
+export function installWorker(dir: string): string {
+  const copy = (from: string, to: string) => cpSync(join(repoRoot, from), join(dir, to), { recursive: true, dereference: true });
+  copy('adapters/apache/package.json', 'node_modules/@tsgi/apache/package.json');
+  copy('adapters/apache/dist', 'node_modules/@tsgi/apache/dist');
+  copy('core/package.json', 'node_modules/@tsgi/core/package.json');
+  copy('core/dist', 'node_modules/@tsgi/core/dist');
+  copy('node_modules/esbuild', 'node_modules/esbuild');
+  for (const p of readdirSync(join(repoRoot, 'node_modules/@esbuild'))) copy(`node_modules/@esbuild/${p}`, `node_modules/@esbuild/${p}`);
+  return join(dir, 'node_modules/@tsgi/apache/dist/worker.js');
+}

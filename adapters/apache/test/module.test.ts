@@ -1,6 +1,6 @@
 // mod_tsgi's own behaviour in a real Apache, with a scripted fake worker
 // (fixtures/fake-worker.mjs) that sends exactly the frames each case needs:
-// header validation, hop-by-hop stripping, protocol errors, ERROR replies,
+// header validation, protocol errors, ERROR replies,
 // crashes, timeouts, body limits, supervision, socket security, stop. The real
 // worker and the handler pipeline are covered by the integration tests.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -12,38 +12,10 @@ import { join, resolve } from 'node:path';
 import { freePort } from '@tsgi/conformance/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildModule, packageDir } from '../src/build.js';
+import { apacheConf as conf } from './helpers.js';
 
 const FIXTURES = resolve(packageDir, 'test', 'fixtures');
 const PROTOCOL_JS = resolve(packageDir, 'dist', 'protocol.js');
-const MODULES = '/usr/lib/apache2/modules';
-
-function conf(root: string, port: number, so: string, body: string): string {
-  mkdirSync(join(root, 'run'), { recursive: true });
-  return `ServerRoot ${root}
-Listen 127.0.0.1:${port}
-ServerName localhost
-PidFile ${root}/httpd.pid
-DefaultRuntimeDir ${root}/run
-LoadModule mpm_event_module ${MODULES}/mod_mpm_event.so
-LoadModule authz_core_module ${MODULES}/mod_authz_core.so
-LoadModule authn_core_module ${MODULES}/mod_authn_core.so
-LoadModule authz_user_module ${MODULES}/mod_authz_user.so
-LoadModule alias_module ${MODULES}/mod_alias.so
-LoadModule tsgi_module ${so}
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MaxRequestWorkers 16
-User www-data
-Group www-data
-ErrorLog ${root}/error.log
-LogLevel info
-LogFormat "%>s %L %u %r" id
-CustomLog ${root}/access.log id
-${body}
-`;
-}
-
 interface Raw {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -202,14 +174,13 @@ describe('mod_tsgi in a real Apache', () => {
     expect(readFileSync(join(root, 'access.log'), 'utf8')).toContain(line);
   });
 
-  it('keeps repeated Set-Cookie, drops hop-by-hop headers, applies Content-Type and Content-Length', async () => {
+  it('keeps repeated Set-Cookie, applies Content-Type and Content-Length', async () => {
     const r = await request(port, '/app/headers');
     expect(r.status).toBe(201);
     expect(r.headers['set-cookie']).toEqual(['a=1', 'b=2']);
     expect(r.headers['content-type']).toBe('text/x-test');
     expect(r.headers['content-length']).toBe('5');
     expect(r.headers['transfer-encoding']).toBeUndefined();
-    expect(r.headers['keep-alive']).toBeUndefined();
     expect(r.raw.filter((h) => h === 'X-Multi')).toHaveLength(2);
     expect(r.body.toString()).toBe('hello');
   });
@@ -252,6 +223,21 @@ describe('mod_tsgi in a real Apache', () => {
     expect(errorLog()).toMatch(/worker sent more than its Content-Length/);
     await expect(request(port, '/app/cl-short')).rejects.toThrow();
     expect(errorLog()).toMatch(/worker sent 3 body bytes, Content-Length said 10/);
+  });
+
+  it("sends the worker's reason phrase in the status line, and refuses one with CR/LF (502)", async () => {
+    const raw = await new Promise<string>((ok, fail) => {
+      const sock = net.connect(port, '127.0.0.1', () => sock.write('GET /app/reason HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      let got = '';
+      sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      sock.on('end', () => ok(got));
+      sock.on('error', fail);
+    });
+    expect(raw.split('\r\n')[0]).toBe('HTTP/1.1 203 Fine Thanks');
+    const bad = await request(port, '/app/reason-crlf');
+    expect(bad.status).toBe(502);
+    expect(bad.headers.injected).toBeUndefined();
+    expect(errorLog()).toMatch(/mod_tsgi: request \S+: worker sent an invalid reason phrase/);
   });
 
   it('passes unusual status codes and refuses 1xx', async () => {
@@ -451,7 +437,7 @@ describe('directive validation', () => {
   const daemon = `TsgiDaemon app handler=h.mjs worker=${root}/fake-worker.mjs`;
 
   it('accepts a complete configuration', () => {
-    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data
+    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data clear-env env=DATABASE_URL env=TZ
 <Location /a>
   SetHandler tsgi
   TsgiDaemonName app
@@ -475,6 +461,9 @@ describe('directive validation', () => {
     ['a missing node', `${daemon} node=/nope/node`, /node executable not found: \/nope\/node/],
     ['an unknown user', `${daemon} user=no-such-user-tsgi`, /unknown user 'no-such-user-tsgi'/],
     ['a daemon defined twice', `${daemon}\n${daemon}`, /TsgiDaemon app: defined twice/],
+    ['env= without clear-env', `${daemon} env=DATABASE_URL`, /env= lists what clear-env keeps; add clear-env/],
+    ['env= with no variable name', `${daemon} clear-env env=1X`, /env=1X is not a variable name/],
+    ["env= naming one of mod_tsgi's variables", `${daemon} clear-env env=TSGI_HANDLER`, /env=TSGI_HANDLER is not a variable name/],
     ['an unknown TsgiDaemonName', '<Location /a>\n TsgiDaemonName ghost\n</Location>', /TsgiDaemonName: unknown daemon 'ghost'/],
     ['an unknown TsgiAuthenticate', '<Location /a>\n TsgiAuthenticate ghost\n</Location>', /TsgiAuthenticate: unknown daemon 'ghost'/],
     ['TsgiDaemon inside <Location>', `<Location /a>\n ${daemon}\n</Location>`, /TsgiDaemon not allowed in <Location> context/],

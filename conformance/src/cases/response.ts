@@ -165,4 +165,21 @@ export const responseCases: ConformanceCase[] = [
       assert.equal(await res.text(), 'GET');
     },
   },
+
+  // ---- reason phrase -------------------------------------------------------
+  {
+    id: 'response.status-text',
+    title: "a Response's statusText is the reason phrase on the wire (fast and native); an empty one gives the standard phrase",
+    async run(t) {
+      for (const [path, line, body] of [
+        ['/status-text/native', 'HTTP/1.1 202 Custom Reason', 'native reason'],
+        ['/status-text/fast', 'HTTP/1.1 200 Custom Reason', 'fast reason'],
+        ['/status-text/empty', 'HTTP/1.1 200 OK', 'no reason'],
+      ] as const) {
+        const r = await t.exchange(get(t, path, 'Connection: close\r\n'));
+        assert.equal(r.head.split('\r\n')[0], line, path);
+        assert.equal(r.body.toString(), body, path);
+      }
+    },
+  },
 ];
