@@ -72,6 +72,19 @@ const mark = (line: string): void => appendFileSync(process.env.LIFECYCLE_MARKER
 
 const sleepMs = `const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));\n`;
 
+/**
+ * GET `url`'s body text. A request that finds its keep-alive connection closed by the
+ * server is retried once on a new one, as clients do for idempotent requests
+ * (RFC 9110 9.2.2): a server that restarts closes its idle connections.
+ */
+async function getText(url: string): Promise<string> {
+  try {
+    return await (await fetch(url)).text();
+  } catch {
+    return (await fetch(url, { headers: { connection: 'close' } })).text();
+  }
+}
+
 /** Reads the response of a raw request on a plain socket, up to `ms`. */
 function rawGet(url: string, path: string, ms: number): Promise<{ head: string; error?: string }> {
   const u = new URL(url);
@@ -203,7 +216,7 @@ export default {
         await sleep(300);
         writeFileSync(file, version('v2'));
         s.proc.kill('SIGHUP');
-        await waitFor(async () => (await (await fetch(s.url + '/')).text()) === 'v2', 60_000, 'v2 to be served');
+        await waitFor(async () => (await getText(s.url + '/')) === 'v2', 60_000, 'v2 to be served');
         await sleep(300);
         const r = await l.stop();
         assert.equal(r.failed, 0, `failed requests during the reload: ${JSON.stringify(r)}`);
@@ -217,31 +230,29 @@ export default {
   },
   {
     id: 'crash.worker-killed',
-    title: 'a killed worker fails only the request it held, and a replacement serves',
+    title: 'a killed worker fails only the requests it held (a 502 or a reset, never a re-run), and a replacement serves',
     optOut: { 'nginx:embedded': NJS_NO_NODE, node: NO_WORKERS },
     async run(t) {
       const src = `${MARK}${sleepMs}
 export default {
   async fetch(request: Request) {
     const url = new URL(request.url);
-    if (url.pathname === '/hold') {
-      mark('hold ' + process.pid);
-      await sleep(5000);
-      return new Response('held');
-    }
+    const id = url.searchParams.get('id') ?? '-';
+    mark('start ' + id + ' ' + process.pid);
+    if (url.pathname === '/hold') await sleep(5000);
     return new Response('pid ' + process.pid);
   },
 };
 `;
       const s = await t.start(t.handler('crash.ts', src));
       try {
-        const held = fetch(s.url + '/hold').then(
+        const held = fetch(s.url + '/hold?id=held').then(
           (r) => r.status,
           () => 'reset',
         );
-        await waitFor(() => t.markers().some((l) => l.startsWith('hold ')), 10_000, 'the held request');
-        const victim = Number(t.markers().find((l) => l.startsWith('hold '))!.split(' ')[1]);
-        const l = load(s.url + '/', 4);
+        await waitFor(() => t.markers().some((l) => l.startsWith('start held ')), 10_000, 'the held request');
+        const victim = Number(t.markers().find((l) => l.startsWith('start held '))!.split(' ')[2]);
+        const l = load((n) => `${s.url}/?id=${n}`, 4);
         await sleep(200);
         process.kill(victim, 'SIGKILL');
         const heldOutcome = await held;
@@ -256,7 +267,19 @@ export default {
         );
         await sleep(500);
         const r = await l.stop();
-        assert.equal(r.failed, 0, `requests the dead worker did not hold failed: ${JSON.stringify(r)}`);
+        const m = t.markers();
+        const ranOn = (id: string): string[] => m.filter((x) => x.startsWith(`start ${id} `)).map((x) => x.split(' ')[2]!);
+        assert.equal(ranOn('held').length, 1, `the held request ran again: ${ranOn('held').join(', ')}`);
+        // Only what the dead worker had in hand may fail: at most the load's concurrency, each one
+        // started on the victim or on no worker at all, and none of them run twice.
+        assert.ok(r.failed <= 4, `${r.failed} requests failed: ${JSON.stringify(r)}`);
+        for (const url of r.failedUrls) {
+          const where = ranOn(new URL(url).searchParams.get('id')!);
+          assert.ok(where.every((pid) => pid === String(victim)), `${url} failed but ran on ${where.join(', ')}`);
+        }
+        for (const id of new Set(m.map((x) => x.split(' ')[1]))) {
+          assert.ok(ranOn(id!).length <= 1, `request ${id} ran ${ranOn(id!).length} times`);
+        }
       } finally {
         await s.stop();
       }

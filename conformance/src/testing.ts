@@ -110,6 +110,8 @@ export interface LoadResult {
   retried: number;
   /** Bodies seen, counted (only when `countBodies`). */
   bodies: Record<string, number>;
+  /** The URLs of the failed requests. */
+  failedUrls: string[];
 }
 
 /**
@@ -120,12 +122,14 @@ export interface LoadResult {
  * just-accepted connections it still holds without reading them, which is not
  * a failed request. Such retries are counted in `retried`.
  */
-export function load(url: string, concurrency = 8, countBodies = false): { stop(): Promise<LoadResult> } {
+export function load(target: string | ((n: number) => string), concurrency = 8, countBodies = false): { stop(): Promise<LoadResult> } {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0, bodies: {} };
+  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0, bodies: {}, failedUrls: [] };
   let running = true;
+  let n = 0;
   const once = (): Promise<void> =>
     new Promise((res) => {
+      const url = typeof target === 'string' ? target : target(++n);
       // Retries go out on a fresh connection: the pool may hold more sockets the old process is closing.
       const attempt = (retriesLeft: number): void => {
         const req = request(url, retriesLeft === 2 ? { agent } : { agent: false }, (resp) => {
@@ -137,11 +141,15 @@ export function load(url: string, concurrency = 8, countBodies = false): { stop(
             r.statuses[k] = (r.statuses[k] ?? 0) + 1;
             if (countBodies) r.bodies[body] = (r.bodies[body] ?? 0) + 1;
             if (resp.statusCode === 200) r.ok++;
-            else r.failed++;
+            else {
+              r.failed++;
+              r.failedUrls.push(url);
+            }
             res();
           });
           resp.on('error', (e) => {
             r.failed++;
+            r.failedUrls.push(url);
             r.errors.push(e.message);
             res();
           });
@@ -153,6 +161,7 @@ export function load(url: string, concurrency = 8, countBodies = false): { stop(
             return attempt(retriesLeft - 1);
           }
           r.failed++;
+          r.failedUrls.push(url);
           r.errors.push(`${e.code ?? ''} ${e.message}`);
           res();
         });
