@@ -105,31 +105,44 @@ export const streamCases: ConformanceCase[] = [
     },
     async run(t) {
       const before = await silentState(t, t.key('baseline'));
+      // 1. The client leaves right after the request: within the server's first-chunk wait.
       let key = '';
-      let started: SilentState | undefined;
+      let started = false;
       // A server may drop a request whose client is already gone without running the handler;
       // that attempt proves nothing, so try again (the case needs one where the handler ran).
       for (let attempt = 0; attempt < 3 && !started; attempt++) {
         key = t.key('silent');
         const c = await t.connect();
         await c.write(get(t, `/stream/silent?key=${key}`));
-        c.close(); // right away: well within the first-chunk wait
-        const s = await t.poll(() => silentState(t, key), (v) => v.stream !== 'unknown', 3_000);
-        if (s.stream !== 'unknown') started = s;
+        c.close();
+        started = (await t.poll(() => silentState(t, key), (v) => v.stream !== 'unknown', 3_000)).stream !== 'unknown';
       }
       assert.ok(started, 'the handler never ran for a request whose client left at once (3 attempts)');
-      const after = await t.poll(
-        () => silentState(t, key),
-        (v) => v.stream !== 'open' && v.signal !== 'waiting',
-        12_000,
-      );
-      assert.equal(after.stream, 'cancelled', "the handler's stream was not cancelled");
-      assert.equal(after.signal, 'aborted', 'request.signal did not abort');
-      assert.equal(after.open, before.open, 'the fixture still counts the stream as open');
+      await expectReleased(t, key, before.open, 'client gone at once');
+      // 2. The client leaves once the handler holds the stream open, still before any chunk.
+      const later = t.key('silent');
+      const c = await t.connect();
+      await c.write(get(t, `/stream/silent?key=${later}`));
+      const open = await t.poll(() => silentState(t, later), (v) => v.stream !== 'unknown');
+      assert.equal(open.stream, 'open', 'client gone later: the handler did not run');
+      c.close();
+      await expectReleased(t, later, before.open, 'client gone later');
       await stillFine(t);
     },
   },
 ];
+
+/** The silent stream of `key` was cancelled, its request.signal aborted, and the open count is back to `open`. */
+async function expectReleased(t: CaseContext, key: string, open: number, what: string): Promise<void> {
+  const after = await t.poll(
+    () => silentState(t, key),
+    (v) => v.stream !== 'open' && v.signal !== 'waiting' && v.open === open,
+    12_000,
+  );
+  assert.equal(after.stream, 'cancelled', `${what}: the handler's stream was not cancelled`);
+  assert.equal(after.signal, 'aborted', `${what}: request.signal did not abort`);
+  assert.equal(after.open, open, `${what}: the fixture still counts the stream as open`);
+}
 
 interface SilentState {
   /** unknown (never ran), open, cancelled, ran out */
