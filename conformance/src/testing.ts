@@ -3,7 +3,7 @@
  * `tsgi` command as users do, and reading /proc. One copy, imported as
  * `@tsgi/conformance/testing`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -99,4 +99,74 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A `tsgi` command started by startCli: its output so far, and how to stop it. */
+export interface RunningCli {
+  proc: ChildProcess;
+  /** The first capture group of `ready` (the URL, say). */
+  ready: string;
+  stdout(): string;
+  stderr(): string;
+  /** SIGTERM (SIGKILL after `graceMs`); resolves with the exit code, or the signal's name. */
+  stop(graceMs?: number): Promise<number | string>;
+}
+
+/**
+ * Starts `tsgi <args>` and resolves once stdout or stderr matches `ready`
+ * (its first group is returned); rejects with the output if the command
+ * exits first or `timeoutMs` passes.
+ */
+export function startCli(
+  args: string[],
+  ready: RegExp,
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunningCli> {
+  const proc = spawn(process.execPath, [tsgiBin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+  });
+  let out = '';
+  let err = '';
+  const exited = new Promise<number | string>((r) => proc.once('exit', (code, sig) => r(code ?? sig ?? -1)));
+  const running = (m: string): RunningCli => ({
+    proc,
+    ready: m,
+    stdout: () => out,
+    stderr: () => err,
+    stop(graceMs = 20_000) {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+        void exited.then(() => clearTimeout(t));
+      }
+      return exited;
+    },
+  });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`tsgi ${args.join(' ')}: not ready after ${opts.timeoutMs ?? 60_000} ms\n${out}${err}`));
+    }, opts.timeoutMs ?? 60_000);
+    const check = (): void => {
+      const m = ready.exec(out) ?? ready.exec(err);
+      if (m) {
+        clearTimeout(t);
+        resolve(running(m[1] ?? m[0]));
+      }
+    };
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      check();
+    });
+    proc.stderr!.on('data', (d) => {
+      err += d;
+      check();
+    });
+    void exited.then((code) => {
+      clearTimeout(t);
+      reject(new Error(`tsgi ${args.join(' ')} exited (${code}) before it was ready:\n${out}${err}`));
+    });
+  });
 }
