@@ -2,3 +2,4 @@
 export { Lifecycle, RequestContext } from './lifecycle.js';
 export { loadHandler, initHandler, compileTypeScript, StartupError, type Compiled, type LoadOptions } from './load.js';
 export { LazyRequest, absoluteUrl, originUrl } from './lazy-request.js';
+export { bindListenHandle, checkBoundPort, listenError, type ListenHandle } from './listen-handle.js';

@@ -1,7 +1,6 @@
-import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { StartupError } from '@tsgi/core/node';
-import { serve } from './serve.js';
+import { isServeWorker, serve } from './serve.js';
 
 const USAGE = 'usage: tsgi serve <handler.ts|.js|.mjs> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES]';
 
@@ -45,7 +44,7 @@ export async function main(argv: string[]): Promise<number | void> {
       workers: int('workers', values.workers, 1),
       maxBodySize: int('max-body', values['max-body'], 0),
     });
-    if (!cluster.isWorker) console.log(`tsgi: listening on ${server.url}`);
+    if (!isServeWorker) console.log(`tsgi: listening on ${server.url}`);
   } catch (err) {
     if ((err as { reported?: boolean }).reported) return 1;
     throw err;
