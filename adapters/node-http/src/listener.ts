@@ -24,6 +24,12 @@ export interface NodeAdapterOptions {
   server?: ServerKind;
   /** Behind a local proxy: ctx.ip from X-Real-IP, scheme from X-Forwarded-Proto. */
   trustProxy?: boolean;
+  /**
+   * With trustProxy: a header (lower-case name) in which the proxy passes the
+   * request's authority as it saw it (from an absolute-form target or Host);
+   * checked like a Host, it stands in for the Host header when present.
+   */
+  authorityHeader?: string;
   /** Honour `x-tsgi-phase: access` (run authenticate + authorize only), for nginx auth_request. */
   phases?: boolean;
   /** Scheme for request.url when not behind a trusted proxy (default: the connection's, https over TLS). */
@@ -106,6 +112,7 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
   const maxBody = options.maxBodySize ?? DEFAULT_MAX_BODY;
   const trustProxy = options.trustProxy ?? false;
   const phases = options.phases ?? false;
+  const authorityHeader = trustProxy ? options.authorityHeader?.toLowerCase() : undefined;
   const hasLog = typeof handler.log === 'function';
   const reqOpts: RequestOptions = {
     maxBodySize: maxBody,
@@ -191,7 +198,7 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
 
   /** Runs the pipeline; null when the adapter already answered (400, 413). */
   function dispatch(req: IncomingMessage, res: ServerResponse): Dispatched | null {
-    const target = requestTarget(req);
+    const target = requestTarget(req, authorityHeader);
     if ('status' in target) {
       // A client error, not the server's: nothing is logged (the target may carry credentials).
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);

@@ -33,12 +33,17 @@ function localAuthority(req: IncomingMessage): string {
  * absolute-form target, else from the one Host header), or why it is refused
  * with 400 before anything runs.
  */
-export function requestTarget(req: IncomingMessage): { authority: string; path: string } | UrlRefusal {
+export function requestTarget(req: IncomingMessage, authorityHeader?: string): { authority: string; path: string } | UrlRefusal {
   const raw = req.rawHeaders;
   let hosts: string[] | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 4 && name.toLowerCase() === 'host') (hosts ??= []).push(raw[i + 1]!);
+  // A trusted proxy's view of the authority stands in for Host (the proxy has read the request line).
+  const trusted = authorityHeader === undefined ? undefined : req.headers[authorityHeader];
+  if (typeof trusted === 'string') hosts = [trusted];
+  else {
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      if (name.length === 4 && name.toLowerCase() === 'host') (hosts ??= []).push(raw[i + 1]!);
+    }
   }
   const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
   return requestAuthority(req.url ?? '/', hosts ?? [], http10, hosts ? '' : localAuthority(req));

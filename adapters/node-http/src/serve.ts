@@ -2,6 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { Server as NetServer, type AddressInfo } from 'node:net';
+import { userInfo } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import type { Handler } from '@tsgi/core';
 import { StartupError, bindListenHandle, checkBoundPort, listenError, loadHandler } from '@tsgi/core/node';
@@ -17,6 +18,13 @@ export interface ServeOptions extends NodeAdapterOptions {
   gracefulTimeout?: number;
   /** SIGTERM/SIGINT stop gracefully, SIGHUP reloads (default true). */
   handleSignals?: boolean;
+  /**
+   * The handler (every worker, or this process) sees only HOME, USER, LOGNAME
+   * (this user's), PATH (inherited, else a default) and the `keepEnv` names
+   * that are set. Default: the environment as it is.
+   */
+  clearEnv?: boolean;
+  keepEnv?: string[];
 }
 
 export interface TsgiServer {
@@ -46,6 +54,25 @@ export const isServeWorker: boolean = process.env[WORKER_ENV] === '1' && typeof 
 delete process.env[WORKER_ENV];
 
 type ListenAt = { host: string; port: number } | { path: string };
+
+/** What `clearEnv` leaves: HOME, USER and LOGNAME as a login would set them, PATH, and the names asked for. */
+export function cleanEnvironment(src: NodeJS.ProcessEnv, keep: readonly string[] = []): Record<string, string> {
+  const me = userInfo();
+  const out: Record<string, string> = {
+    HOME: me.homedir,
+    USER: me.username,
+    LOGNAME: me.username,
+    PATH: src.PATH || '/usr/local/bin:/usr/bin:/bin',
+  };
+  for (const k of keep) if (src[k] !== undefined) out[k] = src[k]!;
+  return out;
+}
+
+/** Replaces this process's environment with `env` (before the handler loads). */
+function replaceEnvironment(env: Record<string, string>): void {
+  for (const k of Object.keys(process.env)) if (!(k in env)) delete process.env[k];
+  Object.assign(process.env, env);
+}
 
 function listenAt(opts: ServeOptions): ListenAt {
   return opts.unixSocket ? { path: opts.unixSocket } : { host: opts.host ?? '127.0.0.1', port: opts.port ?? 3000 };
@@ -292,7 +319,7 @@ async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
     new Promise((resolve, reject) => {
       const child = fork(script, process.argv.slice(2), {
         execArgv: process.execArgv,
-        env: { ...process.env, [WORKER_ENV]: '1' },
+        env: { ...(opts.clearEnv ? cleanEnvironment(process.env, opts.keepEnv) : process.env), [WORKER_ENV]: '1' },
         stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'],
       });
       children.add(child);
@@ -411,5 +438,6 @@ export async function serve(handler: Handler | string, opts: ServeOptions = {}):
     if (typeof handler === 'string' && !existsSync(handler)) throw new StartupError(`handler not found: ${resolvePath(handler)}`);
     return servePrimary(opts);
   }
+  if (opts.clearEnv) replaceEnvironment(cleanEnvironment(process.env, opts.keepEnv));
   return serveHere(handler, opts, false);
 }

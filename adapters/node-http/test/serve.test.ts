@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { alive, childrenOf, freePort, runCli, sleep, startCli, tsgiBin, waitFor, type RunningCli } from '@tsgi/conformance/testing';
+import { alive, childrenOf, environOf, freePort, runCli, sleep, startCli, tsgiBin, waitFor, type RunningCli } from '@tsgi/conformance/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsgi-serve-test-'));
 const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') };
@@ -247,5 +247,52 @@ describe('tsgi serve: a busy port', () => {
     } finally {
       blocker.close();
     }
+  });
+});
+
+describe('tsgi serve: the environment workers see', () => {
+  const file = join(dir, 'env.ts');
+  writeFileSync(file, "export default { fetch: () => Response.json({ pid: process.pid, keys: Object.keys(process.env).sort(), env: process.env }) };\n");
+  const withVars = { ...env, TSGI_T_NODE_KEEP: 'kept', TSGI_T_NODE_DROP: 'dropped' };
+  const seen = async (url: string): Promise<{ pid: number; keys: string[]; env: Record<string, string> }> =>
+    (await fetch(url, { headers: { connection: 'close' } })).json() as never;
+
+  it('by default, the environment tsgi serve was started with (workers run as the same user)', async () => {
+    const srv = await startCli(['serve', file, '--port', '0', '--workers', '2'], READY, { env: withVars });
+    running.push(srv);
+    const got = await seen(srv.ready);
+    expect(got.env.TSGI_T_NODE_KEEP).toBe('kept');
+    expect(got.env.TSGI_T_NODE_DROP).toBe('dropped');
+    expect(got.env.HOME).toBe(process.env.HOME);
+    expect(got.keys).not.toContain('TSGI_SERVE_WORKER');
+    expect(await srv.stop()).toBe(0);
+  });
+
+  for (const extra of [[], ['--workers', '2']]) {
+    const mode = extra.length ? 'with --workers 2' : 'single process';
+    it(`${mode}: --clear-env --env NAME leaves HOME, USER, LOGNAME, PATH and the names asked for`, async () => {
+      const srv = await startCli(
+        ['serve', file, '--port', '0', '--clear-env', '--env', 'TSGI_T_NODE_KEEP', '--env', 'TSGI_T_NODE_UNSET', ...extra],
+        READY,
+        { env: withVars },
+      );
+      running.push(srv);
+      const got = await seen(srv.ready);
+      const { username, homedir } = (await import('node:os')).userInfo();
+      expect(got.keys).toEqual(['HOME', 'LOGNAME', 'PATH', 'TSGI_T_NODE_KEEP', 'USER']);
+      expect(got.env).toMatchObject({ HOME: homedir, USER: username, LOGNAME: username, PATH: process.env.PATH, TSGI_T_NODE_KEEP: 'kept' });
+      if (extra.length) {
+        // What the kernel holds for the worker: the same, plus what Node's IPC channel needs.
+        const environ = environOf(got.pid);
+        expect(Object.keys(environ).filter((k) => !k.startsWith('NODE_CHANNEL_') && k !== 'TSGI_SERVE_WORKER').sort()).toEqual(got.keys);
+      }
+      expect(await srv.stop()).toBe(0);
+    });
+  }
+
+  it('--env without --clear-env is refused', async () => {
+    const r = await runCli(['serve', file, '--env', 'X'], 20_000, env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--env needs --clear-env/);
   });
 });

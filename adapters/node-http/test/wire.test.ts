@@ -245,3 +245,45 @@ describe('toNodeListener: client gone before the first chunk', () => {
     expect(listener.lifecycle.busy).toBe(false);
   });
 });
+
+describe('toNodeListener: the request URL', () => {
+  const echo: Handler = { fetch: (req) => new Response(req.url) };
+  let server: Server;
+  let base = '';
+  let proxied: Server;
+  let proxiedBase = '';
+  beforeAll(async () => {
+    server = createServer(toNodeListener(echo));
+    proxied = createServer(toNodeListener(echo, { trustProxy: true, authorityHeader: 'x-tsgi-authority' }));
+    for (const s of [server, proxied]) {
+      s.listen(0, '127.0.0.1');
+      await once(s, 'listening');
+    }
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    proxiedBase = `http://127.0.0.1:${(proxied.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    for (const s of [server, proxied]) {
+      s.closeAllConnections();
+      await new Promise((r) => s.close(r));
+    }
+  });
+
+  it("an HTTP/1.0 request without Host is served, with the server's own address", async () => {
+    const t = makeContext(base, { server: 'node' });
+    const r = await t.exchange('GET /x?y=1 HTTP/1.0\r\n\r\n');
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe(`${base}/x?y=1`);
+  });
+
+  it('behind a trusted proxy, authorityHeader names the authority (checked like a Host); others cannot set it', async () => {
+    const p = makeContext(proxiedBase, { server: 'node' });
+    const r = await p.exchange(get(p, '/a', 'X-Tsgi-Authority: seen.example:8443\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n'));
+    expect(r.body.toString()).toBe('https://seen.example:8443/a');
+    const bad = await p.exchange(get(p, '/a', 'X-Tsgi-Authority: evil@seen.example\r\nConnection: close\r\n'));
+    expect(bad.status).toBe(400);
+    const t = makeContext(base, { server: 'node' });
+    const ignored = await t.exchange(get(t, '/a', 'X-Tsgi-Authority: seen.example\r\nConnection: close\r\n'));
+    expect(ignored.body.toString()).toBe(`${base}/a`);
+  });
+});
