@@ -128,7 +128,6 @@ const retirements = new WeakMap<NodeListener, Promise<void>>();
 function retire(g: NodeListener, timeout: number): Promise<void> {
   let p = retirements.get(g);
   if (!p) {
-    g.draining = true;
     p = (async () => {
       if (!(await g.lifecycle.drain(timeout))) {
         console.error(`[tsgi] shutdown: in-flight work still running after ${timeout} ms; closing anyway`);
