@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
 import {
   accessSync,
+  closeSync,
   constants,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
+  readSync,
   readdirSync,
   renameSync,
   rmSync,
@@ -131,9 +134,11 @@ export async function compileTypeScript(path: string): Promise<Compiled> {
       platform: 'node',
       target: `node${process.versions.node.split('.')[0]}`,
       plugins: [packagesByPath, importMetaOfSource],
-      // CommonJS code calling require() gets Node's, resolving from the handler's folder.
+      // The source's path (for pruning), then Node's require() for CommonJS code, resolving from the handler's folder.
       banner: {
-        js: `import { createRequire as __tsgiCR } from 'node:module'; const require = __tsgiCR(${JSON.stringify(pathToFileURL(file).href)});`,
+        js:
+          `${SOURCE_MARK}${JSON.stringify(file)}\n` +
+          `import { createRequire as __tsgiCR } from 'node:module'; const require = __tsgiCR(${JSON.stringify(pathToFileURL(file).href)});`,
       },
       sourcemap: 'inline',
       sourcesContent: false,
@@ -157,18 +162,40 @@ export async function compileTypeScript(path: string): Promise<Compiled> {
     writeFileSync(tmp, text, { mode: 0o600 });
     renameSync(tmp, target);
   }
-  if (cache) {
-    for (const old of readdirSync(dir)) {
-      if (old !== name && old.startsWith(prefix) && old.endsWith('.mjs')) {
+  if (cache) prune(dir, name, prefix);
+  return { file: target, dispose };
+}
+
+const SOURCE_MARK = '// tsgi-source: ';
+
+/**
+ * Keeps the cache to one file per live handler: this handler's older outputs
+ * go, and so does any file whose handler no longer exists (or a temp file a
+ * crashed writer left).
+ */
+function prune(dir: string, keep: string, prefix: string): void {
+  const head = Buffer.alloc(4096);
+  for (const entry of readdirSync(dir)) {
+    if (entry === keep) continue;
+    const path = join(dir, entry);
+    let stale = entry.startsWith(prefix) && entry.endsWith('.mjs');
+    try {
+      if (!stale && entry.endsWith('.mjs')) {
+        const fd = openSync(path, 'r');
+        let n: number;
         try {
-          unlinkSync(join(dir, old));
-        } catch {
-          // another process removed it first
+          n = readSync(fd, head, 0, head.length, 0);
+        } finally {
+          closeSync(fd);
         }
-      }
+        const line = head.toString('utf8', 0, n).split('\n', 1)[0]!;
+        stale = line.startsWith(SOURCE_MARK) && !existsSync(JSON.parse(line.slice(SOURCE_MARK.length)) as string);
+      } else if (!stale && entry.endsWith('.tmp')) stale = Date.now() - statSync(path).mtimeMs > 60_000;
+      if (stale) unlinkSync(path);
+    } catch {
+      // unreadable or already removed by another process: leave it
     }
   }
-  return { file: target, dispose };
 }
 
 let generation = 0;

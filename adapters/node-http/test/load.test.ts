@@ -4,7 +4,7 @@
  * (never in the source tree, never a leftover temp file), bare imports resolve
  * from the handler's own node_modules, and no esbuild process stays behind.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -114,6 +114,20 @@ describe('tsgi serve: loading a TypeScript handler', () => {
     expect(files(join(cache, 'tsgi'))).toHaveLength(1);
     expect(files(join(cache, 'tsgi'))[0]).not.toBe(cached[0]);
     expect(await changed.stop()).toBe(0);
+  });
+
+  it('a compiled file whose handler is gone is removed by the next compile', async () => {
+    const cache = join(root, 'orphans');
+    const gone = project('gone', HANDLER);
+    const srv = await serve(gone, { XDG_CACHE_HOME: cache });
+    expect(await srv.stop()).toBe(0);
+    expect(files(join(cache, 'tsgi'))).toHaveLength(1);
+    rmSync(gone, { recursive: true });
+    const other = await serve(project('other', HANDLER), { XDG_CACHE_HOME: cache });
+    expect(await other.stop()).toBe(0);
+    const left = files(join(cache, 'tsgi'));
+    expect(left).toHaveLength(1);
+    expect(readFileSync(join(cache, 'tsgi', left[0]!), 'utf8')).toContain(join(root, 'other', 'handler.ts'));
   });
 
   it('~/.cache/tsgi without XDG_CACHE_HOME', async () => {
