@@ -1,6 +1,6 @@
 // The `tsgi` command: dispatches to each adapter's own CLI module.
 const USAGE = `usage:
-  tsgi serve <handler> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES]
+  tsgi serve <handler> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES] [--clear-env [--env NAME]...]
   tsgi apache build|conf|run ...   (tsgi apache --help)
   tsgi nginx build|conf|run ...    (tsgi nginx --help)`;
 

@@ -182,7 +182,7 @@ export default {
       const s = await t.start(t.handler('drain.ts', src));
       const slow = fetch(s.url + '/slow').then(async (r) => ({ status: r.status, body: await r.text() }));
       await waitFor(() => t.markers().some((l) => l.startsWith('slow-start')), 10_000, 'the slow request to start');
-      const end = await s.stop('SIGTERM');
+      const end = await s.kill('SIGTERM');
       const res = await slow;
       assert.deepEqual(res, { status: 200, body: 'slow-done' });
       assert.equal(end.code, 0, `exit ${end.signal ?? end.code}:\n${s.stderr()}`);
@@ -394,7 +394,7 @@ export function describeLifecycle(target: LifecycleTarget): void {
           await c.run(ctx);
         } finally {
           // SIGTERM first: a killed command cannot remove its temp dir.
-          for (const s of started) await s.stop('SIGTERM', 20_000);
+          for (const s of started) await s.kill('SIGTERM', 20_000);
         }
       });
     }

@@ -182,70 +182,102 @@ export function load(target: string | ((n: number) => string), concurrency = 8, 
   };
 }
 
-/** A `tsgi` command running as users start it. */
-export interface RunningTsgi {
-  /** The base URL from its ready line. */
-  url: string;
+/** How a process ended. */
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A `tsgi` command started by startCli: its output so far, and how to stop it. */
+export interface RunningCli {
   proc: ChildProcess;
+  /** The first capture group of `ready` (the URL, say). */
+  ready: string;
   stdout(): string;
   stderr(): string;
   /** Resolves with how it ended. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Sends `signal` (default SIGTERM) and waits for the end (SIGKILL after `graceMs`). */
-  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  exited: Promise<Exit>;
+  /** SIGTERM (SIGKILL after `graceMs`); resolves with the exit code, or the signal's name. */
+  stop(graceMs?: number): Promise<number | string>;
+  /** Sends `signal` and waits for the end (SIGKILL after `graceMs`). */
+  kill(signal: NodeJS.Signals, graceMs?: number): Promise<Exit>;
+}
+
+/**
+ * Starts `tsgi <args>` and resolves once stdout or stderr matches `ready`
+ * (its first group is returned); rejects with the output (the error carries
+ * code, signal, stdout and stderr) if the command exits first or `timeoutMs` passes.
+ */
+export function startCli(
+  args: string[],
+  ready: RegExp,
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunningCli> {
+  const proc = spawn(process.execPath, [tsgiBin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+  });
+  let out = '';
+  let err = '';
+  const exited = new Promise<Exit>((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+  const kill = async (signal: NodeJS.Signals, graceMs = 20_000): Promise<Exit> => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      void exited.then(() => clearTimeout(t));
+    }
+    return exited;
+  };
+  const running = (m: string): RunningCli => ({
+    proc,
+    ready: m,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    kill,
+    stop: (graceMs = 20_000) => kill('SIGTERM', graceMs).then((e) => e.code ?? e.signal ?? -1),
+  });
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`tsgi ${args.join(' ')}: not ready after ${timeoutMs} ms\n${out}${err}`));
+    }, timeoutMs);
+    const check = (): void => {
+      const m = ready.exec(out) ?? ready.exec(err);
+      if (m) {
+        clearTimeout(t);
+        resolve(running(m[1] ?? m[0]));
+      }
+    };
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      check();
+    });
+    proc.stderr!.on('data', (d) => {
+      err += d;
+      check();
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(t);
+      const e = new Error(`tsgi ${args.join(' ')} exited (${signal ?? code}) before it was ready:\n${out}${err}`);
+      reject(Object.assign(e, { code, signal, stdout: out, stderr: err }));
+    });
+  });
 }
 
 /** What the `tsgi` commands print once they answer: `... listening on URL`, `serving URL`, `ready on URL`. */
 export const READY_LINE = /(?:listening on|serving|ready on) (https?:\/\/[^\s/]+)/;
 
-/**
- * Starts `tsgi <args>` and resolves once it printed its ready line; rejects
- * with its output if it exits first or stays silent for `timeoutMs`.
- */
-export function startTsgi(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 90_000): Promise<RunningTsgi> {
-  const proc = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  let out = '';
-  let err = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.once('exit', (code, signal) => r({ code, signal })),
-  );
-  const running = (url: string): RunningTsgi => ({
-    url,
-    proc,
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    async stop(signal = 'SIGTERM', graceMs = 30_000) {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill(signal);
-        const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-        const end = await exited;
-        clearTimeout(t);
-        return end;
-      }
-      return exited;
-    },
-  });
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`tsgi ${args.join(' ')} printed no ready line in ${timeoutMs} ms:\n${out}\n${err}`));
-    }, timeoutMs);
-    const check = (): void => {
-      const m = READY_LINE.exec(out) ?? READY_LINE.exec(err);
-      if (!m) return;
-      clearTimeout(t);
-      proc.stdout!.off('data', check);
-      proc.stderr!.off('data', check);
-      resolve(running(m[1]!));
-    };
-    proc.stdout!.on('data', check);
-    proc.stderr!.on('data', check);
-    void exited.then(({ code, signal }) => {
-      clearTimeout(t);
-      reject(Object.assign(new Error(`tsgi ${args.join(' ')} exited (${signal ?? code}) before it was ready:\n${out}\n${err}`), { code, signal, stdout: out, stderr: err }));
-    });
-  });
+/** A `tsgi` command running as users start it, known by its base URL. */
+export interface RunningTsgi extends RunningCli {
+  /** The base URL from its ready line (no trailing slash). */
+  url: string;
+}
+
+/** startCli with the ready line every `tsgi` command prints; `env` adds to this process's environment. */
+export async function startTsgi(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 90_000): Promise<RunningTsgi> {
+  const r = await startCli(args, READY_LINE, { env: { ...process.env, ...env }, timeoutMs });
+  return Object.assign(r, { url: r.ready });
 }

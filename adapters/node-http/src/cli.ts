@@ -1,9 +1,9 @@
-import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { StartupError } from '@tsgi/core/node';
-import { serve } from './serve.js';
+import { isServeWorker, serve } from './serve.js';
 
-const USAGE = 'usage: tsgi serve <handler.ts|.js|.mjs> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES]';
+const USAGE =
+  'usage: tsgi serve <handler.ts|.js|.mjs> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES] [--clear-env [--env NAME]...]';
 
 function int(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
@@ -25,6 +25,8 @@ export async function main(argv: string[]): Promise<number | void> {
         unix: { type: 'string' },
         workers: { type: 'string', short: 'w' },
         'max-body': { type: 'string' },
+        'clear-env': { type: 'boolean' },
+        env: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -37,6 +39,7 @@ export async function main(argv: string[]): Promise<number | void> {
     return 0;
   }
   if (positionals.length !== 1) throw new StartupError(USAGE);
+  if (values.env && !values['clear-env']) throw new StartupError('--env needs --clear-env (without it, the whole environment is kept)');
   try {
     const server = await serve(positionals[0]!, {
       port: int('port', values.port, 0) ?? 3000,
@@ -44,8 +47,10 @@ export async function main(argv: string[]): Promise<number | void> {
       unixSocket: values.unix,
       workers: int('workers', values.workers, 1),
       maxBodySize: int('max-body', values['max-body'], 0),
+      clearEnv: values['clear-env'],
+      keepEnv: values.env,
     });
-    if (!cluster.isWorker) console.log(`tsgi: listening on ${server.url}`);
+    if (!isServeWorker) console.log(`tsgi: listening on ${server.url}`);
   } catch (err) {
     if ((err as { reported?: boolean }).reported) return 1;
     throw err;

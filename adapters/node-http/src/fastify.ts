@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
-import { HOP, firstChunkWait } from './send.js';
+import { asciiHead, clientGone, firstChunkWait, wireHead } from './send.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { internalError, statusHasNoBody, toRawResponse, type Handler, type RawResponse } from '@tsgi/core';
 import { toNodeListener, type NodeAdapterOptions } from './listener.js';
@@ -9,28 +9,50 @@ export interface FastifyTsgiOptions extends NodeAdapterOptions {
   handler: Handler;
 }
 
-function toReply(reply: FastifyReply, raw: RawResponse, isHead: boolean): unknown {
+/** Errors the stream when it delivers another count than its declared Content-Length (Fastify then cuts the connection). */
+function lengthGuard(declared: number): TransformStream<Uint8Array, Uint8Array> {
+  let n = 0;
+  return new TransformStream({
+    transform(chunk, c) {
+      n += chunk.byteLength;
+      if (n > declared) c.error(new Error(`response stream delivered more than its Content-Length ${declared}; connection cut`));
+      else c.enqueue(chunk);
+    },
+    flush(c) {
+      if (n !== declared) c.error(new Error(`response stream delivered ${n} bytes, not its Content-Length ${declared}; connection cut`));
+    },
+  });
+}
+
+/** Puts a RawResponse on the reply (core's wire rules, as sendResponse does); returns the payload and the header names set. */
+function toReply(reply: FastifyReply, raw: RawResponse, isHead: boolean): { payload: unknown; names: string[] } {
+  const body = raw.body;
+  const len = body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body instanceof Uint8Array ? body.byteLength : undefined;
+  const head = wireHead(raw, len);
   reply.code(raw.status);
-  const h = raw.headers;
+  reply.raw.statusMessage = head.reason;
+  const h = head.headers;
   const grouped: Record<string, string | string[]> = {};
   for (let i = 0; i < h.length; i += 2) {
     const k = h[i]!.toLowerCase();
-    if (HOP.has(k)) continue;
     const prev = grouped[k];
     grouped[k] = prev === undefined ? h[i + 1]! : Array.isArray(prev) ? [...prev, h[i + 1]!] : [prev, h[i + 1]!];
   }
   reply.headers(grouped);
-  const body = raw.body;
+  const names = Object.keys(grouped);
   if (body instanceof ReadableStream) {
     if (isHead || statusHasNoBody(raw.status)) {
       void body.cancel().catch(() => {});
-      return '';
+      return { payload: undefined, names };
     }
-    return Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>);
+    const src = head.declared === undefined ? body : body.pipeThrough(lengthGuard(head.declared));
+    return { payload: Readable.fromWeb(src as import('node:stream/web').ReadableStream<Uint8Array>), names };
   }
-  if (statusHasNoBody(raw.status)) return undefined;
-  if (body === null) return '';
-  return typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  if (statusHasNoBody(raw.status)) return { payload: undefined, names };
+  if (body === null || isHead) return { payload: '', names };
+  // A latin1 header byte must stay one byte: Node would merge a string body into the head as UTF-8.
+  if (typeof body === 'string') return { payload: asciiHead(head) ? body : Buffer.from(body), names };
+  return { payload: Buffer.from(body.buffer, body.byteOffset, body.byteLength), names };
 }
 
 /**
@@ -48,14 +70,15 @@ export async function fastifyTsgi(app: FastifyInstance, opts: FastifyTsgiOptions
     done(null),
   );
   const route = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
-    const d = listener.dispatch(request.raw, reply.raw);
+    const res = reply.raw;
+    const d = listener.dispatch(request.raw, res);
     if (!d) return reply.hijack();
+    // Watched from the start: a client can leave while the handler runs or its stream waits.
+    const closed = new Promise<void>((resolve) => (clientGone(res) ? resolve() : res.once('close', () => resolve())));
     const response = await d.response;
-    if (reply.raw.headersSent) {
-      reply.hijack(); // answered already (413 mid-body)
-      listener.done(reply.raw, d.request, d.ctx, reply.raw.statusCode, 0, d.start);
-      return undefined;
-    }
+    // The in-flight slot is freed once the handler has answered and the exchange is over.
+    let bytes = 0;
+    void closed.then(() => listener.done(res, d.request, d.ctx, res.statusCode, bytes, d.start));
     let raw: RawResponse;
     try {
       raw = toRawResponse(response);
@@ -63,22 +86,30 @@ export async function fastifyTsgi(app: FastifyInstance, opts: FastifyTsgiOptions
       listener.log(`request ${d.ctx.id}: invalid response`, err);
       raw = toRawResponse(internalError());
     }
-    let payload = toReply(reply, raw, request.method === 'HEAD');
+    if (res.headersSent || clientGone(res)) {
+      // Answered already (413 mid-body) or the client is gone: drop what the handler made.
+      if (raw.body instanceof ReadableStream) void raw.body.cancel().catch(() => {});
+      return reply.hijack();
+    }
+    const isHead = request.method === 'HEAD';
+    const out = toReply(reply, raw, isHead);
+    let payload = out.payload;
     if (payload instanceof Readable) {
       // Same rule as the node:http path: a stream failing before its first chunk is a clean 500.
       const stream = payload;
       const settle = (ev: string): Promise<unknown> => once(stream, ev).catch(() => undefined);
-      await Promise.race([settle('readable'), settle('error'), firstChunkWait()]);
+      await Promise.race([settle('readable'), settle('error'), firstChunkWait(), closed]);
+      if (clientGone(res)) {
+        stream.destroy();
+        return reply.hijack();
+      }
       if (stream.errored) {
         listener.log(`request ${d.ctx.id}: response stream failed before its first chunk`);
-        reply.removeHeader('content-length');
-        payload = toReply(reply, toRawResponse(internalError()), request.method === 'HEAD');
+        for (const name of out.names) reply.removeHeader(name);
+        payload = toReply(reply, toRawResponse(internalError()), isHead).payload;
       }
     }
-    reply.raw.once('close', () => {
-      const len = Number(reply.getHeader('content-length') ?? 0);
-      listener.done(reply.raw, d.request, d.ctx, reply.raw.statusCode, request.method === 'HEAD' ? 0 : len, d.start);
-    });
+    if (!isHead) bytes = Number(reply.getHeader('content-length') ?? 0);
     return reply.send(payload);
   };
   const methods = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'];

@@ -1,4 +1,4 @@
-export { serve, type ServeOptions, type TsgiServer } from './serve.js';
+export { serve, isServeWorker, cleanEnvironment, type ServeOptions, type TsgiServer } from './serve.js';
 export { toNodeListener, DEFAULT_MAX_BODY, type NodeAdapterOptions, type NodeListener } from './listener.js';
 export { fastifyTsgi, type FastifyTsgiOptions } from './fastify.js';
 export { NodeRequest, BodyTooLargeError } from './request.js';

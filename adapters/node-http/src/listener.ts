@@ -1,5 +1,7 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
+  BAD_REQUEST_TEXT,
+  PLAIN_TEXT_TYPE,
   defaultErrorLogger,
   internalError,
   plainResponse,
@@ -12,8 +14,8 @@ import {
   type ServerKind,
 } from '@tsgi/core';
 import { Lifecycle, RequestContext, initHandler } from '@tsgi/core/node';
-import { NodeRequest, type RequestOptions } from './request.js';
-import { sendResponse } from './send.js';
+import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
+import { clientGone, sendResponse } from './send.js';
 
 export interface NodeAdapterOptions {
   /** Largest request body accepted, in bytes (default 10 MiB); larger gets 413. */
@@ -24,7 +26,7 @@ export interface NodeAdapterOptions {
   trustProxy?: boolean;
   /** Honour `x-tsgi-phase: access` (run authenticate + authorize only), for nginx auth_request. */
   phases?: boolean;
-  /** Scheme for request.url when not behind a trusted proxy. */
+  /** Scheme for request.url when not behind a trusted proxy (default: the connection's, https over TLS). */
   https?: boolean;
   /**
    * The request's authority (host[:port]) when the embedder has already decided it from what a
@@ -47,6 +49,8 @@ export type NodeListener = ((req: IncomingMessage, res: ServerResponse) => void)
   dispatch(req: IncomingMessage, res: ServerResponse): Dispatched | null;
   done(res: ServerResponse, request: NodeRequest, ctx: RequestContext, status: number, bytes: number, start: number): void;
   log: ErrorLogger;
+  /** Set while the server drains: every response then carries `Connection: close`. */
+  draining: boolean;
 };
 
 export interface Dispatched {
@@ -67,9 +71,9 @@ function clientIp(req: IncomingMessage, trustProxy: boolean): string {
 /** Sends a response the adapter itself decided on. */
 function sendOwn(res: ServerResponse, status: number, text: string, close: boolean): void {
   if (res.headersSent) return;
-  const headers = ['content-type', 'text/plain;charset=UTF-8', 'content-length', String(Buffer.byteLength(text))];
+  const headers = ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))];
   if (close) headers.push('connection', 'close');
-  res.writeHead(status, headers);
+  res.writeHead(status, STATUS_CODES[status]!, headers);
   res.end(text);
 }
 
@@ -109,12 +113,12 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
   const maxBody = options.maxBodySize ?? DEFAULT_MAX_BODY;
   const trustProxy = options.trustProxy ?? false;
   const phases = options.phases ?? false;
+  const decided = options.authority;
   const hasLog = typeof handler.log === 'function';
   const reqOpts: RequestOptions = {
     maxBodySize: maxBody,
-    scheme: options.https ? 'https' : 'http',
+    scheme: options.https === undefined ? undefined : options.https ? 'https' : 'http',
     trustProxy,
-    authority: options.authority,
     hidden: options.hiddenHeaders?.length ? options.hiddenHeaders : undefined,
     onTooLarge: (r) => refuseBody(r._req, r._res, undefined),
   };
@@ -132,8 +136,8 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
     response: Response,
     start: number,
   ): void {
-    if (res.headersSent || res.writableEnded) {
-      // Already answered (413 or a closed client): drop what the handler made.
+    if (res.headersSent || res.writableEnded || clientGone(res)) {
+      // Already answered (413) or the client is gone: drop what the handler made.
       try {
         const raw = toRawResponse(response);
         if (raw.body instanceof ReadableStream) void raw.body.cancel().catch(() => {});
@@ -145,13 +149,13 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
     }
     let sent: number | Promise<number>;
     try {
-      sent = sendResponse(res, toRawResponse(response), req.method === 'HEAD');
+      sent = sendResponse(res, toRawResponse(response), req.method === 'HEAD', listener.draining);
     } catch (err) {
       // A header the wire can't carry (CR/LF, bad name) or a bad status: never partly sent.
       log(`request ${ctx.id}: invalid response`, err);
       if (!res.headersSent) {
         for (const name of res.getHeaderNames()) res.removeHeader(name);
-        sent = sendResponse(res, toRawResponse(internalError()), req.method === 'HEAD');
+        sent = sendResponse(res, toRawResponse(internalError()), req.method === 'HEAD', listener.draining);
       } else {
         res.destroy();
         sent = 0;
@@ -165,7 +169,7 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
           log(`request ${ctx.id}: response stream failed`, err);
           if (!res.headersSent) {
             // Failed before its first chunk: nothing went out, so a clean 500 still can.
-            void sendResponse(res, toRawResponse(internalError()), req.method === 'HEAD');
+            void sendResponse(res, toRawResponse(internalError()), req.method === 'HEAD', listener.draining);
             return done(res, request, ctx, 500, 0, start);
           }
           done(res, request, ctx, res.statusCode, 0, start);
@@ -194,11 +198,19 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
     else res.once('close', run);
   }
 
-  /** Runs the pipeline; null when the adapter already answered (413). */
+  /** Runs the pipeline; null when the adapter already answered (400, 413). */
   function dispatch(req: IncomingMessage, res: ServerResponse): Dispatched | null {
+    // An embedder behind a trusted proxy (nginx workers mode) has checked the authority itself.
+    const authority = decided?.(req);
+    const target = authority !== undefined ? { authority, path: req.url ?? '/' } : requestTarget(req);
+    if ('status' in target) {
+      // A client error, not the server's: nothing is logged (the target may carry credentials).
+      sendOwn(res, 400, BAD_REQUEST_TEXT, true);
+      return null;
+    }
     lifecycle.begin();
     const start = hasLog ? performance.now() : 0;
-    const request = new NodeRequest(req, res, reqOpts);
+    const request = new NodeRequest(req, res, reqOpts, target.authority, target.path);
     const ctx = new RequestContext(kind, clientIp(req, trustProxy), lifecycle);
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > maxBody) {
@@ -245,5 +257,6 @@ export function toNodeListener(handler: Handler, options: NodeAdapterOptions = {
   listener.dispatch = dispatch;
   listener.done = done;
   listener.log = log;
+  listener.draining = false;
   return listener;
 }

@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
-import { LazyRequest, absoluteUrl } from '@tsgi/core/node';
+import type { TLSSocket } from 'node:tls';
+import { requestAuthority, type UrlRefusal } from '@tsgi/core';
+import { LazyRequest, originUrl } from '@tsgi/core/node';
 
 /** Thrown by body reads past the limit; the adapter answers 413 when it still can. */
 export class BodyTooLargeError extends Error {
@@ -12,15 +14,36 @@ export class BodyTooLargeError extends Error {
 
 export interface RequestOptions {
   maxBodySize: number;
-  /** Scheme when not trusting X-Forwarded-Proto. */
-  scheme: 'http' | 'https';
+  /** Scheme when not trusting X-Forwarded-Proto; undefined: the connection's (TLS or not). */
+  scheme: 'http' | 'https' | undefined;
   trustProxy: boolean;
-  /** The authority the embedder decided on (see NodeAdapterOptions.authority). */
-  authority?: (req: IncomingMessage) => string | undefined;
   /** Lower-case header names left out of request.headers. */
   hidden?: readonly string[];
   /** Called when a body read crosses maxBodySize. */
   onTooLarge(req: NodeRequest): void;
+}
+
+/** The server's own host:port, for an HTTP/1.0 request without Host. */
+function localAuthority(req: IncomingMessage): string {
+  const { localAddress, localPort } = req.socket;
+  if (!localAddress) return 'localhost'; // a Unix socket
+  return `${localAddress.includes(':') ? `[${localAddress}]` : localAddress}:${localPort}`;
+}
+
+/**
+ * Where the request goes (core's requestAuthority: the authority from an
+ * absolute-form target, else from the one Host header), or why it is refused
+ * with 400 before anything runs.
+ */
+export function requestTarget(req: IncomingMessage): { authority: string; path: string } | UrlRefusal {
+  const raw = req.rawHeaders;
+  let hosts: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') (hosts ??= []).push(raw[i + 1]!);
+  }
+  const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
+  return requestAuthority(req.url ?? '/', hosts ?? [], http10, hosts ? '' : localAuthority(req));
 }
 
 /** A Request served straight from node's IncomingMessage (see LazyRequest). */
@@ -28,12 +51,17 @@ export class NodeRequest extends LazyRequest {
   readonly _req: IncomingMessage;
   readonly _res: ServerResponse;
   private _opts: RequestOptions;
+  private _authority: string;
+  private _path: string;
 
-  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions) {
+  /** `authority` and `path` come from requestTarget (already checked). */
+  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, authority: string, path: string) {
     super();
     this._req = req;
     this._res = res;
     this._opts = opts;
+    this._authority = authority;
+    this._path = path;
   }
 
   get method(): string {
@@ -41,13 +69,14 @@ export class NodeRequest extends LazyRequest {
   }
 
   protected makeUrl(): string {
+    // The scheme is the connection's (or a trusted proxy's), never the request target's.
     const req = this._req;
-    let scheme = this._opts.scheme;
+    let scheme = this._opts.scheme ?? ((req.socket as TLSSocket).encrypted ? 'https' : 'http');
     if (this._opts.trustProxy) {
       const p = req.headers['x-forwarded-proto'];
       if (p === 'https' || p === 'http') scheme = p;
     }
-    return absoluteUrl(scheme, this._opts.authority?.(req) ?? req.headers.host, req.url ?? '/');
+    return originUrl(scheme, this._authority, this._path);
   }
 
   protected rawHeaders(): readonly string[] {

@@ -1,65 +1,102 @@
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { setTimeout } from 'node:timers';
-import { statusHasNoBody, type RawResponse } from '@tsgi/core';
+import { FIRST_CHUNK_WAIT_MS, contentLengthRule, isAscii, isHopByHop, statusHasNoBody, type RawResponse } from '@tsgi/core';
 
-// Framing is the server's job: a handler's values for these would corrupt the wire.
-export const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
+/** A response head as Node writes it, after core's wire rules (core/src/wire.ts). */
+export interface WireHead {
+  /** The handler's statusText, or the standard phrase (never a leftover res.statusMessage). */
+  reason: string;
+  /** Flat [name, value, ...]: no hop-by-hop names, Content-Length per contentLengthRule. */
+  headers: string[];
+  /** A stream's own Content-Length: the stream is cut if it delivers another count. */
+  declared: number | undefined;
+}
 
-/** `length`: a number replaces the handler's Content-Length, null drops it, undefined keeps it. */
-function outHeaders(raw: RawResponse, length: number | null | undefined): string[] {
+/**
+ * `fixedLength`: the byte count of a string/bytes/null body, undefined for a
+ * stream. `close`: add `Connection: close` (a server that is draining).
+ */
+export function wireHead(raw: RawResponse, fixedLength: number | undefined, close = false): WireHead {
   const src = raw.headers;
-  const out: string[] = [];
+  const rule = contentLengthRule(raw.status, fixedLength !== undefined);
+  const headers: string[] = [];
+  let declared: number | undefined;
+  let badLength = false;
   for (let i = 0; i < src.length; i += 2) {
     const lower = src[i]!.toLowerCase();
-    if (HOP.has(lower) || (length !== undefined && lower === 'content-length')) continue;
-    out.push(src[i]!, src[i + 1]!);
+    if (isHopByHop(lower)) continue;
+    if (lower === 'content-length') {
+      if (rule !== 'handler') continue;
+      if (fixedLength === undefined) {
+        // A stream's length must be one plain number (repeats allowed if equal), else it goes out chunked.
+        const v = src[i + 1]!;
+        const n = /^\d{1,15}$/.test(v) ? Number(v) : NaN;
+        if (Number.isNaN(n) || (declared !== undefined && declared !== n)) badLength = true;
+        else declared = n;
+      }
+    }
+    headers.push(src[i]!, src[i + 1]!);
   }
-  if (typeof length === 'number') out.push('content-length', String(length));
-  return out;
+  if (badLength) {
+    declared = undefined;
+    for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
+  }
+  if (rule === 'server') headers.push('content-length', String(fixedLength));
+  if (close) headers.push('connection', 'close');
+  return { reason: raw.statusText || STATUS_CODES[raw.status] || '', headers, declared };
+}
+
+/**
+ * True when the head is pure ASCII. Node writes a string body merged into the
+ * head and encodes both as UTF-8, which would turn a latin1 header byte
+ * (U+00E9 → E9) into two; such bodies go out as a Buffer instead.
+ */
+export function asciiHead(head: WireHead): boolean {
+  if (!isAscii(head.reason)) return false;
+  const h = head.headers;
+  for (let i = 1; i < h.length; i += 2) if (!isAscii(h[i]!)) return false;
+  return true;
 }
 
 /**
  * Writes a response; resolves with the body bytes sent once it has finished
  * (or the client left). String and byte bodies go out in one write.
  */
-export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: boolean): number | Promise<number> {
+export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: boolean, close = false): number | Promise<number> {
   const { status, body } = raw;
-  if (raw.statusText) res.statusMessage = raw.statusText;
   if (statusHasNoBody(status)) {
     if (body instanceof ReadableStream) void body.cancel().catch(() => {});
-    // 304 may describe the representation's length; 204 and 1xx may not (RFC 9110 8.6).
-    res.writeHead(status, outHeaders(raw, status === 304 ? undefined : null));
+    const head = wireHead(raw, 0, close);
+    res.writeHead(status, head.reason, head.headers);
     res.end();
     return 0;
   }
   if (body === null || typeof body === 'string' || body instanceof Uint8Array) {
     const len = body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
-    res.writeHead(status, outHeaders(raw, len));
-    if (isHead || body === null) {
+    const head = wireHead(raw, len, close);
+    res.writeHead(status, head.reason, head.headers);
+    if (isHead || len === 0) {
       res.end();
       return 0;
     }
-    res.end(body);
+    res.end(typeof body === 'string' && !asciiHead(head) ? Buffer.from(body) : body);
     return len;
   }
+  const head = wireHead(raw, undefined, close);
   if (isHead) {
     // An endless stream must not keep a HEAD waiting.
-    res.writeHead(status, outHeaders(raw, undefined));
+    res.writeHead(status, head.reason, head.headers);
     void body.cancel().catch(() => {});
     res.end();
     return 0;
   }
-  return pump(body, res, status, outHeaders(raw, undefined));
+  return pump(body, res, status, head);
 }
 
 /** Thrown when a stream fails before anything was sent: the caller can still answer 500. */
 export class StreamStartError extends Error {
   override name = 'StreamStartError';
 }
-
-// How long the status waits for a stream's first chunk. A stream that errors at
-// once still gets a clean 500; one that waits (SSE) gets its headers promptly.
-const FIRST_CHUNK_WAIT_MS = 10;
 
 type Read = ReadableStreamReadResult<Uint8Array>;
 
@@ -68,32 +105,44 @@ export function firstChunkWait(): Promise<null> {
   return new Promise((resolve) => setTimeout(resolve, FIRST_CHUNK_WAIT_MS, null).unref());
 }
 
-async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, status: number, headers: string[]): Promise<number> {
+/** True once the client connection of `res` is gone (or the response was destroyed). */
+export function clientGone(res: ServerResponse): boolean {
+  return res.destroyed || res.closed;
+}
+
+async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, status: number, head: WireHead): Promise<number> {
   const reader = body.getReader();
-  let pending: Promise<Read> | undefined = reader.read();
-  const early = await Promise.race([
-    pending.then(
-      (r) => ({ r }),
-      (e: unknown) => ({ e }),
-    ),
-    firstChunkWait(),
-  ]);
-  if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
-  res.writeHead(status, headers);
-  if (!early) res.flushHeaders();
-  let bytes = 0;
-  let closed = false;
+  // Watch the client from the start: one that leaves during the first-chunk wait must cancel the stream too.
+  let gone = false;
   const onClose = (): void => {
-    closed = true;
+    gone = true;
     if (!res.writableFinished) reader.cancel().catch(() => {});
   };
-  res.once('close', onClose);
+  if (clientGone(res)) onClose();
+  else res.once('close', onClose);
   try {
+    let pending: Promise<Read> | undefined = reader.read();
+    const early = await Promise.race([
+      pending.then(
+        (r) => ({ r }),
+        (e: unknown) => ({ e }),
+      ),
+      firstChunkWait(),
+    ]);
+    if (gone) return 0;
+    if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
+    res.writeHead(status, head.reason, head.headers);
+    if (!early) res.flushHeaders();
+    const declared = head.declared;
+    let bytes = 0;
     for (;;) {
       const { done, value } = early && pending ? early.r : await (pending ?? reader.read());
       pending = undefined;
-      if (done || closed) break;
+      if (done || gone) break;
       const chunk = typeof value === 'string' ? Buffer.from(value) : value;
+      if (declared !== undefined && bytes + chunk.byteLength > declared) {
+        throw new Error(`response stream delivered more than its Content-Length ${declared}; connection cut`);
+      }
       bytes += chunk.byteLength;
       if (!res.write(chunk)) {
         await new Promise<void>((resolve) => {
@@ -107,13 +156,21 @@ async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, statu
         });
       }
     }
-    if (!closed) res.end();
+    if (gone) return bytes;
+    if (declared !== undefined && bytes !== declared) {
+      throw new Error(`response stream delivered ${bytes} bytes, not its Content-Length ${declared}; connection cut`);
+    }
+    res.end();
+    return bytes;
   } catch (err) {
+    if (err instanceof StreamStartError) throw err;
     // Mid-stream failure: the status is already out, so cut the connection and let the client see it.
+    // res.write corks the socket until the next tick; flush what was written before cutting.
+    void reader.cancel().catch(() => {});
+    res.socket?.uncork();
     res.destroy(err instanceof Error ? err : new Error(String(err)));
     throw err;
   } finally {
     res.off('close', onClose);
   }
-  return bytes;
 }

@@ -3,18 +3,15 @@
  * `tsgi serve` as users run it (a separate process through the CLI),
  * toNodeListener on a plain http.Server, and the Fastify mount.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll } from 'vitest';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { describeConformance, fixtureHandlerPath, CONFORMANCE_MAX_BODY } from '@tsgi/conformance';
+import { startCli, type RunningCli } from '@tsgi/conformance/testing';
 import { loadHandler } from '@tsgi/core/node';
 import { fastifyTsgi, toNodeListener } from '@tsgi/node-http';
-
-const tsgiBin = fileURLToPath(new URL('../../../cli/bin/tsgi.js', import.meta.url));
 
 // The fixture's error routes are expected to throw; keep their logs out of the
 // test output but at hand for a failure message.
@@ -24,8 +21,7 @@ const onError = (message: string): void => {
 };
 
 // ---- 1. tsgi serve, a separate process ------------------------------------
-let child: ChildProcess | undefined;
-let childOutput = '';
+let child: RunningCli | undefined;
 let serveURL = '';
 
 // ---- 2. toNodeListener on http.Server -------------------------------------
@@ -36,30 +32,12 @@ let plainURL = '';
 let app: FastifyInstance | undefined;
 let fastifyURL = '';
 
-function startServe(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(
-      process.execPath,
-      [tsgiBin, 'serve', fixtureHandlerPath, '--port', '0', '--host', '127.0.0.1', '--max-body', String(CONFORMANCE_MAX_BODY)],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    child = p;
-    const onData = (d: Buffer) => {
-      childOutput += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(childOutput);
-      if (m) resolve(m[1]!.replace(/\/$/, ''));
-    };
-    p.stdout!.on('data', onData);
-    p.stderr!.on('data', (d: Buffer) => {
-      childOutput += d.toString();
-    });
-    p.once('exit', (code) => reject(new Error(`tsgi serve exited with ${code} before listening:\n${childOutput}`)));
-    p.once('error', reject);
-  });
-}
-
 beforeAll(async () => {
-  serveURL = await startServe();
+  child = await startCli(
+    ['serve', fixtureHandlerPath, '--port', '0', '--host', '127.0.0.1', '--max-body', String(CONFORMANCE_MAX_BODY)],
+    /listening on (http:\/\/\S+?)\/?\s/,
+  );
+  serveURL = child.ready;
 
   const handler = await loadHandler(fixtureHandlerPath);
   const listener = toNodeListener(handler, { maxBodySize: CONFORMANCE_MAX_BODY, onError });
@@ -75,14 +53,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (child && child.exitCode === null) {
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    // The fixture holds nothing past its bounded timers; SIGKILL only if shutdown hangs.
-    const t = setTimeout(() => child?.kill('SIGKILL'), 20_000);
-    await exited;
-    clearTimeout(t);
-  }
+  // The fixture holds nothing past its bounded timers; SIGKILL only if shutdown hangs.
+  await child?.stop(20_000);
   if (plain) {
     plain.closeAllConnections();
     await new Promise((r) => plain!.close(r));

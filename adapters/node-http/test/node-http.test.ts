@@ -1,54 +1,31 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Fastify from 'fastify';
 import { Response as FastResponse, defineHandler } from '@tsgi/core';
+import { runCli, startCli, type RunningCli } from '@tsgi/conformance/testing';
 import { fastifyTsgi, serve, toNodeListener } from '@tsgi/node-http';
 
-const TSGI = fileURLToPath(new URL('../../../cli/bin/tsgi.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'tsgi-node-test-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const file = (name: string, text: string): string => {
   const p = join(dir, name);
   writeFileSync(p, text);
   return p;
 };
 
-function run(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [TSGI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code, out, err });
-    });
-  });
+async function run(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const r = await runCli(args, 20_000);
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 /** Starts `tsgi serve` and resolves when it prints its URL. */
-async function start(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [TSGI, 'serve', ...args, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let buf = '';
-  let errBuf = '';
-  child.stderr!.on('data', (d) => (errBuf += d));
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
-      buf += d;
-      const m = /listening on (\S+)/.exec(buf);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${errBuf}`)));
-  });
-  return { child, url };
+function start(args: string[]): Promise<RunningCli> {
+  return startCli(['serve', ...args, '--port', '0'], /listening on (\S+)/);
 }
 
 describe('tsgi serve: start-up errors are one clear line and a non-zero exit', () => {
@@ -87,7 +64,7 @@ describe('tsgi serve: start-up errors are one clear line and a non-zero exit', (
 });
 
 describe('workers: N', () => {
-  let child: ChildProcess;
+  let srv: RunningCli;
   let url: string;
   beforeAll(async () => {
     const h = file(
@@ -97,10 +74,11 @@ describe('workers: N', () => {
         return new Response(String(process.pid));
       } };`,
     );
-    ({ child, url } = await start([h, '--workers', '2']));
+    srv = await start([h, '--workers', '2']);
+    url = srv.ready;
   });
   afterAll(() => {
-    child.kill('SIGKILL');
+    srv.proc.kill('SIGKILL');
   });
 
   it('serves from several processes and respawns a crashed one', async () => {
@@ -119,9 +97,7 @@ describe('workers: N', () => {
   });
 
   it('SIGTERM stops gracefully with exit 0', async () => {
-    child.kill('SIGTERM');
-    const [code] = await once(child, 'exit');
-    expect(code).toBe(0);
+    expect(await srv.stop()).toBe(0);
   });
 });
 

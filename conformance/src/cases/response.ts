@@ -182,4 +182,20 @@ export const responseCases: ConformanceCase[] = [
       }
     },
   },
+
+  // ---- construction snapshot (issue 9) -----------------------------------
+  {
+    id: 'hdr.init-snapshot',
+    title:
+      'new Response(bytes, init) keeps the status, headers and body of construction time; changing init or the bytes later changes nothing (native and fast Response)',
+    async run(t) {
+      for (const kind of ['native', 'fast']) {
+        const r = await t.exchange(get(t, `/response/snapshot?kind=${kind}`, 'Connection: close\r\n'));
+        assert.equal(r.status, 201, `${kind}: status`);
+        assert.equal(r.get('x-snap'), 'before', `${kind}: x-snap`);
+        assert.equal(r.get('x-added'), null, `${kind}: a header added to init later reached the wire`);
+        assert.equal(r.body.toString(), 'before', `${kind}: body`);
+      }
+    },
+  },
 ];

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
 import { NJS_NO_SHARED_STATE, SECRET, expectBare500, expectText, get, stillFine } from './shared.js';
-import type { RawResponse } from '../client.js';
+import type { CaseContext, RawResponse } from '../client.js';
 
 export const streamCases: ConformanceCase[] = [
   // ---- streaming ---------------------------------------------------------
@@ -92,4 +92,67 @@ export const streamCases: ConformanceCase[] = [
       await stillFine(t);
     },
   },
+
+  // ---- client gone before the first chunk (issue 9) ----------------------
+  {
+    id: 'stream.cancel-before-first-chunk',
+    title:
+      'a client that leaves before the first chunk: the server cancels the stream, request.signal aborts, and the stream is no longer open',
+    optOut: {
+      'nginx:embedded':
+        `${NJS_NO_SHARED_STATE}; also, njs tears the request VM down on client abort (njs #955) ` +
+        'without running JS, so neither cancel nor the abort event can run',
+    },
+    async run(t) {
+      const before = await silentState(t, t.key('baseline'));
+      // 1. The client leaves right after the request: within the server's first-chunk wait.
+      let key = '';
+      let started = false;
+      // A server may drop a request whose client is already gone without running the handler;
+      // that attempt proves nothing, so try again (the case needs one where the handler ran).
+      for (let attempt = 0; attempt < 3 && !started; attempt++) {
+        key = t.key('silent');
+        const c = await t.connect();
+        await c.write(get(t, `/stream/silent?key=${key}`));
+        c.close();
+        started = (await t.poll(() => silentState(t, key), (v) => v.stream !== 'unknown', 3_000)).stream !== 'unknown';
+      }
+      assert.ok(started, 'the handler never ran for a request whose client left at once (3 attempts)');
+      await expectReleased(t, key, before.open, 'client gone at once');
+      // 2. The client leaves once the handler holds the stream open, still before any chunk.
+      const later = t.key('silent');
+      const c = await t.connect();
+      await c.write(get(t, `/stream/silent?key=${later}`));
+      const open = await t.poll(() => silentState(t, later), (v) => v.stream !== 'unknown');
+      assert.equal(open.stream, 'open', 'client gone later: the handler did not run');
+      c.close();
+      await expectReleased(t, later, before.open, 'client gone later');
+      await stillFine(t);
+    },
+  },
 ];
+
+/** The silent stream of `key` was cancelled, its request.signal aborted, and the open count is back to `open`. */
+async function expectReleased(t: CaseContext, key: string, open: number, what: string): Promise<void> {
+  const after = await t.poll(
+    () => silentState(t, key),
+    (v) => v.stream !== 'open' && v.signal !== 'waiting' && v.open === open,
+    12_000,
+  );
+  assert.equal(after.stream, 'cancelled', `${what}: the handler's stream was not cancelled`);
+  assert.equal(after.signal, 'aborted', `${what}: request.signal did not abort`);
+  assert.equal(after.open, open, `${what}: the fixture still counts the stream as open`);
+}
+
+interface SilentState {
+  /** unknown (never ran), open, cancelled, ran out */
+  stream: string;
+  /** unknown, waiting, aborted */
+  signal: string;
+  /** Silent streams open in the fixture right now. */
+  open: number;
+}
+
+function silentState(t: CaseContext, key: string): Promise<SilentState> {
+  return t.fetch(`/stream/silent/state?key=${key}`).then((r) => r.json() as Promise<SilentState>);
+}

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { expectJSON, get } from './shared.js';
+import { expectJSON, expectText, get, stillFine } from './shared.js';
+import type { CaseContext } from '../client.js';
 
 export const urlCases: ConformanceCase[] = [
   // ---- request URL -------------------------------------------------------
@@ -59,14 +60,77 @@ export const urlCases: ConformanceCase[] = [
     id: 'url.absolute-form',
     title: 'an absolute-form request target (GET http://host/path) is understood',
     async run(t) {
-      const r = await t.exchange(
-        `GET http://${t.host}/echo/url?form=absolute HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
-      );
-      assert.equal(r.status, 200, r.body.toString());
-      const body = JSON.parse(r.body.toString()) as { pathname: string; search: string; url: string };
+      const body = await echoTarget(t, `http://${t.host}/echo/url?form=absolute`);
       assert.equal(body.pathname, '/echo/url');
       assert.equal(body.search, '?form=absolute');
       assert.equal(body.url, `${t.baseURL}/echo/url?form=absolute`);
     },
   },
+
+  // ---- request URL from the request line (RFC 9112 3.2) -----------------
+  {
+    id: 'url.userinfo-refused',
+    title: 'a request target with userinfo (GET http://evil@host/...) gets 400 before the handler runs',
+    async run(t) {
+      const key = t.key('userinfo');
+      await refused(t, `GET http://evil@${t.host}/signal/check?key=${key} HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`, key);
+      const keyPw = t.key('userinfo');
+      await refused(t, `GET http://user:pw@${t.host}/signal/check?key=${keyPw} HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`, keyPw);
+    },
+  },
+  {
+    id: 'url.absolute-form-scheme',
+    title: 'an https:// absolute-form target over plain HTTP: the handler sees http:// (the scheme is the connection\'s)',
+    async run(t) {
+      const body = await echoTarget(t, `https://${t.host}/echo/url?form=https`);
+      assert.equal(body.url, `http://${t.host}/echo/url?form=https`);
+      assert.equal(body.pathname, '/echo/url');
+    },
+  },
+  {
+    id: 'url.absolute-form-authority',
+    title: 'an absolute-form target names the authority: it wins over a different Host header',
+    async run(t) {
+      const body = await echoTarget(t, 'http://authority.example:8080/echo/url?form=authority');
+      assert.equal(body.url, 'http://authority.example:8080/echo/url?form=authority');
+    },
+  },
+  {
+    id: 'url.duplicate-host',
+    title: 'two Host header lines get 400 before the handler runs',
+    async run(t) {
+      const key = t.key('dup-host');
+      await refused(
+        t,
+        `GET /signal/check?key=${key} HTTP/1.1\r\nHost: ${t.host}\r\nHost: other.example\r\nConnection: close\r\n\r\n`,
+        key,
+      );
+    },
+  },
+  {
+    id: 'url.malformed-host',
+    title: 'a malformed Host (a/x@y) gets 400 before the handler runs',
+    async run(t) {
+      const key = t.key('bad-host');
+      await refused(t, `GET /signal/check?key=${key} HTTP/1.1\r\nHost: a/x@y\r\nConnection: close\r\n\r\n`, key);
+    },
+  },
 ];
+
+/** GET `target` (as the request line has it) with the server's own Host; the fixture's /echo/url answer. */
+async function echoTarget(t: CaseContext, target: string): Promise<{ url: string; pathname: string; search: string }> {
+  const r = await t.exchange(`GET ${target} HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+  assert.equal(r.status, 200, `GET ${target}: status (body ${JSON.stringify(r.body.toString().slice(0, 200))})`);
+  return JSON.parse(r.body.toString()) as { url: string; pathname: string; search: string };
+}
+
+/**
+ * The request gets 400, the fixture's /signal/check never ran for `key` (its
+ * record stays unknown), and the server answers the next request.
+ */
+async function refused(t: CaseContext, request: string, key: string): Promise<void> {
+  const r = await t.exchange(request);
+  assert.equal(r.status, 400, `${request.split('\r\n')[0]}: status (body ${JSON.stringify(r.body.toString().slice(0, 200))})`);
+  await expectText(t, `/signal/state?key=${key}`, 200, 'unknown');
+  await stillFine(t);
+}

@@ -1,0 +1,294 @@
+/**
+ * The wire rules of core/src/wire.ts on the two in-process Node entry points
+ * (toNodeListener on http.Server and the Fastify mount; `tsgi serve` runs the
+ * same listener): the bare 500 and its reason phrase, latin1 header bytes,
+ * Content-Length, hop-by-hop names, the 400 for a bad request URL, and the
+ * in-flight slot of a client that left before the first chunk.
+ */
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { Response as FastResponse, type Handler } from '@tsgi/core';
+import { makeContext, type CaseContext } from '@tsgi/conformance';
+import { waitFor } from '@tsgi/conformance/testing';
+import { fastifyTsgi, toNodeListener, type NodeListener } from '@tsgi/node-http';
+
+const enc = new TextEncoder();
+
+/** A stream of the given chunks, then the end. */
+function chunks(...parts: string[]): ReadableStream<Uint8Array> {
+  let i = 0;
+  return new ReadableStream({
+    pull(c) {
+      if (i < parts.length) c.enqueue(enc.encode(parts[i++]));
+      else c.close();
+    },
+  });
+}
+
+const silent = { open: 0 };
+
+const handler: Handler = {
+  fetch(req) {
+    const url = new URL(req.url);
+    const kind = url.searchParams.get('kind') ?? 'string';
+    const body = (s: string): BodyInit | null =>
+      kind === 'bytes' ? enc.encode(s) : kind === 'stream' ? chunks(s) : kind === 'none' ? null : s;
+    const R = kind === 'fast' ? (FastResponse as typeof Response) : Response;
+    switch (url.pathname) {
+      case '/bad-value':
+        // undici's Headers takes U+0100; no host can send it: the bare 500.
+        return new Response(body('x'), { status: 200, statusText: 'Fine', headers: { 'x-bad': 'a\u0100' } });
+      case '/latin1':
+        return new R(kind === 'none' ? null : kind === 'fast' ? 'h\u00e9' : body('h\u00e9'), {
+          statusText: 'Caf\u00e9',
+          headers: { 'x-latin1': 'caf\u00e9', 'content-type': 'text/plain;charset=UTF-8' },
+        });
+      case '/cl':
+        return new R(kind === 'fast' ? 'hello' : body('hello'), { headers: { 'content-length': '99' } });
+      case '/cl/stream':
+        return new Response(chunks(...(url.searchParams.get('parts') ?? '').split(',')), {
+          headers: { 'content-length': url.searchParams.get('declared')! },
+        });
+      case '/cl/204':
+        return new Response(null, { status: 204, headers: { 'content-length': '5' } });
+      case '/cl/304':
+        return new Response(null, { status: 304, headers: { 'content-length': '1234', etag: '"e"' } });
+      case '/hop':
+        return new Response('hop', {
+          headers: [
+            ['connection', 'x-private'],
+            ['keep-alive', 'timeout=99'],
+            ['proxy-connection', 'keep-alive'],
+            ['te', 'trailers'],
+            ['trailer', 'x-sum'],
+            ['upgrade', 'h2c'],
+            ['x-private', 'kept'],
+          ],
+        });
+      case '/silent':
+        silent.open++;
+        return new Response(
+          new ReadableStream({
+            cancel() {
+              silent.open--;
+            },
+          }),
+        );
+      default:
+        return new Response('ok');
+    }
+  },
+};
+
+const errors: string[] = [];
+const onError = (message: string, err?: unknown): void => {
+  errors.push(`${message} ${err instanceof Error ? err.stack : String(err ?? '')}`);
+};
+
+let plain: Server;
+let listener: NodeListener;
+let app: FastifyInstance;
+const targets: Record<string, string> = {};
+
+beforeAll(async () => {
+  listener = toNodeListener(handler, { onError });
+  // Long keep-alive: a connection that closes was cut by the adapter, not by an idle timer.
+  plain = createServer({ keepAliveTimeout: 60_000 }, listener);
+  plain.listen(0, '127.0.0.1');
+  await once(plain, 'listening');
+  targets['toNodeListener'] = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`;
+  app = Fastify({ keepAliveTimeout: 60_000 });
+  await app.register(fastifyTsgi, { handler, onError });
+  targets['Fastify'] = (await app.listen({ port: 0, host: '127.0.0.1' })).replace(/\/$/, '');
+});
+
+afterAll(async () => {
+  plain.closeAllConnections();
+  await new Promise((r) => plain.close(r));
+  await app.close();
+});
+
+const get = (t: CaseContext, path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: ${t.host}\r\n${extra}\r\n`;
+
+for (const name of ['toNodeListener', 'Fastify']) {
+  const ctx = (): CaseContext => makeContext(targets[name]!, { server: 'node' });
+
+  describe(`${name}: wire rules`, () => {
+    it('a header value no host can send gives the bare 500 with its own reason phrase', async () => {
+      const t = ctx();
+      for (const kind of ['string', 'bytes', 'stream', 'none']) {
+        const r = await t.exchange(get(t, `/bad-value?kind=${kind}`, 'Connection: close\r\n'));
+        expect(r.head.split('\r\n')[0], kind).toBe('HTTP/1.1 500 Internal Server Error');
+        expect(r.body.toString(), kind).toBe('Internal Server Error\n');
+        expect(r.get('content-type'), kind).toBe('text/plain;charset=UTF-8');
+        expect(r.get('x-bad'), kind).toBeNull();
+      }
+    });
+
+    it('U+00E9 in a header value and in the reason phrase is the one byte E9; the body stays UTF-8', async () => {
+      const t = ctx();
+      for (const kind of ['string', 'fast', 'bytes', 'stream', 'none']) {
+        const r = await t.exchange(get(t, `/latin1?kind=${kind}`, 'Connection: close\r\n'));
+        expect(r.status, kind).toBe(200);
+        // RawResponse.head is the wire decoded as latin1: E9 reads as U+00E9, C3 A9 as two characters.
+        expect(r.get('x-latin1'), kind).toBe('caf\u00e9');
+        expect(r.reason, kind).toBe('Caf\u00e9');
+        expect([...r.body], kind).toEqual(kind === 'none' ? [] : [...Buffer.from('h\u00e9', 'utf8')]);
+      }
+    });
+
+    it("a fixed body carries the server's Content-Length whatever the handler said; the connection stays usable", async () => {
+      const t = ctx();
+      for (const kind of ['string', 'fast', 'bytes']) {
+        const c = await t.connect();
+        try {
+          await c.write(get(t, `/cl?kind=${kind}`) + get(t, '/next'));
+          const r = await c.readResponse();
+          expect(r.all('content-length'), kind).toEqual(['5']);
+          expect(r.body.toString(), kind).toBe('hello');
+          const next = await c.readResponse();
+          expect(next.body.toString(), kind).toBe('ok');
+        } finally {
+          c.close();
+        }
+      }
+    });
+
+    it('a stream keeps a declared Content-Length it matches', async () => {
+      const t = ctx();
+      const r = await t.exchange(get(t, '/cl/stream?declared=6&parts=abc,def', 'Connection: close\r\n'));
+      expect(r.all('content-length')).toEqual(['6']);
+      expect(r.get('transfer-encoding')).toBeNull();
+      expect(r.body.toString()).toBe('abcdef');
+    });
+
+    it('a stream that delivers fewer bytes than it declared: the connection is cut, the body never looks complete', async () => {
+      const t = ctx();
+      const c = await t.connect();
+      try {
+        await c.write(get(t, '/cl/stream?declared=10&parts=abc,de'));
+        await expect(c.readResponse()).rejects.toThrow(/closed before a complete response/);
+      } finally {
+        c.close();
+      }
+    });
+
+    it('a stream that delivers more than it declared: no byte past the declared length, then the connection is cut', async () => {
+      const t = ctx();
+      const c = await t.connect();
+      try {
+        await c.write(get(t, '/cl/stream?declared=3&parts=abc,defgh') + get(t, '/next'));
+        const r = await c.readResponse();
+        // The excess can be seen before the head left (then the bare 500 still can go out) or after.
+        if (r.status === 500) {
+          expect(r.body.toString()).toBe('Internal Server Error\n');
+          expect((await c.readResponse()).body.toString()).toBe('ok');
+        } else {
+          expect(r.body.toString()).toBe('abc');
+          // Nothing after it: neither the excess bytes nor an answer to the pipelined request.
+          expect((await c.readToEnd()).length).toBe(0);
+        }
+      } finally {
+        c.close();
+      }
+    });
+
+    it('204 carries no Content-Length; 304 keeps the handler\'s', async () => {
+      const t = ctx();
+      const r204 = await t.exchange(get(t, '/cl/204', 'Connection: close\r\n'));
+      expect(r204.status).toBe(204);
+      expect(r204.get('content-length')).toBeNull();
+      const r304 = await t.exchange(get(t, '/cl/304', 'Connection: close\r\n'));
+      expect(r304.status).toBe(304);
+      expect(r304.get('content-length')).toBe('1234');
+    });
+
+    it('hop-by-hop names from the handler never reach the wire', async () => {
+      const t = ctx();
+      const r = await t.exchange(get(t, '/hop', 'Connection: close\r\n'));
+      expect(r.body.toString()).toBe('hop');
+      expect(r.get('x-private')).toBe('kept');
+      for (const h of ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']) expect(r.get(h), h).toBeNull();
+      expect(r.all('connection').join(',')).not.toMatch(/x-private/);
+    });
+
+    it('a bad request URL gets "400 Bad Request\\n" and nothing of it reaches the log', async () => {
+      const t = ctx();
+      const before = errors.length;
+      for (const req of [
+        `GET http://user:s3cret@${t.host}/ HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
+        `GET / HTTP/1.1\r\nHost: ${t.host}\r\nHost: s3cret.example\r\nConnection: close\r\n\r\n`,
+        `GET / HTTP/1.1\r\nHost: s3cret/x@y\r\nConnection: close\r\n\r\n`,
+      ]) {
+        const r = await t.exchange(req);
+        expect(r.head.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+        expect(r.body.toString()).toBe('Bad Request\n');
+      }
+      expect(errors.slice(before).join('\n')).not.toMatch(/s3cret/);
+    });
+  });
+}
+
+describe('toNodeListener: client gone before the first chunk', () => {
+  it('the stream is cancelled and the in-flight slot is freed', async () => {
+    const t = makeContext(targets['toNodeListener']!, { server: 'node' });
+    const open = silent.open;
+    for (let i = 0; i < 5; i++) {
+      const c = await t.connect();
+      await c.write(get(t, '/silent'));
+      c.close();
+    }
+    await waitFor(() => silent.open === open && listener.lifecycle.inflight === 0, 10_000, 'the silent streams to be cancelled');
+    expect(listener.lifecycle.busy).toBe(false);
+  });
+});
+
+describe('toNodeListener: the request URL', () => {
+  const echo: Handler = { fetch: (req) => new Response(req.url) };
+  let server: Server;
+  let base = '';
+  let proxied: Server;
+  let proxiedBase = '';
+  beforeAll(async () => {
+    server = createServer(toNodeListener(echo));
+    // The embedder (nginx workers mode) decides the authority from what its proxy saw.
+    const seen = (req: IncomingMessage): string | undefined => {
+      const v = req.headers['x-seen-authority'];
+      return typeof v === 'string' ? v : undefined;
+    };
+    proxied = createServer(toNodeListener(echo, { trustProxy: true, authority: seen }));
+    for (const s of [server, proxied]) {
+      s.listen(0, '127.0.0.1');
+      await once(s, 'listening');
+    }
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    proxiedBase = `http://127.0.0.1:${(proxied.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    for (const s of [server, proxied]) {
+      s.closeAllConnections();
+      await new Promise((r) => s.close(r));
+    }
+  });
+
+  it("an HTTP/1.0 request without Host is served, with the server's own address", async () => {
+    const t = makeContext(base, { server: 'node' });
+    const r = await t.exchange('GET /x?y=1 HTTP/1.0\r\n\r\n');
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe(`${base}/x?y=1`);
+  });
+
+  it("behind a trusted proxy, the embedder's authority() names the authority; without it, Host does", async () => {
+    const p = makeContext(proxiedBase, { server: 'node' });
+    const r = await p.exchange(get(p, '/a', 'X-Seen-Authority: seen.example:8443\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n'));
+    expect(r.body.toString()).toBe('https://seen.example:8443/a');
+    const plain = await p.exchange(get(p, '/a', 'Connection: close\r\n'));
+    expect(plain.body.toString()).toBe(`http://${p.host}/a`);
+    const t = makeContext(base, { server: 'node' });
+    const ignored = await t.exchange(get(t, '/a', 'X-Seen-Authority: seen.example\r\nConnection: close\r\n'));
+    expect(ignored.body.toString()).toBe(`${base}/a`);
+  });
+});
