@@ -95,6 +95,63 @@ export function runPipeline(h: Handler, req: Request, ctx: Context, log: ErrorLo
   );
 }
 
+/** Which part of the pipeline a server asks for. */
+export type Phase = 'full' | 'access' | 'authenticate' | 'authorize';
+
+/** Hooks the server already ran for this request (Apache: TsgiAuthenticate/TsgiAuthorize on a tsgi location). */
+export interface PhaseDone {
+  authenticate?: boolean;
+  authorize?: boolean;
+}
+
+/**
+ * The pipeline, whole or in part, for every host:
+ * - 'full': authenticate → authorize → fetch (less the hooks in `done`); a Response.
+ * - 'access': authenticate → authorize alone (nginx auth_request, Apache's
+ *   access phases); 'authenticate' or 'authorize': that hook alone. A Response
+ *   when the request is refused, undefined when it may go on (`ctx.user` holds
+ *   what authenticate returned).
+ * Never throws or rejects: a throw becomes the bare 500 and goes to `log`.
+ * Synchronous when the handler is (runPipeline).
+ */
+export function runPhase(
+  h: Handler,
+  phase: Phase,
+  req: Request,
+  ctx: Context,
+  log: ErrorLogger,
+  done: PhaseDone = {},
+): Response | undefined | Promise<Response | undefined> {
+  if (phase === 'full' && !done.authenticate && !done.authorize) return runPipeline(h, req, ctx, log);
+  const authn = phase !== 'authorize' && !done.authenticate;
+  const authz = phase !== 'authenticate' && !done.authorize;
+  const access = (async (): Promise<Response | undefined> =>
+    (authn ? await runAuthenticate(h, req, ctx) : undefined) ?? (authz ? await runAuthorize(h, req, ctx) : undefined))();
+  const what = authn && authz ? 'authenticate/authorize' : authn ? 'authenticate' : 'authorize';
+  const guarded = access.catch(failed(ctx, log, what));
+  if (phase !== 'full') return guarded;
+  return guarded.then((rejected) => rejected ?? runFetch(h, req, ctx, log));
+}
+
+/**
+ * The answer to an access-only run for nginx's auth_request, the same in both
+ * nginx modes. auth_request understands 2xx (allow), 401 and 403, and turns
+ * anything else into a 500; so: allowed → 204 with `x-tsgi-user` when
+ * authenticate named one; refused with 401 → 401 with the handler's
+ * WWW-Authenticate; refused otherwise → 403 with the handler's status in
+ * `x-tsgi-status`; the bare 500 stays 500.
+ * Returns status and headers only: auth_request discards bodies.
+ */
+export function accessReply(refused: { status: number; headers: Headers } | undefined, user: string | undefined): { status: number; headers: string[] } {
+  if (!refused) return { status: 204, headers: user === undefined ? [] : ['x-tsgi-user', user] };
+  if (refused.status === 500) return { status: 500, headers: [] };
+  if (refused.status === 401) {
+    const challenge = refused.headers.get('www-authenticate');
+    return { status: 401, headers: challenge === null ? [] : ['www-authenticate', challenge] };
+  }
+  return { status: 403, headers: ['x-tsgi-status', String(refused.status)] };
+}
+
 /** Runs the `log` hook; its errors are logged, never thrown. */
 export function runLog(h: Handler, entry: LogEntry, ctx: Context, log: ErrorLogger): void {
   if (!h.log) return;
