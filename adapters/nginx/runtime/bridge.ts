@@ -12,7 +12,7 @@
  * Entry: `export default bridge(handler)` -> { content, fetch, auth, log }.
  */
 
-import { Response, URL as URL_, lazyRequest, headerList, ReadableStream } from './webapi.js';
+import { Response, URL as URL_, lazyRequest, headerList, ReadableStream, copyBytes, isView } from './webapi.js';
 
 type Any = any;
 
@@ -220,7 +220,8 @@ function respond(r: Any, res: Any, ctx: Any): void {
         r.return(status, b);
       } else {
         sent = skip ? 0 : len;
-        r.return(status, Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+        // r.return reads a typed array's own bytes (offset and length honoured).
+        r.return(status, b);
       }
       t1 = Date.now();
       return;
@@ -516,9 +517,10 @@ function BX(): Any {
     if (typeof h.init !== 'function') return undefined;
     return h.init({ server: 'nginx', env: env() });
   }
-  /** A Uint8Array as something r.send accepts (njs 0.7.9's r.send rejects Buffers): a byte string. */
+  /** A Uint8Array as something r.send accepts (njs 0.7.9's r.send rejects Buffers): a byte string.
+   * String.bytesFrom reads the view's whole buffer, so a partial view is copied out first. */
   function byteString(u: Any): string {
-    if (u.byteOffset !== 0 || u.byteLength !== u.buffer.byteLength) u = u.slice(0);
+    if (u.byteOffset !== 0 || u.byteLength !== u.buffer.byteLength) u = copyBytes(u, 0, u.length);
     return (String as Any).bytesFrom(u);
   }
   function utf8(s: string): Any {
@@ -577,7 +579,7 @@ function BX(): Any {
             c = res.value;
             if (typeof c === 'string') c = utf8(c);
             else if (!(c instanceof Uint8Array)) {
-              if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+              if (isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
               else c = null;
             }
             if (c === null) {

@@ -95,6 +95,22 @@ function headerPush(l: Any[], name: Any, value: Any): void {
   l.push(n, v);
 }
 
+/**
+ * Bytes start..end (byte offsets) of the view `u`, copied into a Uint8Array over a buffer of
+ * exactly that size. njs 0.7.9's TypedArray.prototype.slice copies from the
+ * start of the underlying buffer (it ignores the view's offset) and
+ * String.bytesFrom(view) takes the whole buffer; ArrayBuffer.prototype.slice,
+ * subarray, set() and TextDecoder are right. Never use a typed array's slice here.
+ */
+export function copyBytes(u: Any, start: number, end: number): Any {
+  return new Uint8Array(u.buffer.slice(u.byteOffset + start, u.byteOffset + end));
+}
+
+/** ArrayBuffer.isView, which in njs 0.7.9 is false for a DataView. */
+export function isView(x: Any): boolean {
+  return ArrayBuffer.isView(x) || x instanceof DataView;
+}
+
 /** An array-backed iterator (no generators in njs 0.7.9). */
 function arrayIter(a: Any[]): Any {
   let i = 0;
@@ -297,8 +313,8 @@ function HB(): Any {
       o._b = new Uint8Array(body.slice(0));
       return null;
     }
-    if (ArrayBuffer.isView(body)) {
-      o._b = new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+    if (isView(body)) {
+      o._b = copyBytes(body, 0, body.byteLength);
       return null;
     }
     if (body instanceof (ReadableStream as Any)) {
@@ -316,7 +332,7 @@ function HB(): Any {
       return m[1];
     }
     if (body instanceof (Blob as Any)) {
-      o._b = body._u.slice(0);
+      o._b = copyBytes(body._u, 0, body._u.length);
       return body.type === '' ? null : body.type;
     }
     o._b = String(body);
@@ -346,7 +362,7 @@ function HB(): Any {
     o._used = true;
     if (b == null) return Promise.resolve(kind === 0 ? '' : new Uint8Array(0));
     if (typeof b === 'string') return Promise.resolve(kind === 0 ? b : new TextEncoder().encode(b));
-    if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : b.slice(0));
+    if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : copyBytes(b, 0, b.length));
     const reader = b.getReader();
     const chunks: Any[] = [];
     function step(): Any {
@@ -358,7 +374,7 @@ function HB(): Any {
         let c = res.value;
         if (typeof c === 'string') c = new TextEncoder().encode(c);
         else if (!(c instanceof Uint8Array)) {
-          if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+          if (isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
           else throw new TypeError('Received non-Uint8Array chunk');
         }
         chunks.push(c);
@@ -390,7 +406,7 @@ function HB(): Any {
     });
   }
   function toArrayBuffer(u: Any): Any {
-    return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
+    return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : copyBytes(u, 0, u.byteLength).buffer;
   }
   /** Copies body for clone(): tees a stream, shares an immutable source. */
   function cloneBody(from: Any, to: Any): void {
@@ -761,10 +777,10 @@ function FD(): Any {
       return Promise.resolve(new TextDecoder().decode(this._u));
     };
     p.bytes = function () {
-      return Promise.resolve(this._u.slice(0));
+      return Promise.resolve(copyBytes(this._u, 0, this._u.length));
     };
     p.arrayBuffer = function () {
-      return Promise.resolve(this._u.slice(0).buffer);
+      return Promise.resolve(copyBytes(this._u, 0, this._u.length).buffer);
     };
     p.slice = function (start: Any, end: Any, type: Any) {
       const n = this._u.length;
@@ -772,10 +788,10 @@ function FD(): Any {
       let b = end === undefined ? n : Math.trunc(Number(end)) || 0;
       a = a < 0 ? Math.max(n + a, 0) : Math.min(a, n);
       b = b < 0 ? Math.max(n + b, 0) : Math.min(b, n);
-      return blobOf(this._u.slice(a, Math.max(a, b)), blobType(type));
+      return blobOf(copyBytes(this._u, a, Math.max(a, b)), blobType(type));
     };
     p.stream = function () {
-      return HB().streamOfBytes(this._u.slice(0));
+      return HB().streamOfBytes(copyBytes(this._u, 0, this._u.length));
     };
     // File.prototype inherits Blob.prototype (both objects already exist: they are only extended).
     Object.setPrototypeOf(File.prototype, Blob.prototype);
@@ -792,11 +808,11 @@ function FD(): Any {
         const x = st.value;
         if (x instanceof (Blob as Any)) list.push(x._u);
         else if (x instanceof ArrayBuffer) list.push(new Uint8Array(x.slice(0)));
-        else if (ArrayBuffer.isView(x)) list.push(new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength)));
+        else if (isView(x)) list.push(copyBytes(x, 0, x.byteLength));
         else list.push(enc(String(x)));
       }
     }
-    o._u = list.length === 1 ? list[0].slice(0) : concat(list);
+    o._u = list.length === 1 ? copyBytes(list[0], 0, list[0].length) : concat(list);
     o.size = o._u.length;
     o.type = options != null ? blobType(options.type) : '';
   }
@@ -971,7 +987,7 @@ function FD(): Any {
       const name = unescapeName(param(disp, 'name'));
       if (name === undefined) throw new TypeError(bad);
       const filename = unescapeName(param(disp, 'filename'));
-      const content = u.slice(h + 4, end);
+      const content = copyBytes(u, h + 4, end);
       fd._e.push(name, filename === undefined ? new TextDecoder().decode(content) : fileOf(content, filename, blobType(type || 'text/plain')));
       p = end + next.length;
     }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { NJS_NO_SHARED_STATE, SECRET, expectBare500, expectText, get, stillFine } from './shared.js';
+import { EDGE_SIZES, NJS_NO_SHARED_STATE, SECRET, bytesEqual, bytesOf, expectBare500, expectText, get, noise, stillFine } from './shared.js';
 import type { RawResponse } from '../client.js';
 
 export const streamCases: ConformanceCase[] = [
@@ -90,6 +90,20 @@ export const streamCases: ConformanceCase[] = [
         c.close();
       }
       await stillFine(t);
+    },
+  },
+  {
+    id: 'stream.edge-chunks',
+    title: 'streams of 64 KiB - 1 to ~300 KB in chunks below, at and above 64 KiB (views into one buffer) arrive exact',
+    async run(t) {
+      for (const chunk of [1000, 65535, 65536, 65537, 200_000]) {
+        for (const size of EDGE_SIZES) {
+          const path = `/large/stream?size=${size}&chunk=${chunk}`;
+          const res = await t.fetch(path);
+          assert.equal(res.status, 200, path);
+          bytesEqual(await bytesOf(res), noise(size), path);
+        }
+      }
     },
   },
 ];
