@@ -6,15 +6,20 @@
 M=$(readlink -f $1); FN=${2:-content}; D=${3:-2}
 T=$(mktemp -d /tmp/tsgi-njs-cost.XXXX); chmod 755 $T; cp $M $T/m.js; chmod 644 $T/m.js
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+# The http-level map the generated config has (config.ts plainHostMap; needs the built dist/).
+HERE=$(dirname $(readlink -f $0))
+MAP=$(node -e "import('$HERE/../dist/config.js').then((m) => console.log(m.plainHostMap().filter((l) => !l.startsWith('#')).join(' ')))")
 cat > $T/nginx.conf <<C
 load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 user www-data;
-daemon off; master_process on; worker_processes 1; worker_cpu_affinity 01;
+daemon off; master_process on; worker_processes 1; worker_cpu_affinity 01; pcre_jit on;
 pid $T/nginx.pid; error_log $T/error.log warn;
 events { worker_connections 1024; }
 http { access_log off; js_path $T; js_import m from m.js; js_var \$tsgi_user; default_type "";
+  $MAP
   server { listen 127.0.0.1:$PORT; location / { js_content m.$FN; } location = /ret { return 200 "hello"; } } }
 C
+grep -q tsgi_plain_host $T/nginx.conf || { echo "no plain-host map (build adapters/nginx first)"; rm -rf $T; exit 1; }
 nginx -c $T/nginx.conf -p $T & NP=$!
 sleep 0.4
 W=$(pgrep -P $NP | head -1)

@@ -206,6 +206,15 @@ export const cases: Record<string, Case> = {
   'headers: CR in value throws TypeError': (W) => new W.Headers().append('a', 'x\ry'),
   'headers: NUL in value throws TypeError': (W) => new W.Headers().set('a', 'x\0y'),
   'headers: bad pair throws TypeError': (W) => new W.Headers([['a', 'b', 'c']]),
+  'headers: a character above U+00FF throws TypeError': (W) => new W.Headers({ a: 'x\u20acy' }),
+  'headers: values with spaces, quotes, tabs, percent signs and latin1 keep their characters': (W) => {
+    const vals = ['max-age=0, private', 'W/"0815-abc"', 'a\tb', '100%', 'caf\u00e9 cr\u00e8me', 'Tue, 01 Dec 2026 08:17:14 GMT', ''];
+    const h = new W.Headers();
+    for (let i = 0; i < vals.length; i++) h.append('x-' + i, vals[i]);
+    const out: any[] = [];
+    for (let i = 0; i < vals.length; i++) out.push(h.get('x-' + i));
+    return out;
+  },
   'headers: copy from Headers': (W) => {
     const a = new W.Headers({ x: '1' });
     const b = new W.Headers(a);

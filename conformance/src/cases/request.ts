@@ -271,4 +271,23 @@ export const requestCases: ConformanceCase[] = [
       }
     },
   },
+  {
+    id: 'req.obs-text-header',
+    title: 'request header bytes 0x80-0xFF reach the handler as one character each (latin1)',
+    async run(t) {
+      const r = await t.exchange(
+        Buffer.concat([
+          Buffer.from(`GET /echo/header-codes?name=x-obs HTTP/1.1\r\nHost: ${t.host}\r\nX-Obs: caf`),
+          Buffer.from([0xe9, 0x20, 0xc3, 0xa9, 0x20, 0xff]),
+          Buffer.from('\r\nConnection: close\r\n\r\n'),
+        ]),
+      );
+      assert.equal(r.status, 200, r.body.toString());
+      assert.deepEqual(JSON.parse(r.body.toString()), {
+        codes: [99, 97, 102, 0xe9, 0x20, 0xc3, 0xa9, 0x20, 0xff],
+        value: 'caf\u00e9 \u00c3\u00a9 \u00ff',
+        length: 9,
+      });
+    },
+  },
 ];

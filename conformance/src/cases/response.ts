@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { expectText, get } from './shared.js';
+import { NJS_NO_REASON_PHRASE, expectText, expectWire500, get, stillFine } from './shared.js';
 
 export const responseCases: ConformanceCase[] = [
   // ---- response headers --------------------------------------------------
@@ -146,6 +146,47 @@ export const responseCases: ConformanceCase[] = [
       const res = await t.fetch('/redirect/303', { method: 'POST', body: 'x', redirect: 'follow' });
       assert.equal(res.status, 200);
       assert.equal(await res.text(), 'GET');
+    },
+  },
+  {
+    id: 'hdr.latin1-value',
+    title: 'U+00E9 in a header value goes on the wire as the one byte E9 (latin1), from Response and fast Response',
+    async run(t) {
+      for (const q of ['', '&fast=1']) {
+        const r = await t.exchange(get(t, `/headers/value?kind=latin1${q}`, 'Connection: close\r\n'));
+        assert.equal(r.status, 200, r.body.toString());
+        // The raw client reads the head as latin1: E9 is 'é', the UTF-8 pair C3 A9 would be 'Ã©'.
+        assert.equal(r.get('x-value'), 'caf\u00e9', `x-value${q}: ${JSON.stringify(r.get('x-value'))}`);
+      }
+    },
+  },
+  {
+    id: 'response.status-text',
+    title: "a Response's statusText is the reason phrase of the status line, from Response and fast Response",
+    optOut: { 'nginx:embedded': NJS_NO_REASON_PHRASE },
+    async run(t) {
+      for (const q of ['', '?fast=1']) {
+        const r = await t.exchange(get(t, `/status/text${q}`, 'Connection: close\r\n'));
+        assert.equal(r.status, 200, r.body.toString());
+        assert.equal(r.reason, 'Custom Reason', `/status/text${q}: status line ${JSON.stringify(r.head.split('\r\n')[0])}`);
+      }
+    },
+  },
+  {
+    id: 'hdr.limits',
+    title: 'response headers: 1000 lines and 64 KiB of them are sent; one line or one byte more gives the bare 500, and the server goes on',
+    async run(t) {
+      const ok = await t.exchange(get(t, '/headers/many?count=1000&bytes=20000', 'Connection: close\r\n'));
+      assert.equal(ok.status, 200, '1000 header lines');
+      assert.equal(ok.headers.filter(([k]) => k.toLowerCase().startsWith('x-h-')).length, 1000, '1000 header lines sent');
+      await expectWire500(t, '/headers/many?count=1001&bytes=20000', 'x-h-0');
+      const big = await t.exchange(get(t, '/headers/many?count=2&bytes=65536', 'Connection: close\r\n'));
+      assert.equal(big.status, 200, '64 KiB of header lines');
+      assert.equal((big.get('x-h-0') ?? '').length + (big.get('x-h-1') ?? '').length + 2 * 9, 65536, '64 KiB of header lines sent');
+      await expectWire500(t, '/headers/many?count=2&bytes=65537', 'x-h-0');
+      // 20,000 headers: refused as fast as the limit allows, not written one by one.
+      await expectWire500(t, '/headers/many?count=20000&bytes=400000', 'x-h-0');
+      await stillFine(t);
     },
   },
 ];

@@ -92,6 +92,18 @@ export async function expectBare500(t: CaseContext, path: string, init?: Request
   }
 }
 
+/**
+ * The bare 500 read off the wire: status line `500 Internal Server Error`, body
+ * `Internal Server Error\n` as text/plain;charset=UTF-8, nothing of the failed response.
+ */
+export async function expectWire500(t: CaseContext, path: string, leaked = 'x-value'): Promise<void> {
+  const r = await t.exchange(get(t, path, 'Connection: close\r\n'));
+  assert.equal(`${r.status} ${r.reason}`, '500 Internal Server Error', `${path}: status line (body ${JSON.stringify(r.body.toString().slice(0, 200))})`);
+  assert.equal(r.body.toString(), 'Internal Server Error\n', `${path}: body`);
+  assert.equal(r.get('content-type'), 'text/plain;charset=UTF-8', `${path}: content-type`);
+  assert.equal(r.get(leaked), null, `${path}: the failed response's ${leaked} header reached the wire`);
+}
+
 export function bytesEqual(got: Uint8Array, want: Uint8Array, what: string): void {
   assert.equal(got.length, want.length, `${what}: length`);
   for (let i = 0; i < want.length; i++) {
@@ -170,3 +182,8 @@ export function noiseText(bytes: number, seed = 0x2545f491): string {
   }
   return out;
 }
+
+// statusText on the status line: njs 0.7.9 cannot set it.
+export const NJS_NO_REASON_PHRASE =
+  'njs 0.7.9 cannot set the reason phrase: r.status takes only a number and nothing in ngx_http_js_module sets ' +
+  "headers_out.status_line, so nginx writes its standard phrase for the status";

@@ -69,4 +69,56 @@ export const urlCases: ConformanceCase[] = [
       assert.equal(body.url, `${t.baseURL}/echo/url?form=absolute`);
     },
   },
+  {
+    id: 'url.userinfo-refused',
+    title: 'userinfo in an absolute-form target (GET http://user:pw@host/) is refused with 400 before the handler',
+    async run(t) {
+      const r = await t.exchange(
+        `GET http://user:pw@${t.host}/echo/url HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(r.status, 400, r.body.toString());
+    },
+  },
+  {
+    id: 'url.absolute-form-scheme',
+    title: "the scheme of request.url is the connection's, not an absolute-form target's (https:// on plain HTTP)",
+    async run(t) {
+      const r = await t.exchange(`GET https://${t.host}/echo/url?s=1 HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+      assert.equal(r.status, 200, r.body.toString());
+      assert.equal(JSON.parse(r.body.toString()).url, `${t.baseURL}/echo/url?s=1`);
+    },
+  },
+  {
+    id: 'url.absolute-form-authority',
+    title: "an absolute-form target's authority wins over the Host header",
+    async run(t) {
+      const r = await t.exchange(
+        `GET http://other.example:8123/echo/url?a=1 HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(r.status, 200, r.body.toString());
+      const body = JSON.parse(r.body.toString()) as { url: string; host: string };
+      assert.equal(body.url, 'http://other.example:8123/echo/url?a=1');
+      assert.equal(body.host, t.host, 'the Host header itself is unchanged');
+    },
+  },
+  {
+    id: 'url.duplicate-host',
+    title: 'two Host headers are refused with 400',
+    async run(t) {
+      const r = await t.exchange(
+        `GET /echo/url HTTP/1.1\r\nHost: ${t.host}\r\nHost: other.example\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(r.status, 400, r.body.toString());
+    },
+  },
+  {
+    id: 'url.malformed-host',
+    title: 'a Host with userinfo, a bad port or stray characters is refused with 400 before the handler',
+    async run(t) {
+      for (const host of [`user@${t.host}`, 'a.example:99999', 'a.example:1:2', '[::1', 'a%20b.example', 'a!b.example']) {
+        const r = await t.exchange(`GET /echo/url HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        assert.equal(r.status, 400, `Host: ${host} got ${r.status} ${r.body.toString().slice(0, 200)}`);
+      }
+    },
+  },
 ];
