@@ -28,6 +28,7 @@ import {
   requestAuthority,
   sendsBody,
 } from '../../../core/src/wire.js';
+import { handlerProblem } from '../../../core/src/handler-shape.js';
 
 type Any = any;
 
@@ -465,19 +466,44 @@ function logHook(r: Any): string {
 }
 
 /**
+ * js_content of the build's one-shot load check (src/build.ts): the module
+ * loaded in njs itself (a throw at load never gets here), the handler's shape,
+ * and `init` when asked (?init=1, as `tsgi nginx run` starts). The answer is
+ * one line: `tsgi-check: ok` (200) or `tsgi-check: <problem>` (500).
+ */
+function checkEntry(r: Any): void {
+  const problem = handlerProblem(H);
+  if (problem !== null) return r.return(500, 'tsgi-check: ' + problem);
+  if (r.args.init !== '1') return r.return(200, 'tsgi-check: ok');
+  const failed = function (e: Any): void {
+    r.return(500, 'tsgi-check: init failed: ' + String(e && e.message !== undefined ? e.message : e).split('\n')[0]);
+  };
+  let p: Any;
+  try {
+    p = BX().runInit(H);
+  } catch (e) {
+    return failed(e);
+  }
+  Promise.resolve(p).then(function () {
+    r.return(200, 'tsgi-check: ok');
+  }, failed);
+}
+
+/**
  * Wraps a tsgi handler into the functions nginx calls:
  *   content(r) js_content: authenticate -> authorize -> fetch, writes the response
  *   plain(r)   the same, inside `if ($tsgi_plain_host)`: the request line and Host were vetted in C
  *   fetch(r)   js_content behind auth_request: fetch only, ctx.user from $tsgi_user
  *   auth(r)    js_content of an internal auth_request location: authenticate + authorize only
  *   log(r)     js_set handler for a variable used in log_format: runs `log`, returns ''
+ *   check(r)   the build's load check: the handler's shape (and init on ?init=1)
  * The entry points are top-level declarations, not closures over `h`: njs 0.7.9 re-runs the
  * module body for every request, and a declaration is the cheapest function to re-create.
  */
 export function bridge(h: Any): Any {
   H = h;
   timed = typeof h.log === 'function';
-  return { content: content, plain: plainContent, fetch: fetchOnly, auth: authOnly, log: logHook };
+  return { content: content, plain: plainContent, fetch: fetchOnly, auth: authOnly, log: logHook, check: checkEntry };
 }
 
 

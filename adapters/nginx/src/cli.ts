@@ -115,7 +115,7 @@ async function cmdBuild(a: Args): Promise<number> {
   const handler = handlerArg(a);
   const out = one(a, '-o', '--out');
   if (!out) throw new StartupError('build needs -o <dir>');
-  const r = await buildNjs({ handler, outDir: out });
+  const r = await buildNjs({ handler, outDir: out, preload: preloads(a) });
   console.log(formatReport(r));
   return 0;
 }
@@ -309,7 +309,8 @@ async function cmdRun(a: Args): Promise<number> {
   };
   try {
     if (mode === 'embedded') {
-      const r = await buildNjs({ handler, outDir: dir, validate: false });
+      // Loaded in njs before nginx starts: a handler that cannot work stops here with one line.
+      const r = await buildNjs({ handler, outDir: dir, validate: true, init: true, preload });
       for (const w of r.report.warnings) console.error(`tsgi nginx: warning: ${w}`);
       bundle = r.file;
     } else {
@@ -395,7 +396,7 @@ async function cmdRun(a: Args): Promise<number> {
             if (!ok) throw new StartupError('a new worker did not start; the old workers keep serving');
           } else {
             // Build next to the live bundle; only a bundle nginx accepts replaces it.
-            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true });
+            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true, init: true, preload });
             renameSync(next.file, bundle!);
             await reloadNginx(m);
           }
