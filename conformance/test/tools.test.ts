@@ -3,7 +3,7 @@
  * and the tsgi-conformance bin (exit codes, bad arguments), against tiny
  * node:http / node:net servers written here.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
@@ -95,6 +95,12 @@ describe('the case table', () => {
   it('fixtureHandlerPath points at the fixture', () => {
     expect(fixtureHandlerPath).toMatch(/conformance\/fixture\/handler\.ts$/);
     expect(existsSync(fixtureHandlerPath)).toBe(true);
+  });
+
+  it("the README's case table is the cases' own (node conformance/scripts/readme-table.mjs rewrites it)", () => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('../scripts/readme-table.mjs', import.meta.url)), '--check'], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
   });
 
   it('adler32 matches the known value', () => {

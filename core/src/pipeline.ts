@@ -1,6 +1,7 @@
 import type { Context, Handler, LogEntry } from './contract.js';
 import { FastResponse } from './response.js';
 import { FORBIDDEN_TEXT, INTERNAL_ERROR_TEXT, PLAIN_TEXT_TYPE } from './wire.js';
+import { handlerProblem } from './handler-shape.js';
 
 /** Where adapters send errors that must never reach the client. */
 export type ErrorLogger = (message: string, error?: unknown) => void;
@@ -170,13 +171,7 @@ export function assertHandler(mod: unknown, where: string): Handler {
   // A TS/ESM module compiled to CommonJS (no "type": "module") arrives as { default: { default: handler } }.
   const inner = (h as { default?: Partial<Handler> } | null)?.default;
   if (h && typeof h.fetch !== 'function' && inner && typeof inner.fetch === 'function') h = inner;
-  if (!h || (typeof h !== 'object' && typeof h !== 'function') || typeof h.fetch !== 'function') {
-    throw new Error(`${where}: the default export must be an object with a fetch(request, ctx) method`);
-  }
-  for (const hook of ['authenticate', 'authorize', 'log', 'init', 'close'] as const) {
-    if (h[hook] !== undefined && typeof h[hook] !== 'function') {
-      throw new Error(`${where}: ${hook} must be a function`);
-    }
-  }
+  const problem = handlerProblem(h);
+  if (problem !== null) throw new Error(`${where}: ${problem}`);
   return h as Handler;
 }

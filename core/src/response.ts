@@ -6,7 +6,7 @@
  * Opt-in: `import { Response } from '@tsgi/core'`. No global is touched.
  */
 
-import { PLAIN_TEXT_TYPE, isFieldValue, isReasonPhrase, isToken, statusHasNoBody } from './wire.js';
+import { MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADER_BYTES, PLAIN_TEXT_TYPE, headersFit, isFieldValue, isReasonPhrase, isToken, statusHasNoBody } from './wire.js';
 
 const NativeResponse = globalThis.Response;
 
@@ -210,14 +210,21 @@ function validStatus(status: number, statusText: string): void {
 export function toRawResponse(res: globalThis.Response): RawResponse {
   const fast = (res as unknown as FastResponse)[kFast];
   if (fast && !fast.native) {
-    return { status: fast.status, statusText: fast.statusText, headers: fast.headers.slice(), body: fast.body };
+    return { status: fast.status, statusText: fast.statusText, headers: fitting(fast.headers.slice()), body: fast.body };
   }
   const n: globalThis.Response = fast ? fast.native! : res;
   validStatus(n.status, n.statusText);
   const headers: string[] = [];
   for (const [k, v] of n.headers) pushHeader(headers, k, v);
   const src = nativeSource(n);
-  return { status: n.status, statusText: n.statusText, headers, body: src ?? n.body };
+  return { status: n.status, statusText: n.statusText, headers: fitting(headers), body: src ?? n.body };
+}
+
+function fitting(headers: string[]): string[] {
+  if (!headersFit(headers)) {
+    throw new TypeError(`response headers over the limit (${MAX_RESPONSE_HEADERS} lines, ${MAX_RESPONSE_HEADER_BYTES} bytes)`);
+  }
+  return headers;
 }
 
 export { statusHasNoBody };

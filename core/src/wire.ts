@@ -64,6 +64,24 @@ export function contentLengthRule(status: number, fixedBody: boolean): 'server' 
   return fixedBody ? 'server' : 'handler';
 }
 
+/**
+ * The most response headers a handler may send: lines, and bytes counted as
+ * name + value + 4 (": " and CRLF) per line. Past either, the response is the
+ * bare 500 on every host, so a handler cannot make a server write (or stall
+ * on) an unbounded header block. Node's own limit for request headers is 16 KiB.
+ */
+export const MAX_RESPONSE_HEADERS = 1000;
+export const MAX_RESPONSE_HEADER_BYTES = 65536;
+
+/** Whether a flat [name, value, ...] header list stays within the limits above. */
+export function headersFit(flat: readonly string[]): boolean {
+  const n = flat.length;
+  if (n > 2 * MAX_RESPONSE_HEADERS) return false;
+  let bytes = 2 * n;
+  for (let i = 0; i < n; i++) bytes += flat[i]!.length;
+  return bytes <= MAX_RESPONSE_HEADER_BYTES;
+}
+
 /** RFC 9110 token (a header name, a method). */
 export function isToken(s: string): boolean {
   if (s.length === 0) return false;

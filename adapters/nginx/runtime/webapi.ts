@@ -18,6 +18,8 @@
  */
 
 /* eslint-disable @typescript-eslint/no-this-alias -- njs 0.7.9 code: closures capture the instance */
+import { isAscii, isFieldValue, isReasonPhrase, isToken as isTokenExact } from '../../../core/src/wire.js';
+
 type Any = any;
 
 // Installed-prototype flags. Primitives: cheap to clone, reset for every request.
@@ -32,13 +34,14 @@ let blobP = false;
 let fdP = false;
 
 /**
- * RFC 9110 token check. Regex tests cost ~2 µs each in njs 0.7.9, so the
- * common case goes through encodeURIComponent (native): it leaves exactly
- * A-Z a-z 0-9 - _ . ! ~ * ' ( ) alone, all token characters but "(" and ")".
+ * RFC 9110 token check (wire.ts). A loop costs ~0.1 µs a character in njs
+ * 0.7.9, so the common case goes through encodeURIComponent (native): it
+ * leaves exactly A-Z a-z 0-9 - _ . ! ~ * ' ( ) alone, all token characters but
+ * "(" and ")". Anything else gets the exact check.
  */
 function isToken(n: string): boolean {
   if (n.length > 0 && encodeURIComponent(n) === n) return n.indexOf('(') < 0 && n.indexOf(')') < 0;
-  return /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(n);
+  return isTokenExact(n);
 }
 
 /** The lower-cased header name, or null when `n` is not a token. The usual names are
@@ -68,7 +71,7 @@ function tokenLower(n: string): string | null {
 
 /** Normalizes (trims HTTP whitespace) and validates one header, then appends it.
  * Top-level, not in HB(): the text-Response fast path uses it on every request. */
-function headerPush(l: Any[], name: Any, value: Any): void {
+function headerPush(l: Any, name: Any, value: Any): void {
   const n = tokenLower(typeof name === 'string' ? name : String(name));
   if (n === null) throw new TypeError('Invalid header name: "' + name + '"');
   let v = typeof value === 'string' ? value : String(value);
@@ -85,12 +88,26 @@ function headerPush(l: Any[], name: Any, value: Any): void {
     case 'no-cache':
     case 'no-store':
       break;
-    default:
+    default: {
       // trim() strips a superset of HTTP whitespace: only then pay for the exact regex.
       if (v.trim() !== v) v = v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
-      if (v.indexOf('\n') >= 0 || v.indexOf('\r') >= 0 || v.indexOf('\0') >= 0) {
-        throw new TypeError('Invalid value for header "' + n + '"');
+      // Visible ASCII that encodeURI leaves alone, and spaces (each grows the encoding by exactly 2,
+      // anything else encoded grows it too): valid and ASCII, known from one or two native calls.
+      let e: string;
+      try {
+        e = encodeURI(v);
+      } catch (_e) {
+        e = ''; // a lone surrogate
       }
+      if (e !== v && e.length !== v.length + 2 * (v.split(' ').length - 1)) {
+        // wire.ts: control characters, DEL and anything above U+00FF are never sent. undici
+        // refuses CR, LF, NUL and > U+00FF here and the Node hosts the rest when they write;
+        // refusing all of them here gives the same bare 500.
+        if (!isFieldValue(v)) throw new TypeError('Invalid value for header "' + n + '"');
+        // U+0080..U+00FF go out as one byte each: the writer looks for them only in marked lists.
+        if (!isAscii(v)) l._l1 = true;
+      }
+    }
   }
   l.push(n, v);
 }
@@ -126,10 +143,12 @@ export function Headers(this: Any, init?: Any): Any {
 
 
 
-/** Flat [lowerName, value, ...] list of a Request/Response (no Headers object built). */
+/** Flat [lowerName, value, ...] list of a Request/Response (no Headers object built). A list
+ * holding a value with U+0080..U+00FF carries `_l1 = true` (headerPush sets it; copies keep it). */
 export function headerList(x: Any): string[] {
   return x._hd ? x._hd._l : x._h;
 }
+
 
 // ---------------------------------------------------------------- bodies
 
@@ -146,14 +165,30 @@ export function headerList(x: Any): string[] {
 /** Header and body helpers, created on first use in a request (nested functions cost
  * nothing until their factory runs; top-level ones are cloned for every request). */
 let hbCache: Any = null;
-function HB(): Any {
+export function HB(): Any {
   if (hbCache !== null) return hbCache;
+  /**
+   * Bytes start..end (byte offsets) of the view `u`, copied into a Uint8Array over a buffer of
+   * exactly that size. njs 0.7.9's TypedArray.prototype.slice copies from the
+   * start of the underlying buffer (it ignores the view's offset) and
+   * String.bytesFrom(view) takes the whole buffer; ArrayBuffer.prototype.slice,
+   * subarray, set() and TextDecoder are right. Never use a typed array's slice here.
+   */
+  function copyBytes(u: Any, start: number, end: number): Any {
+    return new Uint8Array(u.buffer.slice(u.byteOffset + start, u.byteOffset + end));
+  }
+
+  /** ArrayBuffer.isView, which in njs 0.7.9 is false for a DataView. */
+  function isView(x: Any): boolean {
+    return ArrayBuffer.isView(x) || x instanceof DataView;
+  }
   /** Validates and appends `init` (Headers, [[k, v]...], iterable or record) to a flat list. */
-  function fillHeaders(l: Any[], init: Any): void {
+  function fillHeaders(l: Any, init: Any): void {
     let i: number;
     if (init instanceof (Headers as Any)) {
       const src = init._l;
       for (i = 0; i < src.length; i++) l.push(src[i]);
+      if (src._l1) l._l1 = true;
       return;
     }
     if (typeof init !== 'object' && typeof init !== 'function') throw new TypeError('Headers init must be an object');
@@ -213,7 +248,7 @@ function HB(): Any {
       headerPush(this._l, name, value);
     };
     p.set = function (name: Any, value: Any) {
-      const tmp: Any[] = [];
+      const tmp: Any = [];
       headerPush(tmp, name, value);
       const l = this._l;
       let at = -1;
@@ -229,6 +264,7 @@ function HB(): Any {
         }
       }
       if (at < 0) l.push(tmp[0], tmp[1]);
+      if (tmp._l1) l._l1 = true;
     };
     p.get = function (name: Any) {
       return getJoined(this._l, lower(name));
@@ -297,8 +333,8 @@ function HB(): Any {
       o._b = new Uint8Array(body.slice(0));
       return null;
     }
-    if (ArrayBuffer.isView(body)) {
-      o._b = new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+    if (isView(body)) {
+      o._b = copyBytes(body, 0, body.byteLength);
       return null;
     }
     if (body instanceof (ReadableStream as Any)) {
@@ -316,7 +352,7 @@ function HB(): Any {
       return m[1];
     }
     if (body instanceof (Blob as Any)) {
-      o._b = body._u.slice(0);
+      o._b = copyBytes(body._u, 0, body._u.length);
       return body.type === '' ? null : body.type;
     }
     o._b = String(body);
@@ -346,7 +382,7 @@ function HB(): Any {
     o._used = true;
     if (b == null) return Promise.resolve(kind === 0 ? '' : new Uint8Array(0));
     if (typeof b === 'string') return Promise.resolve(kind === 0 ? b : new TextEncoder().encode(b));
-    if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : b.slice(0));
+    if (b instanceof Uint8Array) return Promise.resolve(kind === 0 ? new TextDecoder().decode(b) : copyBytes(b, 0, b.length));
     const reader = b.getReader();
     const chunks: Any[] = [];
     function step(): Any {
@@ -358,7 +394,7 @@ function HB(): Any {
         let c = res.value;
         if (typeof c === 'string') c = new TextEncoder().encode(c);
         else if (!(c instanceof Uint8Array)) {
-          if (ArrayBuffer.isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+          if (isView(c)) c = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
           else throw new TypeError('Received non-Uint8Array chunk');
         }
         chunks.push(c);
@@ -390,7 +426,7 @@ function HB(): Any {
     });
   }
   function toArrayBuffer(u: Any): Any {
-    return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
+    return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u.buffer : copyBytes(u, 0, u.byteLength).buffer;
   }
   /** Copies body for clone(): tees a stream, shares an immutable source. */
   function cloneBody(from: Any, to: Any): void {
@@ -414,12 +450,18 @@ function HB(): Any {
     }
     return o._hd;
   }
+  /** A copy of a header list, its `_l1` mark included. */
+  function copyList(l: Any): Any {
+    const c = l.slice(0);
+    if (l._l1) c._l1 = true;
+    return c;
+  }
   function hasName(l: string[], n: string): boolean {
     for (let i = 0; i < l.length; i += 2) if (l[i] === n) return true;
     return false;
   }
 
-  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, concat: concat, streamOfBytes: streamOfBytes, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName };
+  hbCache = { fillHeaders: fillHeaders, ensureHeaders: ensureHeaders, getJoined: getJoined, toBody: toBody, bodyStream: bodyStream, bodyUsed: bodyUsed, consume: consume, toArrayBuffer: toArrayBuffer, concat: concat, streamOfBytes: streamOfBytes, cloneBody: cloneBody, headersOf: headersOf, hasName: hasName, copyList: copyList, copyBytes: copyBytes, isView: isView };
   return hbCache;
 }
 // ---------------------------------------------------------------- Response
@@ -457,7 +499,7 @@ export function Response(this: Any, body?: Any, init?: Any): Any {
     }
     if (init.statusText !== undefined) {
       statusText = String(init.statusText);
-      if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(statusText)) throw new TypeError('Invalid statusText');
+      if (!isReasonPhrase(statusText)) throw new TypeError('Invalid statusText');
     }
     if (init.headers != null) HB().fillHeaders(h, init.headers);
   }
@@ -468,7 +510,7 @@ export function Response(this: Any, body?: Any, init?: Any): Any {
   this._h = h;
   const ct = HB().toBody(this, body);
   if (this._b != null && (status === 204 || status === 205 || status === 304)) throw new TypeError('Response with null body status cannot have body');
-  if (ct !== null && !HB().hasName(h, 'content-type')) h.push('content-type', ct);
+  if (ct !== null && !HB().hasName(h, 'content-type')) headerPush(h, 'content-type', ct);
 }
 
 /** Fast path of Response for a text body and a plain init; false = take the full path. */
@@ -581,7 +623,7 @@ function responseClone(this: Any): Any {
   c.statusText = this.statusText;
   c.ok = this.ok;
   if (this.type !== 'default') c.type = this.type;
-  c._h = headerList(this).slice(0);
+  c._h = HB().copyList(headerList(this));
   HB().cloneBody(this, c);
   return c;
 }
@@ -609,7 +651,7 @@ function responseRedirect(url: Any, status?: Any): Any {
   if (st !== 301 && st !== 302 && st !== 303 && st !== 307 && st !== 308) throw new RangeError('Invalid status code ' + st);
   const href = new (URL as Any)(String(url)).href;
   const res = new (Response as Any)(null, { status: st });
-  res._h.push('location', href);
+  headerPush(res._h, 'location', href);
   return res;
 }
 
@@ -651,6 +693,7 @@ export function Request(this: Any, input: Any, init?: Any): Any {
   else if (from) {
     const fl = headerList(from);
     for (let i = 0; i < fl.length; i++) h.push(fl[i]);
+    if ((fl as Any)._l1) (h as Any)._l1 = true;
   }
   this._h = h;
   this._sig = init != null && init.signal != null ? init.signal : from ? from._sig : null;
@@ -665,7 +708,7 @@ export function Request(this: Any, input: Any, init?: Any): Any {
   if (this._b != null && (method === 'GET' || method === 'HEAD')) {
     throw new TypeError('Request with GET/HEAD method cannot have body.');
   }
-  if (ct !== null && !HB().hasName(h, 'content-type')) h.push('content-type', ct);
+  if (ct !== null && !HB().hasName(h, 'content-type')) headerPush(h, 'content-type', ct);
 }
 
 function ensureRequest(): void {
@@ -694,7 +737,7 @@ function requestClone(this: Any): Any {
   const c = Object.create(Request.prototype);
   c.method = this.method;
   c._url = this.url;
-  c._h = headerList(this).slice(0);
+  c._h = HB().copyList(headerList(this));
   c._sig = this._sig;
   HB().cloneBody(this, c);
   return c;
@@ -744,6 +787,8 @@ function FD(): Any {
     return new TextEncoder().encode(s);
   }
   const concat = HB().concat;
+  const copyBytes = HB().copyBytes;
+  const isView = HB().isView;
   /** A Blob type: lower-cased, '' unless every character is printable ASCII. */
   function blobType(t: Any): string {
     if (t === undefined) return '';
@@ -761,10 +806,10 @@ function FD(): Any {
       return Promise.resolve(new TextDecoder().decode(this._u));
     };
     p.bytes = function () {
-      return Promise.resolve(this._u.slice(0));
+      return Promise.resolve(copyBytes(this._u, 0, this._u.length));
     };
     p.arrayBuffer = function () {
-      return Promise.resolve(this._u.slice(0).buffer);
+      return Promise.resolve(copyBytes(this._u, 0, this._u.length).buffer);
     };
     p.slice = function (start: Any, end: Any, type: Any) {
       const n = this._u.length;
@@ -772,10 +817,10 @@ function FD(): Any {
       let b = end === undefined ? n : Math.trunc(Number(end)) || 0;
       a = a < 0 ? Math.max(n + a, 0) : Math.min(a, n);
       b = b < 0 ? Math.max(n + b, 0) : Math.min(b, n);
-      return blobOf(this._u.slice(a, Math.max(a, b)), blobType(type));
+      return blobOf(copyBytes(this._u, a, Math.max(a, b)), blobType(type));
     };
     p.stream = function () {
-      return HB().streamOfBytes(this._u.slice(0));
+      return HB().streamOfBytes(copyBytes(this._u, 0, this._u.length));
     };
     // File.prototype inherits Blob.prototype (both objects already exist: they are only extended).
     Object.setPrototypeOf(File.prototype, Blob.prototype);
@@ -792,11 +837,11 @@ function FD(): Any {
         const x = st.value;
         if (x instanceof (Blob as Any)) list.push(x._u);
         else if (x instanceof ArrayBuffer) list.push(new Uint8Array(x.slice(0)));
-        else if (ArrayBuffer.isView(x)) list.push(new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength)));
+        else if (isView(x)) list.push(copyBytes(x, 0, x.byteLength));
         else list.push(enc(String(x)));
       }
     }
-    o._u = list.length === 1 ? list[0].slice(0) : concat(list);
+    o._u = list.length === 1 ? copyBytes(list[0], 0, list[0].length) : concat(list);
     o.size = o._u.length;
     o.type = options != null ? blobType(options.type) : '';
   }
@@ -971,7 +1016,7 @@ function FD(): Any {
       const name = unescapeName(param(disp, 'name'));
       if (name === undefined) throw new TypeError(bad);
       const filename = unescapeName(param(disp, 'filename'));
-      const content = u.slice(h + 4, end);
+      const content = copyBytes(u, h + 4, end);
       fd._e.push(name, filename === undefined ? new TextDecoder().decode(content) : fileOf(content, filename, blobType(type || 'text/plain')));
       p = end + next.length;
     }

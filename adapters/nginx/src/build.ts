@@ -5,7 +5,8 @@
  * the only form 0.7.9 accepts, and `nginx -t` loads the result.
  */
 import { builtinModules, createRequire } from 'node:module';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -33,8 +34,12 @@ export interface BuildOptions {
   runtimeDir?: string;
   /** Output file name inside outDir. */
   fileName?: string;
-  /** Load the result with `nginx -t` (default: when nginx is installed). */
+  /** Load the result in nginx and run its top level in njs (default: when nginx is installed). */
   validate?: boolean;
+  /** With validate: run the handler's init once as well (`tsgi nginx run` starting or reloading). */
+  init?: boolean;
+  /** js_preload_object globals the handler may read while loading (`--preload NAME=FILE.json`). */
+  preload?: { name: string; file: string }[];
   minify?: boolean;
 }
 
@@ -54,7 +59,7 @@ export interface BuildReport extends LoadTimeCounts {
   /** The handler's share (bundle minus the bridge runtime alone), when the baseline could be built. */
   handler?: LoadTimeCounts & { estimatedUsPerRequest: number };
   warnings: string[];
-  /** true when `nginx -t` loaded the module. */
+  /** true when nginx loaded the module and njs ran its top level (the handler has a fetch). */
   validated: boolean;
 }
 
@@ -557,6 +562,81 @@ http {
   }
 }
 
+/**
+ * Loads the bundle in a one-shot nginx (its own temp dir, a Unix socket, no
+ * master process) and asks the bridge's `check` entry in one request. nginx
+ * only compiles an njs module when it reads its config; njs 0.7.9 runs the
+ * module's top level per request, so a throw while loading, a handler
+ * without fetch and (init) a failing init show up only then. Resolves to
+ * null, or the problem in one line.
+ */
+export async function loadInNjs(file: string, opts: { init?: boolean; preload?: { name: string; file: string }[] } = {}): Promise<string | null> {
+  const nginx = nginxBinary();
+  const mod = findJsModule();
+  const dir = mkdtempSync(join(tmpdir(), 'tsgi-njs-load-'));
+  const sock = join(dir, 'check.sock');
+  const log = join(dir, 'error.log');
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `load_module ${mod};
+daemon off;
+master_process off;
+pid ${dir}/nginx.pid;
+error_log ${log} error;
+events { worker_connections 16; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  js_import tsgi from ${file};
+${(opts.preload ?? []).map((p) => `  js_preload_object ${p.name} from ${p.file};\n`).join('')}  server {
+    listen unix:${sock};
+    location / { js_content tsgi.check; }
+  }
+}
+`,
+  );
+  const proc = spawn(nginx, ['-p', dir, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<void>((res) => proc.once('exit', () => res()));
+  const readLog = (): string => (existsSync(log) ? readFileSync(log, 'utf8') : '');
+  try {
+    const deadline = Date.now() + 15_000;
+    while (!existsSync(sock)) {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        const text = `${stderr}\n${readLog()}`;
+        const line = text.split('\n').find((l) => l.includes('[emerg]')) ?? text.trim().split('\n')[0] ?? '';
+        return `nginx rejected the njs bundle ${file}: ${line.replace(/^.*\[emerg\] \d+#\d+: /, '')}`;
+      }
+      if (Date.now() > deadline) return `nginx did not start to load ${file}`;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const answer = await new Promise<{ status: number; body: string }>((res, rej) => {
+      const req = httpRequest({ socketPath: sock, path: opts.init ? '/?init=1' : '/', timeout: 30_000 }, (resp) => {
+        let body = '';
+        resp.setEncoding('utf8');
+        resp.on('data', (c: string) => (body += c));
+        resp.on('end', () => res({ status: resp.statusCode ?? 0, body }));
+      });
+      req.on('timeout', () => req.destroy(new Error('no answer from the load check within 30 s')));
+      req.on('error', rej);
+      req.end();
+    });
+    if (answer.status === 200 && answer.body === 'tsgi-check: ok') return null;
+    if (answer.body.startsWith('tsgi-check: ')) return answer.body.slice(12).trim();
+    // njs could not even run the module: its exception is in the error log.
+    const m = /js exception: ([^\n]*)/.exec(readLog());
+    return m ? `throws while loading in njs: ${m[1]!.trim()}` : `njs could not run it (status ${answer.status})`;
+  } finally {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   const handler = resolve(opts.handler);
   if (!existsSync(handler) || !statSync(handler).isFile()) throw new StartupError(`handler not found: ${handler}`);
@@ -614,10 +694,8 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   }
 
   if (opts.validate !== false && (opts.validate === true || nginxBinary(false))) {
-    const v = validateWithNginx(file);
-    if (!v.ok) {
-      throw new StartupError(`nginx rejected the njs bundle ${file}: ${v.message.split('\n').find((l) => l.includes('emerg') || l.includes('Error')) ?? v.message.split('\n')[0]}`);
-    }
+    const problem = await loadInNjs(file, { init: opts.init, preload: opts.preload });
+    if (problem !== null) throw new StartupError(problem.startsWith('nginx ') ? problem : `${label}: ${problem}`);
     report.validated = true;
   }
   return { file, report };

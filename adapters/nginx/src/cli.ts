@@ -156,7 +156,7 @@ async function cmdBuild(a: Args): Promise<number> {
   const handler = handlerArg(a);
   const out = one(a, '-o', '--out');
   if (!out) throw new StartupError('build needs -o <dir>');
-  const r = await buildNjs({ handler, outDir: out });
+  const r = await buildNjs({ handler, outDir: out, preload: preloads(a) });
   console.log(formatReport(r));
   return 0;
 }
@@ -358,8 +358,8 @@ async function cmdRun(a: Args): Promise<number> {
   };
   try {
     if (mode === 'embedded') {
-      // esbuild's service process would otherwise live as long as we do.
-      const r = await buildNjs({ handler, outDir: dir, validate: false }).finally(stopEsbuild);
+      // Loaded in njs before nginx starts: a handler that cannot work stops here with one line.
+      const r = await buildNjs({ handler, outDir: dir, validate: true, init: true, preload }).finally(stopEsbuild);
       for (const w of r.report.warnings) console.error(`tsgi nginx: warning: ${w}`);
       bundle = r.file;
     } else {
@@ -448,7 +448,7 @@ async function cmdRun(a: Args): Promise<number> {
             if (!ok) throw new StartupError('a new worker did not start; the old workers keep serving');
           } else {
             // Build next to the live bundle; only a bundle nginx accepts replaces it.
-            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true }).finally(stopEsbuild);
+            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true, init: true, preload }).finally(stopEsbuild);
             renameSync(next.file, bundle!);
             await reloadNginx(m);
           }

@@ -60,6 +60,23 @@ function logFormat(mode: Mode): string {
   return `log_format tsgi '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time${hook}';`;
 }
 
+/**
+ * "1" when the request line is origin-form and Host is plain host[:port] characters within
+ * wire.ts isAuthority (a subset: letters, digits, . _ ~ -, a port up to 65535, 255 bytes at most).
+ * Such a request goes to the bridge's `plain` entry, which takes Host as the authority without
+ * running wire.ts requestAuthority (its per-character loop is slow in njs 0.7.9); anything else
+ * goes to `content` and gets the full check there. The regex is a subset of the rule, never a copy
+ * of it: whatever it does not accept, requestAuthority decides.
+ */
+export const PLAIN_HOST_VAR = 'tsgi_plain_host';
+export function plainHostMap(): string[] {
+  const port = '(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?';
+  return [
+    `# wire.ts: Host is the request's authority when the target is origin-form (the bridge checks the rest)`,
+    `map "$http_host $request" $${PLAIN_HOST_VAR} { default ""; "~*^[a-z0-9._~-]{1,250}${port} [^ ]+ /" 1; }`,
+  ];
+}
+
 /** http-level directives of the tsgi site (without the server block). */
 export function httpPart(o: SiteOptions): string {
   const lines: string[] = [];
@@ -83,6 +100,7 @@ export function httpPart(o: SiteOptions): string {
       `# the WWW-Authenticate of a 401 from authenticate, for auth_request-guarded locations`,
       `# (auth_request does not pass it on from a js_content subrequest by itself)`,
       `map $host $tsgi_auth_challenge { default $sent_http_www_authenticate; }`,
+      ...plainHostMap(),
       ...(o.preload ?? []).map((p) => `js_preload_object ${p.name} from ${q(p.file)};`),
       `# streamed chunks (r.send) leave at once`,
       `postpone_output 0;`,
@@ -158,6 +176,8 @@ export function serverPart(o: SiteOptions): string {
       `  # a response without Content-Type keeps none (as on Node), instead of nginx's default_type`,
       `  default_type "";`,
       `  js_content ${NJS_MODULE}.content;`,
+      `  # the usual request (origin-form target, plain Host), vetted in C: the bridge need not check it again`,
+      `  if ($${PLAIN_HOST_VAR}) { js_content ${NJS_MODULE}.plain; }`,
       `}`,
     );
   } else {
@@ -221,6 +241,8 @@ export function mainConf(o: MainOptions): string {
     `pid ${o.dir}/nginx.pid;`,
     `error_log stderr ${o.errorLogLevel ?? 'warn'};`,
     o.mode === 'embedded' ? `load_module ${o.jsModule};` : '',
+    // the $tsgi_plain_host map's regex runs on every request
+    o.mode === 'embedded' ? `pcre_jit on;` : '',
     `events { worker_connections 4096; }`,
     `http {`,
     mime ? `  include ${mime};` : '',
@@ -259,6 +281,7 @@ export function snippet(o: SiteOptions & { buildDir?: string; handler: string })
           `# 1. tsgi nginx build ${o.handler} -o ${o.buildDir}`,
           `# 2. in the main context (nginx.conf, outside http):`,
           `#      load_module modules/ngx_http_js_module.so;`,
+          `#      pcre_jit on;   # the $${PLAIN_HOST_VAR} map below runs a regex per request`,
           `# 3. in the http block:`,
         ]
       : [

@@ -1,11 +1,11 @@
 // tsgi nginx build: clear failures for what njs cannot run, the load-time report, and real
 // lowering (f(await x), classes, destructuring, spread...) checked by running the bundle in nginx.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNjs, validateWithNginx } from '../src/build.js';
-import { fixturesDir, runCli, startNginx, type Running } from './helpers.js';
+import { fixturesDir, freePort, runCli, startNginx, type Running } from './helpers.js';
 
 const out = mkdtempSync(join(tmpdir(), 'tsgi-build-test-'));
 let srv: Running;
@@ -43,6 +43,55 @@ describe('tsgi nginx build: what njs cannot run fails the build', () => {
 
   it('a missing handler', async () => {
     await expect(buildNjs({ handler: join(fixturesDir, 'nope.ts'), outDir: out })).rejects.toThrow(/handler not found/);
+  });
+});
+
+describe('tsgi nginx build and run (embedded): a handler that cannot work stops with one line', () => {
+  const f = (name: string): string => join(fixturesDir, name);
+  it('build: no fetch, a throw while loading (also one only njs throws), a hook that is not a function', async () => {
+    const cases: [string, RegExp][] = [
+      ['no-fetch.ts', /no-fetch\.ts: the default export must be an object with a fetch\(request, ctx\) method$/],
+      ['throws-at-load.ts', /throws-at-load\.ts: throws while loading in njs: SyntaxError/],
+      ['njs-only-throw.ts', /njs-only-throw\.ts: throws while loading in njs: TypeError.*replaceAll/],
+      ['bad-hook.ts', /bad-hook\.ts: log must be a function$/],
+    ];
+    for (const [name, re] of cases) {
+      const r = await runCli(['nginx', 'build', f(name), '-o', join(out, 'bad-' + name)]);
+      expect(r.code, name).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^tsgi nginx: /);
+      expect(lines[0]).toMatch(re);
+    }
+  });
+
+  it('build does not run init; run does: a failing init stops it with one line, nothing left behind', async () => {
+    const b = await runCli(['nginx', 'build', f('init-fails.ts'), '-o', join(out, 'init-fails')]);
+    expect(b.code, b.stderr).toBe(0);
+    const before = readdirSync(tmpdir()).filter((d) => d.startsWith('tsgi-njs-load-'));
+    for (const [name, re] of [
+      ['init-fails.ts', /init-fails\.ts: init failed: database unreachable$/],
+      ['no-fetch.ts', /no-fetch\.ts: the default export must be an object/],
+      ['throws-at-load.ts', /throws-at-load\.ts: throws while loading in njs: SyntaxError/],
+    ] as const) {
+      const r = await runCli(['nginx', 'run', f(name), '--port', String(await freePort())]);
+      expect(r.code, name).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(re);
+      expect(r.stderr).not.toContain('ready');
+    }
+    // The one-shot nginx of the load check leaves nothing.
+    expect(readdirSync(tmpdir()).filter((d) => d.startsWith('tsgi-njs-load-') && !before.includes(d))).toEqual([]);
+  });
+
+  it('a handler reading a --preload global while loading builds with --preload, not without', async () => {
+    const json = join(fixturesDir, 'config.json');
+    const ok = await runCli(['nginx', 'build', f('reads-preload.ts'), '-o', join(out, 'preload'), '--preload', `tsgiConfig=${json}`]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const no = await runCli(['nginx', 'build', f('reads-preload.ts'), '-o', join(out, 'no-preload')]);
+    expect(no.code).toBe(1);
+    expect(no.stderr.trim()).toMatch(/reads-preload\.ts: throws while loading in njs: ReferenceError: "tsgiConfig" is not defined/);
   });
 });
 

@@ -109,13 +109,22 @@ http {
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`nginx exited: ${stderr}${readIf(join(dir, 'error.log'))}`);
-    try {
-      await fetch(url + '/__ping');
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`nginx did not start: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
+    let failure: string | undefined;
+    if (proc.exitCode !== null) failure = `nginx exited: ${stderr}${readIf(join(dir, 'error.log'))}`;
+    else {
+      try {
+        await fetch(url + '/__ping');
+        break;
+      } catch {
+        if (Date.now() > deadline) failure = `nginx did not start: ${stderr}`;
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    if (failure !== undefined) {
+      // Nothing is left behind when nginx never came up (a bundle it rejected, say).
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(failure);
     }
   }
   return {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { adler32, allBytes, bytesEqual, bytesOf, enc, expectJSON, expectText, get, pattern } from './shared.js';
+import { EDGE_SIZES, allBytes, bytesEqual, bytesOf, enc, expectJSON, expectText, get, noise, noiseText } from './shared.js';
 
 export const bodyCases: ConformanceCase[] = [
   // ---- response body types -----------------------------------------------
@@ -100,26 +100,61 @@ export const bodyCases: ConformanceCase[] = [
   },
   {
     id: 'body.large-response',
-    title: 'a 3 MiB Uint8Array response arrives complete and exact',
+    title: 'a 3 MiB Uint8Array response (noise) arrives complete and exact',
     async run(t) {
       const size = 3 * 1024 * 1024 + 17;
       const res = await t.fetch(`/large?size=${size}`);
       assert.equal(res.status, 200);
-      const got = await bytesOf(res);
-      assert.equal(got.length, size);
-      assert.equal(adler32(got), adler32(pattern(size)));
+      bytesEqual(await bytesOf(res), noise(size), `/large?size=${size}`);
     },
   },
   {
     id: 'body.large-stream',
-    title: 'a 3 MiB streamed response (64 KiB chunks) arrives complete and exact',
+    title: 'a 3 MiB streamed response (64 KiB chunks of noise) arrives complete and exact',
     async run(t) {
       const size = 3 * 1024 * 1024 + 5;
       const res = await t.fetch(`/large/stream?size=${size}`);
       assert.equal(res.status, 200);
-      const got = await bytesOf(res);
-      assert.equal(got.length, size);
-      assert.equal(adler32(got), adler32(pattern(size)));
+      bytesEqual(await bytesOf(res), noise(size), `/large/stream?size=${size}`);
+    },
+  },
+  {
+    id: 'body.edge-sizes',
+    title: 'byte bodies of 64 KiB - 1, 64 KiB, 64 KiB + 1 and ~300 KB (Uint8Array, ArrayBuffer, offset view, DataView, fast Response) arrive exact',
+    async run(t) {
+      for (const form of ['u8', 'ab', 'view', 'dataview', 'fast']) {
+        for (const size of EDGE_SIZES) {
+          const path = `/large/bytes?form=${form}&size=${size}`;
+          const res = await t.fetch(path);
+          assert.equal(res.status, 200, path);
+          const cl = res.headers.get('content-length');
+          if (cl !== null) assert.equal(Number(cl), size, `${path}: content-length`);
+          bytesEqual(await bytesOf(res), noise(size), path);
+        }
+      }
+    },
+  },
+  {
+    id: 'body.edge-sizes-string',
+    title: 'string bodies whose UTF-8 is 64 KiB - 1, 64 KiB, 64 KiB + 1 and ~300 KB, with characters across each 64 KiB boundary, arrive exact',
+    async run(t) {
+      for (const size of EDGE_SIZES) {
+        const text = noiseText(size);
+        const want = enc.encode(text);
+        const r = await t.exchange(
+          Buffer.concat([
+            Buffer.from(
+              `POST /echo/string HTTP/1.1\r\nHost: ${t.host}\r\nContent-Type: text/plain;charset=UTF-8\r\n` +
+                `Content-Length: ${want.length}\r\nConnection: close\r\n\r\n`,
+            ),
+            want,
+          ]),
+        );
+        assert.equal(r.status, 200, `${size}: status`);
+        const cl = r.get('content-length');
+        if (cl !== null) assert.equal(Number(cl), size, `${size}: content-length`);
+        bytesEqual(r.body, want, `string body of ${size} bytes`);
+      }
     },
   },
 ];

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { SECRET, expectBare500, get, noInjectedHeader, stillFine } from './shared.js';
+import { SECRET, expectBare500, expectWire500, get, noInjectedHeader, stillFine } from './shared.js';
 
 export const errorsCases: ConformanceCase[] = [
   // ---- errors ------------------------------------------------------------
@@ -56,6 +56,22 @@ export const errorsCases: ConformanceCase[] = [
       const r = await t.exchange(get(t, '/crlf/headers', 'Connection: close\r\n'));
       noInjectedHeader(r, '/crlf/headers');
       assert.equal(r.status, 500);
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'error.ctl-header',
+    title: 'a control character (U+0001, DEL) in a header value gives the bare 500, from Response and fast Response',
+    async run(t) {
+      for (const q of ['kind=ctl', 'kind=del', 'kind=ctl&fast=1', 'kind=del&fast=1']) await expectWire500(t, `/headers/value?${q}`);
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'error.non-latin1-header',
+    title: 'a character above U+00FF (U+20AC) in a header value gives the bare 500, from Response and fast Response',
+    async run(t) {
+      for (const q of ['kind=wide', 'kind=wide&fast=1']) await expectWire500(t, `/headers/value?${q}`);
       await stillFine(t);
     },
   },

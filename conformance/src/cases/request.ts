@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { NJS_NO_SHARED_STATE, adler32, allBytes, bytesEqual, bytesOf, enc, expectBare500, expectJSON, expectText, get, noise, stillFine } from './shared.js';
+import { EDGE_SIZES, NJS_NO_SHARED_STATE, adler32, allBytes, bytesEqual, bytesOf, enc, expectBare500, expectJSON, expectText, get, noise, noiseText, stillFine } from './shared.js';
 
 export const requestCases: ConformanceCase[] = [
   // ---- request headers and bodies ----------------------------------------
@@ -270,6 +270,58 @@ export const requestCases: ConformanceCase[] = [
         const res = await expectText(t, '/method', 200, method, { method });
         assert.equal(res.headers.get('x-method'), method);
       }
+    },
+  },
+  {
+    id: 'req.edge-sizes',
+    title: 'request bodies of 64 KiB - 1 to ~300 KB read whole by arrayBuffer, bytes, blob, body stream and text (UTF-8 across 64 KiB boundaries)',
+    async run(t) {
+      for (const size of EDGE_SIZES) {
+        const data = noise(size, 0x1234567 + size);
+        const want = { length: size, adler32: adler32(data), first: data[0], last: data[size - 1] };
+        for (const read of ['ab', 'bytes', 'blob', 'stream']) {
+          const got = await expectJSON(t, `/echo/read?read=${read}`, { method: 'POST', body: data });
+          assert.deepEqual(got, want, `${size} bytes read by ${read}`);
+        }
+        const text = enc.encode(noiseText(size));
+        const got = await expectJSON(t, '/echo/read?read=text', {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain;charset=UTF-8' },
+          body: text,
+        });
+        assert.deepEqual(got, { length: size, adler32: adler32(text), first: text[0], last: text[size - 1] }, `${size} bytes read by text`);
+      }
+    },
+  },
+  {
+    id: 'req.edge-sizes-echo',
+    title: 'request bodies of 64 KiB - 1 to ~300 KB echoed back as a Uint8Array arrive exact',
+    async run(t) {
+      for (const size of EDGE_SIZES) {
+        const data = noise(size, 0x7654321 + size);
+        const res = await t.fetch('/echo/body', { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: data });
+        assert.equal(res.status, 200);
+        bytesEqual(await bytesOf(res), data, `echo of ${size} bytes`);
+      }
+    },
+  },
+  {
+    id: 'req.obs-text-header',
+    title: 'request header bytes 0x80-0xFF reach the handler as one character each (latin1)',
+    async run(t) {
+      const r = await t.exchange(
+        Buffer.concat([
+          Buffer.from(`GET /echo/header-codes?name=x-obs HTTP/1.1\r\nHost: ${t.host}\r\nX-Obs: caf`),
+          Buffer.from([0xe9, 0x20, 0xc3, 0xa9, 0x20, 0xff]),
+          Buffer.from('\r\nConnection: close\r\n\r\n'),
+        ]),
+      );
+      assert.equal(r.status, 200, r.body.toString());
+      assert.deepEqual(JSON.parse(r.body.toString()), {
+        codes: [99, 97, 102, 0xe9, 0x20, 0xc3, 0xa9, 0x20, 0xff],
+        value: 'caf\u00e9 \u00c3\u00a9 \u00ff',
+        length: 9,
+      });
     },
   },
 ];

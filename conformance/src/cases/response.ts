@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { adler32, enc, expectText, get } from './shared.js';
+import { NJS_NO_REASON_PHRASE, adler32, enc, expectText, expectWire500, get, stillFine } from './shared.js';
 
 export const responseCases: ConformanceCase[] = [
   // ---- response headers --------------------------------------------------
@@ -170,6 +170,7 @@ export const responseCases: ConformanceCase[] = [
   {
     id: 'response.status-text',
     title: "a Response's statusText is the reason phrase on the wire (fast and native); an empty one gives the standard phrase",
+    optOut: { 'nginx:embedded': NJS_NO_REASON_PHRASE },
     async run(t) {
       for (const [path, line, body] of [
         ['/status-text/native', 'HTTP/1.1 202 Custom Reason', 'native reason'],
@@ -196,6 +197,35 @@ export const responseCases: ConformanceCase[] = [
         assert.equal(r.get('x-added'), null, `${kind}: a header added to init later reached the wire`);
         assert.equal(r.body.toString(), 'before', `${kind}: body`);
       }
+    },
+  },
+  {
+    id: 'hdr.latin1-value',
+    title: 'U+00E9 in a header value goes on the wire as the one byte E9 (latin1), from Response and fast Response',
+    async run(t) {
+      for (const q of ['', '&fast=1']) {
+        const r = await t.exchange(get(t, `/headers/value?kind=latin1${q}`, 'Connection: close\r\n'));
+        assert.equal(r.status, 200, r.body.toString());
+        // The raw client reads the head as latin1: E9 is 'é', the UTF-8 pair C3 A9 would be 'Ã©'.
+        assert.equal(r.get('x-value'), 'caf\u00e9', `x-value${q}: ${JSON.stringify(r.get('x-value'))}`);
+      }
+    },
+  },
+  {
+    id: 'hdr.limits',
+    title: 'response headers: 1000 lines and 64 KiB of them are sent; one line or one byte more gives the bare 500, and the server goes on',
+    async run(t) {
+      const ok = await t.exchange(get(t, '/headers/many?count=1000&bytes=20000', 'Connection: close\r\n'));
+      assert.equal(ok.status, 200, '1000 header lines');
+      assert.equal(ok.headers.filter(([k]) => k.toLowerCase().startsWith('x-h-')).length, 1000, '1000 header lines sent');
+      await expectWire500(t, '/headers/many?count=1001&bytes=20000', 'x-h-0');
+      const big = await t.exchange(get(t, '/headers/many?count=2&bytes=65536', 'Connection: close\r\n'));
+      assert.equal(big.status, 200, '64 KiB of header lines');
+      assert.equal((big.get('x-h-0') ?? '').length + (big.get('x-h-1') ?? '').length + 2 * 9, 65536, '64 KiB of header lines sent');
+      await expectWire500(t, '/headers/many?count=2&bytes=65537', 'x-h-0');
+      // 20,000 headers: refused as fast as the limit allows, not written one by one.
+      await expectWire500(t, '/headers/many?count=20000&bytes=400000', 'x-h-0');
+      await stillFine(t);
     },
   },
 ];

@@ -34,12 +34,6 @@ export function adler32(bytes: Uint8Array): number {
   return b * 65536 + a;
 }
 
-export function pattern(size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  for (let i = 0; i < size; i++) out[i] = (i * 31 + 7) & 255;
-  return out;
-}
-
 /** Deterministic pseudo-random bytes (xorshift32). */
 export function noise(size: number, seed = 0x9e3779b9): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(size);
@@ -98,6 +92,18 @@ export async function expectBare500(t: CaseContext, path: string, init?: Request
   }
 }
 
+/**
+ * The bare 500 read off the wire: status line `500 Internal Server Error`, body
+ * `Internal Server Error\n` as text/plain;charset=UTF-8, nothing of the failed response.
+ */
+export async function expectWire500(t: CaseContext, path: string, leaked = 'x-value'): Promise<void> {
+  const r = await t.exchange(get(t, path, 'Connection: close\r\n'));
+  assert.equal(`${r.status} ${r.reason}`, '500 Internal Server Error', `${path}: status line (body ${JSON.stringify(r.body.toString().slice(0, 200))})`);
+  assert.equal(r.body.toString(), 'Internal Server Error\n', `${path}: body`);
+  assert.equal(r.get('content-type'), 'text/plain;charset=UTF-8', `${path}: content-type`);
+  assert.equal(r.get(leaked), null, `${path}: the failed response's ${leaked} header reached the wire`);
+}
+
 export function bytesEqual(got: Uint8Array, want: Uint8Array, what: string): void {
   assert.equal(got.length, want.length, `${what}: length`);
   for (let i = 0; i < want.length; i++) {
@@ -140,3 +146,44 @@ export async function sendOverLimit(t: CaseContext, head: string, chunked: boole
 export const NJS_NO_SHARED_STATE =
   'njs 0.7.9 builds a fresh VM per request and has no shared dictionary (js_shared_dict_zone came in 0.8.0), ' +
   'so what one request records cannot be read by a later one';
+
+// ---------------------------------------------------------------- large bodies
+
+/**
+ * Body sizes on both sides of the 64 KiB buffer size most servers (and njs's
+ * send path) work in, and one of a few hundred KB that spans several buffers.
+ */
+export const EDGE_SIZES = [65535, 65536, 65537, 300_007];
+
+/**
+ * Text whose UTF-8 form is exactly `bytes` long, with 1- to 4-byte characters
+ * chosen by noise(), and a 4-byte character straddling every 64 KiB boundary
+ * inside it (a decoder or a writer that splits there must keep it whole).
+ */
+export function noiseText(bytes: number, seed = 0x2545f491): string {
+  const r = noise(bytes, seed);
+  let out = '';
+  let len = 0;
+  for (let i = 0; len < bytes; i++) {
+    const b = r[i]!;
+    const toNext = (Math.floor(len / 65536) + 1) * 65536 - len;
+    let size = (b & 3) + 1;
+    if (toNext < bytes - len) {
+      // Close to a boundary inside the text: take a character that crosses it, never one that ends on it.
+      if (toNext <= 3) size = Math.min(4, bytes - len);
+      else if (size === toNext) size = 2;
+    }
+    if (size > bytes - len) size = 1;
+    if (size === 1) out += String.fromCharCode(0x20 + (b % 95));
+    else if (size === 2) out += String.fromCharCode(0x100 + b);
+    else if (size === 3) out += String.fromCharCode(0x4e00 + b);
+    else out += String.fromCodePoint(0x1f300 + b);
+    len += size;
+  }
+  return out;
+}
+
+// statusText on the status line: njs 0.7.9 cannot set it.
+export const NJS_NO_REASON_PHRASE =
+  'njs 0.7.9 cannot set the reason phrase: r.status takes only a number and nothing in ngx_http_js_module sets ' +
+  "headers_out.status_line, so nginx writes its standard phrase for the status";

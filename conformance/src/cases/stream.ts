@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ConformanceCase } from './shared.js';
-import { NJS_NO_SHARED_STATE, SECRET, expectBare500, expectText, get, stillFine } from './shared.js';
+import { EDGE_SIZES, NJS_NO_SHARED_STATE, SECRET, bytesEqual, bytesOf, expectBare500, expectText, get, noise, stillFine } from './shared.js';
 import type { CaseContext, RawResponse } from '../client.js';
 
 export const streamCases: ConformanceCase[] = [
@@ -127,6 +127,73 @@ export const streamCases: ConformanceCase[] = [
       assert.equal(open.stream, 'open', 'client gone later: the handler did not run');
       c.close();
       await expectReleased(t, later, before.open, 'client gone later');
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'stream.edge-chunks',
+    title: 'streams of 64 KiB - 1 to ~300 KB in chunks below, at and above 64 KiB (views into one buffer) arrive exact',
+    async run(t) {
+      for (const chunk of [1000, 65535, 65536, 65537, 200_000]) {
+        for (const size of EDGE_SIZES) {
+          const path = `/large/stream?size=${size}&chunk=${chunk}`;
+          const res = await t.fetch(path);
+          assert.equal(res.status, 200, path);
+          bytesEqual(await bytesOf(res), noise(size), path);
+        }
+      }
+    },
+  },
+  {
+    id: 'stream.head-before-first-chunk',
+    title: "a stream's head goes out before a slow first chunk (the head waits at most a few ms)",
+    async run(t) {
+      const c = await t.connect();
+      try {
+        await c.write(get(t, '/stream/late-first?ms=1500'));
+        await c.waitForData();
+        const got = c.received();
+        // The fixture holds its first chunk for 1.5 s; the head may wait for it only briefly.
+        assert.match(got, /^HTTP\/1\.1 200/);
+        assert.ok(got.includes('\r\n\r\n'), `the head arrived in pieces: ${JSON.stringify(got)}`);
+        assert.ok(!got.includes('late'), 'the head waited for the first chunk');
+        const r = await c.readResponse();
+        assert.equal(r.body.toString(), 'late');
+      } finally {
+        c.close();
+      }
+    },
+  },
+  {
+    id: 'stream.declared-length',
+    title: "a stream's declared Content-Length is kept when the stream delivers exactly that many bytes",
+    async run(t) {
+      const r = await t.exchange(get(t, '/stream/declared?len=70000&chunks=65536,4464', 'Connection: close\r\n'));
+      assert.equal(r.status, 200);
+      assert.equal(r.get('content-length'), '70000');
+      assert.equal(r.get('transfer-encoding'), null);
+      bytesEqual(r.body, Buffer.concat([noise(65536, 1), noise(4464, 2)]), 'declared-length stream');
+    },
+  },
+  {
+    id: 'stream.length-mismatch',
+    title: 'a stream that delivers fewer or more bytes than its declared Content-Length never looks complete (cut, or a bare 500)',
+    async run(t) {
+      for (const q of ['len=10&chunks=3,2', 'len=10&chunks=6,9']) {
+        const c = await t.connect();
+        try {
+          await c.write(get(t, `/stream/declared?${q}`));
+          let complete: RawResponse | undefined;
+          try {
+            complete = await c.readResponse();
+          } catch {
+            // Closed before the declared length: the client can tell.
+          }
+          if (complete) assert.equal(complete.status, 500, `${q}: a ${complete.status} with ${complete.body.length} bytes looked complete`);
+        } finally {
+          c.close();
+        }
+      }
       await stillFine(t);
     },
   },

@@ -89,10 +89,15 @@ export const urlCases: ConformanceCase[] = [
   },
   {
     id: 'url.absolute-form-authority',
-    title: 'an absolute-form target names the authority: it wins over a different Host header',
+    title: "an absolute-form target's authority wins over the Host header",
     async run(t) {
-      const body = await echoTarget(t, 'http://authority.example:8080/echo/url?form=authority');
-      assert.equal(body.url, 'http://authority.example:8080/echo/url?form=authority');
+      const r = await t.exchange(
+        `GET http://other.example:8123/echo/url?a=1 HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(r.status, 200, r.body.toString());
+      const body = JSON.parse(r.body.toString()) as { url: string; host: string };
+      assert.equal(body.url, 'http://other.example:8123/echo/url?a=1');
+      assert.equal(body.host, t.host, 'the Host header itself is unchanged');
     },
   },
   {
@@ -109,10 +114,14 @@ export const urlCases: ConformanceCase[] = [
   },
   {
     id: 'url.malformed-host',
-    title: 'a malformed Host (a/x@y) gets 400 before the handler runs',
+    title: 'a malformed Host (a/x@y, userinfo, a bad port, stray characters) gets 400 before the handler runs',
     async run(t) {
       const key = t.key('bad-host');
       await refused(t, `GET /signal/check?key=${key} HTTP/1.1\r\nHost: a/x@y\r\nConnection: close\r\n\r\n`, key);
+      for (const host of [`user@${t.host}`, 'a.example:99999', 'a.example:1:2', '[::1', 'a%20b.example', 'a!b.example']) {
+        const r = await t.exchange(`GET /echo/url HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        assert.equal(r.status, 400, `Host: ${host} got ${r.status} ${r.body.toString().slice(0, 200)}`);
+      }
     },
   },
 ];
