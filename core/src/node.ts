@@ -3,3 +3,5 @@ export { Lifecycle, RequestContext } from './lifecycle.js';
 export { loadHandler, initHandler, compileTypeScript, StartupError, type Compiled, type LoadOptions } from './load.js';
 export { LazyRequest, absoluteUrl, originUrl } from './lazy-request.js';
 export { bindListenHandle, checkBoundPort, listenError, type ListenHandle } from './listen-handle.js';
+export { EXIT_STARTUP, Backoff, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, BACKOFF_RESET_MS, startupReason } from './node/policy.js';
+export { shutdown, type ShutdownSteps } from './node/shutdown.js';
