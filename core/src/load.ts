@@ -70,14 +70,19 @@ export async function loadHandler(path: string): Promise<Handler> {
   try {
     mod = await import(pathToFileURL(target).href);
   } catch (err) {
-    const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
-    throw new StartupError(`cannot load handler ${file}: ${msg}`);
+    throw loadFailure(file, err);
   }
   try {
     return assertHandler(mod, file);
   } catch (err) {
     throw new StartupError((err as Error).message);
   }
+}
+
+/** The one line for a handler module that threw while loading (hosts that import it themselves say the same). */
+export function loadFailure(file: string, err: unknown): StartupError {
+  const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  return new StartupError(`cannot load handler ${file}: ${msg}`);
 }
 
 /** Runs `init`, turning a failure into a StartupError. */

@@ -14,7 +14,7 @@ import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'nod
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { StartupError } from '@tsgi/core/node';
-import type { WorkerConfig } from './worker.js';
+import type { WorkerConfig, WorkerFailed } from './worker.js';
 
 const EXIT_STARTUP = 78;
 
@@ -172,7 +172,10 @@ export class Supervisor {
       slot.child = child;
       slot.startedAt = Date.now();
       let up = false;
-      child.on('message', (m: { tsgi?: string }) => {
+      // The worker's own one line (a throw at load, no fetch, a failing init), sent before it exits 78.
+      let reason: string | undefined;
+      child.on('message', (m: { tsgi?: string } | WorkerFailed) => {
+        if (m?.tsgi === 'failed') reason = (m as WorkerFailed).reason;
         if (m?.tsgi !== 'ready' || up) return;
         up = true;
         this.writeState();
@@ -181,12 +184,12 @@ export class Supervisor {
       child.once('error', (err) => {
         if (!up) reject(new StartupError(`cannot start a Node worker: ${err.message}`));
       });
+      // 'close', not 'exit': it comes after the IPC channel is drained, so the reason has arrived.
+      child.once('close', (code, signal) => {
+        if (!up) reject(new StartupError(reason ?? `the Node worker failed to start (${signal ?? `exit ${code}`})`));
+      });
       child.once('exit', (code, signal) => {
-        if (!up) {
-          reject(new StartupError(`the Node worker failed to start (${signal ?? `exit ${code}`})`));
-          return;
-        }
-        this.onExit(slot, child, code, signal);
+        if (up) this.onExit(slot, child, code, signal);
       });
     });
   }

@@ -15,6 +15,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
+import { loadFailure } from '@tsgi/core/node';
 import { toNodeListener } from '@tsgi/node-http';
 
 /** Exit code of a worker that cannot start (bad handler, failing init): not respawned. */
@@ -28,6 +29,12 @@ export interface WorkerConfig {
   /** host:port nginx listens on: the authority of an HTTP/1.0 request without Host. */
   authority: string;
   maxBody: number;
+}
+
+/** What a worker that cannot start tells the supervisor before it exits 78: the one line to print. */
+export interface WorkerFailed {
+  tsgi: 'failed';
+  reason: string;
 }
 
 /** The headers nginx sets for the worker (config.ts proxyCommon); the handler never sees them. */
@@ -44,23 +51,43 @@ function configFromSupervisor(): Promise<WorkerConfig> {
   });
 }
 
+/** The supervisor prints the reason, once (decision 9: one line); the worker only exits 78. */
+async function cannotStart(err: unknown): Promise<never> {
+  const reason = err instanceof Error ? err.message : String(err);
+  const send = process.send?.bind(process);
+  if (send) await new Promise<void>((sent) => send({ tsgi: 'failed', reason } satisfies WorkerFailed, () => sent()));
+  else console.error(`tsgi: ${reason}`);
+  process.exit(EXIT_STARTUP);
+}
+
 function refuse(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))]);
   res.end(text);
 }
 
-export async function runWorker(mod: unknown, where: string): Promise<void> {
-  let handler: Handler;
-  try {
-    handler = assertHandler(mod, where);
-  } catch (err) {
-    console.error(`tsgi: ${(err as Error).message}`);
-    process.exit(EXIT_STARTUP);
-  }
+/**
+ * `load` imports the handler module (the bundle's lazy import of it), so a module that throws while
+ * loading is a start-up failure like a missing fetch or a failing init, reported the same way.
+ */
+export async function runWorker(load: () => Promise<unknown>, where: string): Promise<void> {
+  // Listening before anything awaits: the supervisor sends the config right after spawning us.
+  const config = configFromSupervisor();
   // The supervisor gone before we listen: nothing to drain.
   const orphaned = (): never => process.exit(0);
   process.once('disconnect', orphaned);
-  const cfg = await configFromSupervisor();
+  let handler: Handler;
+  try {
+    let mod: unknown;
+    try {
+      mod = await load();
+    } catch (err) {
+      throw loadFailure(where, err);
+    }
+    handler = assertHandler(mod, where);
+  } catch (err) {
+    return cannotStart(err);
+  }
+  const cfg = await config;
   const secret = Buffer.from(cfg.secret, 'latin1');
   // The authority of each admitted request, decided before the handler runs (read when it asks for request.url).
   const authorities = new WeakMap<IncomingMessage, string>();
@@ -75,8 +102,7 @@ export async function runWorker(mod: unknown, where: string): Promise<void> {
   try {
     await listener.ready;
   } catch (err) {
-    console.error(`tsgi: ${(err as Error).message}`);
-    process.exit(EXIT_STARTUP);
+    return cannotStart(err);
   }
 
   let warned = false;
