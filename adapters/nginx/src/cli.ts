@@ -454,7 +454,8 @@ async function cmdRun(a: Args): Promise<number> {
           }
           console.error('tsgi nginx: reloaded');
         } catch (err) {
-          console.error(`tsgi nginx: reload failed: ${(err as Error).message}`);
+          // A stop during the reload ends it; that is no failure to report.
+          if (!stopping) console.error(`tsgi nginx: reload failed: ${(err as Error).message}`);
         }
       });
     };

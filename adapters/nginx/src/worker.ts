@@ -14,6 +14,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Server as NetServer } from 'node:net';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
 import { loadFailure } from '@tsgi/core/node';
 import { toNodeListener } from '@tsgi/node-http';
@@ -133,11 +134,14 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     );
     if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
     authorities.set(req, where.authority);
+    // Draining: answer, then close (Connection: close), so nginx does not keep the connection.
+    if (stopping) res.shouldKeepAlive = false;
     listener(req, res);
   };
 
-  // Longer than nginx's upstream keepalive_timeout (60 s): nginx closes idle connections first.
-  // No Host is fine: nginx forwards an HTTP/1.0 request without one as HTTP/1.1.
+  // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
+  // so it never sends a request on one we are closing. No Host is fine: nginx forwards an HTTP/1.0
+  // request without one as HTTP/1.1.
   const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false }, serve);
   server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
 
@@ -145,12 +149,17 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    const closed = new Promise<void>((r) => server.close(() => r()));
-    server.closeIdleConnections();
-    const drained = await listener.lifecycle.drain(Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
-    if (!drained) console.error('[tsgi] worker shutdown: in-flight work still running; closing anyway');
+    const deadline = Date.now() + (Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
+    // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
+    // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
+    // request on them. net.Server#close calls back once nginx has closed every connection (within its
+    // keepalive_timeout, or after the Connection: close answer to the next request on it).
+    const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
+    const timeLeft = (): Promise<false> => new Promise((r) => setTimeout(() => r(false), Math.max(0, deadline - Date.now())).unref());
+    const allClosed = await Promise.race([closed, timeLeft()]);
+    const drained = await listener.lifecycle.drain(Math.max(0, deadline - Date.now()));
+    if (!allClosed || !drained) console.error('[tsgi] worker shutdown: in-flight work still running at the graceful timeout; closing anyway');
     server.closeAllConnections();
-    await closed;
     if (handler.close) {
       try {
         await handler.close();

@@ -40,25 +40,40 @@ describe('nginx workers mode faults', () => {
     for (const pid of childrenOf(master)) expect(policy(pid)).toBe(0);
   });
 
-  it('a worker killed under load: only in-flight requests may fail, the worker is respawned, service goes on', async () => {
+  /** Sends `signal` to worker `index` under load; resolves once the supervisor respawned it and the load stopped. */
+  async function signalUnderLoad(index: number, signal: NodeJS.Signals) {
     const before = workersState(srv.dir);
     const l = load(`${srv.url}/slow?ms=20`, CONCURRENCY);
     await sleep(500);
-    process.kill(before.pids[0]!, 'SIGKILL');
+    process.kill(before.pids[index]!, signal);
     await waitFor(() => {
       const s = workersState(srv.dir);
-      return s.respawns === before.respawns + 1 && s.pids[0] !== before.pids[0] && s.pids[0]! > 0;
+      return s.respawns === before.respawns + 1 && s.pids[index] !== before.pids[index] && s.pids[index]! > 0;
     }, 20_000, 'the respawned worker');
     await sleep(500);
-    const r = await l.stop();
-    // At most the requests in flight in the dead worker fail (nginx retries idempotent ones).
+    return { before, r: await l.stop(), after: workersState(srv.dir) };
+  }
+
+  it('a worker killed under load: only in-flight requests may fail, the worker is respawned, service goes on', async () => {
+    const { before, r, after } = await signalUnderLoad(0, 'SIGKILL');
+    // At most what nginx had handed to the dead worker fails, as 502s: nginx re-runs nothing (proxy_next_upstream off).
     expect(r.failed, JSON.stringify(r)).toBeLessThanOrEqual(CONCURRENCY);
+    expect(Object.keys(r.statuses).filter((k) => k !== '200' && k !== '502'), JSON.stringify(r)).toEqual([]);
     expect(r.ok).toBeGreaterThan(0);
-    const after = workersState(srv.dir);
     expect(alive(after.pids[0]!)).toBe(true);
     expect(after.pids[1]).toBe(before.pids[1]);
     expect(srv.stderr()).toContain(`worker ${before.pids[0]} died (SIGKILL); respawning`);
     expect(await get('/')).toBe(200);
+  });
+
+  it('a worker sent SIGTERM under load (recycled): it serves what nginx sends on its open connections until nginx closes them, zero failed requests, respawned', async () => {
+    const { before, r } = await signalUnderLoad(1, 'SIGTERM');
+    // nginx never retries (proxy_next_upstream off): a request lost to the worker closing a connection nginx was reusing would show here.
+    expect(r.failed, JSON.stringify(r)).toBe(0);
+    expect(r.retried, JSON.stringify(r)).toBe(0);
+    expect(r.ok).toBeGreaterThan(0);
+    expect(alive(before.pids[1]!)).toBe(false);
+    expect(srv.stderr()).toContain(`worker ${before.pids[1]} died (exit 0); respawning`);
   });
 
   it('nginx -s reload under load: zero failed requests', async () => {
@@ -104,5 +119,27 @@ describe('nginx workers mode faults', () => {
     expect(await srv.stop()).toBe(0);
     expect(existsSync(srv.dir)).toBe(false);
     for (const pid of [...pids, master]) expect(alive(pid)).toBe(false);
+  });
+});
+
+describe('nginx workers mode: SIGTERM in the middle of a SIGHUP reload', () => {
+  it('stops gracefully (exit 0, no SIGKILL needed): the request in flight completes, old and new workers end, the temp dir goes', async () => {
+    const s = await startNginx(join(fixturesDir, 'hello.ts'), ['--workers', '2']);
+    try {
+      const before = workersState(s.dir);
+      s.proc.kill('SIGHUP');
+      await waitFor(() => workersState(s.dir).pids[0] !== before.pids[0], 60_000, 'the first worker to roll');
+      // Held by the nginx worker the second step of the reload retires: that step waits for it.
+      const slow = fetch(`${s.url}/slow?ms=3000`).then((r) => r.status);
+      await waitFor(() => workersState(s.dir).pids[1] !== before.pids[1], 60_000, 'the second new worker');
+      const mid = workersState(s.dir);
+      expect(await s.stop()).toBe(0);
+      expect(await slow).toBe(200);
+      expect(existsSync(s.dir)).toBe(false);
+      for (const pid of [...before.pids, ...mid.pids]) expect(alive(pid), `worker ${pid} left running`).toBe(false);
+      expect(s.stderr()).not.toContain('reload failed');
+    } finally {
+      await s.stop();
+    }
   });
 });
