@@ -13,7 +13,7 @@
  * access phase from the headers nginx set, and hides those headers from the handler.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
 import { Server as NetServer } from 'node:net';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
 import { loadFailure } from '@tsgi/core/node';
@@ -59,6 +59,35 @@ async function cannotStart(err: unknown): Promise<never> {
   if (send) await new Promise<void>((sent) => send({ tsgi: 'failed', reason } satisfies WorkerFailed, () => sent()));
   else console.error(`tsgi: ${reason}`);
   process.exit(EXIT_STARTUP);
+}
+
+/** How long a response waits for the rest of a request body the handler did not read (HoldEndResponse). */
+const HOLD_END_MS = 1_000;
+
+/**
+ * nginx 1.22, proxying an upload unbuffered (proxy_request_buffering off, so uploads stream), drops
+ * keep-alive on the client's connection, without saying so, when the worker's answer ends before nginx
+ * has read the whole request body (ngx_http_finalize_connection: reading_body). So the end of a response
+ * waits until the request body has arrived (what nobody reads is discarded, as Node does after the
+ * response anyway), up to HOLD_END_MS; after that it ends, and nginx closes that client connection.
+ */
+class HoldEndResponse extends ServerResponse {
+  override end(...args: unknown[]): this {
+    const req = this.req;
+    const framed = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    if (!framed || req.complete || req.destroyed) return (super.end as (...a: unknown[]) => this)(...args);
+    const go = (): void => {
+      clearTimeout(timer);
+      req.off('end', go);
+      req.off('close', go);
+      (super.end as (...a: unknown[]) => this)(...args);
+    };
+    const timer = setTimeout(go, HOLD_END_MS);
+    req.once('end', go);
+    req.once('close', go);
+    if (req.readableFlowing === null) req.resume();
+    return this;
+  }
 }
 
 function refuse(res: ServerResponse, status: number, text: string): void {
@@ -142,7 +171,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
   // so it never sends a request on one we are closing. No Host is fine: nginx forwards an HTTP/1.0
   // request without one as HTTP/1.1.
-  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false }, serve);
+  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false, ServerResponse: HoldEndResponse }, serve);
   server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
 
   let stopping = false;
