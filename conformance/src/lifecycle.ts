@@ -330,10 +330,18 @@ function outputLines(text: string): string[] {
 export function describeLifecycle(target: LifecycleTarget): void {
   const key = target.mode ? `${target.server}:${target.mode}` : target.server;
   describe(`lifecycle: ${target.name} (${key})`, () => {
-    const root = mkdtempSync(join(tmpdir(), 'tsgi-lifecycle-'));
-    // Workers may run as an unprivileged user: everything here must be reachable by it.
-    chmodSync(root, 0o755);
-    afterAll(() => rmSync(root, { recursive: true, force: true }));
+    // Made by the first case that runs: a filtered-out describe runs no afterAll, and would leave it behind.
+    let root: string | undefined;
+    const rootDir = (): string => {
+      if (root) return root;
+      root = mkdtempSync(join(tmpdir(), 'tsgi-lifecycle-'));
+      // Workers may run as an unprivileged user: everything here must be reachable by it.
+      chmodSync(root, 0o755);
+      return root;
+    };
+    afterAll(() => {
+      if (root) rmSync(root, { recursive: true, force: true });
+    });
     let n = 0;
     for (const c of lifecycleCases) {
       const out = optOutFor(c, target);
@@ -344,7 +352,7 @@ export function describeLifecycle(target: LifecycleTarget): void {
         continue;
       }
       it(`${c.id}: ${c.title}`, { timeout: 180_000 }, async () => {
-        const dir = join(root, `case-${++n}`);
+        const dir = join(rootDir(), `case-${++n}`);
         mkdirSync(dir, { mode: 0o755 });
         chmodSync(dir, 0o777);
         const markers = join(dir, 'markers.log');
