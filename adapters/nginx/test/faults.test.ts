@@ -1,10 +1,10 @@
 // Workers mode under faults: a worker killed under load, nginx reloaded under load, and the
 // supervisor's graceful reload (SIGHUP: workers rolled one at a time) under load.
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alive, childrenOf, uidOf } from '@tsgi/conformance/testing';
+import { alive, childrenOf, cmdline, freePort, tsgiBin, uidOf } from '@tsgi/conformance/testing';
 import { fixturesDir, load, sleep, startNginx, waitFor, workersState, type Running } from './helpers.js';
 
 const CONCURRENCY = 8;
@@ -140,6 +140,41 @@ describe('nginx workers mode: SIGTERM in the middle of a SIGHUP reload', () => {
       expect(s.stderr()).not.toContain('reload failed');
     } finally {
       await s.stop();
+    }
+  });
+});
+
+describe('nginx workers mode: SIGTERM while starting', () => {
+  it('is a graceful stop once started: exit 0, never ready, no worker and no temp dir left', async () => {
+    const port = await freePort();
+    const proc = spawn(process.execPath, [tsgiBin, 'nginx', 'run', join(fixturesDir, 'hello.ts'), '--port', String(port), '--workers', '2'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    proc.stderr!.on('data', (d) => (err += d));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+    let worker = 0;
+    let dir = '';
+    try {
+      // The first Node worker runs: the temp dir exists, nginx is not started yet.
+      await waitFor(
+        () =>
+          childrenOf(proc.pid!).some((c) => {
+            const m = /(\/\S*\/tsgi-nginx-[^/\s]+)\/worker\.mjs/.exec(cmdline(c));
+            if (m) [worker, dir] = [c, m[1]!];
+            return !!m;
+          }),
+        60_000,
+        'the first Node worker',
+      );
+      proc.kill('SIGTERM');
+      expect(await exited, err).toEqual({ code: 0, signal: null });
+      expect(err).not.toContain('ready on');
+      expect(existsSync(dir), `${dir} left behind`).toBe(false);
+      expect(alive(worker)).toBe(false);
+    } finally {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      if (dir) rmSync(dir, { recursive: true, force: true });
     }
   });
 });
