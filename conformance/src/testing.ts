@@ -112,6 +112,8 @@ export interface LoadResult {
   bodies: Record<string, number>;
   /** The URLs of the failed requests. */
   failedUrls: string[];
+  /** The URLs retried after a reset connection (a client's retry, not a server's). */
+  retriedUrls: string[];
 }
 
 /**
@@ -124,7 +126,7 @@ export interface LoadResult {
  */
 export function load(target: string | ((n: number) => string), concurrency = 8, countBodies = false): { stop(): Promise<LoadResult> } {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0, bodies: {}, failedUrls: [] };
+  const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0, bodies: {}, failedUrls: [], retriedUrls: [] };
   let running = true;
   let n = 0;
   const once = (): Promise<void> =>
@@ -158,6 +160,7 @@ export function load(target: string | ((n: number) => string), concurrency = 8, 
         req.on('error', (e: NodeJS.ErrnoException) => {
           if (retriesLeft > 0 && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
             r.retried++;
+            r.retriedUrls.push(url);
             return attempt(retriesLeft - 1);
           }
           r.failed++;

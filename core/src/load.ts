@@ -226,8 +226,7 @@ export async function loadHandler(path: string, opts: LoadOptions = {}): Promise
     } catch (err) {
       // Another process that compiled a newer version of this handler pruned ours first: compile again.
       if (compiled && attempt === 1 && !existsSync(compiled.file)) continue;
-      const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
-      throw new StartupError(`cannot load handler ${file}: ${msg}`);
+      throw loadFailure(file, err);
     } finally {
       compiled?.dispose();
     }
@@ -237,6 +236,12 @@ export async function loadHandler(path: string, opts: LoadOptions = {}): Promise
   } catch (err) {
     throw new StartupError((err as Error).message);
   }
+}
+
+/** The one line for a handler module that threw while loading (hosts that import it themselves say the same). */
+export function loadFailure(file: string, err: unknown): StartupError {
+  const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  return new StartupError(`cannot load handler ${file}: ${msg}`);
 }
 
 /** Runs `init`, turning a failure into a StartupError. */

@@ -306,6 +306,18 @@ async function cmdRun(a: Args): Promise<number> {
   // A SIGHUP while starting would kill us (default action) and leave the temp dir; ignore it until ready.
   const earlyHup = (): void => console.error('tsgi nginx: SIGHUP ignored while starting');
   process.on('SIGHUP', earlyHup);
+  // A stop asked for while starting (its default action would leave the temp dir) happens once started.
+  let stopAsked = false;
+  const earlyStop = (): void => {
+    stopAsked = true;
+  };
+  process.on('SIGTERM', earlyStop);
+  process.on('SIGINT', earlyStop);
+  const offEarly = (): void => {
+    process.off('SIGHUP', earlyHup);
+    process.off('SIGTERM', earlyStop);
+    process.off('SIGINT', earlyStop);
+  };
 
   // Everything nginx and the workers read lives here (the project dir may be 0700), and nobody else
   // may enter it: it holds the conf with the workers' secret, the bundle, the sockets and the log FIFO.
@@ -395,12 +407,8 @@ async function cmdRun(a: Args): Promise<number> {
       : [nginx, ['-p', dir, '-c', conf]];
     master = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     await waitForPort(host, port, master);
-    console.error(
-      `tsgi nginx: ready on http://${host.includes(':') ? `[${host}]` : host}:${port}${location} ` +
-        `(${mode}${workers ? `, ${workers} Node worker${workers > 1 ? 's' : ''}` : ''}; conf ${conf})`,
-    );
   } catch (err) {
-    process.off('SIGHUP', earlyHup);
+    offEarly();
     master?.kill('SIGKILL');
     await sup?.stop(2_000);
     cleanup();
@@ -454,20 +462,27 @@ async function cmdRun(a: Args): Promise<number> {
           }
           console.error('tsgi nginx: reloaded');
         } catch (err) {
-          console.error(`tsgi nginx: reload failed: ${(err as Error).message}`);
+          // A stop during the reload ends it; that is no failure to report.
+          if (!stopping) console.error(`tsgi nginx: reload failed: ${(err as Error).message}`);
         }
       });
     };
     process.on('SIGINT', onStop);
     process.on('SIGTERM', onStop);
     process.on('SIGHUP', onHup);
-    process.off('SIGHUP', earlyHup);
+    offEarly();
     m.once('exit', (code, signal) => {
       if (stopping) return;
       stopping = true;
       console.error(`tsgi nginx: nginx exited unexpectedly (${signal ?? `exit ${code}`})`);
       void finish(1);
     });
+    if (stopAsked) return onStop();
+    // Only now: whoever reads this line may signal us at once.
+    console.error(
+      `tsgi nginx: ready on http://${host.includes(':') ? `[${host}]` : host}:${port}${location} ` +
+        `(${mode}${workers ? `, ${workers} Node worker${workers > 1 ? 's' : ''}` : ''}; conf ${conf})`,
+    );
   });
 }
 

@@ -113,7 +113,9 @@ export function httpPart(o: SiteOptions): string {
       `upstream ${UPSTREAM} {`,
       ...o.sockets!.map((s) => `  server unix:${s} max_fails=0;`),
       `  keepalive 64;`,
-      `  keepalive_timeout 60s;`,
+      // nginx, not the worker, closes idle connections (the worker waits 75 s), so it never reuses one the
+      // worker is closing; short, because a draining worker waits for nginx to close its idle connections.
+      `  keepalive_timeout 4s;`,
       `}`,
     );
   }
@@ -155,9 +157,13 @@ export function proxyCommon(o: { secret?: string } = {}): string[] {
     // Uploads reach the worker as they arrive, as on the other hosts.
     `proxy_request_buffering off;`,
     `proxy_read_timeout 300s;`,
-    // A worker that vanished mid-reuse of a keep-alive connection: try again (GET/HEAD only).
-    `proxy_next_upstream error timeout;`,
-    `proxy_next_upstream_tries 3;`,
+    // Never re-run a request on another worker: what a dead worker was handed fails with 502 (a request
+    // that kills workers must not take them all down in turn). nginx cannot tell a connect error from
+    // a failure after sending (both are "error" in ngx_http_upstream_next); none is left to retry: the
+    // supervisor keeps each socket listening while its worker respawns, a draining worker serves
+    // its open connections until nginx closes them, and a reload retires a worker only once the
+    // nginx workers that knew its socket are gone.
+    `proxy_next_upstream off;`,
   ];
 }
 

@@ -14,7 +14,7 @@ import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'nod
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { StartupError } from '@tsgi/core/node';
-import type { WorkerConfig } from './worker.js';
+import type { WorkerConfig, WorkerFailed } from './worker.js';
 
 const EXIT_STARTUP = 78;
 
@@ -111,12 +111,17 @@ interface Slot {
   /** Consecutive quick crashes, for the backoff. */
   crashes: number;
   startedAt: number;
+  /** Never respawned again (being retired, or kept for nginx workers that still use it). */
   retired: boolean;
+  /** Set once: the worker stopped, the socket closed and removed. */
+  retiring?: Promise<void>;
   respawnTimer?: NodeJS.Timeout;
 }
 
 export class Supervisor {
   private slots: Slot[] = [];
+  /** Every slot not yet retired, also those a reload is starting or has just replaced: stop() ends them all. */
+  private live = new Set<Slot>();
   private stopping = false;
   private log: (msg: string) => void;
   /** Respawns so far (tests and logs). */
@@ -142,7 +147,9 @@ export class Supervisor {
 
   private newSlot(index: number, generation: number, entry = this.o.entry): Slot {
     const socket = join(this.o.socketDir, `worker-${index}-${generation}.sock`);
-    return { index, entry, generation, socket, handle: createSocketHandle(socket, this.o.gid), crashes: 0, startedAt: 0, retired: false };
+    const slot: Slot = { index, entry, generation, socket, handle: createSocketHandle(socket, this.o.gid), crashes: 0, startedAt: 0, retired: false };
+    this.live.add(slot);
+    return slot;
   }
 
   private writeState(): void {
@@ -172,7 +179,10 @@ export class Supervisor {
       slot.child = child;
       slot.startedAt = Date.now();
       let up = false;
-      child.on('message', (m: { tsgi?: string }) => {
+      // The worker's own one line (a throw at load, no fetch, a failing init), sent before it exits 78.
+      let reason: string | undefined;
+      child.on('message', (m: { tsgi?: string } | WorkerFailed) => {
+        if (m?.tsgi === 'failed') reason = (m as WorkerFailed).reason;
         if (m?.tsgi !== 'ready' || up) return;
         up = true;
         this.writeState();
@@ -181,12 +191,12 @@ export class Supervisor {
       child.once('error', (err) => {
         if (!up) reject(new StartupError(`cannot start a Node worker: ${err.message}`));
       });
+      // 'close', not 'exit': it comes after the IPC channel is drained, so the reason has arrived.
+      child.once('close', (code, signal) => {
+        if (!up) reject(new StartupError(reason ?? `the Node worker failed to start (${signal ?? `exit ${code}`})`));
+      });
       child.once('exit', (code, signal) => {
-        if (!up) {
-          reject(new StartupError(`the Node worker failed to start (${signal ?? `exit ${code}`})`));
-          return;
-        }
-        this.onExit(slot, child, code, signal);
+        if (up) this.onExit(slot, child, code, signal);
       });
     });
   }
@@ -222,33 +232,38 @@ export class Supervisor {
     }
   }
 
-  private async retire(slot: Slot, graceMs: number): Promise<void> {
+  /** Stops a slot's worker (SIGTERM: it drains; SIGKILL after `graceMs`) and removes its socket. Idempotent. */
+  private retire(slot: Slot, graceMs: number): Promise<void> {
     slot.retired = true;
     if (slot.respawnTimer) clearTimeout(slot.respawnTimer);
-    const child = slot.child;
-    if (child && child.exitCode === null && child.signalCode === null) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-        child.once('exit', () => {
-          clearTimeout(t);
-          resolve();
+    return (slot.retiring ??= (async () => {
+      const child = slot.child;
+      if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+          child.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          child.kill('SIGTERM');
         });
-        child.kill('SIGTERM');
-      });
-    }
-    slot.handle.close();
-    try {
-      unlinkSync(slot.socket);
-    } catch {
-      /* already gone */
-    }
+      }
+      slot.handle.close();
+      try {
+        unlinkSync(slot.socket);
+      } catch {
+        /* already gone */
+      }
+      this.live.delete(slot);
+    })());
   }
 
   /**
    * Graceful reload: for each worker, start a replacement on a fresh socket,
-   * let `reloadNginx` move nginx onto the new socket list, then drain the old one.
+   * let `reloadNginx` move nginx onto the new socket list (it resolves once the
+   * nginx workers that knew the old socket are gone), then drain the old one.
    * `entry`: a rebuilt worker bundle for the new workers. Resolves false when a
-   * new worker could not start (the old ones keep serving).
+   * new worker could not start (the old ones keep serving) or a stop began.
    */
   async roll(reloadNginx: (sockets: string[]) => Promise<void>, entry?: string): Promise<boolean> {
     for (let i = 0; i < this.slots.length; i++) {
@@ -258,19 +273,22 @@ export class Supervisor {
       try {
         await this.launch(fresh);
       } catch (err) {
-        fresh.retired = true;
-        fresh.handle.close();
-        try {
-          unlinkSync(fresh.socket);
-        } catch {
-          /* gone */
-        }
-        this.log(`reload: the new worker failed to start, keeping the old one: ${(err as Error).message}`);
+        await this.retire(fresh, 0);
+        if (!this.stopping) this.log(`reload: the new worker failed to start, keeping the old one: ${(err as Error).message}`);
         return false;
       }
+      // A stop that began meanwhile ends `fresh` too (it is live).
+      if (this.stopping) return false;
       this.slots[i] = fresh;
       this.writeState();
-      await reloadNginx(this.sockets);
+      try {
+        await reloadNginx(this.sockets);
+      } catch (err) {
+        // nginx did not finish (an old nginx worker still serving, or nginx gone): the old worker may still
+        // be serving it, so it is kept, not respawned, and stopped with the rest by stop().
+        old.retired = true;
+        throw err;
+      }
       await this.retire(old, 15_000);
     }
     if (entry) this.o.entry = entry;
@@ -279,6 +297,6 @@ export class Supervisor {
 
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.slots.map((s) => this.retire(s, graceMs)));
+    await Promise.all([...this.live].map((s) => this.retire(s, graceMs)));
   }
 }

@@ -13,8 +13,10 @@
  * access phase from the headers nginx set, and hides those headers from the handler.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
+import { Server as NetServer } from 'node:net';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
+import { loadFailure } from '@tsgi/core/node';
 import { toNodeListener } from '@tsgi/node-http';
 
 /** Exit code of a worker that cannot start (bad handler, failing init): not respawned. */
@@ -28,6 +30,12 @@ export interface WorkerConfig {
   /** host:port nginx listens on: the authority of an HTTP/1.0 request without Host. */
   authority: string;
   maxBody: number;
+}
+
+/** What a worker that cannot start tells the supervisor before it exits 78: the one line to print. */
+export interface WorkerFailed {
+  tsgi: 'failed';
+  reason: string;
 }
 
 /** The headers nginx sets for the worker (config.ts proxyCommon); the handler never sees them. */
@@ -44,23 +52,72 @@ function configFromSupervisor(): Promise<WorkerConfig> {
   });
 }
 
+/** The supervisor prints the reason, once (decision 9: one line); the worker only exits 78. */
+async function cannotStart(err: unknown): Promise<never> {
+  const reason = err instanceof Error ? err.message : String(err);
+  const send = process.send?.bind(process);
+  if (send) await new Promise<void>((sent) => send({ tsgi: 'failed', reason } satisfies WorkerFailed, () => sent()));
+  else console.error(`tsgi: ${reason}`);
+  process.exit(EXIT_STARTUP);
+}
+
+/** How long a response waits for the rest of a request body the handler did not read (HoldEndResponse). */
+const HOLD_END_MS = 1_000;
+
+/**
+ * nginx 1.22, proxying an upload unbuffered (proxy_request_buffering off, so uploads stream), drops
+ * keep-alive on the client's connection, without saying so, when the worker's answer ends before nginx
+ * has read the whole request body (ngx_http_finalize_connection: reading_body). So the end of a response
+ * waits until the request body has arrived (what nobody reads is discarded, as Node does after the
+ * response anyway), up to HOLD_END_MS; after that it ends, and nginx closes that client connection.
+ */
+class HoldEndResponse extends ServerResponse {
+  override end(...args: unknown[]): this {
+    const req = this.req;
+    const framed = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    if (!framed || req.complete || req.destroyed) return (super.end as (...a: unknown[]) => this)(...args);
+    const go = (): void => {
+      clearTimeout(timer);
+      req.off('end', go);
+      req.off('close', go);
+      (super.end as (...a: unknown[]) => this)(...args);
+    };
+    const timer = setTimeout(go, HOLD_END_MS);
+    req.once('end', go);
+    req.once('close', go);
+    if (req.readableFlowing === null) req.resume();
+    return this;
+  }
+}
+
 function refuse(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))]);
   res.end(text);
 }
 
-export async function runWorker(mod: unknown, where: string): Promise<void> {
-  let handler: Handler;
-  try {
-    handler = assertHandler(mod, where);
-  } catch (err) {
-    console.error(`tsgi: ${(err as Error).message}`);
-    process.exit(EXIT_STARTUP);
-  }
+/**
+ * `load` imports the handler module (the bundle's lazy import of it), so a module that throws while
+ * loading is a start-up failure like a missing fetch or a failing init, reported the same way.
+ */
+export async function runWorker(load: () => Promise<unknown>, where: string): Promise<void> {
+  // Listening before anything awaits: the supervisor sends the config right after spawning us.
+  const config = configFromSupervisor();
   // The supervisor gone before we listen: nothing to drain.
   const orphaned = (): never => process.exit(0);
   process.once('disconnect', orphaned);
-  const cfg = await configFromSupervisor();
+  let handler: Handler;
+  try {
+    let mod: unknown;
+    try {
+      mod = await load();
+    } catch (err) {
+      throw loadFailure(where, err);
+    }
+    handler = assertHandler(mod, where);
+  } catch (err) {
+    return cannotStart(err);
+  }
+  const cfg = await config;
   const secret = Buffer.from(cfg.secret, 'latin1');
   // The authority of each admitted request, decided before the handler runs (read when it asks for request.url).
   const authorities = new WeakMap<IncomingMessage, string>();
@@ -75,8 +132,7 @@ export async function runWorker(mod: unknown, where: string): Promise<void> {
   try {
     await listener.ready;
   } catch (err) {
-    console.error(`tsgi: ${(err as Error).message}`);
-    process.exit(EXIT_STARTUP);
+    return cannotStart(err);
   }
 
   let warned = false;
@@ -107,24 +163,32 @@ export async function runWorker(mod: unknown, where: string): Promise<void> {
     );
     if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
     authorities.set(req, where.authority);
+    // Draining: answer, then close (Connection: close), so nginx does not keep the connection.
+    if (stopping) res.shouldKeepAlive = false;
     listener(req, res);
   };
 
-  // Longer than nginx's upstream keepalive_timeout (60 s): nginx closes idle connections first.
-  // No Host is fine: nginx forwards an HTTP/1.0 request without one as HTTP/1.1.
-  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false }, serve);
+  // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
+  // so it never sends a request on one we are closing. No Host is fine: nginx forwards an HTTP/1.0
+  // request without one as HTTP/1.1.
+  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false, ServerResponse: HoldEndResponse }, serve);
   server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
 
   let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    const closed = new Promise<void>((r) => server.close(() => r()));
-    server.closeIdleConnections();
-    const drained = await listener.lifecycle.drain(Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
-    if (!drained) console.error('[tsgi] worker shutdown: in-flight work still running; closing anyway');
+    const deadline = Date.now() + (Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
+    // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
+    // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
+    // request on them. net.Server#close calls back once nginx has closed every connection (within its
+    // keepalive_timeout, or after the Connection: close answer to the next request on it).
+    const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
+    const timeLeft = (): Promise<false> => new Promise((r) => setTimeout(() => r(false), Math.max(0, deadline - Date.now())).unref());
+    const allClosed = await Promise.race([closed, timeLeft()]);
+    const drained = await listener.lifecycle.drain(Math.max(0, deadline - Date.now()));
+    if (!allClosed || !drained) console.error('[tsgi] worker shutdown: in-flight work still running at the graceful timeout; closing anyway');
     server.closeAllConnections();
-    await closed;
     if (handler.close) {
       try {
         await handler.close();

@@ -46,9 +46,10 @@ export async function buildWorkerBundle(
   if (!existsSync(file) || !statSync(file).isFile()) throw new StartupError(`handler not found: ${file}`);
   const worker = join(here, 'worker.js');
   const out = join(outDir, fileName);
-  const entry = `import * as mod from ${JSON.stringify(file)};
-import { runWorker } from ${JSON.stringify(worker)};
-runWorker(mod, ${JSON.stringify(file)});
+  // A lazy import (esbuild inlines it, top-level await included): a throw while the handler
+  // loads reaches runWorker, which reports it as a start-up failure.
+  const entry = `import { runWorker } from ${JSON.stringify(worker)};
+runWorker(() => import(${JSON.stringify(file)}), ${JSON.stringify(file)});
 `;
   try {
     await esbuild({
