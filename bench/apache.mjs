@@ -14,7 +14,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, holdIfAsked, interleave, machineLine, recordSection, startPinned, SERVER_CPU, LOAD_CPU } from './lib.mjs';
+import { checkAnchor, figuresTable, freePort, holdIfAsked, interleave, machineLine, ratios, recordSection, startPinned, SERVER_CPU, LOAD_CPU } from './lib.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(repo, 'adapters/apache/dist');
@@ -175,37 +175,41 @@ ${passengerConf}`,
     if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => only.includes(s.name) || s.name === 'tsgi'));
     if (only && record) throw new Error('bench apache: --record needs every row; drop BENCH_ONLY');
     for (const s of scenarios) await expectHello(s.name, s.url);
+    // The anchors must be what they claim to be.
+    const anchors = {
+      static: (r) => (r.headers.get('etag') ? '' : 'no ETag (not served as a static file)'),
+      proxy: (r) => (r.headers.get('x-anchor') === 'raw-node' ? '' : 'no x-anchor: raw-node (not proxied to raw node:http)'),
+      passenger: (r) => (/Phusion Passenger/i.test(r.headers.get('x-powered-by') ?? '') ? '' : 'no X-Powered-By: Phusion Passenger'),
+      cgi: (r) => (r.headers.get('etag') || r.headers.get('x-anchor') ? 'looks static or proxied' : ''),
+    };
+    for (const s of scenarios) if (anchors[s.name]) await checkAnchor(s.label, s.url, anchors[s.name]);
     if (await holdIfAsked(scenarios.map((s) => [s.name, s.url]))) return;
     console.error(`bench apache: ${scenarios.length} targets answer; ${rounds} rounds of ${seconds} s, wrk -c${conns}`);
     const res = await interleave(scenarios, { rounds, warmup: 1, duration: seconds, connections: conns });
 
     for (const s of scenarios) console.error(`  ${s.name}: ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} req/s`);
-    const t = res.tsgi.median;
-    const ratio = (n) => (res[n]?.median ? `${(t / res[n].median).toFixed(2)}x` : 'n/a');
-    const rows = scenarios.map(
-      (s) =>
-        `| ${s.label} | ${Math.round(res[s.name].median)} | ${res[s.name].rps.map((x) => Math.round(x)).join(', ')} | ${s.name === 'tsgi' ? '1.00x' : ratio(s.name)} | ${res[s.name].socketErrors} | ${res[s.name].non2xx} |`,
-    );
     const goals = [
-      ['static', 0.75],
-      ['proxy', 1.35],
-      ['passenger', 3.5],
+      ['static', 0.75, 'a static file'],
+      ['proxy', 1.6, 'mod_proxy_http -> node:http'],
+      ['passenger', 5, 'Passenger'],
     ];
     const verdict = goals
       .filter(([n]) => res[n])
-      .map(([n, g]) => `${ratio(n)} ${n === 'proxy' ? 'mod_proxy_http' : n} (target >= ${g}x: ${t / res[n].median >= g ? 'met' : 'missed'})`)
+      .map(([n, g, label]) => {
+        const q = ratios(res, 'tsgi', n);
+        return `${q.cpu.toFixed(2)}x ${label} by CPU per request (target >= ${g}x: ${q.cpu >= g ? 'met' : 'NOT met'}; ${q.rps.toFixed(2)}x by req/s)`;
+      })
       .join(', ');
     const body = [
       `${machineLine()}, Apache ${spawnSync('/usr/sbin/apache2', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0].replace('Server version: Apache/', '')}, ` +
         `event MPM (StartServers ${MPM.startServers}, ServerLimit ${MPM.serverLimit}, ThreadsPerChild ${MPM.threadsPerChild}, MaxSpareThreads ${MPM.maxSpareThreads}), ` +
         `${batch ? 'TsgiSchedBatch On (every thread of the children, so every row), ' : 'TsgiSchedBatch Off, '}no access log. One Apache instance for every row; it and all its back ends pinned to core ${SERVER_CPU}, wrk -t1 -c${conns} on core ${LOAD_CPU}; ` +
-        `${rounds} interleaved rounds of ${seconds} s, median. Body "Hello, world!\\n" everywhere.`,
+        `${rounds} interleaved rounds of ${seconds} s, median. Body "Hello, world!\\n" everywhere. Server CPU per request: core ${SERVER_CPU}'s busy time (steal excluded) over requests served. ` +
+        `Anchors checked: the static file has an ETag, the proxied node:http marks its responses, Passenger sets X-Powered-By.`,
       '',
-      '| target | req/s (median) | rounds | tsgi vs this | socket errors | non-2xx |',
-      '|---|---|---|---|---|---|',
-      ...rows,
+      figuresTable(scenarios.map((s) => ({ key: s.name, label: s.label })), res, 'tsgi', { tsgiVersus: true }),
       '',
-      `mod_tsgi vs: ${verdict}; mod_tsgi socket errors: ${res.tsgi.socketErrors} (target 0).`,
+      `mod_tsgi: ${verdict}; mod_tsgi socket errors: ${res.tsgi.socketErrors} (target 0). "tsgi vs this": above 1, mod_tsgi serves more per second / spends less CPU per request than that row.`,
     ].join('\n');
     console.log('\n## Apache\n\n' + body + '\n');
     if (record) {

@@ -148,8 +148,8 @@ export async function run(argv = []) {
       ...rows,
       '',
       `pgbench, the same query, ${conns} clients: ${Math.round(pgPooled.tps).toLocaleString('en-US')} tps on kept connections, ` +
-        `${Math.round(pgConnect.tps).toLocaleString('en-US')} tps with a new connection per query (-C): a connect costs the database ` +
-        `about ${(1000 / pgConnect.tps * conns - 1000 / pgPooled.tps * conns).toFixed(2)} ms per query.`,
+        `${Math.round(pgConnect.tps).toLocaleString('en-US')} tps with a new connection per query (-C), both with the database's core saturated: ` +
+        `a connect costs it about ${(1000 / pgConnect.tps - 1000 / pgPooled.tps).toFixed(2)} ms of CPU per query.`,
       '',
       `Target every tsgi host >= 300x the CGI path (req/s): ${verdict}. An I/O-bound app narrows such gaps: ` +
         `here the query is trivial, so the figures show what the per-hit start-up and connect cost.`,

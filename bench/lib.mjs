@@ -222,9 +222,13 @@ export const us = (x) => `${x.toFixed(1)} µs`;
  * above 1 is better for tsgi on both columns: req/s over the anchor's, and the anchor's CPU
  * per request over this row's.
  */
-export function figuresTable(rows, res, anchor, { errors = true } = {}) {
+export function figuresTable(rows, res, anchor, { errors = true, tsgiVersus = false } = {}) {
   const a = res[anchor];
-  const head = ['target', 'req/s (median)', 'vs anchor', 'server CPU/req (median)', 'vs anchor (CPU)', 'req/s per round'];
+  // tsgiVersus: `anchor` is tsgi's row, and each ratio says how tsgi compares with that row.
+  const rpsRatio = (r) => (tsgiVersus ? a.median / r.median : r.median / a.median);
+  const cpuRatio = (r) => (tsgiVersus ? r.cpuMedian / a.cpuMedian : a.cpuMedian / r.cpuMedian);
+  const vs = tsgiVersus ? 'tsgi vs this' : 'vs anchor';
+  const head = ['target', 'req/s (median)', vs, 'server CPU/req (median)', `${vs} (CPU)`, 'req/s per round'];
   if (errors) head.push('errors');
   const out = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const { key, label } of rows) {
@@ -232,9 +236,9 @@ export function figuresTable(rows, res, anchor, { errors = true } = {}) {
     const cells = [
       label,
       Math.round(r.median).toLocaleString('en-US'),
-      `${(r.median / a.median).toFixed(2)}x`,
+      `${rpsRatio(r).toFixed(2)}x`,
       us(r.cpuMedian),
-      `${(a.cpuMedian / r.cpuMedian).toFixed(2)}x`,
+      `${cpuRatio(r).toFixed(2)}x`,
       r.rps.map((x) => Math.round(x)).join(', '),
     ];
     if (errors) cells.push(String(r.socketErrors + r.non2xx));
