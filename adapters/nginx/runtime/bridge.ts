@@ -30,7 +30,7 @@ import {
 } from '../../../core/src/wire.js';
 import type { Authority } from './incoming.js';
 import { incoming } from './incoming.js';
-import { fetchThen, pipeline, plainResponse } from './pipeline.js';
+import { fetchThen, pipeline } from './pipeline.js';
 import type { HeaderList, NjsRequest, RuntimeContext, RuntimeHandler, RuntimeRequest, RuntimeResponse, RuntimeStream } from './types.js';
 import { lazyRequest } from './webapi/request.js';
 import { Response, installResponse } from './webapi/response.js';
@@ -138,14 +138,14 @@ function authOnly(r: NjsRequest): void {
     // A refused request line or Host is a refusal with 400, which accessReply maps to 403.
     let out: Res | undefined | Promise<Res | undefined>;
     try {
-      if ('status' in authorityOf(r)) out = plainResponse(400, BAD_REQUEST_TEXT);
+      if ('status' in authorityOf(r)) out = pipeline().plainResponse(400, BAD_REQUEST_TEXT);
       else {
         const req = lazyRequest(r, String(r.variables.request_method || r.method), null, urlOf, headersOf);
         out = pipeline().runPhase(H, 'access', req, c, errorLog);
       }
     } catch (e) {
       errorLog('request ' + c.id + ': authenticate/authorize threw', e);
-      out = plainResponse(500, INTERNAL_ERROR_TEXT);
+      out = pipeline().plainResponse(500, INTERNAL_ERROR_TEXT);
     }
     Promise.resolve(out).then(function (refused: Res | undefined) {
       coldPath().accessAnswer(r, refused, c);
@@ -161,7 +161,7 @@ function logHook(r: NjsRequest): string {
     // A request refused with 400 before the handler is not logged to it.
     if ('status' in authorityOf(r)) return '';
     const same = curCtx !== null; // content ran in this request's VM
-    const ctx = same ? curCtx! : makeCtx(r);
+    const ctx = same ? curCtx! : startRequest(r);
     const v = r.variables;
     const status = Number(v.status) || 0;
     let bytes = sentText !== null ? coldPath().byteLength(sentText) : sent >= 0 ? sent : Number(v.body_bytes_sent) || 0;
@@ -211,21 +211,16 @@ function checkEntry(r: NjsRequest): void {
 
 // ================================================================ the request
 
+/** The request's state and context (ctx), for every entry point. */
 function startRequest(r: NjsRequest): RuntimeContext {
   cur = r;
   // Only `log` reads the duration: Date.now() is not free in njs 0.7.9.
   if (typeof H.log === 'function') t0 = Date.now();
-  const ctx = makeCtx(r);
-  curCtx = ctx;
   // Every handler builds a Response: its prototype now saves moving the first one's.
   installResponse();
-  return ctx;
-}
-
-function makeCtx(r: NjsRequest): RuntimeContext {
   let id: string | null = null;
   // id and env are getters: $request_id alone costs ~1 µs to generate.
-  return {
+  curCtx = {
     server: 'nginx',
     ip: r.remoteAddress,
     get id() {
@@ -238,6 +233,7 @@ function makeCtx(r: NjsRequest): RuntimeContext {
     },
     waitUntil: waitUntil,
   };
+  return curCtx;
 }
 
 /** ctx.waitUntil: njs keeps the request (and its VM) alive while timers/fetches are pending,
@@ -299,38 +295,34 @@ function headersOf(r: NjsRequest): HeaderList {
  * request line or Host, the bare 500 when it cannot be read). */
 function requestOf(r: NjsRequest): RuntimeRequest | null {
   try {
-    return readRequest(r);
+    const m = r.method;
+    curMethod = m;
+    // A request the config's map vetted (the `plain` entry says so) needs no check: its URL stays lazy.
+    if (vetted === 0) vetted = r.variables.tsgi_plain_host === '1' ? 1 : 2;
+    if (vetted !== 1) {
+      const a = authorityOf(r);
+      if ('status' in a) {
+        try {
+          r.log('[tsgi] request refused (400): ' + a.reason);
+        } catch (_e) {
+          /* logging is best effort */
+        }
+        coldPath().refuse(r);
+        return null;
+      }
+    }
+    let body: Uint8Array | null = null;
+    if (m !== 'GET' && m !== 'HEAD') {
+      const b = r.requestBuffer; // undefined when the request has no body
+      // A plain Uint8Array view (njs Buffers differ from Uint8Array in slice/buffer details).
+      if (b !== undefined && b !== null) body = b.length === 0 ? new Uint8Array(0) : new Uint8Array(b.buffer, b.byteOffset, b.length);
+    }
+    return lazyRequest(r, m, body, urlOf, headersOf);
   } catch (e) {
     errorLog('request ' + curCtx!.id + ': cannot read the request', e);
     coldPath().fail500(r);
     return null;
   }
-}
-
-function readRequest(r: NjsRequest): RuntimeRequest | null {
-  const m = r.method;
-  curMethod = m;
-  // A request the config's map vetted (the `plain` entry says so) needs no check: its URL stays lazy.
-  if (vetted === 0) vetted = r.variables.tsgi_plain_host === '1' ? 1 : 2;
-  if (vetted !== 1) {
-    const a = authorityOf(r);
-    if ('status' in a) {
-      try {
-        r.log('[tsgi] request refused (400): ' + a.reason);
-      } catch (_e) {
-        /* logging is best effort */
-      }
-      coldPath().refuse(r);
-      return null;
-    }
-  }
-  let body: Uint8Array | null = null;
-  if (m !== 'GET' && m !== 'HEAD') {
-    const b = r.requestBuffer; // undefined when the request has no body
-    // A plain Uint8Array view (njs Buffers differ from Uint8Array in slice/buffer details).
-    if (b !== undefined && b !== null) body = b.length === 0 ? new Uint8Array(0) : new Uint8Array(b.buffer, b.byteOffset, b.length);
-  }
-  return lazyRequest(r, m, body, urlOf, headersOf);
 }
 
 // ================================================================ writing the response
@@ -507,7 +499,7 @@ function coldPath(): ColdPath {
     t1 = Date.now();
   }
   function refuse(r: NjsRequest): void {
-    respond(r, plainResponse(400, BAD_REQUEST_TEXT), curCtx!);
+    respond(r, pipeline().plainResponse(400, BAD_REQUEST_TEXT), curCtx!);
   }
   function runInit(): unknown {
     const h = H;

@@ -21,22 +21,15 @@ export interface PhaseDone {
   authorize?: boolean;
 }
 
-/** core plainResponse: the bare responses tsgi itself sends (also `@tsgi/core`'s in an njs bundle). */
+/** core plainResponse, internalError, forbidden: `@tsgi/core`'s in an njs bundle (pipeline() has them). */
 export function plainResponse(status: number, text: string, headers?: Record<string, string>): Res {
-  const h: Record<string, string> = { 'content-type': PLAIN_TEXT_TYPE };
-  if (headers) {
-    const keys = Object.keys(headers);
-    for (let i = 0; i < keys.length; i++) h[keys[i]] = headers[keys[i]];
-  }
-  return new (Response as unknown as ResponseCtor)(text, { status: status, headers: h });
+  return pipeline().plainResponse(status, text, headers);
 }
-
-/** core internalError and forbidden (`@tsgi/core`'s in an njs bundle). */
 export function internalError(): Res {
-  return plainResponse(500, INTERNAL_ERROR_TEXT);
+  return pipeline().plainResponse(500, INTERNAL_ERROR_TEXT);
 }
 export function forbidden(): Res {
-  return plainResponse(403, FORBIDDEN_TEXT);
+  return pipeline().plainResponse(403, FORBIDDEN_TEXT);
 }
 
 /**
@@ -50,8 +43,7 @@ export function fetchThen(h: RuntimeHandler, req: RuntimeRequest, ctx: RuntimeCo
   try {
     out = h.fetch(req, ctx);
   } catch (e) {
-    log('request ' + ctx.id + ': fetch threw', e);
-    done(plainResponse(500, INTERNAL_ERROR_TEXT));
+    done(pipeline().fetchFailed(e, ctx, log));
     return;
   }
   if (out instanceof (Response as unknown as ResponseCtor)) {
@@ -63,25 +55,24 @@ export function fetchThen(h: RuntimeHandler, req: RuntimeRequest, ctx: RuntimeCo
     const p = out instanceof Promise ? out : Promise.resolve(out);
     p.then(
       function (v: unknown) {
-        done(v instanceof (Response as unknown as ResponseCtor) ? v : notAResponse(v, ctx, log));
+        done(v instanceof (Response as unknown as ResponseCtor) ? v : pipeline().notAResponse(v, ctx, log));
       },
       function (e: unknown) {
-        log('request ' + ctx.id + ': fetch threw', e);
-        done(plainResponse(500, INTERNAL_ERROR_TEXT));
+        done(pipeline().fetchFailed(e, ctx, log));
       },
     );
     return;
   }
-  done(notAResponse(out, ctx, log));
-}
-
-/** core checkResponse, for a value that is not a Response. */
-function notAResponse(v: unknown, ctx: RuntimeContext, log: ErrorLogger): Res {
-  log('request ' + ctx.id + ': fetch returned ' + (v === null ? 'null' : typeof v) + ', not a Response');
-  return plainResponse(500, INTERNAL_ERROR_TEXT);
+  done(pipeline().notAResponse(out, ctx, log));
 }
 
 export interface Pipeline {
+  /** core plainResponse: the bare responses tsgi itself sends. */
+  plainResponse(status: number, text: string, headers?: Record<string, string>): Res;
+  /** core checkResponse, for a value that is not a Response: logged, the bare 500. */
+  notAResponse(v: unknown, ctx: RuntimeContext, log: ErrorLogger): Res;
+  /** A fetch that threw or rejected: logged, the bare 500 (core runFetch's `failed`). */
+  fetchFailed(e: unknown, ctx: RuntimeContext, log: ErrorLogger): Res;
   runFetch(h: RuntimeHandler, req: RuntimeRequest, ctx: RuntimeContext, log: ErrorLogger): Res | Promise<Res>;
   runAuthenticate(h: RuntimeHandler, req: RuntimeRequest, ctx: RuntimeContext): Promise<Res | undefined>;
   runAuthorize(h: RuntimeHandler, req: RuntimeRequest, ctx: RuntimeContext): Promise<Res | undefined>;
@@ -99,6 +90,22 @@ let built: Pipeline | null = null;
 /** The rest of the pipeline, built on first use in a request (off the usual request's path). */
 export function pipeline(): Pipeline {
   if (built !== null) return built;
+  function plainResponse(status: number, text: string, headers?: Record<string, string>): Res {
+    const h: Record<string, string> = { 'content-type': PLAIN_TEXT_TYPE };
+    if (headers) {
+      const keys = Object.keys(headers);
+      for (let i = 0; i < keys.length; i++) h[keys[i]] = headers[keys[i]];
+    }
+    return new (Response as unknown as ResponseCtor)(text, { status: status, headers: h });
+  }
+  function fetchFailed(e: unknown, ctx: RuntimeContext, log: ErrorLogger): Res {
+    log('request ' + ctx.id + ': fetch threw', e);
+    return plainResponse(500, INTERNAL_ERROR_TEXT);
+  }
+  function notAResponse(v: unknown, ctx: RuntimeContext, log: ErrorLogger): Res {
+    log('request ' + ctx.id + ': fetch returned ' + (v === null ? 'null' : typeof v) + ', not a Response');
+    return plainResponse(500, INTERNAL_ERROR_TEXT);
+  }
   const isResponse = function (v: unknown): v is Res {
     return v instanceof (Response as unknown as ResponseCtor);
   };
@@ -198,6 +205,9 @@ export function pipeline(): Pipeline {
     }
   }
   built = {
+    plainResponse: plainResponse,
+    notAResponse: notAResponse,
+    fetchFailed: fetchFailed,
     runFetch: runFetch,
     runAuthenticate: runAuthenticate,
     runAuthorize: runAuthorize,

@@ -18,7 +18,7 @@ const TEXT_TYPE = 'text/plain;charset=UTF-8';
 // fraction of the equivalent defineProperty calls).
 let proto: object | null = null;
 
-/** The prototype Request.prototype and Response.prototype inherit from. */
+/** The prototype Request.prototype and Response.prototype inherit from: the body mixin and `headers`. */
 export function bodyPrototype(): object {
   if (proto === null) {
     proto = {
@@ -27,6 +27,10 @@ export function bodyPrototype(): object {
       },
       get bodyUsed() {
         return bodyInternals().isUsed(this as BodyHolder);
+      },
+      // The same for both: the header list becomes a Headers object on first use.
+      get headers() {
+        return bodyInternals().headersOf(this as BodyHolder);
       },
       text: function (this: BodyHolder) {
         return bodyInternals().consume(this, false);

@@ -3,7 +3,7 @@
  * handler asks: `.url` and `.headers` are built on first use).
  */
 import type { HeaderList, NjsRequest, RuntimeRequest } from '../types.js';
-import { isTokenQuick, headerInternals, headerPush } from './headers.js';
+import { headerInternals, headerPush, isTokenQuick } from './headers.js';
 import { bodyInternals, bodyPrototype } from './body.js';
 import { URL } from './url.js';
 import { AbortSignal } from './abort.js';
@@ -65,9 +65,6 @@ function installRequest(): void {
       const self = this as unknown as Req;
       if (self._url === undefined) self._url = self._makeUrl!(self._src!);
       return self._url;
-    },
-    get headers() {
-      return bodyInternals().headersOf(this as unknown as Req);
     },
     get signal() {
       const self = this as unknown as Req;

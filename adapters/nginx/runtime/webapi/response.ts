@@ -36,8 +36,35 @@ export function Response(this: Res, body?: unknown, init?: unknown): void {
       return;
     }
     // `new Response(text, { status, headers: { name: 'value' } })` without the helper
-    // factories: building them costs more than the whole response.
-    if (textResponse(this, body, init)) return;
+    // factories (building them costs more than the whole response); anything unusual
+    // (a statusText, a Headers or array init, a status to check) takes the full path.
+    const i = init as { status?: unknown; statusText?: unknown; headers?: unknown } | null;
+    const st = i !== null && typeof i === 'object' && i.statusText === undefined ? i.status : 0;
+    const hi = st !== 0 ? (i!.headers as Record<string, unknown> | null | undefined) : null;
+    if (
+      (st === undefined || (typeof st === 'number' && st >= 200 && st <= 599 && Math.floor(st) === st && st !== 204 && st !== 205 && st !== 304)) &&
+      (hi == null || (typeof hi === 'object' && (hi as { [Symbol.iterator]?: unknown })[Symbol.iterator] === undefined))
+    ) {
+      // A record (WebIDL: any object without @@iterator): the same pushes, in the same order,
+      // as the full path makes.
+      const h: HeaderList = [];
+      let ct = false;
+      if (hi != null) {
+        const keys = Object.keys(hi);
+        for (let k = 0; k < keys.length; k++) {
+          headerPush(h, keys[k], hi[keys[k]]);
+          if (h[h.length - 2] === 'content-type') ct = true;
+        }
+      }
+      if (!ct) h.push('content-type', TEXT_TYPE);
+      if (st !== undefined && st !== 200) {
+        this.status = st as number;
+        this.ok = (st as number) < 300;
+      }
+      this._list = h;
+      this._body = body;
+      return;
+    }
   }
   let status = 200;
   let statusText = '';
@@ -68,41 +95,6 @@ export function Response(this: Res, body?: unknown, init?: unknown): void {
   if (ct !== null && !headerInternals().hasName(h, 'content-type')) headerPush(h, 'content-type', ct);
 }
 
-/** The fast path of Response for a text body and a plain init; false = take the full path. */
-function textResponse(o: Res, body: string, init: unknown): boolean {
-  if (init === null || typeof init !== 'object') return false;
-  const i = init as { status?: unknown; statusText?: unknown; headers?: unknown };
-  if (i.statusText !== undefined) return false;
-  let status = 200;
-  const st = i.status;
-  if (st !== undefined) {
-    if (typeof st !== 'number' || !(st >= 200 && st <= 599) || Math.floor(st) !== st) return false;
-    if (st === 204 || st === 205 || st === 304) return false;
-    status = st;
-  }
-  const hi = i.headers as Record<string, unknown> | null | undefined;
-  const h: HeaderList = [];
-  let ct = false;
-  if (hi != null) {
-    // A record (WebIDL: any object without @@iterator): the same pushes, in the same order,
-    // as the full path would make. Headers instances and arrays are iterable: full path.
-    if (typeof hi !== 'object' || (hi as { [Symbol.iterator]?: unknown })[Symbol.iterator] !== undefined) return false;
-    const keys = Object.keys(hi);
-    for (let k = 0; k < keys.length; k++) {
-      headerPush(h, keys[k], hi[keys[k]]);
-      if (h[h.length - 2] === 'content-type') ct = true;
-    }
-  }
-  if (!ct) h.push('content-type', TEXT_TYPE);
-  if (status !== 200) {
-    o.status = status;
-    o.ok = status < 300;
-  }
-  o._list = h;
-  o._body = body;
-  return true;
-}
-
 /** Installs Response.prototype (once per request: the bridge calls it before the handler runs). */
 export function installResponse(): void {
   if (installed) return;
@@ -117,9 +109,6 @@ export function installResponse(): void {
     type: 'default',
     url: '',
     redirected: false,
-    get headers() {
-      return bodyInternals().headersOf(this as unknown as Res);
-    },
     clone: function (this: Res) {
       const c = Object.create(Response.prototype) as Res;
       c.status = this.status;
