@@ -489,6 +489,14 @@ function lowerAst(bundled: string): { code: string; ast: unknown } {
   return final;
 }
 
+/**
+ * Any entry module (ESM source; it may import the runtime's files) compiled for njs the way a
+ * handler's bundle is, without the checks and the report: the runtime's own tests use it.
+ */
+export async function compileForNjs(entry: string, resolveDir: string): Promise<string> {
+  return (await compile(entry, resolveDir, 'entry', runtimeFiles(), false)).code;
+}
+
 function entryFor(handler: string, rt: RuntimeFiles): string {
   return `import handler from ${JSON.stringify(handler)};
 import { bridge as tsgiBridge } from ${JSON.stringify(rt.bridge)};
