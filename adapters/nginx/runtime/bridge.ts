@@ -382,7 +382,9 @@ function respond(r: NjsRequest, res: Res, ctx: RuntimeContext): void {
     if (typeof fb === 'string' && fb !== '' && fb.length <= 21845 && fs >= 200 && fs < 300) {
       // The usual response, a small text body with a 2xx: one r.return (at most 64 KB of UTF-8),
       // which sets the status. (Response.error() has status 0, and a 204 never has a body.)
-      setHead(r, -1, hl, -1, false);
+      // A lone ASCII Content-Type goes straight out (setHead's first case, without the call).
+      if (hl.length === 2 && hl[0] === 'content-type' && hl._latin1 !== true) r.headersOut['Content-Type'] = hl[1];
+      else setHead(r, -1, hl, -1, false);
       headSent = true;
       if (curMethod === 'HEAD') sent = 0;
       else sentText = fb;
