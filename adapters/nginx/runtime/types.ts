@@ -88,6 +88,3 @@ export interface RuntimeHandler {
 
 /** The error log of a request (core pipeline.ts ErrorLogger). */
 export type ErrorLogger = (message: string, error?: unknown) => void;
-
-/** A constructor the runtime defines as a plain function (njs 0.7.9 has no class). */
-export type Ctor<T> = new (...args: any[]) => T;

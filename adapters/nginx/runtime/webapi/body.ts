@@ -64,7 +64,8 @@ export interface BodyInternals {
   stream(o: BodyHolder): RuntimeStream | null;
   isUsed(o: BodyHolder): boolean;
   /** Reads the whole body once: as text, or as bytes. */
-  consume(o: BodyHolder, asBytes: boolean): Promise<any>;
+  consume(o: BodyHolder, asBytes: false): Promise<string>;
+  consume(o: BodyHolder, asBytes: true): Promise<Uint8Array>;
   toArrayBuffer(u: Uint8Array): ArrayBuffer;
   /** A stream that yields `bytes` (if any) as its one chunk, then closes. */
   streamOf(bytes: Uint8Array): RuntimeStream;
@@ -142,7 +143,9 @@ export function bodyInternals(): BodyInternals {
     const b = o._body;
     return o._used === true || (isStream(b) && b._disturbed === true);
   }
-  function consume(o: BodyHolder, asBytes: boolean): Promise<any> {
+  function consume(o: BodyHolder, asBytes: false): Promise<string>;
+  function consume(o: BodyHolder, asBytes: true): Promise<Uint8Array>;
+  function consume(o: BodyHolder, asBytes: boolean): Promise<string | Uint8Array> {
     if (isUsed(o)) return Promise.reject(new TypeError('Body is unusable: Body has already been read'));
     const b: BodySource = o._body;
     if (isStream(b) && b.locked) return Promise.reject(new TypeError('Body is unusable: Body is locked'));
@@ -152,8 +155,8 @@ export function bodyInternals(): BodyInternals {
     if (b instanceof Uint8Array) return Promise.resolve(asBytes ? shared().copyBytes(b, 0, b.length) : new TextDecoder().decode(b));
     const reader = b.getReader();
     const chunks: Uint8Array[] = [];
-    function step(): Promise<unknown> {
-      return reader.read().then(function (res): unknown {
+    function step(): Promise<string | Uint8Array> {
+      return reader.read().then(function (res): string | Uint8Array | Promise<string | Uint8Array> {
         if (res.done) {
           const all = shared().concat(chunks);
           return asBytes ? all : new TextDecoder().decode(all);
