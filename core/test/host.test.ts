@@ -1,6 +1,9 @@
 // The private-server runner's pieces (core/src/node/host.ts) on their own; the runner
 // itself runs real servers in cli/test/runner.test.ts.
+import { chmodSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimPort, hostPort, lookupGroup, lookupUser, workerAccount } from '@tsgi/core/node';
@@ -36,11 +39,22 @@ describe.runIf(isRoot)('workerAccount (as root)', () => {
 });
 
 describe.runIf(isRoot)('workerAccount (not root, as a second local user)', () => {
-  beforeAll(() => createLocalUser(OTHER));
-  afterAll(() => removeLocalUser(OTHER));
+  // A copy the other user can read: a CI checkout may sit in a 0700 directory.
+  let copy = '';
+  beforeAll(() => {
+    createLocalUser(OTHER);
+    copy = mkdtempSync(join(tmpdir(), 'tsgi-host-test-'));
+    chmodSync(copy, 0o755);
+    cpSync(fileURLToPath(new URL('../dist', import.meta.url)), join(copy, 'dist'), { recursive: true });
+    cpSync(fileURLToPath(new URL('../package.json', import.meta.url)), join(copy, 'package.json'));
+  });
+  afterAll(() => {
+    removeLocalUser(OTHER);
+    if (copy) rmSync(copy, { recursive: true, force: true });
+  });
 
   it('everything runs as that user: no account, and naming anyone else is an error', () => {
-    const node = fileURLToPath(new URL('../dist/node.js', import.meta.url));
+    const node = join(copy, 'dist', 'node.js');
     const seen = runAsUser(
       OTHER,
       `const { workerAccount } = await import(${JSON.stringify(node)});
