@@ -5,3 +5,5 @@ export { LazyRequest, absoluteUrl, originUrl } from './lazy-request.js';
 export { bindListenHandle, checkBoundPort, listenError, type ListenHandle } from './listen-handle.js';
 export { EXIT_STARTUP, Backoff, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, BACKOFF_RESET_MS, startupReason } from './node/policy.js';
 export { shutdown, type ShutdownSteps } from './node/shutdown.js';
+export { UsageError, VALUE_FORMS, commonOptions, didYouMean, dispatch, envAllowList, existingFile, failureLines, groupHelp, helpText, optionsTable, parseCommand, pickCommand, usageLine, DEFAULT_GRACEFUL_MS, DEFAULT_MAX_BODY, DEFAULT_PORT, DEFAULT_WORKER_USERS, type ArgSpec, type CommandSpec, type OptionSpec, type Options, type Parsed, type Values } from './node/args.js';
+export { claimPort, hostPort, lookupGroup, lookupUser, runPrivateServer, serverOptions, workerAccount, type Account, type Launch, type PrivateServer, type Site } from './node/host.js';

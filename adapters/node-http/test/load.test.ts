@@ -51,7 +51,7 @@ afterAll(async () => {
 });
 
 async function serve(dir: string, env: NodeJS.ProcessEnv, extra: string[] = []): Promise<RunningCli> {
-  const r = await startCli(['serve', join(dir, 'handler.ts'), '--port', '0', ...extra], /listening on (http:\/\/\S+?)\/?\s/, {
+  const r = await startCli(['serve', join(dir, 'handler.ts'), '--port', '0', ...extra], /ready on (http:\/\/\S+?)\/?\s/, {
     env: { ...process.env, ...env },
   });
   running.push(r);
