@@ -15,12 +15,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
 import { Server as NetServer } from 'node:net';
-import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
-import { loadFailure } from '@tsgi/core/node';
+import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type Handler } from '@tsgi/core';
+import { EXIT_STARTUP, loadFailure, shutdown, startupReason, type ShutdownSteps } from '@tsgi/core/node';
 import { toNodeListener } from '@tsgi/node-http';
-
-/** Exit code of a worker that cannot start (bad handler, failing init): not respawned. */
-export const EXIT_STARTUP = 78;
 
 /** What the supervisor sends over IPC before the worker listens (never in the environment). */
 export interface WorkerConfig {
@@ -54,7 +51,7 @@ function configFromSupervisor(): Promise<WorkerConfig> {
 
 /** The supervisor prints the reason, once (decision 9: one line); the worker only exits 78. */
 async function cannotStart(err: unknown): Promise<never> {
-  const reason = err instanceof Error ? err.message : String(err);
+  const reason = startupReason(err);
   const send = process.send?.bind(process);
   if (send) await new Promise<void>((sent) => send({ tsgi: 'failed', reason } satisfies WorkerFailed, () => sent()));
   else console.error(`tsgi: ${reason}`);
@@ -119,6 +116,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   }
   const cfg = await config;
   const secret = Buffer.from(cfg.secret, 'latin1');
+  const log = defaultErrorLogger;
   // The authority of each admitted request, decided before the handler runs (read when it asks for request.url).
   const authorities = new WeakMap<IncomingMessage, string>();
   const listener = toNodeListener(handler, {
@@ -128,6 +126,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     maxBodySize: cfg.maxBody,
     authority: (req) => authorities.get(req),
     hiddenHeaders: PROXY_HEADERS,
+    onError: log,
   });
   try {
     await listener.ready;
@@ -141,8 +140,8 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     if (typeof got === 'string' && got.length === secret.length && timingSafeEqual(Buffer.from(got, 'latin1'), secret)) return true;
     if (!warned) {
       warned = true;
-      console.error(
-        `[tsgi] worker ${process.pid}: refused a request that did not come through nginx (no valid X-Tsgi-Secret); ` +
+      log(
+        `worker ${process.pid}: refused a request that did not come through nginx (no valid X-Tsgi-Secret); ` +
           'later ones are refused without a log line',
       );
     }
@@ -179,23 +178,26 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     if (stopping) return;
     stopping = true;
     const deadline = Date.now() + (Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
-    // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
-    // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
-    // request on them. net.Server#close calls back once nginx has closed every connection (within its
-    // keepalive_timeout, or after the Connection: close answer to the next request on it).
-    const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
-    const timeLeft = (): Promise<false> => new Promise((r) => setTimeout(() => r(false), Math.max(0, deadline - Date.now())).unref());
-    const allClosed = await Promise.race([closed, timeLeft()]);
-    const drained = await listener.lifecycle.drain(Math.max(0, deadline - Date.now()));
-    if (!allClosed || !drained) console.error('[tsgi] worker shutdown: in-flight work still running at the graceful timeout; closing anyway');
-    server.closeAllConnections();
-    if (handler.close) {
-      try {
-        await handler.close();
-      } catch (err) {
-        console.error('[tsgi] close() threw', err);
-      }
-    }
+    const timeLeft = (): number => Math.max(0, deadline - Date.now());
+    const steps: ShutdownSteps = {
+      // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
+      // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
+      // request on them. net.Server#close calls back once nginx has closed every connection (within its
+      // keepalive_timeout, or after the Connection: close answer to the next request on it).
+      stopAccepting: async () => {
+        const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
+        const late = new Promise<false>((r) => setTimeout(() => r(false), timeLeft()).unref());
+        if (!(await Promise.race([closed, late]))) log('worker shutdown: nginx still holds connections at the graceful timeout');
+        // The drain gets what is left of the one graceful timeout.
+        steps.timeoutMs = timeLeft();
+      },
+      lifecycle: listener.lifecycle,
+      timeoutMs: timeLeft(),
+      forceClose: () => server.closeAllConnections(),
+      handler,
+      log,
+    };
+    await shutdown(steps);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop());
