@@ -149,11 +149,13 @@ export function proxyCommon(o: { secret?: string } = {}): string[] {
     `proxy_set_header X-Forwarded-For "";`,
     // Streams reach the client as the worker writes them, as in embedded mode.
     `proxy_buffering off;`,
-    // Response heads up to 64 KiB (the default, one page, made a 502 of heads over ~4 KB). With
-    // proxy_buffering off only this first buffer is used; the other two lines satisfy nginx's checks.
-    `proxy_buffer_size 64k;`,
-    `proxy_buffers 4 64k;`,
-    `proxy_busy_buffers_size 128k;`,
+    // The response head must fit this buffer (one page by default: a 502 "upstream sent too big header"
+    // above ~4 KB): core allows 64 KiB of handler headers (wire.ts MAX_RESPONSE_HEADER_BYTES), plus
+    // the status line and Node's own lines. With proxy_buffering off only this buffer is used; the
+    // other two lines satisfy nginx's checks.
+    `proxy_buffer_size 72k;`,
+    `proxy_buffers 4 72k;`,
+    `proxy_busy_buffers_size 144k;`,
     // Uploads reach the worker as they arrive, as on the other hosts.
     `proxy_request_buffering off;`,
     `proxy_read_timeout 300s;`,
