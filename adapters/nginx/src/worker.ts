@@ -9,8 +9,8 @@
  *
  * Only nginx may talk to it: a request must carry the per-start secret that
  * nginx's config adds (X-Tsgi-Secret), or it gets 403 before anything in it is
- * trusted. With it, the worker takes ctx.ip, the scheme, the authority and the
- * access phase from the headers nginx set, and hides those headers from the handler.
+ * trusted. With it, the worker takes ctx.ip, the scheme, the request line and the
+ * access phase from the headers nginx set, and hides its X-Tsgi-* headers from the handler.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
@@ -36,7 +36,7 @@ export interface WorkerFailed {
 }
 
 /** The headers nginx sets for the worker (config.ts proxyCommon); the handler never sees them. */
-const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-authority', 'x-tsgi-protocol', 'x-tsgi-phase'];
+const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-request', 'x-tsgi-phase'];
 
 function configFromSupervisor(): Promise<WorkerConfig> {
   return new Promise((resolve) => {
@@ -57,6 +57,9 @@ async function cannotStart(err: unknown): Promise<never> {
   else console.error(`tsgi: ${reason}`);
   process.exit(EXIT_STARTUP);
 }
+
+/** The largest request head the worker reads: more than nginx forwards (config.ts httpPart). */
+const MAX_HEAD = 256 * 1024;
 
 /** How long a response waits for the rest of a request body the handler did not read (HoldEndResponse). */
 const HOLD_END_MS = 1_000;
@@ -93,6 +96,36 @@ function refuse(res: ServerResponse, status: number, text: string): void {
 }
 
 /**
+ * The request target as the client sent it, from the request line nginx passes in X-Tsgi-Request
+ * (nginx forwards every request in origin-form, as `path`). Only a target that is not origin-form
+ * (absolute-form) is taken from the line; the usual one is `path` itself.
+ */
+function clientTarget(line: string | string[] | undefined, path: string): string {
+  if (typeof line !== 'string') return path;
+  const sp = line.indexOf(' ');
+  if (sp < 0 || line.charCodeAt(sp + 1) === 47 /* / */) return path;
+  const end = line.lastIndexOf(' ');
+  return line.slice(sp + 1, end > sp ? end : line.length);
+}
+
+/**
+ * RFC 9112 3.2.2: for an absolute-form target the Host header is replaced by the target's authority
+ * (what a proxy must do, and Apache does; nginx forwards the client's Host as it came).
+ */
+function replaceHost(req: IncomingMessage, authority: string): void {
+  const raw = req.rawHeaders;
+  let found = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') {
+      raw[i + 1] = authority;
+      found = true;
+    }
+  }
+  if (!found) raw.push('Host', authority);
+  req.headers.host = authority;
+}
+
+/**
  * `load` imports the handler module (the bundle's lazy import of it), so a module that throws while
  * loading is a start-up failure like a missing fetch or a failing init, reported the same way.
  */
@@ -117,14 +150,14 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   const cfg = await config;
   const secret = Buffer.from(cfg.secret, 'latin1');
   const log = defaultErrorLogger;
-  // The authority of each admitted request, decided before the handler runs (read when it asks for request.url).
-  const authorities = new WeakMap<IncomingMessage, string>();
   const listener = toNodeListener(handler, {
     server: 'nginx',
     trustProxy: true,
     phases: true,
     maxBodySize: cfg.maxBody,
-    authority: (req) => authorities.get(req),
+    // A request without Host came as HTTP/1.0 (nginx itself refuses an HTTP/1.1 one without Host, then
+    // forwards as HTTP/1.1): nginx's own host:port. Otherwise node-http takes Host, as `serve` does.
+    authority: (req) => (req.headers.host === undefined ? cfg.authority : undefined),
     hiddenHeaders: PROXY_HEADERS,
     onError: log,
   });
@@ -148,32 +181,40 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     return false;
   };
 
+  let stopping = false;
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     if (!fromNginx(req)) return refuse(res, 403, FORBIDDEN_TEXT);
-    // The request as the client sent it to nginx: an absolute-form target's authority, Host, HTTP/1.0.
-    const lineAuthority = req.headers['x-tsgi-authority'];
     const path = req.url ?? '/';
-    const host = req.headers.host;
-    const where = requestAuthority(
-      typeof lineAuthority === 'string' && lineAuthority ? `http://${lineAuthority}${path}` : path,
-      host === undefined ? [] : [host],
-      req.headers['x-tsgi-protocol'] === 'HTTP/1.0',
-      cfg.authority,
-    );
-    if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
-    authorities.set(req, where.authority);
+    const target = clientTarget(req.headers['x-tsgi-request'], path);
+    if (target !== path) {
+      // Absolute-form (rare): core's rule on the target as sent; its authority becomes Host (and so request.url).
+      const host = req.headers.host;
+      const where = requestAuthority(target, host === undefined ? [] : [host], true, cfg.authority);
+      if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
+      replaceHost(req, where.authority);
+    }
     // Draining: answer, then close (Connection: close), so nginx does not keep the connection.
     if (stopping) res.shouldKeepAlive = false;
     listener(req, res);
   };
 
-  // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
-  // so it never sends a request on one we are closing. No Host is fine: nginx forwards an HTTP/1.0
-  // request without one as HTTP/1.1.
-  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false, ServerResponse: HoldEndResponse }, serve);
+  const server = createServer(
+    {
+      // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
+      // so it never sends a request on one we are closing.
+      keepAliveTimeout: 75_000,
+      requestTimeout: 0,
+      // No Host is fine: nginx forwards an HTTP/1.0 request without one as HTTP/1.1.
+      requireHostHeader: false,
+      // nginx bounds the head (config.ts: a request line of 32 KiB, 4 x 32 KiB of headers), and the line
+      // comes twice (X-Tsgi-Request): the worker must not refuse what nginx accepted.
+      maxHeaderSize: MAX_HEAD,
+      ServerResponse: HoldEndResponse,
+    },
+    serve,
+  );
   server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
 
-  let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
