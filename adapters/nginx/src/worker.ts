@@ -72,6 +72,13 @@ const HOLD_END_MS = 1_000;
  * response anyway), up to HOLD_END_MS; after that it ends, and nginx closes that client connection.
  */
 class HoldEndResponse extends ServerResponse {
+  // node:http passes (req, { highWaterMark, ... }): handed on whole.
+  constructor(...args: ConstructorParameters<typeof ServerResponse>) {
+    super(...args);
+    // nginx sends its own Date (proxy_hide_header's default list has Date): none to build and parse here.
+    this.sendDate = false;
+  }
+
   override end(...args: unknown[]): this {
     const req = this.req;
     const framed = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
@@ -93,6 +100,17 @@ class HoldEndResponse extends ServerResponse {
 function refuse(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))]);
   res.end(text);
+}
+
+/**
+ * The secret check: timing-safe (the time does not tell where a guess differs; the length is no secret),
+ * and without an allocation per request (the header is written into one scratch buffer).
+ */
+function secretCheck(secret: string): (got: string | string[] | undefined) => boolean {
+  const want = Buffer.from(secret, 'latin1');
+  const scratch = Buffer.alloc(want.length);
+  return (got) =>
+    typeof got === 'string' && got.length === want.length && scratch.write(got, 0, 'latin1') === want.length && timingSafeEqual(scratch, want);
 }
 
 /**
@@ -148,7 +166,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     return cannotStart(err);
   }
   const cfg = await config;
-  const secret = Buffer.from(cfg.secret, 'latin1');
+  const fromSecret = secretCheck(cfg.secret);
   const log = defaultErrorLogger;
   const listener = toNodeListener(handler, {
     server: 'nginx',
@@ -169,8 +187,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
 
   let warned = false;
   const fromNginx = (req: IncomingMessage): boolean => {
-    const got = req.headers['x-tsgi-secret'];
-    if (typeof got === 'string' && got.length === secret.length && timingSafeEqual(Buffer.from(got, 'latin1'), secret)) return true;
+    if (fromSecret(req.headers['x-tsgi-secret'])) return true;
     if (!warned) {
       warned = true;
       log(
@@ -200,9 +217,9 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
 
   const server = createServer(
     {
-      // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
-      // so it never sends a request on one we are closing.
-      keepAliveTimeout: 75_000,
+      // No timeout: only nginx closes idle connections (its upstream keepalive_timeout, config.ts), so it
+      // never sends a request on one we are closing; and no Keep-Alive header for nginx to parse and drop.
+      keepAliveTimeout: 0,
       requestTimeout: 0,
       // No Host is fine: nginx forwards an HTTP/1.0 request without one as HTTP/1.1.
       requireHostHeader: false,
