@@ -118,12 +118,10 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('proxy_set_header X-Tsgi-Phase "";');
     expect(s).toMatch(/location = \/_tsgi_auth \{[^}]*proxy_set_header X-Tsgi-Phase access;[^}]*\}/);
     expect(s).toContain('proxy_pass_request_body off;');
-    // The client's request line and version reach the worker (request.url, HTTP/1.0 without Host).
-    expect(s).toContain('map $request $tsgi_target_authority {');
-    expect(s).toContain('proxy_set_header X-Tsgi-Authority $tsgi_target_authority;');
-    expect(s).toContain('proxy_set_header X-Tsgi-Protocol $server_protocol;');
-    // Big response heads, streamed uploads, and no 10 MiB body buffer per upload.
-    expect(s).toContain('proxy_buffer_size 64k;');
+    // The client's request line reaches the worker (request.url and Host of an absolute-form target).
+    expect(s).toContain('proxy_set_header X-Tsgi-Request $request;');
+    // Big response heads (64 KiB of handler headers and the status line), streamed uploads, and no 10 MiB body buffer per upload.
+    expect(s).toContain('proxy_buffer_size 72k;');
     expect(s).toContain('proxy_request_buffering off;');
     expect(s).toContain('client_body_buffer_size 64k;');
   });
