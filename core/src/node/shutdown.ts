@@ -1,6 +1,6 @@
 import type { Handler } from '../contract.js';
 import type { ErrorLogger } from '../pipeline.js';
-import type { Lifecycle } from '../lifecycle.js';
+import type { Lifecycle } from './lifecycle.js';
 
 /** What one Node host does to stop: every host's graceful shutdown is these steps, in this order. */
 export interface ShutdownSteps {

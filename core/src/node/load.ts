@@ -21,8 +21,8 @@ import { homedir, tmpdir } from 'node:os';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Plugin } from 'esbuild';
-import type { Handler } from './contract.js';
-import { assertHandler } from './pipeline.js';
+import type { Handler } from '../contract.js';
+import { assertHandler } from '../pipeline.js';
 
 /** A start-up failure with a one-line message meant for the terminal. */
 export class StartupError extends Error {
