@@ -1,6 +1,18 @@
 // Node-only helpers (process, fs, esbuild); kept out of the main entry so the njs bundle never sees them.
 export { Lifecycle, RequestContext } from './node/lifecycle.js';
-export { loadHandler, loadFailure, initHandler, compileTypeScript, StartupError, type Compiled, type LoadOptions } from './node/load.js';
+export {
+  loadHandler,
+  loadFailure,
+  initHandler,
+  compileHandler,
+  compileTypeScript,
+  bundleWorker,
+  StartupError,
+  type Compiled,
+  type LoadOptions,
+  type Preload,
+  type WorkerBundleOptions,
+} from './node/load.js';
 export { LazyRequest, absoluteUrl, originUrl } from './node/lazy-request.js';
 export { bindListenHandle, checkBoundPort, listenError, type ListenHandle } from './node/listen-handle.js';
 export { EXIT_STARTUP, Backoff, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, BACKOFF_RESET_MS, startupReason } from './node/policy.js';
