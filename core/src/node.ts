@@ -14,6 +14,7 @@ export {
   type WorkerBundleOptions,
 } from './node/load.js';
 export { LazyRequest, absoluteUrl, originUrl } from './node/lazy-request.js';
-export { bindListenHandle, checkBoundPort, listenError, type ListenHandle } from './node/listen-handle.js';
+export { bindListenHandle, bindUnixHandle, checkBoundPort, listenError, type ListenHandle } from './node/listen-handle.js';
 export { EXIT_STARTUP, Backoff, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, BACKOFF_RESET_MS, startupReason } from './node/policy.js';
 export { shutdown, type ShutdownSteps } from './node/shutdown.js';
+export { WorkerPool, stopProcess, reportReady, reportStartupFailure, type PoolWorker, type WorkerPoolOptions, type WorkerReport, type ReadyReport } from './node/pool.js';

@@ -6,8 +6,8 @@ import type { Lifecycle } from './lifecycle.js';
 export interface ShutdownSteps {
   /** Stop taking new work: close the listener, tell peers to go away (Apache's GOAWAY). */
   stopAccepting(): void | Promise<void>;
-  /** The process's in-flight requests and waitUntil work. */
-  lifecycle: Lifecycle;
+  /** The process's in-flight requests and waitUntil work (one Lifecycle, or several drained together). */
+  lifecycle: Pick<Lifecycle, 'drain'>;
   /** How long the drain may take. */
   timeoutMs: number;
   /** After the drain (or its deadline): cut whatever is still open. */
