@@ -2,11 +2,11 @@
 // a private Apache in the foreground (as mod_wsgi-express does; the runner is core's).
 import { chmodSync, existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   DEFAULT_WORKER_USERS,
-  StartupError,
+  bundleWorker,
   commonOptions,
   envAllowList,
   dispatch,
@@ -138,37 +138,7 @@ async function conf(argv: string[]): Promise<number> {
  * running as an unprivileged user needs to read only that file.
  */
 export async function bundleHandler(handler: string, outfile: string): Promise<void> {
-  const esbuild = await import('esbuild');
-  const entry = `import * as handler from ${JSON.stringify(handler)};
-import { startWorker } from ${JSON.stringify(WORKER_SCRIPT)};
-startWorker(handler);
-`;
-  try {
-    await esbuild.build({
-      stdin: { contents: entry, resolveDir: dirname(handler), sourcefile: 'tsgi-worker-entry.mjs', loader: 'js' },
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      outfile,
-      // The worker starts itself from TSGI_HANDLER only when not bundled.
-      define: { 'process.env.TSGI_BUNDLED': '"1"' },
-      // CommonJS dependencies inside an ES module bundle still call require().
-      banner: { js: "import { createRequire as __tsgiCreateRequire } from 'node:module'; const require = __tsgiCreateRequire(import.meta.url);" },
-      external: ['esbuild'],
-      // The workers run with --enable-source-maps: stacks name the handler's own lines.
-      sourcemap: 'inline',
-      logLevel: 'silent',
-      legalComments: 'none',
-    });
-  } catch (err) {
-    const first = (err as { errors?: { text: string; location?: { file: string; line: number } }[] }).errors?.[0];
-    const where = first?.location ? ` (${first.location.file}:${first.location.line})` : '';
-    throw new StartupError(`cannot bundle handler ${handler}: ${first?.text ?? (err as Error).message.split('\n')[0]}${where}`);
-  } finally {
-    // esbuild's service process would otherwise live as long as the server.
-    await esbuild.stop();
-  }
+  await bundleWorker({ handler, runtime: WORKER_SCRIPT, outfile });
 }
 
 /**

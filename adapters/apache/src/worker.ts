@@ -6,7 +6,7 @@
  * each REQUEST frame.
  *
  * Run as `node dist/worker.js` (the handler comes from TSGI_HANDLER), or as
- * one esbuild bundle whose entry calls startWorker(handlerModule) — what
+ * one bundle (core's bundleWorker) whose entry calls runWorker — what
  * `tsgi apache run` generates, so an unprivileged worker reads one file.
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -33,7 +33,7 @@ import {
   type Handler,
   type RawResponse,
 } from '@tsgi/core';
-import { Lifecycle, RequestContext, StartupError, initHandler, loadHandler } from '@tsgi/core/node';
+import { Lifecycle, RequestContext, StartupError, initHandler, loadFailure, loadHandler } from '@tsgi/core/node';
 import {
   FRAME_HEADER_SIZE,
   MAX_FRAME,
@@ -933,6 +933,21 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
   } catch (err) {
     fatal(err);
   }
+}
+
+/**
+ * The entry of a worker bundle (core's bundleWorker, for `tsgi apache run`):
+ * `load` imports the handler module, so a throw while it loads is a start-up
+ * failure like any other (one line, exit 78).
+ */
+export async function runWorker(load: () => Promise<unknown>, where: string): Promise<Worker> {
+  let mod: unknown;
+  try {
+    mod = await load();
+  } catch (err) {
+    fatal(loadFailure(where, err));
+  }
+  return startWorker(mod);
 }
 
 /** The status pipe is only for a start-up failure: once started, the handler's child processes must not inherit it. */

@@ -8,7 +8,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { StartupError } from '../load.js';
+import { StartupError } from './load.js';
 import { startupReason } from './policy.js';
 
 /** A mistake in how the command was typed: one line, then `hint` (the usage line). */

@@ -18,8 +18,8 @@ import { chmodSync, chownSync, closeSync, constants, existsSync, mkdirSync, mkdt
 import { Socket, connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { listenError } from '../listen-handle.js';
-import { StartupError } from '../load.js';
+import { listenError } from './listen-handle.js';
+import { StartupError } from './load.js';
 import { DEFAULT_WORKER_USERS } from './args.js';
 import { startupReason } from './policy.js';
 
