@@ -2,7 +2,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { StartupError, WorkerPool, type PoolWorker } from '@tsgi/core/node';
+import { StartupError, WorkerPool, parsePrometheus, type PoolWorker } from '@tsgi/core/node';
 import { alive, sleep, waitFor } from '@tsgi/conformance/testing';
 
 const script = fileURLToPath(new URL('./fixtures/pool-worker.mjs', import.meta.url));
@@ -24,7 +24,7 @@ afterEach(async () => {
   harnesses = [];
 });
 
-function harness(size: number, modes: string[] = []): Harness {
+function harness(size: number, modes: string[] = [], stallMs = 0): Harness {
   const h: Harness = { logs: [], mode: modes, opened: [], closed: [], retired: [], children: [] } as unknown as Harness;
   h.pool = new WorkerPool({
     size,
@@ -35,7 +35,7 @@ function harness(size: number, modes: string[] = []): Harness {
       return { fd: 1, close: () => void h.closed.push(name) };
     },
     spawn: (w: PoolWorker) => {
-      const child = fork(script, [h.mode.shift() ?? 'ok'], { stdio: ['ignore', 'ignore', 'inherit', w.handle.fd, 'ipc'] });
+      const child = fork(script, (h.mode.shift() ?? 'ok').split(' '), { stdio: ['ignore', 'ignore', 'inherit', w.handle.fd, 'ipc'] });
       child.on('message', (m: { tsgi?: string; pid?: number }) => {
         if (m?.tsgi === 'retired') h.retired.push(m.pid!);
       });
@@ -46,6 +46,7 @@ function harness(size: number, modes: string[] = []): Harness {
     retireGraceMs: 5000,
     stopGraceMs: 5000,
     log: (m) => void h.logs.push(m),
+    stallMs,
   });
   harnesses.push(h);
   return h;
@@ -151,5 +152,50 @@ describe('WorkerPool', () => {
     expect(h.closed.sort()).toEqual(['0/0', '1/0']);
     expect(h.logs).toEqual([]);
     expect(await h.pool.reload()).toBe(false);
+  });
+
+  it('operations: a worker without heartbeats for stallMs is killed, logged with the requests it held, counted as timeout, respawned', async () => {
+    const h = harness(2, ['ops', 'ops'], 600);
+    await h.pool.start();
+    const [a, b] = pids(h);
+    h.pool.workers[0]!.child!.send({ tsgi: 'spin' });
+    await waitFor(() => pids(h)[0] !== a && pids(h)[0] !== 0 && h.pool.workers[0]!.ready !== undefined, 10_000, 'the stalled worker replaced');
+    expect(alive(a!)).toBe(false);
+    expect(pids(h)[1]).toBe(b);
+    expect(h.pool.restarts).toEqual({ crash: 0, recycle: 0, reload: 0, timeout: 1 });
+    expect(h.logs).toEqual([expect.stringMatching(new RegExp(`^worker ${a} stalled \\(no heartbeat for [\\d.]+ s\\), killed \\(SIGKILL\\); it held request req-${a}; respawning$`))]);
+  });
+
+  it('operations: a worker that asks to be recycled is replaced by a ready one before it retires, on the same handle', async () => {
+    const h = harness(1, ['ops', 'slow']);
+    await h.pool.start();
+    const [a] = pids(h);
+    h.pool.workers[0]!.child!.send({ tsgi: 'ask-recycle' });
+    await waitFor(() => h.retired.includes(a!), 10_000, 'the old worker retired');
+    const [c] = pids(h);
+    expect(c).not.toBe(a);
+    expect(h.pool.workers[0]!.ready).toBeDefined();
+    await h.pool.settled();
+    expect(h.opened).toEqual(['0/0']);
+    expect(h.closed).toEqual([]);
+    expect(h.pool.restarts.recycle).toBe(1);
+    expect(h.logs).toEqual([`worker ${a} recycled: max-requests (test) (exit 0); it held request req-${a}`]);
+  });
+
+  it('operations: metricsText sums the running workers and the ended ones, with the workers by state and the restarts', async () => {
+    const h = harness(2, ['ops 3', 'ops 4', 'ops 5']);
+    await h.pool.start();
+    await h.pool.metricsText(); // both have beaten once
+    process.kill(pids(h)[0]!, 'SIGKILL');
+    await waitFor(() => h.pool.workers[0]!.ready !== undefined && h.pool.restarts.crash === 1, 10_000, 'the respawn');
+    const samples = parsePrometheus(await h.pool.metricsText());
+    const get = (name: string, labels: Record<string, string> = {}): number | undefined =>
+      samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+    expect(get('tsgi_requests_total', { status: '200' })).toBe(3 + 4 + 5);
+    expect(get('tsgi_request_duration_seconds_count')).toBe(12);
+    expect(get('tsgi_inflight_requests')).toBe(2); // the dead one's gauge is gone
+    expect(get('tsgi_workers', { state: 'ready' })).toBe(2);
+    expect(get('tsgi_worker_restarts_total', { reason: 'crash' })).toBe(1);
+    expect(get('tsgi_worker_heap_bytes')).toBe(2000);
   });
 });

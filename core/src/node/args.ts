@@ -96,6 +96,9 @@ export interface Parsed<O extends Options> {
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
 export const DEFAULT_PORT = 3000;
 export const DEFAULT_GRACEFUL_MS = 10_000;
+/** mod_wsgi-express's starting values: 60 s for a request, 45 s in the queue. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+export const DEFAULT_QUEUE_TIMEOUT_MS = 45_000;
 /** Who the workers of a private server run as when it is started as root, the first that exists. */
 export const DEFAULT_WORKER_USERS = ['www-data', 'nginx', 'nobody'] as const;
 
@@ -130,6 +133,22 @@ export const commonOptions = {
   'server-root': { type: 'string', value: 'DIR', help: "where the private server's temp dir is made; default $TMPDIR, else /tmp (the worker user must reach it)" },
   'log-level': { type: 'string', value: 'LEVEL', default: 'warn', help: "the server's error log level" },
   preload: { type: 'string', multiple: true, value: 'NAME=FILE.json', help: 'read-only data the handler reads as the global NAME' },
+  // Operations (issue 12): one name, meaning and default on every Node-backed host; ops/options.ts reads them.
+  'request-timeout': {
+    type: 'duration',
+    value: 'DURATION',
+    default: DEFAULT_REQUEST_TIMEOUT_MS,
+    max: 86_400_000,
+    help: 'the longest a request may go without progress (no response head, no body byte either way): request.signal aborts (TimeoutError), the client gets 504 or, once the head has left, the connection is cut; 0: no limit',
+  },
+  'max-inflight': { type: 'int', value: 'N', default: 0, max: 1_000_000, help: 'requests one worker process runs at once; more wait up to --queue-timeout, then 503 + Retry-After from the observed service time; 0: no limit' },
+  'queue-timeout': { type: 'duration', value: 'DURATION', default: DEFAULT_QUEUE_TIMEOUT_MS, max: 86_400_000, help: 'how long a request may wait for a free slot (a worker, or --max-inflight) before 503 + Retry-After' },
+  'max-requests': { type: 'int', value: 'N', default: 0, max: 2 ** 31 - 1, help: 'recycle a worker after about N requests (up to 10% jitter); 0: never' },
+  'max-heap': { type: 'size', value: 'SIZE', default: 0, max: 2 ** 40, help: 'recycle a worker whose V8 heap used exceeds SIZE after a response (512M); 0: never' },
+  health: { type: 'string', value: 'PATH', pattern: /^\/\S*$/, wants: 'a URL path starting with /', help: 'answer PATH 200 while a worker is ready, 503 before the first init and while draining' },
+  metrics: { type: 'string', value: 'PATH', pattern: /^\/\S*$/, wants: 'a URL path starting with /', help: 'Prometheus metrics at PATH (loopback clients only unless --metrics-public); off by default' },
+  'metrics-public': { type: 'boolean', help: 'serve --metrics to every client, not only loopback ones' },
+  'server-timing': { type: 'boolean', help: 'add a Server-Timing header (queue, auth, fetch) to every response' },
 } as const satisfies Options;
 
 const HELP: OptionSpec = { type: 'boolean', short: 'h', help: 'this text' };

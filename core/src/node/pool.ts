@@ -15,6 +15,8 @@ import type { ChildProcess } from 'node:child_process';
 import type { ListenHandle } from './listen-handle.js';
 import { StartupError } from './load.js';
 import { Backoff, EXIT_STARTUP, startupReason } from './policy.js';
+import { emptySnapshot, mergeSnapshots, renderPrometheus, type MetricsSnapshot, type RestartReason, type WorkerState } from './ops/metrics.js';
+import { SNAPSHOT_WAIT_MS, type LinkMessage } from './ops/worker-link.js';
 
 /** What a worker sends its supervisor over IPC: ready (with what else it tells), or why it cannot start. */
 export type ReadyReport = { tsgi: 'ready'; [k: string]: unknown };
@@ -47,6 +49,8 @@ export interface WorkerPoolOptions<H extends ListenHandle> {
   log(message: string): void;
   /** The set of processes changed (a worker became ready, a reload swapped them). */
   onChange?(): void;
+  /** A ready worker without a heartbeat for this long (ms) is stalled (a CPU loop): killed and replaced. 0: never. */
+  stallMs?: number;
 }
 
 interface Slot<H extends ListenHandle> extends PoolWorker<H> {
@@ -58,9 +62,24 @@ interface Slot<H extends ListenHandle> extends PoolWorker<H> {
   retired: boolean;
   timer?: NodeJS.Timeout;
   gone?: Promise<void>;
+  /** When its worker last said it is alive (ms epoch). */
+  beatAt: number;
+  /** Its worker's last counters, and the ids of the requests it held. */
+  stats: MetricsSnapshot | undefined;
+  held: string[];
+  /** Why we end its process (the end line and the restart counter say it); unset: it died by itself. */
+  ending?: { reason: RestartReason | 'stop'; why: string };
+  /** Its handle went to the worker that replaced it (recycling): not closed on retire. */
+  handedOver?: boolean;
 }
 
 const how = (code: number | null, signal: NodeJS.Signals | null): string => signal ?? `exit ${code}`;
+
+/** A worker's end as its log line says it: the status, and what it likely means (V8 aborts when its heap is exhausted). */
+function endStatus(code: number | null, signal: NodeJS.Signals | null): string {
+  const st = how(code, signal);
+  return code === 134 || signal === 'SIGABRT' ? `${st}, likely out of memory` : st;
+}
 
 /** Ends a process: `message` over IPC (else SIGTERM), SIGKILL after `graceMs`; resolves once it has exited. */
 export function stopProcess(child: ChildProcess, graceMs: number, message?: object): Promise<void> {
@@ -86,6 +105,12 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
   served = false;
   /** Respawns so far. */
   respawns = 0;
+  /** Workers replaced, by reason (tsgi_worker_restarts_total). */
+  readonly restarts: Record<RestartReason, number> = { crash: 0, recycle: 0, reload: 0, timeout: 0 };
+  /** The counters of the workers that have ended. */
+  private totals = emptySnapshot();
+  private stallTimer: NodeJS.Timeout | undefined;
+  private asks = 0;
 
   constructor(private o: WorkerPoolOptions<H>) {}
 
@@ -98,17 +123,21 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
     return this.slots[0]?.generation ?? 0;
   }
 
-  private slot(index: number, generation: number, probation: boolean): Slot<H> {
+  /** A new slot; `handle`: the socket of the worker it replaces (recycling), else the slot's own from listen(). */
+  private slot(index: number, generation: number, probation: boolean, handle?: H): Slot<H> {
     const s: Slot<H> = {
       index,
       generation,
-      handle: this.o.listen(index, generation),
+      handle: handle ?? this.o.listen(index, generation),
       child: undefined,
       ready: undefined,
       backoff: new Backoff(),
       startedAt: 0,
       probation,
       retired: false,
+      beatAt: 0,
+      stats: undefined,
+      held: [],
     };
     this.live.add(s);
     return s;
@@ -129,10 +158,12 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
       s.startedAt = Date.now();
       let reason: string | undefined;
       let ended = false;
-      child.on('message', (m: WorkerReport) => {
+      child.on('message', (m: WorkerReport | LinkMessage) => {
         if (m?.tsgi === 'failed') reason = m.reason;
+        if (s.child === child) this.linkMessage(s, child, m as LinkMessage);
         if (m?.tsgi !== 'ready' || s.ready || s.child !== child) return;
         s.ready = m;
+        s.beatAt = Date.now();
         this.served = true;
         this.o.onChange?.();
         resolve();
@@ -145,7 +176,7 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
         if (!wasReady) {
           reject(new StartupError(reason ?? `a worker failed to start (${how(code, signal)})`));
         }
-        if (s.child === child) this.died(s, child, wasReady, error ? 'spawn error' : how(code, signal), reason);
+        if (s.child === child) this.died(s, child, wasReady, error ? 'spawn error' : how(code, signal), reason, error ? undefined : code, error ? undefined : signal);
       };
       child.once('error', (err) => end(null, null, err));
       // 'close', not 'exit': it comes after the IPC channel is drained, so the worker's reason has arrived.
@@ -153,13 +184,51 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
     });
   }
 
-  /** A slot's process ended: respawned with back-off once the pool has served, unless it was replaced or is stopping. */
-  private died(s: Slot<H>, child: ChildProcess, wasReady: boolean, status: string, reason: string | undefined): void {
+  /** What a worker tells besides ready/failed: heartbeats, a recycle request, a metrics request. */
+  private linkMessage(s: Slot<H>, child: ChildProcess, m: LinkMessage): void {
+    switch (m?.tsgi) {
+      case 'beat':
+        s.beatAt = Date.now();
+        s.stats = m.stats;
+        s.held = m.held;
+        break;
+      case 'recycle':
+        void this.recycle(s, m.why);
+        break;
+      case 'metrics?':
+        void this.metricsText().then((text) => {
+          if (child.connected) child.send({ tsgi: 'metrics', id: m.id, text } satisfies LinkMessage, () => {});
+        });
+        break;
+    }
+  }
+
+  /**
+   * A slot's process ended: one line with its reason (exit code or signal, likely OOM, stalled,
+   * recycled) and the ids of the requests it held, so a 502 can be traced; then respawned with
+   * back-off once the pool has served, unless it was replaced or is stopping.
+   */
+  private died(s: Slot<H>, child: ChildProcess, wasReady: boolean, status: string, reason: string | undefined, code?: number | null, signal?: NodeJS.Signals | null): void {
     s.child = undefined;
-    if (this.stopping || s.retired || s.probation || !this.served) return;
+    if (s.stats) this.totals = mergeSnapshots([this.totals, { ...s.stats, inflight: 0, queued: 0, heap: 0 }]);
+    s.stats = undefined;
+    const ending = s.ending;
+    s.ending = undefined;
+    const held = s.held.length ? `; it held request${s.held.length > 1 ? 's' : ''} ${s.held.join(', ')}` : '';
+    s.held = [];
+    const st = code === undefined && signal === undefined ? status : endStatus(code ?? null, signal ?? null);
+    const line = ending ? `worker ${child.pid} ${ending.why} (${st})${held}` : `worker ${child.pid} died (${st})${held}`;
+    const asked = this.stopping || s.retired || s.probation || !this.served;
+    // Ends we asked for are logged when they say something (a recycle, a reload, requests cut).
+    if (asked) {
+      if (wasReady && ((ending && ending.reason !== 'stop') || held)) this.o.log(line);
+      return;
+    }
     const delay = s.backoff.next(s.startedAt);
-    const what = wasReady ? `died (${status})` : `exited before it was ready (${status}${reason ? `: ${reason}` : ''})`;
-    this.o.log(`worker ${child.pid} ${what}; respawning${delay ? ` in ${delay} ms` : ''}`);
+    this.restarts[ending?.reason === 'timeout' ? 'timeout' : 'crash']++;
+    const again = `respawning${delay ? ` in ${delay} ms` : ''}`;
+    if (wasReady) this.o.log(`${line}; ${again}`);
+    else this.o.log(`worker ${child.pid} exited before it was ready (${status}${reason ? `: ${reason}` : ''}); ${again}`);
     s.timer = setTimeout(() => {
       s.timer = undefined;
       if (this.stopping || s.retired) return;
@@ -183,6 +252,93 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
       throw err;
     }
     await Promise.allSettled(this.slots.slice(1).map((s) => this.launch(s)));
+    const stall = this.o.stallMs ?? 0;
+    if (stall > 0 && !this.stopping) {
+      this.stallTimer = setInterval(() => this.checkStalls(stall), Math.min(1_000, stall));
+      this.stallTimer.unref();
+    }
+  }
+
+  /** A ready worker silent for `stallMs` cannot see its requests' signals (a CPU loop): killed, then respawned by died(). */
+  private checkStalls(stallMs: number): void {
+    const now = Date.now();
+    for (const s of this.slots) {
+      const c = s.child;
+      if (!c || !s.ready || s.ending || s.retired || now - s.beatAt <= stallMs) continue;
+      s.ending = { reason: 'timeout', why: `stalled (no heartbeat for ${Math.round((now - s.beatAt) / 100) / 10} s), killed` };
+      c.kill('SIGKILL');
+    }
+  }
+
+  /**
+   * Replaces one worker gracefully (max-requests, max-heap): a fresh one starts on the same
+   * socket, and once it is ready the old one drains and exits. If the fresh one cannot start, the
+   * old one keeps serving.
+   */
+  private async recycle(old: Slot<H>, why: string): Promise<void> {
+    if (this.stopping || old.retired || old.probation || this.slots[old.index] !== old || !old.ready) return;
+    const fresh = this.slot(old.index, old.generation, true, old.handle);
+    old.retired = true; // not respawned meanwhile; it keeps serving until the fresh one is ready
+    try {
+      await this.launch(fresh);
+    } catch (err) {
+      this.o.log(`worker ${old.child?.pid} should be recycled (${why}) but its replacement did not start: ${startupReason(err)}; it keeps serving`);
+      fresh.handedOver = true;
+      await this.retire(fresh, this.o.stopGraceMs);
+      old.retired = this.stopping;
+      // It died meanwhile: the slot gets a worker again the usual way.
+      if (!old.child && !this.stopping) this.launch(old).catch(() => {});
+      return;
+    }
+    if (this.stopping) return;
+    fresh.probation = false;
+    this.slots[old.index] = fresh;
+    old.handedOver = true;
+    old.ending = { reason: 'recycle', why: `recycled: ${why}` };
+    this.restarts.recycle++;
+    this.o.onChange?.();
+    const p = this.retire(old, this.o.retireGraceMs, this.o.retireMessage);
+    this.retiring.add(p);
+    void p.then(() => this.retiring.delete(p));
+  }
+
+  /** Workers by state: starting (not ready yet), ready (current), draining (replaced, still running). */
+  private states(): Record<WorkerState, number> {
+    const n: Record<WorkerState, number> = { starting: 0, ready: 0, draining: 0 };
+    for (const s of this.live) {
+      if (!s.child) continue;
+      if (s.retired || this.stopping) n.draining++;
+      else if (s.ready) n.ready++;
+      else n.starting++;
+    }
+    return n;
+  }
+
+  /** The whole pool's metrics text: every running worker's fresh counters (waited for up to SNAPSHOT_WAIT_MS) plus those of the ended ones. */
+  async metricsText(): Promise<string> {
+    const running = [...this.live].filter((s) => s.child?.connected && s.ready);
+    const id = ++this.asks;
+    await Promise.all(
+      running.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const c = s.child!;
+            const t = setTimeout(done, SNAPSHOT_WAIT_MS);
+            function done(): void {
+              clearTimeout(t);
+              c.off('message', onBeat);
+              resolve();
+            }
+            const onBeat = (m: LinkMessage): void => {
+              if (m?.tsgi === 'beat') done();
+            };
+            c.on('message', onBeat);
+            c.send({ tsgi: 'snapshot?', id } satisfies LinkMessage, (err) => err && done());
+          }),
+      ),
+    );
+    const sum = mergeSnapshots([this.totals, ...[...this.live].flatMap((s) => (s.stats ? [s.stats] : []))]);
+    return renderPrometheus(sum, { workers: this.states(), restarts: this.restarts });
   }
 
   /**
@@ -221,6 +377,8 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
       throw err;
     }
     for (const s of old) {
+      s.ending = { reason: 'reload', why: 'replaced by a reload' };
+      this.restarts.reload++;
       const p = this.retire(s, this.o.retireGraceMs, this.o.retireMessage);
       this.retiring.add(p);
       void p.then(() => this.retiring.delete(p));
@@ -239,7 +397,7 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
     clearTimeout(s.timer);
     return (s.gone ??= (async () => {
       if (s.child) await stopProcess(s.child, graceMs, message);
-      s.handle.close();
+      if (!s.handedOver) s.handle.close();
       this.live.delete(s);
     })());
   }
@@ -247,6 +405,7 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
   /** Stops every worker (SIGTERM: each drains and runs close; SIGKILL after graceMs) and closes the handles. */
   async stop(graceMs = this.o.stopGraceMs): Promise<void> {
     this.stopping = true;
+    clearInterval(this.stallTimer);
     const all = [...this.live];
     // A worker already retiring gently is told to stop now.
     for (const s of all) if (s.gone && s.child && s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
