@@ -96,6 +96,12 @@ export abstract class LazyRequest {
     return this._ac.signal;
   }
 
+  /** Aborts `signal` with `reason` (the host's request-timeout: a TimeoutError); nothing once it has aborted. */
+  abortSignal(reason: unknown): void {
+    const signal = this.signal;
+    if (!signal.aborted) this._ac?.abort(reason);
+  }
+
   get bodyUsed(): boolean {
     return this._native ? this._native.bodyUsed : this._used;
   }
