@@ -26,3 +26,4 @@ export { DURATION_BUCKETS, Metrics, PROMETHEUS_TYPE, RESTART_REASONS, WORKER_STA
 export { DEFAULT_OPS, needsSupervisor, opsOptions, opsSettings, type OpsSettings } from './node/ops/options.js';
 export { Operations, RECYCLE_JITTER, isLoopback, serverTimingValue, timeoutError, type Probe, type ProbeAnswer } from './node/ops/operations.js';
 export { HEARTBEAT_MS, STALL_GRACE_MS, linkWorker, type LinkMessage, type WorkerLink } from './node/ops/worker-link.js';
+export { authMs, timedHandler } from './node/ops/timing.js';

@@ -1,5 +1,5 @@
 // `tsgi serve`: the handler on node:http, in this process or in --workers N.
-import { commonOptions, envAllowList, parseCommand, type CommandSpec } from '@tsgi/core/node';
+import { commonOptions, envAllowList, opsOptions, opsSettings, parseCommand, type CommandSpec } from '@tsgi/core/node';
 import { isServeWorker, serve } from './serve.js';
 
 export const SERVE = {
@@ -15,6 +15,7 @@ export const SERVE = {
     'graceful-timeout': commonOptions['graceful-timeout'],
     'clear-env': commonOptions['clear-env'],
     env: commonOptions.env,
+    ...opsOptions,
   },
 } as const satisfies CommandSpec;
 
@@ -38,6 +39,7 @@ export async function main(argv: string[]): Promise<number | void> {
       gracefulTimeout: v['graceful-timeout'],
       clearEnv: v['clear-env'],
       keepEnv,
+      operations: opsSettings(v),
     });
     const workers = (v.workers ?? 1) > 1 ? `, ${v.workers} workers` : '';
     if (!isServeWorker) console.error(`tsgi serve: ready on ${server.url} (node pid ${process.pid}${workers})`);

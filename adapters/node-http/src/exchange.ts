@@ -23,7 +23,8 @@ import {
   type RawResponse,
   type ServerKind,
 } from '@tsgi/core';
-import { Lifecycle, RequestContext, initHandler } from '@tsgi/core/node';
+import { Lifecycle, RequestContext, initHandler, timedHandler, type Operations } from '@tsgi/core/node';
+import { opsGate, opsTimer, opsWire } from './ops.js';
 import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
 import { clientGone, sendResponse } from './send.js';
 
@@ -46,6 +47,8 @@ export interface NodeAdapterOptions {
   /** Request headers (lower-case) the handler never sees: a trusted proxy's own (nginx workers mode). */
   hiddenHeaders?: readonly string[];
   onError?: ErrorLogger;
+  /** The process's operations (issue 12: deadline, admission, probes, metrics, Server-Timing); one across reloads. */
+  ops?: Operations;
 }
 
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
@@ -108,6 +111,9 @@ export class NodeHost {
   readonly requestOptions: RequestOptions;
   private initialized = false;
   private decided: ((req: IncomingMessage) => string | undefined) | undefined;
+  readonly ops: Operations | undefined;
+  /** What runs the pipeline: the handler, or (--server-timing) its access hooks timed. */
+  readonly pipeline: Handler;
 
   constructor(
     readonly handler: Handler,
@@ -121,6 +127,8 @@ export class NodeHost {
     this.phases = options.phases ?? false;
     this.decided = options.authority;
     this.hasLog = typeof handler.log === 'function';
+    this.ops = options.ops;
+    this.pipeline = this.ops?.s.serverTiming ? timedHandler(handler) : handler;
     this.requestOptions = {
       maxBodySize: this.maxBody,
       scheme: options.https === undefined ? undefined : options.https ? 'https' : 'http',
@@ -148,6 +156,7 @@ export class NodeHost {
     const request = new NodeRequest(req, res, this.requestOptions, target.authority, target.path, target.absolute);
     const x = new Exchange(this, req, res, request, new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle));
     const cl = req.headers['content-length'];
+    if (this.ops) opsTimer(x, this.ops);
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));
       x.end(413, 0);
@@ -158,6 +167,7 @@ export class NodeHost {
 
   /** A whole node:http exchange (toNodeListener); requests that arrive before init has run wait for it. */
   serve(req: IncomingMessage, res: ServerResponse): void {
+    if (this.ops && !opsGate(this, this.ops, req, res)) return;
     if (!this.initialized) {
       this.ready.then(
         () => this.serve(req, res),
@@ -176,6 +186,8 @@ export class NodeHost {
 /** One request: its Request and Context, the pipeline run, the response written, then the log hook. */
 export class Exchange {
   readonly start: number;
+  /** end() ran (a request-timeout may end it before the handler answers). */
+  private ended = false;
 
   constructor(
     readonly host: NodeHost,
@@ -201,7 +213,7 @@ export class Exchange {
         return new FastResponse(null, { status: a.status, headers }) as unknown as Response;
       });
     }
-    return runPipeline(host.handler, request, ctx, host.log);
+    return runPipeline(host.pipeline, request, ctx, host.log);
   }
 
   /**
@@ -231,8 +243,9 @@ export class Exchange {
   /** Writes the response on node:http (send.ts), then ends the exchange. */
   send(response: Response): void {
     const { res, host } = this;
-    const raw = this.wire(response);
+    let raw = this.wire(response);
     if (!raw) return this.end(res.statusCode, 0);
+    if (host.ops) raw = opsWire(this, host.ops, raw);
     const isHead = this.req.method === 'HEAD';
     let sent: number | Promise<number>;
     try {
@@ -265,6 +278,9 @@ export class Exchange {
 
   /** Frees the in-flight slot, then runs the `log` hook once the response is finished (or the client gone). */
   end(status: number, bytes: number): void {
+    // A request-timeout ended it already; the handler's late answer ends nothing twice.
+    if (this.ended) return;
+    this.ended = true;
     const host = this.host;
     host.lifecycle.end();
     if (!host.hasLog) return;

@@ -6,8 +6,12 @@ import { userInfo } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { defaultErrorLogger, type ErrorLogger, type Handler } from '@tsgi/core';
 import {
+  Operations,
+  STALL_GRACE_MS,
   StartupError,
   WorkerPool,
+  linkWorker,
+  needsSupervisor,
   bindListenHandle,
   checkBoundPort,
   listenError,
@@ -16,6 +20,8 @@ import {
   reportStartupFailure,
   shutdown,
   startupReason,
+  type OpsSettings,
+  type WorkerLink,
 } from '@tsgi/core/node';
 import { toNodeListener, type NodeAdapterOptions, type NodeListener } from './listener.js';
 
@@ -36,6 +42,12 @@ export interface ServeOptions extends NodeAdapterOptions {
    */
   clearEnv?: boolean;
   keepEnv?: string[];
+  /**
+   * Operations (issue 12): request-timeout, admission, recycling, health, metrics,
+   * Server-Timing. Recycling (max-requests, max-heap) needs a process to replace:
+   * without `workers`, it runs one supervised worker.
+   */
+  operations?: Partial<OpsSettings>;
 }
 
 export interface TsgiServer {
@@ -173,6 +185,10 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
   const generations = new Set<NodeListener>(); // not yet closed
   let stopping: Promise<void> | undefined;
   let reloading: Promise<boolean> = Promise.resolve(true);
+  // One per process, across reloads: the counters go on.
+  const ops = opts.operations ? new Operations(opts.operations) : undefined;
+  if (ops) opts = { ...opts, ops };
+  const link: WorkerLink | undefined = ops && worker ? linkWorker(ops) : undefined;
 
   const started = (async () => {
     current = await startGeneration(source, opts, false);
@@ -186,6 +202,7 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
       throw err;
     }
     server = s;
+    if (ops) ops.ready = true;
   })();
 
   // core's drain-then-close: stop accepting, drain every generation, cut what is left, then close() once each.
@@ -194,6 +211,7 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
       await started.catch(() => {});
       await reloading; // a generation starting now is closed too
       const gens = [...generations];
+      if (ops) ops.draining = true;
       if (!current) return;
       for (const g of gens) g.draining = true;
       const s = server;
@@ -244,7 +262,11 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
       return true;
     }));
 
-  const exitAfter = (gentle: boolean) => (): void => void stop(gentle).then(() => process.exit(0));
+  // A worker's last counters reach its supervisor before it goes.
+  const exitAfter = (gentle: boolean) => (): void =>
+    void stop(gentle)
+      .then(() => link?.final())
+      .then(() => process.exit(0));
   let off = (): void => {};
   if (worker) {
     // The primary decides: Ctrl-C and a terminal hangup reach the whole process group.
@@ -286,7 +308,8 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
  * workers that die are respawned with back-off.
  */
 async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
-  const n = opts.workers!;
+  const n = opts.workers ?? 1;
+  const requestTimeout = opts.operations?.requestTimeoutMs ?? 0;
   const timeout = opts.gracefulTimeout ?? 10_000;
   const script = process.argv[1];
   if (!script) throw new StartupError('workers need a script to fork (process.argv[1] is empty)');
@@ -303,6 +326,8 @@ async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
     retireGraceMs: timeout + KEEP_ALIVE_MS + 2_000,
     stopGraceMs: timeout + 2_000,
     log: (m) => console.error(`[tsgi] ${m}`),
+    // A worker whose event loop is blocked (a CPU loop) cannot see its requests' deadline.
+    stallMs: requestTimeout > 0 ? requestTimeout + STALL_GRACE_MS : 0,
   });
 
   let closing: Promise<void> | undefined;
@@ -359,7 +384,7 @@ export async function serve(handler: Handler | string, opts: ServeOptions = {}):
       return reportStartupFailure(err, 'tsgi serve: ');
     }
   }
-  if ((opts.workers ?? 0) > 1) {
+  if ((opts.workers ?? 0) > 1 || (opts.operations && needsSupervisor(opts.operations))) {
     if (typeof handler === 'string' && !existsSync(handler)) throw new StartupError(`handler not found: ${resolvePath(handler)}`);
     return servePrimary(opts);
   }

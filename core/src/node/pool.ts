@@ -214,6 +214,7 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
     s.stats = undefined;
     const ending = s.ending;
     s.ending = undefined;
+    // As of its last heartbeat (HEARTBEAT_MS): a request that stalled the worker at once may be missing.
     const held = s.held.length ? `; it held request${s.held.length > 1 ? 's' : ''} ${s.held.join(', ')}` : '';
     s.held = [];
     const st = code === undefined && signal === undefined ? status : endStatus(code ?? null, signal ?? null);

@@ -1,0 +1,142 @@
+/**
+ * core's Operations on node:http (issue 12), as three hooks of exchange.ts:
+ * the gate before a request runs (probes, admission), the deadline of an
+ * exchange, and the Server-Timing header. Each admitted request's slot is
+ * freed, and the request counted, when its response closes (finished, cut, or
+ * the client gone), whatever path it took.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { PLAIN_TEXT_TYPE, type RawResponse } from '@tsgi/core';
+import { authMs, serverTimingValue, timeoutError, type Operations, type ProbeAnswer } from '@tsgi/core/node';
+import type { Exchange, NodeHost } from './exchange.js';
+
+interface Ticket {
+  arrived: number;
+  /** When it got its slot (the pipeline may start). */
+  admitted: number;
+}
+
+const tickets = new WeakMap<IncomingMessage, Ticket>();
+
+/** nginx's status for a client that closed before the response: what the metrics count such a request as. */
+const CLIENT_CLOSED = 499;
+
+const pathOf = (url: string | undefined): string => {
+  const u = url ?? '/';
+  const q = u.indexOf('?');
+  return q < 0 ? u : u.slice(0, q);
+};
+
+function write(res: ServerResponse, a: ProbeAnswer, close: boolean): void {
+  if (res.headersSent) return;
+  const headers = ['content-type', a.type, 'content-length', String(Buffer.byteLength(a.body)), 'cache-control', 'no-store', ...(a.headers ?? []).flat()];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(a.status, headers);
+  res.end(a.body);
+}
+
+/** Counts the request and frees its slot when the response closes. */
+function settle(ops: Operations, res: ServerResponse, t: Ticket): void {
+  res.once('close', () => {
+    const now = performance.now();
+    ops.admission.leave(now - t.admitted);
+    ops.finished(res.headersSent ? res.statusCode : CLIENT_CLOSED, now - t.arrived);
+  });
+}
+
+/**
+ * Before a request runs: a probe is answered here; an application request is
+ * admitted (true: go on), queued (false: it is served later, through
+ * host.serve again) or shed with 503 + Retry-After (false).
+ */
+export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, res: ServerResponse): boolean {
+  if (tickets.has(req)) return true; // back from the queue, or from waiting for init
+  const probe = ops.probe(pathOf(req.url));
+  if (probe) {
+    const ip = (host.trustProxy && typeof req.headers['x-real-ip'] === 'string' && req.headers['x-real-ip']) || req.socket.remoteAddress || '';
+    void ops.answer(probe, ip).then((a) => write(res, a, host.draining));
+    return false;
+  }
+  const arrived = performance.now();
+  const a = ops.admission.enter();
+  if (a.ok === true) {
+    const t = { arrived, admitted: arrived };
+    tickets.set(req, t);
+    settle(ops, res, t);
+    return true;
+  }
+  const shed = (retryAfter: number, why: string): void => {
+    host.log(`shedding a request: ${why} (503, Retry-After ${retryAfter})`);
+    write(res, { status: 503, type: PLAIN_TEXT_TYPE, body: 'Service Unavailable\n', headers: [['retry-after', String(retryAfter)]] }, true);
+    ops.finished(503, performance.now() - arrived);
+  };
+  if (a.ok === false) {
+    shed(a.retryAfter, a.why);
+    return false;
+  }
+  const gone = (): void => a.cancel();
+  res.once('close', gone);
+  void a.admitted.then((ok) => {
+    res.off('close', gone);
+    if (!ok) {
+      if (!res.destroyed) shed(ops.admission.retryAfter(), `waited longer than queue-timeout (${ops.s.queueTimeoutMs / 1000} s)`);
+      return;
+    }
+    const t = { arrived, admitted: performance.now() };
+    tickets.set(req, t);
+    settle(ops, res, t);
+    if (res.destroyed) return;
+    host.serve(req, res);
+  });
+  return false;
+}
+
+/**
+ * The request deadline: a request without progress (no response head, and no
+ * byte read or written on its connection) for request-timeout aborts its
+ * signal with a TimeoutError, then gets 504, or its connection is cut once
+ * the head has left. The exchange ends there; the handler's late answer is dropped.
+ */
+export function opsTimer(x: Exchange, ops: Operations): void {
+  const ms = ops.s.requestTimeoutMs;
+  const id = x.ctx.id;
+  ops.held.add(id);
+  const sock = x.req.socket;
+  const progress = (): number => sock.bytesRead + sock.bytesWritten;
+  let last = progress();
+  let timer: NodeJS.Timeout | undefined;
+  const tick = (): void => {
+    const now = progress();
+    if (now !== last && !x.res.writableFinished) {
+      last = now;
+      timer = setTimeout(tick, ms);
+      return;
+    }
+    x.request.abortSignal(timeoutError(ms));
+    const res = x.res;
+    if (!res.headersSent) {
+      x.host.log(`request ${id}: request-timeout (${ms / 1000} s) reached before the response: 504`);
+      write(res, { status: 504, type: PLAIN_TEXT_TYPE, body: 'Gateway Timeout\n' }, true);
+      x.end(504, 0);
+    } else {
+      x.host.log(`request ${id}: request-timeout (${ms / 1000} s) reached with no progress on the response: connection cut`);
+      res.destroy();
+      x.end(res.statusCode, 0);
+    }
+  };
+  if (ms > 0) timer = setTimeout(tick, ms);
+  x.res.once('close', () => {
+    clearTimeout(timer);
+    ops.held.delete(id);
+  });
+}
+
+/** The response as written: with Server-Timing (queue, auth, fetch) when asked for. */
+export function opsWire(x: Exchange, ops: Operations, raw: RawResponse): RawResponse {
+  if (!ops.s.serverTiming) return raw;
+  const t = tickets.get(x.req);
+  if (!t) return raw;
+  const auth = authMs(x.ctx);
+  const value = serverTimingValue({ queueMs: t.admitted - t.arrived, authMs: auth, fetchMs: performance.now() - t.admitted - (auth ?? 0) });
+  return { ...raw, headers: [...raw.headers, 'server-timing', value] };
+}
