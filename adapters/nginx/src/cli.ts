@@ -12,8 +12,11 @@ import {
   StartupError,
   UsageError,
   commonOptions,
+  DEFAULT_OPS,
   envAllowList,
   existingFile,
+  opsOptions,
+  opsSettings,
   dispatch,
   parseCommand,
   runPrivateServer,
@@ -29,6 +32,8 @@ import { buildWorkerBundle } from './workers-bundle.js';
 
 const HANDLER = [{ name: '<handler>', file: 'handler' }] as const;
 const OUT = { type: 'string', short: 'o', value: 'DIR', help: 'the build directory (build: required; conf: default ./tsgi-nginx)' } as const;
+/** The option each operations setting comes from (for the embedded-mode refusal). */
+const OPS_FLAG = { maxInflight: 'max-inflight', maxRequests: 'max-requests', maxHeapBytes: 'max-heap', healthPath: 'health', metricsPath: 'metrics', serverTiming: 'server-timing' } as const;
 const NGINX_LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'crit', 'alert', 'emerg'];
 
 export const BUILD = {
@@ -70,6 +75,7 @@ export const RUN = {
     env: commonOptions.env,
     'log-level': { ...commonOptions['log-level'], choices: NGINX_LEVELS },
     'server-root': commonOptions['server-root'],
+    ...opsOptions,
   },
 } as const satisfies CommandSpec;
 
@@ -177,6 +183,12 @@ async function cmdRun(argv: string[]): Promise<number> {
   const keep = envAllowList(v['clear-env'], v.env);
   if (v['clear-env'] && !workers) throw new StartupError('--clear-env is for the Node workers of --workers N (embedded nginx passes only `env NAME;` variables)');
   const clearEnv = v['clear-env'] ? { keep } : undefined;
+  const ops = opsSettings(v);
+  if (!workers) {
+    // Embedded nginx runs no Node process: what needs one is refused, not silently ignored.
+    const need = (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'serverTiming'] as const).find((k) => ops[k] !== DEFAULT_OPS[k]);
+    if (need) throw new StartupError(`--${OPS_FLAG[need]} needs --workers N (embedded nginx runs the handler in njs, without a Node process to measure, queue or recycle)`);
+  }
   const preload = preloads(v.preload);
   const mode: Mode = workers ? 'workers' : 'embedded';
   const nginx = nginxBinary();
@@ -256,6 +268,7 @@ async function cmdRun(argv: string[]): Promise<number> {
           clearEnv,
           cwd: dir,
           stateFile: join(dir, 'workers.json'),
+          ops,
         });
         sup = s;
         // After nginx has gone (its connections drained); at once after a second Ctrl-C.

@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type PoolWorker } from '@tsgi/core/node';
+import { STALL_GRACE_MS, WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type OpsSettings, type PoolWorker } from '@tsgi/core/node';
 import type { WorkerConfig } from './worker.js';
 
 /** A slot's socket: its path (nginx's config lists them), and closing it removes the file. */
@@ -73,6 +73,8 @@ export interface SupervisorOptions {
    * woken by nginx then does not preempt it, so nginx hands over a batch of requests per wake-up.
    */
   schedBatch?: boolean;
+  /** Operations (issue 12) for every worker: sent with the config; request-timeout also sets the stall limit. */
+  ops?: Partial<OpsSettings>;
 }
 
 const CHRT = ['/usr/bin/chrt', '/bin/chrt'].find((f) => existsSync(f));
@@ -127,6 +129,8 @@ export class Supervisor {
       stopGraceMs: 10_000,
       log: this.log,
       onChange: () => this.writeState(),
+      // A worker whose event loop is blocked (a CPU loop) cannot see its requests' deadline.
+      stallMs: (o.ops?.requestTimeoutMs ?? 0) > 0 ? o.ops!.requestTimeoutMs! + STALL_GRACE_MS : 0,
     });
   }
 
@@ -157,7 +161,7 @@ export class Supervisor {
       stdio: ['ignore', 'inherit', 'inherit', w.handle.fd, 'ipc'],
     });
     // Over IPC, not the environment: /proc/<pid>/environ is readable by the worker user's other processes.
-    child.send({ tsgi: 'config', secret: this.secret, authority: this.o.authority ?? 'localhost', maxBody: this.o.maxBody } satisfies WorkerConfig, () => {
+    child.send({ tsgi: 'config', secret: this.secret, authority: this.o.authority ?? 'localhost', maxBody: this.o.maxBody, ops: this.o.ops } satisfies WorkerConfig, () => {
       /* a worker that could not start says so through its exit */
     });
     return child;

@@ -16,7 +16,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
 import { Server as NetServer } from 'node:net';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type Handler } from '@tsgi/core';
-import { EXIT_STARTUP, loadFailure, shutdown, startupReason, type ShutdownSteps } from '@tsgi/core/node';
+import { EXIT_STARTUP, Operations, linkWorker, loadFailure, shutdown, startupReason, type OpsSettings, type ShutdownSteps } from '@tsgi/core/node';
 import { toNodeListener } from '@tsgi/node-http';
 
 /** What the supervisor sends over IPC before the worker listens (never in the environment). */
@@ -27,6 +27,8 @@ export interface WorkerConfig {
   /** host:port nginx listens on: the authority of an HTTP/1.0 request without Host. */
   authority: string;
   maxBody: number;
+  /** Operations (issue 12): request-timeout, admission, recycling, health, metrics, Server-Timing. */
+  ops?: Partial<OpsSettings>;
 }
 
 /** What a worker that cannot start tells the supervisor before it exits 78: the one line to print. */
@@ -168,7 +170,10 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   const cfg = await config;
   const fromSecret = secretCheck(cfg.secret);
   const log = defaultErrorLogger;
+  const ops = cfg.ops ? new Operations(cfg.ops) : undefined;
+  const link = ops ? linkWorker(ops) : undefined;
   const listener = toNodeListener(handler, {
+    ops,
     server: 'nginx',
     trustProxy: true,
     phases: true,
@@ -230,11 +235,15 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     },
     serve,
   );
-  server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
+  server.listen({ fd: 3 }, () => {
+    if (ops) ops.ready = true;
+    process.send?.({ tsgi: 'ready' });
+  });
 
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    if (ops) ops.draining = true;
     const deadline = Date.now() + (Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
     const timeLeft = (): number => Math.max(0, deadline - Date.now());
     const steps: ShutdownSteps = {
@@ -256,6 +265,8 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
       log,
     };
     await shutdown(steps);
+    // The last counters reach the supervisor before we go.
+    await link?.final();
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop());
