@@ -36,11 +36,12 @@ const DAEMON = {
   group: commonOptions.group,
   'max-body': commonOptions['max-body'],
   'graceful-timeout': commonOptions['graceful-timeout'],
-  'request-timeout': { type: 'duration', value: 'DURATION', help: "the longest a worker may go without progress on a request: 504 (default: mod_tsgi's)" },
-  'queue-timeout': { type: 'duration', value: 'DURATION', help: "how long a request may wait for a free worker connection: 503 (default: mod_tsgi's)" },
+  // The operations options of every Node-backed host (issue 12); mod_tsgi's defaults are the same.
+  'request-timeout': commonOptions['request-timeout'],
+  'queue-timeout': commonOptions['queue-timeout'],
   'connect-timeout': { type: 'duration', value: 'DURATION', help: "how long a request may wait for a worker that is starting: 503 (default: mod_tsgi's)" },
-  'max-requests': { type: 'int', value: 'N', help: 'recycle a worker after N requests (0: never)' },
-  'max-inflight': { type: 'int', value: 'N', help: 'requests one worker takes at once; past it 503 + Retry-After (0: no limit)' },
+  'max-requests': commonOptions['max-requests'],
+  'max-inflight': commonOptions['max-inflight'],
   'clear-env': commonOptions['clear-env'],
   env: commonOptions.env,
 } as const;
