@@ -24,6 +24,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
+import { parsePrometheus, type Sample } from '@tsgi/core/node';
 import { alive, freePort, load, sleep, startTsgi, waitFor, type RunningTsgi } from './testing.js';
 
 export interface LifecycleTarget {
@@ -324,11 +325,221 @@ export default {
   },
 ];
 
+// ---- Operations (issue 12): one test body per behaviour, on every host that registers the matrix. ----
+
+const NJS_NO_OPS = 'embedded nginx runs the handler in njs, with no Node process to time, queue, count or recycle (tsgi nginx run refuses these options without --workers)';
+const APACHE_OPS_PENDING = "mod_tsgi's worker does not take core's Operations yet (health, metrics, Server-Timing wait for the Apache restructuring on branch apache)";
+const ONE_PROCESS_LOOP = 'one process: a CPU loop blocks the whole server and no supervisor can see it (run --workers N for stall detection)';
+
+/** The operations handler: / answers its pid, /hang never answers, /spin loops forever, /sleep?ms=N. */
+const OPS_HANDLER = `${MARK}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export default {
+  async fetch(request: Request) {
+    const url = new URL(request.url);
+    if (url.pathname === '/hang') {
+      request.signal.addEventListener('abort', () => mark('aborted ' + (request.signal.reason as Error).name));
+      return new Promise<Response>(() => {});
+    }
+    if (url.pathname === '/spin') for (;;);
+    if (url.pathname === '/sleep') await sleep(Number(url.searchParams.get('ms') ?? 100));
+    return new Response('pid ' + process.pid);
+  },
+};
+`;
+
+/** `n` concurrent GETs on fresh connections: each one's status and Retry-After. */
+async function burst(url: string, n: number): Promise<{ status: number; retryAfter: string | null }[]> {
+  return Promise.all(
+    Array.from({ length: n }, () =>
+      fetch(url, { headers: { connection: 'close' } }).then(
+        async (r) => {
+          await r.arrayBuffer();
+          return { status: r.status, retryAfter: r.headers.get('retry-after') };
+        },
+        () => ({ status: 0, retryAfter: null }),
+      ),
+    ),
+  );
+}
+
+/** Samples of a Prometheus text with `name` (and these labels). */
+function metricValue(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  return samples.find((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))?.value;
+}
+
+const OPS_METRIC_NAMES = [
+  'tsgi_requests_total',
+  'tsgi_request_duration_seconds_bucket',
+  'tsgi_request_duration_seconds_sum',
+  'tsgi_request_duration_seconds_count',
+  'tsgi_inflight_requests',
+  'tsgi_queue_depth',
+  'tsgi_workers',
+  'tsgi_worker_restarts_total',
+  'tsgi_worker_heap_bytes',
+];
+
+export const operationsCases: LifecycleCase[] = [
+  {
+    id: 'ops.request-timeout',
+    title: 'a never-answering handler: request.signal aborts with TimeoutError, 504 at the deadline, the next request is fine',
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--request-timeout', '1']);
+      try {
+        const r = await fetch(s.url + '/hang');
+        assert.equal(r.status, 504, await r.text());
+        await waitFor(() => t.markers().includes('aborted TimeoutError'), 10_000, `the signal to abort (saw: ${t.markers().join(', ')})`);
+        const next = await fetch(s.url + '/');
+        assert.equal(next.status, 200);
+        assert.match(await next.text(), /^pid \d+$/);
+        assert.equal(t.markers().filter((m) => m.startsWith('aborted')).length, 1, 'the timed-out request ran again');
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.cpu-loop',
+    title: 'a CPU-looping handler: its worker is replaced after the grace period, the request fails (never re-run), the server keeps serving',
+    optOut: { 'nginx:embedded': NJS_NO_OPS, node: ONE_PROCESS_LOOP },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--request-timeout', '1']);
+      try {
+        const l = load(s.url + '/', 2);
+        const spun = await fetch(s.url + '/spin').then(
+          (r) => r.status,
+          () => 'reset',
+        );
+        assert.ok(spun === 502 || spun === 504 || spun === 'reset', `the looping request ended with ${spun}`);
+        await sleep(500);
+        const r = await l.stop();
+        assert.ok(r.ok > 0, JSON.stringify(r));
+        // Once the replacement serves, nothing fails.
+        const after = load(s.url + '/', 4);
+        await sleep(1000);
+        const later = await after.stop();
+        assert.equal(later.failed, 0, `requests failed after the worker was replaced: ${JSON.stringify(later)}`);
+        assert.match(s.stderr(), /stalled|request-timeout|timed out|timeout/i);
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.overload',
+    title: 'a burst beyond max-inflight: 503 with a numeric Retry-After for the shed, 200 for every admitted request',
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--max-inflight', '1', '--queue-timeout', '5']);
+      try {
+        const all = await burst(s.url + '/sleep?ms=1500', 16);
+        const by = (st: number): number => all.filter((x) => x.status === st).length;
+        assert.equal(by(200) + by(503), all.length, `statuses: ${JSON.stringify(all.map((x) => x.status))}`);
+        assert.ok(by(503) > 0 && by(200) > 0, `statuses: ${JSON.stringify(all.map((x) => x.status))}`);
+        for (const x of all.filter((y) => y.status === 503)) assert.match(x.retryAfter ?? '', /^[1-9]\d*$/, 'Retry-After');
+        const next = await fetch(s.url + '/');
+        assert.equal(next.status, 200);
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.recycle',
+    title: 'max-requests: workers are recycled under a bounded load with zero failed requests',
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--max-requests', '20']);
+      try {
+        const l = load(s.url + '/', 4, true);
+        await waitFor(async () => Object.keys(l.peek().bodies).length >= 4, 60_000, 'four generations of workers');
+        const r = await l.stop();
+        assert.equal(r.failed, 0, `failed requests while recycling: ${JSON.stringify({ ...r, bodies: undefined })}`);
+        assert.ok(Object.keys(r.bodies).length >= 4, JSON.stringify(r.bodies));
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.health',
+    title: 'the health path: 200 while serving, never shed by max-inflight, not counted',
+    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: APACHE_OPS_PENDING },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--health', '/healthz', '--max-inflight', '1', '--queue-timeout', '0', '--metrics', '/metrics']);
+      try {
+        const h = await fetch(s.url + '/healthz');
+        assert.equal(h.status, 200);
+        assert.equal(await h.text(), 'ok\n');
+        // Every slot busy: the application is shed, the probe is not.
+        const busy = burst(s.url + '/sleep?ms=1500', 6);
+        await sleep(300);
+        const during = await Promise.all([1, 2, 3].map(() => fetch(s.url + '/healthz').then((r) => r.status)));
+        assert.deepEqual(during, [200, 200, 200]);
+        await busy;
+        const samples = parsePrometheus(await (await fetch(s.url + '/metrics')).text());
+        const total = samples.filter((x) => x.name === 'tsgi_requests_total').reduce((a, x) => a + x.value, 0);
+        assert.equal(total, 6, 'probes were counted as requests');
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.metrics',
+    title: 'the metrics path: Prometheus text with the one schema, its counters match the requests sent',
+    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: APACHE_OPS_PENDING },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--metrics', '/metrics', '--request-timeout', '1']);
+      try {
+        const sent = 25;
+        for (let i = 0; i < sent; i++) assert.equal((await fetch(s.url + `/?n=${i}`)).status, 200);
+        assert.equal((await fetch(s.url + '/hang')).status, 504);
+        const res = await fetch(s.url + '/metrics');
+        assert.equal(res.status, 200);
+        assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+        const samples = parsePrometheus(await res.text());
+        for (const n of OPS_METRIC_NAMES) assert.ok(samples.some((x) => x.name === n), `missing ${n}`);
+        assert.equal(metricValue(samples, 'tsgi_requests_total', { status: '200' }), sent);
+        assert.equal(metricValue(samples, 'tsgi_requests_total', { status: '504' }), 1);
+        assert.equal(metricValue(samples, 'tsgi_request_duration_seconds_count'), sent + 1);
+        assert.equal(metricValue(samples, 'tsgi_request_duration_seconds_bucket', { le: '+Inf' }), sent + 1);
+        assert.ok((metricValue(samples, 'tsgi_workers', { state: 'ready' }) ?? 0) >= 1);
+        assert.ok((metricValue(samples, 'tsgi_worker_heap_bytes') ?? 0) > 0);
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.server-timing',
+    title: '--server-timing: a Server-Timing header with queue, auth (when the handler has access hooks) and fetch',
+    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: APACHE_OPS_PENDING },
+    async run(t) {
+      const src = `export default {
+  authenticate: () => ({ user: 'u' }),
+  fetch: () => new Response('ok'),
+};
+`;
+      const s = await t.start(t.handler('timing.ts', src), ['--server-timing']);
+      try {
+        const r = await fetch(s.url + '/');
+        assert.equal(r.status, 200);
+        assert.match(r.headers.get('server-timing') ?? '', /^queue;dur=[\d.]+, auth;dur=[\d.]+, fetch;dur=[\d.]+$/);
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+];
+
 function optOutFor(c: LifecycleCase, target: LifecycleTarget): [string, string] | undefined {
   if (!c.optOut) return undefined;
   const k = target.mode ? `${target.server}:${target.mode}` : undefined;
   if (k && c.optOut[k]) return [k, c.optOut[k]];
-  if (c.optOut[target.server] && !(target.workers && c.optOut[target.server] === NO_WORKERS)) {
+  if (c.optOut[target.server] && !(target.workers && (c.optOut[target.server] === NO_WORKERS || c.optOut[target.server] === ONE_PROCESS_LOOP))) {
     return [target.server, c.optOut[target.server]];
   }
   return undefined;
@@ -359,7 +570,7 @@ export function describeLifecycle(target: LifecycleTarget): void {
       if (root) rmSync(root, { recursive: true, force: true });
     });
     let n = 0;
-    for (const c of lifecycleCases) {
+    for (const c of [...lifecycleCases, ...operationsCases]) {
       const out = optOutFor(c, target);
       if (out) {
         it(`${c.id} — opt-out (${out[0]}): ${out[1]}`, () => {

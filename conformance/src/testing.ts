@@ -163,7 +163,7 @@ export interface LoadResult {
  * just-accepted connections it still holds without reading them, which is not
  * a failed request. Such retries are counted in `retried`.
  */
-export function load(target: string | ((n: number) => string), concurrency = 8, countBodies = false): { stop(): Promise<LoadResult> } {
+export function load(target: string | ((n: number) => string), concurrency = 8, countBodies = false): { stop(): Promise<LoadResult>; peek(): LoadResult } {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   const r: LoadResult = { ok: 0, failed: 0, statuses: {}, errors: [], retried: 0, bodies: {}, failedUrls: [], retriedUrls: [] };
   let running = true;
@@ -221,6 +221,8 @@ export function load(target: string | ((n: number) => string), concurrency = 8, 
       agent.destroy();
       return r;
     },
+    /** The result so far, while the load runs. */
+    peek: () => r,
   };
 }
 
