@@ -33,7 +33,7 @@ import {
   type Handler,
   type RawResponse,
 } from '@tsgi/core';
-import { Lifecycle, RequestContext, StartupError, initHandler, loadFailure, loadHandler } from '@tsgi/core/node';
+import { Lifecycle, RequestContext, StartupError, initHandler, loadFailure, loadHandler, timeoutError } from '@tsgi/core/node';
 import {
   FRAME_HEADER_SIZE,
   MAX_FRAME,
@@ -63,6 +63,8 @@ export interface WorkerOptions {
   maxInflight: number;
   /** Refuse with ERROR 503 when a request waited longer than this before reaching us (0 = off). */
   queueTimeoutMs: number;
+  /** mod_tsgi's request-timeout (it sends ABORT reason 2 at it): what the TimeoutError says. */
+  requestTimeoutMs: number;
   gracefulTimeoutMs: number;
 }
 
@@ -90,6 +92,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerOpti
     maxRequests: num(env.TSGI_MAX_REQUESTS, 0),
     maxInflight: num(env.TSGI_MAX_INFLIGHT, 0),
     queueTimeoutMs: num(env.TSGI_QUEUE_TIMEOUT, 0) * 1000,
+    requestTimeoutMs: num(env.TSGI_REQUEST_TIMEOUT, 60) * 1000,
     gracefulTimeoutMs: num(env.TSGI_GRACEFUL_TIMEOUT, 15) * 1000,
   };
 }
@@ -480,7 +483,8 @@ class Conn implements BodyFlow {
         const m = decodePayload(type, flags, buf, start, end);
         const reason = m.type === 'abort' ? m.reason : 0;
         const why = reason === 2 ? 'request-timeout' : reason === 1 ? 'the client disconnected' : reason === 3 ? 'request body too large' : 'Apache aborted the request';
-        this.destroy(abortError(`tsgi: ${why}`));
+        // mod_tsgi's request-timeout is the deadline of every Node host: a TimeoutError (core's timeoutError).
+        this.destroy(reason === 2 ? timeoutError(this.w.opts.requestTimeoutMs) : abortError(`tsgi: ${why}`));
         return;
       }
       default:
