@@ -341,6 +341,11 @@ export default {
       request.signal.addEventListener('abort', () => mark('aborted ' + (request.signal.reason as Error).name));
       return new Promise<Response>(() => {});
     }
+    if (url.pathname === '/stall') {
+      // The head and a first chunk leave, then nothing: no progress.
+      request.signal.addEventListener('abort', () => mark('stall aborted ' + (request.signal.reason as Error).name));
+      return new Response(new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('first chunk\\n')); } }), { headers: { 'content-type': 'text/plain' } });
+    }
     if (url.pathname === '/spin') for (;;);
     if (url.pathname === '/sleep') await sleep(Number(url.searchParams.get('ms') ?? 100));
     return new Response('pid ' + process.pid);
@@ -395,6 +400,27 @@ export const operationsCases: LifecycleCase[] = [
         assert.equal(next.status, 200);
         assert.match(await next.text(), /^pid \d+$/);
         assert.equal(t.markers().filter((m) => m.startsWith('aborted')).length, 1, 'the timed-out request ran again');
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  {
+    id: 'ops.request-timeout-stream',
+    title: 'a stream that stops making progress after its head: the signal aborts with TimeoutError and the connection is cut (the body never looks complete)',
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--request-timeout', '1']);
+      try {
+        const r = await fetch(s.url + '/stall');
+        assert.equal(r.status, 200);
+        const body = await r.text().then(
+          (text) => ({ complete: true, text }),
+          (err: Error) => ({ complete: false, text: err.message }),
+        );
+        assert.equal(body.complete, false, `the cut body looked complete: ${JSON.stringify(body.text)}`);
+        await waitFor(() => t.markers().includes('stall aborted TimeoutError'), 10_000, `the signal to abort (saw: ${t.markers().join(', ')})`);
+        assert.equal((await fetch(s.url + '/')).status, 200);
       } finally {
         await s.stop();
       }
