@@ -508,7 +508,8 @@ export default {
         await waitFor(() => Object.keys(l.peek().bodies).length >= 3, 60_000, 'three generations of workers');
         const r = await l.stop();
         assert.equal(r.failed, 0, `failed requests while recycling: ${JSON.stringify({ ...r, bodies: undefined })}`);
-        assert.match(s.stderr(), /recycled: max-heap \(\d+ MiB used, limit 48 MiB\)/);
+        // The line comes when the old worker has drained and exited.
+        await waitFor(() => /recycled: max-heap \(\d+ MiB used, limit 48 MiB\)/.test(s.stderr()), 30_000, `the recycle line (saw: ${s.stderr()})`);
       } finally {
         await s.stop();
       }

@@ -24,7 +24,7 @@ import {
   type ServerKind,
 } from '@tsgi/core';
 import { Lifecycle, RequestContext, initHandler, timedHandler, type Operations } from '@tsgi/core/node';
-import { opsGate, opsTimer, opsWire } from './ops.js';
+import { opsEnded, opsGate, opsTimer, opsWire } from './ops.js';
 import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
 import { clientGone, sendResponse } from './send.js';
 
@@ -283,6 +283,7 @@ export class Exchange {
     this.ended = true;
     const host = this.host;
     host.lifecycle.end();
+    if (host.ops) opsEnded(this, host.ops);
     if (!host.hasLog) return;
     const run = (): void =>
       runLog(

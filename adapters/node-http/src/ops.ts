@@ -50,8 +50,9 @@ function settle(ops: Operations, res: ServerResponse, t: Ticket): void {
  * host.serve again) or shed with 503 + Retry-After (false).
  */
 export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, res: ServerResponse): boolean {
+  const probe = ops.probes ? ops.probe(pathOf(req.url)) : undefined;
+  if (!probe && !ops.counts) return true;
   if (tickets.has(req)) return true; // back from the queue, or from waiting for init
-  const probe = ops.probe(pathOf(req.url));
   if (probe) {
     const ip = (host.trustProxy && typeof req.headers['x-real-ip'] === 'string' && req.headers['x-real-ip']) || req.socket.remoteAddress || '';
     void ops.answer(probe, ip).then((a) => write(res, a, host.draining));
@@ -91,44 +92,90 @@ export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, r
   return false;
 }
 
-/**
- * The request deadline: a request without progress (no response head, and no
- * byte read or written on its connection) for request-timeout aborts its
- * signal with a TimeoutError, then gets 504, or its connection is cut once
- * the head has left. The exchange ends there; the handler's late answer is dropped.
- */
-export function opsTimer(x: Exchange, ops: Operations): void {
-  const ms = ops.s.requestTimeoutMs;
-  const id = x.ctx.id;
-  ops.held.add(id);
-  const sock = x.req.socket;
-  const progress = (): number => sock.bytesRead + sock.bytesWritten;
-  let last = progress();
-  let timer: NodeJS.Timeout | undefined;
-  const tick = (): void => {
-    const now = progress();
-    if (now !== last && !x.res.writableFinished) {
-      last = now;
-      timer = setTimeout(tick, ms);
-      return;
+/** An exchange under the deadline: when it is next checked, and its connection's byte count then. */
+interface Watched {
+  x: Exchange;
+  due: number;
+  last: number;
+}
+
+/** The exchanges of one Operations under request-timeout, checked by one timer (no timer per request). */
+class Deadlines {
+  readonly live = new Set<Watched>();
+  private timer: NodeJS.Timeout | undefined;
+  /** How often the set is swept: the deadline is met within this much. */
+  private readonly every: number;
+
+  constructor(
+    private ops: Operations,
+    private ms: number,
+  ) {
+    this.every = Math.min(1_000, Math.max(50, Math.floor(ms / 4)));
+    ops.held = () => [...this.live].map((w) => w.x.ctx.id);
+  }
+
+  add(x: Exchange): Watched {
+    const w = { x, due: Date.now() + this.ms, last: progress(x) };
+    this.live.add(w);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.sweep(), this.every);
+      this.timer.unref();
     }
+    return w;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const w of this.live) {
+      if (now < w.due) continue;
+      const p = progress(w.x);
+      if (p !== w.last) {
+        w.last = p;
+        w.due = now + this.ms;
+      } else this.expire(w.x);
+    }
+  }
+
+  /** No progress for request-timeout: the signal aborts, then 504, or the connection is cut once the head left. */
+  private expire(x: Exchange): void {
+    const ms = this.ms;
     x.request.abortSignal(timeoutError(ms));
     const res = x.res;
     if (!res.headersSent) {
-      x.host.log(`request ${id}: request-timeout (${ms / 1000} s) reached before the response: 504`);
+      x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached before the response: 504`);
       write(res, { status: 504, type: PLAIN_TEXT_TYPE, body: 'Gateway Timeout\n' }, true);
       x.end(504, 0);
     } else {
-      x.host.log(`request ${id}: request-timeout (${ms / 1000} s) reached with no progress on the response: connection cut`);
+      x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached with no progress on the response: connection cut`);
       res.destroy();
       x.end(res.statusCode, 0);
     }
-  };
-  if (ms > 0) timer = setTimeout(tick, ms);
-  x.res.once('close', () => {
-    clearTimeout(timer);
-    ops.held.delete(id);
-  });
+  }
+}
+
+/** Bytes read and written on the exchange's connection: what counts as progress. */
+const progress = (x: Exchange): number => x.req.socket.bytesRead + x.req.socket.bytesWritten;
+
+const deadlines = new WeakMap<Operations, Deadlines>();
+const watched = new WeakMap<Exchange, Watched>();
+
+/**
+ * The request deadline: an exchange without progress (no response head, and no byte read or written
+ * on its connection) for request-timeout aborts its signal with a TimeoutError, then gets 504, or its
+ * connection is cut once the head has left. The exchange ends there; the handler's late answer is dropped.
+ */
+export function opsTimer(x: Exchange, ops: Operations): void {
+  const ms = ops.s.requestTimeoutMs;
+  if (ms <= 0) return;
+  let d = deadlines.get(ops);
+  if (!d) deadlines.set(ops, (d = new Deadlines(ops, ms)));
+  watched.set(x, d.add(x));
+}
+
+/** The exchange ended (answered, cut, or timed out): off the deadline. */
+export function opsEnded(x: Exchange, ops: Operations): void {
+  const w = watched.get(x);
+  if (w) deadlines.get(ops)?.live.delete(w);
 }
 
 /** The response as written: with Server-Timing (queue, auth, fetch) when asked for. */

@@ -53,12 +53,19 @@ export class Operations {
   draining = false;
   /** Supervised: whether the pool has a ready worker, as the supervisor last said; alone: always. */
   poolReady = true;
-  /** Ids of the requests in flight: heartbeats carry them so a worker's end can name them. */
-  readonly held = new Set<string>();
+  /** Ids of the requests in flight (the host tells): heartbeats carry them so a worker's end can name them. */
+  held: () => string[] = () => [];
   /** Called once, when this process should be replaced (max-requests, max-heap). */
   onRecycle: ((why: string) => void) | undefined;
   /** Supervised: the whole pool's metrics text (else this process's own is served). */
   poolMetrics: (() => Promise<string>) | undefined;
+  /**
+   * Whether a request needs its arrival time and a close hook at all: admission, metrics, Server-Timing
+   * or recycling is on. Otherwise only the probes and the deadline cost anything.
+   */
+  readonly counts: boolean;
+  /** A probe path is set: request paths are compared. */
+  readonly probes: boolean;
   private served = 0;
   private readonly recycleAfter: number;
   private recycling = false;
@@ -67,6 +74,8 @@ export class Operations {
     this.s = { ...DEFAULT_OPS, ...settings };
     this.admission = new Admission({ maxInflight: this.s.maxInflight, queueTimeoutMs: this.s.queueTimeoutMs });
     this.recycleAfter = this.s.maxRequests > 0 ? this.s.maxRequests + Math.floor(random() * this.s.maxRequests * RECYCLE_JITTER) : 0;
+    this.probes = this.s.healthPath !== undefined || this.s.metricsPath !== undefined;
+    this.counts = this.s.maxInflight > 0 || this.s.metricsPath !== undefined || this.s.serverTiming || this.s.maxRequests > 0 || this.s.maxHeapBytes > 0;
   }
 
   /** The probe a request path (without its query) names, if any. Probes are never shed, timed or counted. */

@@ -32,7 +32,7 @@ export interface WorkerLink {
 /** In a worker: links `ops` to the supervisor over this process's IPC channel (none: a no-op link). */
 export function linkWorker(ops: Operations, send: Send | undefined = process.send?.bind(process) as Send | undefined): WorkerLink {
   if (!send) return { final: () => Promise.resolve(), stop: () => {} };
-  const beat = (final = false): LinkMessage => ({ tsgi: 'beat', held: [...ops.held], stats: ops.snapshot(), final });
+  const beat = (final = false): LinkMessage => ({ tsgi: 'beat', held: ops.held(), stats: ops.snapshot(), final });
   const safe = (m: LinkMessage, cb?: () => void): void => {
     if (!process.connected) return cb?.();
     try {
