@@ -7,6 +7,7 @@
  * Health and metrics probes are not counted: the counters are the
  * application's requests, so they match what clients sent.
  */
+import { getHeapStatistics } from 'node:v8';
 
 /** Upper bounds (seconds) of tsgi_request_duration_seconds; +Inf is implied. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
@@ -54,7 +55,7 @@ export class Metrics {
   snapshot(inflight: number, queued: number): MetricsSnapshot {
     const requests: Record<string, number> = {};
     for (const [k, v] of this.requests) requests[String(k)] = v;
-    return { requests, buckets: [...this.buckets], sum: this.sum, inflight, queued, heap: process.memoryUsage().heapUsed };
+    return { requests, buckets: [...this.buckets], sum: this.sum, inflight, queued, heap: getHeapStatistics().used_heap_size };
   }
 }
 

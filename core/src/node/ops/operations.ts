@@ -4,6 +4,7 @@
  * metrics probes, Server-Timing, and when to recycle. A host calls it around
  * each request; a supervised worker links it to its supervisor (worker-link.ts).
  */
+import { getHeapStatistics } from 'node:v8';
 import { Admission } from './admission.js';
 import { Metrics, PROMETHEUS_TYPE, renderPrometheus, type MetricsSnapshot } from './metrics.js';
 import { DEFAULT_OPS, type OpsSettings } from './options.js';
@@ -117,7 +118,7 @@ export class Operations {
     let why: string | undefined;
     if (this.recycleAfter > 0 && this.served >= this.recycleAfter) why = `max-requests (${this.served} served)`;
     else if (this.s.maxHeapBytes > 0) {
-      const heap = process.memoryUsage().heapUsed;
+      const heap = getHeapStatistics().used_heap_size;
       if (heap > this.s.maxHeapBytes) why = `max-heap (${Math.round(heap / 2 ** 20)} MiB used, limit ${Math.round(this.s.maxHeapBytes / 2 ** 20)} MiB)`;
     }
     if (why) {
