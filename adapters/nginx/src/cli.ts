@@ -13,6 +13,7 @@ import {
   UsageError,
   commonOptions,
   DEFAULT_OPS,
+  STALL_GRACE_MS,
   envAllowList,
   existingFile,
   opsOptions,
@@ -32,6 +33,12 @@ import { buildWorkerBundle } from './workers-bundle.js';
 
 const HANDLER = [{ name: '<handler>', file: 'handler' }] as const;
 const OUT = { type: 'string', short: 'o', value: 'DIR', help: 'the build directory (build: required; conf: default ./tsgi-nginx)' } as const;
+/** nginx's proxy_read_timeout (s) for the workers' request-timeout (ms): past their 504 and their stall limit; a day for no limit. */
+export function nginxReadTimeout(requestTimeoutMs: number): number {
+  if (requestTimeoutMs <= 0) return 86_400;
+  return Math.max(300, Math.ceil((requestTimeoutMs + STALL_GRACE_MS) / 1000) + 10);
+}
+
 /** The option each operations setting comes from (for the embedded-mode refusal). */
 const OPS_FLAG = { maxInflight: 'max-inflight', maxRequests: 'max-requests', maxHeapBytes: 'max-heap', healthPath: 'health', metricsPath: 'metrics', serverTiming: 'server-timing' } as const;
 const NGINX_LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'crit', 'alert', 'emerg'];
@@ -237,6 +244,7 @@ async function cmdRun(argv: string[]): Promise<number> {
             includeServer: copied(v['include-server'], 'include-server'),
             preload: preload.map((p, i) => ({ name: p.name, file: copied([p.file], `preload-${i}`, '.json')[0]! })),
             secret: sup?.secret,
+            readTimeout: nginxReadTimeout(ops.requestTimeoutMs),
             user: account?.name,
             group: account?.group,
             jsModule,

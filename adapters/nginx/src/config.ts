@@ -31,6 +31,8 @@ export interface SiteOptions {
   includeServer?: string[];
   /** Read-only JSON objects: embedded -> js_preload_object (shared, not cloned per request). */
   preload?: { name: string; file: string }[];
+  /** workers: nginx's proxy_read_timeout, seconds (default 300): longer than the workers' own request-timeout and stall limit. */
+  readTimeout?: number;
 }
 
 export interface MainOptions extends SiteOptions {
@@ -128,7 +130,7 @@ export function httpPart(o: SiteOptions): string {
  * (403 otherwise), and hide the X-Tsgi-* headers from the handler. Each line here is work on every
  * request, for nginx and for the worker: nothing the worker can derive is sent.
  */
-export function proxyCommon(o: { secret?: string } = {}): string[] {
+export function proxyCommon(o: { secret?: string; readTimeout?: number } = {}): string[] {
   return [
     `proxy_http_version 1.1;`,
     `proxy_set_header Connection "";`,
@@ -152,7 +154,9 @@ export function proxyCommon(o: { secret?: string } = {}): string[] {
     `proxy_busy_buffers_size 144k;`,
     // Uploads reach the worker as they arrive, as on the other hosts.
     `proxy_request_buffering off;`,
-    `proxy_read_timeout 300s;`,
+    // The workers answer a request without progress 504 at their request-timeout (a stalled worker is
+    // replaced a little later): nginx waits longer, so the answer is theirs.
+    `proxy_read_timeout ${o.readTimeout ?? 300}s;`,
     // Never re-run a request on another worker: what a dead worker was handed fails with 502 (a request
     // that kills workers must not take them all down in turn). nginx cannot tell a connect error from
     // a failure after sending (both are "error" in ngx_http_upstream_next); none is left to retry: the
