@@ -292,6 +292,12 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
       return;
     }
     if (this.stopping) return;
+    if (this.slots[old.index] !== old) {
+      // A reload replaced the slot meanwhile: its new worker serves; this one is not needed.
+      fresh.handedOver = true;
+      await this.retire(fresh, this.o.stopGraceMs);
+      return;
+    }
     fresh.probation = false;
     this.slots[old.index] = fresh;
     old.handedOver = true;
