@@ -11,6 +11,7 @@ export const SERVE = {
     port: commonOptions.port,
     unix: { type: 'string', value: 'PATH', help: 'listen on a Unix socket instead of HOST:PORT' },
     workers: commonOptions.workers,
+    location: commonOptions.location,
     'max-body': commonOptions['max-body'],
     'graceful-timeout': commonOptions['graceful-timeout'],
     'clear-env': commonOptions['clear-env'],
@@ -35,12 +36,14 @@ export async function main(argv: string[]): Promise<number | void> {
       unixSocket: v.unix,
       workers: v.workers,
       maxBodySize: v['max-body'],
+      basePath: v.location,
       gracefulTimeout: v['graceful-timeout'],
       clearEnv: v['clear-env'],
       keepEnv,
     });
     const workers = (v.workers ?? 1) > 1 ? `, ${v.workers} workers` : '';
-    if (!isServeWorker) console.error(`tsgi serve: ready on ${server.url} (node pid ${process.pid}${workers})`);
+    const at = server.url.startsWith('http') ? server.url.replace(/\/$/, '') + v.location : server.url;
+    if (!isServeWorker) console.error(`tsgi serve: ready on ${at} (node pid ${process.pid}${workers})`);
   } catch (err) {
     // A worker already printed its one line.
     if ((err as { reported?: boolean }).reported) return 1;

@@ -13,6 +13,8 @@ import {
   PLAIN_TEXT_TYPE,
   accessReply,
   defaultErrorLogger,
+  insideMount,
+  mountPrefix,
   internalError,
   runLog,
   runPhase,
@@ -45,6 +47,12 @@ export interface NodeAdapterOptions {
   authority?: (req: IncomingMessage) => string | undefined;
   /** Request headers (lower-case) the handler never sees: a trusted proxy's own (nginx workers mode). */
   hiddenHeaders?: readonly string[];
+  /**
+   * ctx.basePath, the mount prefix (`/app`; a trailing slash is dropped; default '': the root). A
+   * string: a request outside it gets 404 without reaching the handler. A function: the embedder
+   * has routed already and says what the prefix of this request is (nginx workers mode).
+   */
+  basePath?: string | ((req: IncomingMessage) => string);
   onError?: ErrorLogger;
 }
 
@@ -108,6 +116,8 @@ export class NodeHost {
   readonly requestOptions: RequestOptions;
   private initialized = false;
   private decided: ((req: IncomingMessage) => string | undefined) | undefined;
+  /** The fixed mount prefix ('' at the root), or the embedder's per-request answer. */
+  private readonly mount: string | ((req: IncomingMessage) => string);
 
   constructor(
     readonly handler: Handler,
@@ -120,6 +130,7 @@ export class NodeHost {
     this.trustProxy = options.trustProxy ?? false;
     this.phases = options.phases ?? false;
     this.decided = options.authority;
+    this.mount = typeof options.basePath === 'function' ? options.basePath : mountPrefix(options.basePath ?? '');
     this.hasLog = typeof handler.log === 'function';
     this.requestOptions = {
       maxBodySize: this.maxBody,
@@ -144,9 +155,19 @@ export class NodeHost {
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);
       return null;
     }
+    let base: string;
+    if (typeof this.mount === 'string') {
+      base = this.mount;
+      // Outside the mount: the server's 404, as Apache and nginx give for a URL outside the location.
+      if (base !== '' && !insideMount(target.path, base)) {
+        sendOwn(res, 404, 'Not Found\n', false);
+        return null;
+      }
+    } else base = this.mount(req);
     this.lifecycle.begin();
     const request = new NodeRequest(req, res, this.requestOptions, target.authority, target.path, target.absolute);
-    const x = new Exchange(this, req, res, request, new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle));
+    const ctx = new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle, undefined, undefined, base);
+    const x = new Exchange(this, req, res, request, ctx);
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));

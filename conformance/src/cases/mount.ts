@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import type { ConformanceCase } from './shared.js';
+import { get } from './shared.js';
+
+/** What the fixture's /mount route (any path ending in /mount, or the mount point itself) answers. */
+interface MountReply {
+  basePath: string;
+  url: string;
+}
+
+export const mountCases: ConformanceCase[] = [
+  {
+    id: 'mount.base-path',
+    title: "ctx.basePath is the mount prefix ('' at the root); request.url keeps the prefix the client sent",
+    mount: 'also',
+    async run(t) {
+      const path = `${t.basePath}/mount?q=1`;
+      const r = await t.fetch(path);
+      assert.equal(r.status, 200);
+      const body = (await r.json()) as MountReply;
+      assert.equal(body.basePath, t.basePath);
+      assert.equal(body.url, t.url(path));
+    },
+  },
+  {
+    id: 'mount.prefix-itself',
+    title: 'the mount point itself (/app, no trailing slash) and below it (/app/) reach the handler',
+    mount: 'prefix',
+    async run(t) {
+      for (const path of [t.basePath, `${t.basePath}?q=1`, `${t.basePath}/`]) {
+        const r = await t.exchange(get(t, path, 'Connection: close\r\n'));
+        assert.equal(r.status, 200, `${path}: ${r.status}`);
+        const body = JSON.parse(r.body.toString()) as MountReply;
+        assert.equal(body.basePath, t.basePath, path);
+        assert.equal(body.url, t.url(path), path);
+      }
+    },
+  },
+  {
+    id: 'mount.outside',
+    title: 'a request outside the prefix (/mount, /appx/mount) is the server\'s 404, not the handler\'s',
+    mount: 'prefix',
+    async run(t) {
+      for (const path of ['/mount', `${t.basePath}x/mount`, `${t.basePath}.json`]) {
+        const r = await t.exchange(get(t, path, 'Connection: close\r\n'));
+        assert.equal(r.status, 404, `${path}: ${r.status}`);
+        assert.ok(!r.body.toString().includes('basePath'), `${path} reached the handler`);
+      }
+    },
+  },
+];
