@@ -25,7 +25,7 @@ import {
   type RawResponse,
   type ServerKind,
 } from '@tsgi/core';
-import { Lifecycle, RequestContext, initHandler } from '@tsgi/core/node';
+import { Lifecycle, RequestContext, accessLogLine, initHandler } from '@tsgi/core/node';
 import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
 import { clientGone, sendResponse } from './send.js';
 
@@ -53,6 +53,8 @@ export interface NodeAdapterOptions {
    * has routed already and says what the prefix of this request is (nginx workers mode).
    */
   basePath?: string | ((req: IncomingMessage) => string);
+  /** One access log line per request (core's accessLogLine, nginx's format) to this sink; default none. */
+  accessLog?: (line: string) => void;
   onError?: ErrorLogger;
 }
 
@@ -113,6 +115,7 @@ export class NodeHost {
   readonly trustProxy: boolean;
   readonly phases: boolean;
   readonly hasLog: boolean;
+  readonly accessLog: ((line: string) => void) | undefined;
   readonly requestOptions: RequestOptions;
   private initialized = false;
   private decided: ((req: IncomingMessage) => string | undefined) | undefined;
@@ -132,6 +135,7 @@ export class NodeHost {
     this.decided = options.authority;
     this.mount = typeof options.basePath === 'function' ? options.basePath : mountPrefix(options.basePath ?? '');
     this.hasLog = typeof handler.log === 'function';
+    this.accessLog = options.accessLog;
     this.requestOptions = {
       maxBodySize: this.maxBody,
       scheme: options.https === undefined ? undefined : options.https ? 'https' : 'http',
@@ -153,6 +157,7 @@ export class NodeHost {
     if ('status' in target) {
       // A client error, not the server's: nothing is logged (the target may carry credentials).
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);
+      this.logAccess(req, res, undefined, performance.now());
       return null;
     }
     let base: string;
@@ -161,6 +166,7 @@ export class NodeHost {
       // Outside the mount: the server's 404, as Apache and nginx give for a URL outside the location.
       if (base !== '' && !insideMount(target.path, base)) {
         sendOwn(res, 404, 'Not Found\n', false);
+        this.logAccess(req, res, undefined, performance.now());
         return null;
       }
     } else base = this.mount(req);
@@ -175,6 +181,32 @@ export class NodeHost {
       return null;
     }
     return x;
+  }
+
+  /**
+   * The access log line of a request, once its response has finished (or the client is gone):
+   * `bytes` as the exchange counted them, else the Content-Length the host itself sent.
+   */
+  logAccess(req: IncomingMessage, res: ServerResponse, x: { bytes: number; user: string | undefined; status: number } | undefined, start: number): void {
+    const sink = this.accessLog;
+    if (!sink) return;
+    const write = (): void =>
+      sink(
+        accessLogLine({
+          ip: req.socket.remoteAddress ?? '',
+          user: x?.user,
+          method: req.method ?? '',
+          target: req.url ?? '',
+          httpVersion: req.httpVersion,
+          status: x?.status ?? res.statusCode,
+          bytes: x ? x.bytes : Number(res.getHeader('content-length') ?? 0),
+          referer: req.headers.referer,
+          userAgent: req.headers['user-agent'],
+          durationMs: performance.now() - start,
+        }),
+      );
+    if (res.writableFinished || res.destroyed) write();
+    else res.once('close', write);
   }
 
   /** A whole node:http exchange (toNodeListener); requests that arrive before init has run wait for it. */
@@ -205,7 +237,7 @@ export class Exchange {
     readonly request: NodeRequest,
     readonly ctx: RequestContext,
   ) {
-    this.start = host.hasLog ? performance.now() : 0;
+    this.start = host.hasLog || host.accessLog ? performance.now() : 0;
   }
 
   /** The handler's answer; never rejects (failures are the bare 500, logged). */
@@ -288,6 +320,7 @@ export class Exchange {
   end(status: number, bytes: number): void {
     const host = this.host;
     host.lifecycle.end();
+    if (host.accessLog) host.logAccess(this.req, this.res, { bytes, user: this.ctx.user, status }, this.start);
     if (!host.hasLog) return;
     const run = (): void =>
       runLog(

@@ -130,6 +130,9 @@ export const commonOptions = {
   'server-root': { type: 'string', value: 'DIR', help: "where the private server's temp dir is made; default $TMPDIR, else /tmp (the worker user must reach it)" },
   'log-level': { type: 'string', value: 'LEVEL', default: 'warn', help: "the server's error log level" },
   preload: { type: 'string', multiple: true, value: 'NAME=FILE.json', help: 'read-only data the handler reads as the global NAME' },
+  // ---- the development loop (issue 11)
+  watch: { type: 'boolean', help: 'reload gracefully (as SIGHUP does) when the handler or a file it imports changes' },
+  'no-access-log': { type: 'boolean', help: 'no access log line per request on stdout (the format of nginx run\'s, core access-log.ts)' },
 } as const satisfies Options;
 
 const HELP: OptionSpec = { type: 'boolean', short: 'h', help: 'this text' };
