@@ -59,6 +59,7 @@ export interface NodeAdapterOptions {
 }
 
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
+const NOT_FOUND_TEXT = 'Not Found\n';
 
 function clientIp(req: IncomingMessage, trustProxy: boolean): string {
   if (trustProxy) {
@@ -157,7 +158,7 @@ export class NodeHost {
     if ('status' in target) {
       // A client error, not the server's: nothing is logged (the target may carry credentials).
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);
-      this.logAccess(req, res, undefined, performance.now());
+      this.logAccess(req, res, 400, BAD_REQUEST_TEXT.length, undefined, performance.now());
       return null;
     }
     let base: string;
@@ -165,8 +166,8 @@ export class NodeHost {
       base = this.mount;
       // Outside the mount: the server's 404, as Apache and nginx give for a URL outside the location.
       if (base !== '' && !insideMount(target.path, base)) {
-        sendOwn(res, 404, 'Not Found\n', false);
-        this.logAccess(req, res, undefined, performance.now());
+        sendOwn(res, 404, NOT_FOUND_TEXT, false);
+        this.logAccess(req, res, 404, NOT_FOUND_TEXT.length, undefined, performance.now());
         return null;
       }
     } else base = this.mount(req);
@@ -183,23 +184,20 @@ export class NodeHost {
     return x;
   }
 
-  /**
-   * The access log line of a request, once its response has finished (or the client is gone):
-   * `bytes` as the exchange counted them, else the Content-Length the host itself sent.
-   */
-  logAccess(req: IncomingMessage, res: ServerResponse, x: { bytes: number; user: string | undefined; status: number } | undefined, start: number): void {
+  /** The access log line of a request, once its response has finished (or the client is gone). */
+  logAccess(req: IncomingMessage, res: ServerResponse, status: number, bytes: number, user: string | undefined, start: number): void {
     const sink = this.accessLog;
     if (!sink) return;
     const write = (): void =>
       sink(
         accessLogLine({
           ip: req.socket.remoteAddress ?? '',
-          user: x?.user,
+          user,
           method: req.method ?? '',
           target: req.url ?? '',
           httpVersion: req.httpVersion,
-          status: x?.status ?? res.statusCode,
-          bytes: x ? x.bytes : Number(res.getHeader('content-length') ?? 0),
+          status,
+          bytes,
           referer: req.headers.referer,
           userAgent: req.headers['user-agent'],
           durationMs: performance.now() - start,
@@ -320,7 +318,7 @@ export class Exchange {
   end(status: number, bytes: number): void {
     const host = this.host;
     host.lifecycle.end();
-    if (host.accessLog) host.logAccess(this.req, this.res, { bytes, user: this.ctx.user, status }, this.start);
+    if (host.accessLog) host.logAccess(this.req, this.res, status, bytes, this.ctx.user, this.start);
     if (!host.hasLog) return;
     const run = (): void =>
       runLog(
