@@ -389,8 +389,8 @@ static const char *cmd_use_daemon(cmd_parms *cmd, void *conf, const char *name)
                          !strncasecmp(cmd->directive->parent->directive, "<Location", 9);
         /* A plain <Location /path> mounts the handler there (not <LocationMatch> or "~" regexes). */
         c->base_path = "";
-        if (c->in_location && !strcasecmp(cmd->directive->parent->directive, "<Location") && cmd->path &&
-            cmd->path[0] == '/') {
+        if (c->in_location && !strcasecmp(cmd->directive->parent->directive, "<Location") &&
+            cmd->directive->parent->args && cmd->directive->parent->args[0] != '~' && cmd->path && cmd->path[0] == '/') {
             char *b = apr_pstrdup(cmd->pool, cmd->path);
             size_t n = strlen(b);
             while (n > 0 && b[n - 1] == '/')
