@@ -10,7 +10,8 @@
  * onto the handler as it is now without a failed request; a killed worker
  * fails only what it held (what it had been handed, never re-run on another
  * worker) and is replaced, after which nothing fails; a client that leaves aborts
- * `request.signal` and cancels the response stream.
+ * `request.signal` and cancels the response stream; `--watch` reloads on a change to
+ * a file the handler imports, as SIGHUP does, and never without one.
  *
  * The handlers are written into a temporary directory per run. Where the
  * handler must report what happened inside the server (close ran, a stream
