@@ -69,6 +69,24 @@ function clientIp(req: IncomingMessage, trustProxy: boolean): string {
   return req.socket.remoteAddress ?? '';
 }
 
+/**
+ * The path a mount prefix is matched on, as Apache and nginx match their locations: dot segments
+ * resolved (as request.url shows them) and %XX decoded. Only a path that needs it pays.
+ */
+function mountPath(path: string): string {
+  if (!path.includes('%') && !path.includes('/.')) return path;
+  try {
+    const p = new URL(`http://h${path}`).pathname;
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  } catch {
+    return path;
+  }
+}
+
 /** Sends a response the host itself decided on. */
 export function sendOwn(res: ServerResponse, status: number, text: string, close: boolean): void {
   if (res.headersSent) return;
@@ -165,7 +183,7 @@ export class NodeHost {
     if (typeof this.mount === 'string') {
       base = this.mount;
       // Outside the mount: the server's 404, as Apache and nginx give for a URL outside the location.
-      if (base !== '' && !insideMount(target.path, base)) {
+      if (base !== '' && !insideMount(mountPath(target.path), base)) {
         sendOwn(res, 404, NOT_FOUND_TEXT, false);
         this.logAccess(req, res, 404, NOT_FOUND_TEXT.length, undefined, performance.now());
         return null;

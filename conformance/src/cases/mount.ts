@@ -38,6 +38,18 @@ export const mountCases: ConformanceCase[] = [
     },
   },
   {
+    id: 'mount.dot-segments',
+    title: 'the mount is matched on the normalized path: /x/../app/mount is inside, /app/../mount outside (404)',
+    mount: 'prefix',
+    async run(t) {
+      const inside = await t.exchange(get(t, `/x/..${t.basePath}/mount`, 'Connection: close\r\n'));
+      assert.equal(inside.status, 200, `/x/..${t.basePath}/mount: ${inside.status}`);
+      assert.equal((JSON.parse(inside.body.toString()) as MountReply).basePath, t.basePath);
+      const outside = await t.exchange(get(t, `${t.basePath}/../mount`, 'Connection: close\r\n'));
+      assert.equal(outside.status, 404, `${t.basePath}/../mount: ${outside.status}`);
+    },
+  },
+  {
     id: 'mount.outside',
     title: 'a request outside the prefix (/mount, /appx/mount) is the server\'s 404, not the handler\'s',
     mount: 'prefix',
