@@ -6,6 +6,7 @@ export {
   initHandler,
   compileHandler,
   compileTypeScript,
+  handlerInputs,
   bundleWorker,
   StartupError,
   type Compiled,
@@ -27,3 +28,5 @@ export { DEFAULT_OPS, needsSupervisor, opsOptions, opsSettings, type OpsSettings
 export { Operations, RECYCLE_JITTER, isLoopback, serverTimingValue, timeoutError, type Probe, type ProbeAnswer } from './node/ops/operations.js';
 export { HEARTBEAT_MS, STALL_GRACE_MS, linkWorker, type LinkMessage, type WorkerLink } from './node/ops/worker-link.js';
 export { authMs, timedHandler } from './node/ops/timing.js';
+export { accessLogLine, timeLocal, type AccessEntry } from './node/access-log.js';
+export { watchHandler, WATCH_DEBOUNCE_MS, type WatchOptions, type Watching } from './node/watch.js';
