@@ -55,7 +55,11 @@ export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, r
   if (tickets.has(req)) return true; // back from the queue, or from waiting for init
   if (probe) {
     const ip = (host.trustProxy && typeof req.headers['x-real-ip'] === 'string' && req.headers['x-real-ip']) || req.socket.remoteAddress || '';
-    void ops.answer(probe, ip).then((a) => write(res, a, host.draining));
+    const start = performance.now();
+    void ops.answer(probe, ip).then((a) => {
+      write(res, a, host.draining);
+      host.logAccess(req, res, a.status, Buffer.byteLength(a.body), undefined, start);
+    });
     return false;
   }
   const arrived = performance.now();
@@ -68,7 +72,9 @@ export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, r
   }
   const shed = (retryAfter: number, why: string): void => {
     host.log(`shedding a request: ${why} (503, Retry-After ${retryAfter})`);
-    write(res, { status: 503, type: PLAIN_TEXT_TYPE, body: 'Service Unavailable\n', headers: [['retry-after', String(retryAfter)]] }, true);
+    const body = 'Service Unavailable\n';
+    write(res, { status: 503, type: PLAIN_TEXT_TYPE, body, headers: [['retry-after', String(retryAfter)]] }, true);
+    host.logAccess(req, res, 503, body.length, undefined, arrived);
     ops.finished(503, performance.now() - arrived);
   };
   if (a.ok === false) {
