@@ -195,8 +195,10 @@ async function cmdRun(argv: string[]): Promise<number> {
   const ops = opsSettings(v);
   if (!workers) {
     // Embedded nginx runs no Node process: what needs one is refused, not silently ignored.
-    const need = (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'serverTiming'] as const).find((k) => ops[k] !== DEFAULT_OPS[k]);
-    if (need) throw new StartupError(`--${OPS_FLAG[need]} needs --workers N (embedded nginx runs the handler in njs, without a Node process to measure, queue or recycle)`);
+    // The timeouts have non-zero defaults: refused only when typed (the njs bridge has no request deadline yet).
+    const typed = (['request-timeout', 'queue-timeout'] as const).find((o) => argv.some((a) => a === `--${o}` || a.startsWith(`--${o}=`)));
+    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'serverTiming'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
+    if (need) throw new StartupError(`--${need} needs --workers N (embedded nginx runs the handler in njs, without a Node process to time, queue or recycle)`);
   }
   const preload = preloads(v.preload);
   const mode: Mode = workers ? 'workers' : 'embedded';
