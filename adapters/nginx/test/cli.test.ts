@@ -83,6 +83,19 @@ describe('tsgi nginx: bad input', () => {
   });
 });
 
+describe('tsgi nginx run: operations options in embedded mode', () => {
+  it('what needs a Node process is refused with one line, before anything starts (issue 12)', async () => {
+    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--server-timing'], ['--request-timeout', '5'], ['--queue-timeout=5']]) {
+      const r = await runCli(['nginx', 'run', hello, '--port', '1', flag!, ...value]);
+      expect(r.code, flag).toBe(1);
+      const name = flag!.split('=')[0]!;
+      expect(r.stderr.trim().split('\n'), flag).toEqual([
+        `tsgi nginx: ${name} needs --workers N (embedded nginx runs the handler in njs, without a Node process to time, queue or recycle)`,
+      ]);
+    }
+  });
+});
+
 describe('tsgi nginx conf', () => {
   it('embedded: js_import, js_content, the log hook via js_set, the auth location, body limits', async () => {
     const r = await runCli(['nginx', 'conf', hello, '--location', '/app/', '--max-body', '1048576', '-o', '/srv/tsgi']);
