@@ -6,6 +6,7 @@ export {
   initHandler,
   compileHandler,
   compileTypeScript,
+  cacheDir,
   bundleWorker,
   StartupError,
   type Compiled,
