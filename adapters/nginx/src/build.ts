@@ -41,6 +41,8 @@ export interface BuildOptions {
   /** js_preload_object globals the handler may read while loading (`--preload NAME=FILE.json`). */
   preload?: { name: string; file: string }[];
   minify?: boolean;
+  /** Progress lines while the build takes seconds (`tsgi nginx build` prints them on stderr). */
+  progress?: (line: string) => void;
 }
 
 export interface LoadTimeCounts {
@@ -646,6 +648,8 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   const rt = runtimeFiles(opts.runtimeDir);
   const minify = opts.minify ?? false;
   const label = relative(process.cwd(), handler) || handler;
+  const started = Date.now();
+  opts.progress?.(`bundling ${label} for njs 0.7.9 (esbuild, then Babel)...`);
   const { code, scan: s } = await compile(entryFor(handler, rt), dirname(handler), label, rt, minify);
 
   if (s.nodeGlobals.length) {
@@ -697,10 +701,12 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   }
 
   if (opts.validate !== false && (opts.validate === true || nginxBinary(false))) {
+    opts.progress?.('loading the bundle in nginx to check it...');
     const problem = await loadInNjs(file, { init: opts.init, preload: opts.preload });
     if (problem !== null) throw new StartupError(problem.startsWith('nginx ') ? problem : `${label}: ${problem}`);
     report.validated = true;
   }
+  opts.progress?.(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return { file, report };
 }
 
