@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build as esbuild, type Plugin } from 'esbuild';
 import { StartupError } from '@tsgi/core/node';
@@ -119,7 +119,7 @@ function builtinError(found: { name: string; importer: string }[], handlerLabel:
  * handler gets the same names on every host. `@tsgi/core/*` subpaths are Node-only.
  */
 function coreShim(rt: RuntimeFiles): Plugin {
-  const core = resolve(here, '..', '..', '..', 'core', 'src');
+  const core = coreSourceDir();
   const contents = `
 export { Response, Response as FastResponse } from ${JSON.stringify(rt.globals)};
 export { plainResponse, internalError, forbidden } from ${JSON.stringify(rt.pipeline)};
@@ -132,6 +132,9 @@ export function defineHandler(h) { return h; }
     name: 'tsgi-core-shim',
     setup(b) {
       b.onResolve({ filter: /^@tsgi\/core(\/.*)?$/ }, (args) => {
+        // The runtime's own imports of core's portable sources (@tsgi/core/src/wire.js): the installed core's.
+        const src = /^@tsgi\/core\/src\/([\w-]+)\.js$/.exec(args.path);
+        if (src && args.importer.startsWith(rt.dir)) return { path: join(core, `${src[1]}.ts`) };
         if (args.path !== '@tsgi/core') {
           return { errors: [{ text: `${args.path} is Node-only; njs bundles may import only '@tsgi/core'` }] };
         }
@@ -150,7 +153,17 @@ function findFile(dir: string, base: string): string | undefined {
   return undefined;
 }
 
+/**
+ * core's src/ (wire.ts & co., bundled into njs as source), wherever @tsgi/core is installed: in this
+ * checkout core/, for a user node_modules/@tsgi/core.
+ */
+function coreSourceDir(): string {
+  return dirname(require.resolve('@tsgi/core/src/wire.ts'));
+}
+
 export interface RuntimeFiles {
+  /** The runtime directory (its files may import core's sources). */
+  dir: string;
   /** Exports `bridge`: handler -> the njs functions nginx calls (content, plain, fetch, auth, log, check). */
   bridge: string;
   /** Exports the Web API implementations that replace the handler's free globals. */
@@ -164,7 +177,7 @@ export function runtimeFiles(runtimeDir = defaultRuntimeDir): RuntimeFiles {
   const globals = findFile(runtimeDir, 'globals');
   const pipeline = findFile(runtimeDir, 'pipeline');
   if (!bridge || !globals || !pipeline) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, globals.ts, pipeline.ts)`);
-  return { bridge, globals, pipeline };
+  return { dir: resolve(runtimeDir) + sep, bridge, globals, pipeline };
 }
 
 /** Name of the helper `iterablesToArrays` adds to a bundle that needs it. */
