@@ -249,13 +249,14 @@ export interface RunningCli {
  * Starts `tsgi <args>` and resolves once stdout or stderr matches `ready`
  * (its first group is returned); rejects with the output (the error carries
  * code, signal, stdout and stderr) if the command exits first or `timeoutMs` passes.
+ * `bin`: another `tsgi` script than this checkout's (one installed from the tarballs).
  */
 export function startCli(
   args: string[],
   ready: RegExp,
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string; bin?: string } = {},
 ): Promise<RunningCli> {
-  const proc = spawn(process.execPath, [tsgiBin, ...args], {
+  const proc = spawn(process.execPath, [opts.bin ?? tsgiBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: opts.env ?? process.env,
     cwd: opts.cwd,
