@@ -4,12 +4,17 @@
 // cache (a private XDG_CACHE_HOME here), never into the installed packages.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { builtinModules } from 'node:module';
+import { builtinModules, createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { READY_LINE, startCli, type RunningCli } from '@tsgi/conformance/testing';
+
+const semver = createRequire(import.meta.url)('semver') as { satisfies(v: string, range: string): boolean };
+
+/** The oldest Node the README names. */
+const OLDEST_NODE = '20.19.0';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const version = (JSON.parse(readFileSync(join(repo, 'cli', 'package.json'), 'utf8')) as { version: string }).version;
@@ -133,6 +138,26 @@ describe('npm pack: each tarball holds what its commands need, nothing else', ()
       }
       expect([...missing], name).toEqual([]);
     }
+  });
+});
+
+/** Lock file entries npm would warn about (EBADENGINE) on OLDEST_NODE; optional ones are skipped silently. */
+function refusingNode(lockFile: string): string[] {
+  const tree = JSON.parse(readFileSync(lockFile, 'utf8')) as {
+    packages: Record<string, { version?: string; engines?: { node?: string } | string[]; optional?: boolean }>;
+  };
+  return Object.entries(tree.packages)
+    .filter(([, p]) => !p.optional && p.engines && !Array.isArray(p.engines) && p.engines.node && !semver.satisfies(OLDEST_NODE, p.engines.node))
+    .map(([path, p]) => `${path || '.'}@${p.version}: node ${(p.engines as { node: string }).node}`);
+}
+
+describe('no engine warnings on the README\'s Node', () => {
+  it(`every package installed from the tarballs (ours and what they pull in) accepts Node ${OLDEST_NODE}`, () => {
+    expect(refusingNode(join(installed, '.package-lock.json'))).toEqual([]);
+  });
+
+  it(`so does every package npm ci installs in this checkout`, () => {
+    expect(refusingNode(join(repo, 'package-lock.json'))).toEqual([]);
   });
 });
 
