@@ -1,10 +1,11 @@
 // Where `tsgi apache build` puts mod_tsgi.so (the user's tsgi cache, never the installed
 // package) and what it says while it compiles.
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runCli } from '@tsgi/conformance/testing';
+import { freePort, runCli, tsgiBin } from '@tsgi/conformance/testing';
 import { packageDir } from '../src/build.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsgi-apache-out-'));
@@ -52,5 +53,29 @@ describe('tsgi apache build: output in the cache, progress on stderr', () => {
     expect(existsSync(so)).toBe(true);
     expect(readdirSync(join(cache, 'tsgi'))).toEqual([]);
     expect(lines(r.stderr).at(-1)).toMatch(/^tsgi apache build: no usable cache directory .*: built in \S+, not reused$/);
+  });
+});
+
+describe('tsgi apache run: its first build', () => {
+  const initFails = join(dir, 'init-fails.mjs');
+  writeFileSync(initFails, "export default { init() { throw new Error('database unreachable'); }, fetch: () => new Response('x') };\n");
+
+  it('piped (a test, a service manager): no progress, the start-up failure stays the one line', async () => {
+    const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'piped') };
+    const r = await runCli(['apache', 'run', initFails, '--port', String(await freePort())], 120_000, env);
+    expect(r.code, r.stderr).toBe(1);
+    expect(lines(r.stderr)).toEqual(['tsgi apache: handler init failed: database unreachable']);
+    expect(readdirSync(join(dir, 'piped', 'tsgi', 'apache'))).toHaveLength(1);
+  });
+
+  it('on a terminal: says that it compiles mod_tsgi, and when it is done', async () => {
+    const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'tty') };
+    const cmd = [process.execPath, tsgiBin, 'apache', 'run', initFails, '--port', String(await freePort())].join(' ');
+    // script(1) gives the command a pseudo-terminal; -e: its exit status.
+    const r = spawnSync('script', ['-qefc', cmd, '/dev/null'], { env, encoding: 'utf8', timeout: 120_000 });
+    const out = r.stdout.replace(/\r/g, '');
+    expect(r.status, out).toBe(1);
+    expect(out).toMatch(/^tsgi apache run: compiling mod_tsgi \(apxs\)\.\.\.\ntsgi apache run: done in \d+\.\d s: \S+mod_tsgi\.so\n/m);
+    expect(out).toMatch(/^tsgi apache: handler init failed: database unreachable$/m);
   });
 });
