@@ -184,6 +184,9 @@ describe('installed from the tarballs into a fresh project: every command works 
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe(`tsgi ${version}`);
     expect(bin).toBe(join(installed, 'tsgi', 'bin', 'tsgi.js'));
+    // @tsgi/conformance/testing, installed, runs the project's tsgi (not a checkout's).
+    const t = spawnSync(process.execPath, ['--input-type=module', '-e', "console.log((await import('@tsgi/conformance/testing')).tsgiBin)"], { cwd: project, env: userEnv(), encoding: 'utf8', timeout: 30_000 });
+    expect(t.stdout.trim(), t.stderr).toBe(bin);
   });
 
   it('tsgi serve handler.ts', async () => {
