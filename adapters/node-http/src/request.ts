@@ -35,7 +35,7 @@ function localAuthority(req: IncomingMessage): string {
  * absolute-form target, else from the one Host header), or why it is refused
  * with 400 before anything runs.
  */
-export function requestTarget(req: IncomingMessage): { authority: string; path: string; absolute: boolean } | UrlRefusal {
+export function requestTarget(req: IncomingMessage): { authority: string; path: string } | UrlRefusal {
   const raw = req.rawHeaders;
   let hosts: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -43,12 +43,11 @@ export function requestTarget(req: IncomingMessage): { authority: string; path: 
     if (name.length === 4 && name.toLowerCase() === 'host') (hosts ??= []).push(raw[i + 1]!);
   }
   const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
-  const target = req.url ?? '/';
-  const where = requestAuthority(target, hosts ?? [], http10, hosts ? '' : localAuthority(req));
-  if ('status' in where) return where;
-  // absolute-form (RFC 9112 3.2.2): its authority replaces the Host header too.
-  return { authority: where.authority, path: where.path, absolute: target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target) };
+  return requestAuthority(req.url ?? '/', hosts ?? [], http10, hosts ? '' : localAuthority(req));
 }
+
+/** An absolute-form target (RFC 9112 3.2.2): its authority is the request's, and the handler's Host header too. */
+const isAbsoluteForm = (target: string | undefined): boolean => target !== undefined && target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target);
 
 /** A Request served straight from node's IncomingMessage (see LazyRequest). */
 export class NodeRequest extends LazyRequest {
@@ -57,20 +56,15 @@ export class NodeRequest extends LazyRequest {
   private _opts: RequestOptions;
   private _authority: string;
   private _path: string;
-  private _absolute: boolean;
 
-  /**
-   * `authority` and `path` come from requestTarget (already checked);
-   * `absolute`: the target was absolute-form, so the handler's Host header is its authority.
-   */
-  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, authority: string, path: string, absolute = false) {
+  /** `authority` and `path` come from requestTarget (already checked). */
+  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, authority: string, path: string) {
     super();
     this._req = req;
     this._res = res;
     this._opts = opts;
     this._authority = authority;
     this._path = path;
-    this._absolute = absolute;
   }
 
   get method(): string {
@@ -91,19 +85,20 @@ export class NodeRequest extends LazyRequest {
   protected rawHeaders(): readonly string[] {
     const raw = this._req.rawHeaders;
     const hidden = this._opts.hidden;
-    if (!hidden && !this._absolute) return raw;
+    const absolute = isAbsoluteForm(this._req.url);
+    if (!hidden && !absolute) return raw;
     const out: string[] = [];
     let host = false;
     for (let i = 0; i < raw.length; i += 2) {
       const lower = raw[i]!.toLowerCase();
       if (hidden?.includes(lower)) continue;
-      if (this._absolute && lower === 'host') {
+      if (absolute && lower === 'host') {
         // At most one Host reaches here (requestTarget refuses two).
         out.push(raw[i]!, this._authority);
         host = true;
       } else out.push(raw[i]!, raw[i + 1]!);
     }
-    if (this._absolute && !host) out.push('host', this._authority);
+    if (absolute && !host) out.push('host', this._authority);
     return out;
   }
 
@@ -150,8 +145,12 @@ export class NodeRequest extends LazyRequest {
     return out;
   }
 
-  /** Collects the body without Web streams (srvx/Hono do the same). */
   protected readBody(): Promise<Buffer> {
+    return this.readBodyAs(same);
+  }
+
+  /** Collects the body without Web streams (srvx/Hono do the same), converted as it completes. */
+  protected override readBodyAs<T>(convert: (body: Buffer) => T): Promise<T> {
     const req = this._req;
     const limit = this._opts.maxBodySize;
     // Small bodies usually arrive with the headers: take them from the buffer, no listeners.
@@ -159,10 +158,22 @@ export class NodeRequest extends LazyRequest {
       const chunks: Buffer[] = [];
       let c: Buffer | null;
       while ((c = req.read() as Buffer | null) !== null) chunks.push(c);
-      return Promise.resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      try {
+        return Promise.resolve(convert(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    if (req.readableEnded) {
+      try {
+        return Promise.resolve(convert(Buffer.alloc(0)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
+      let first: Buffer | undefined;
+      let chunks: Buffer[] | undefined;
       let seen = 0;
       const onData = (c: Buffer): void => {
         seen += c.length;
@@ -171,33 +182,32 @@ export class NodeRequest extends LazyRequest {
           req.pause();
           this._opts.onTooLarge(this);
           reject(new BodyTooLargeError(limit));
-          return;
-        }
-        chunks.push(c);
+        } else if (first === undefined) first = c;
+        else (chunks ??= [first]).push(c);
       };
       const onEnd = (): void => {
         cleanup();
-        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, seen));
+        try {
+          resolve(convert(chunks ? Buffer.concat(chunks, seen) : (first ?? Buffer.alloc(0))));
+        } catch (err) {
+          reject(err);
+        }
       };
-      const onAbort = (): void => {
-        cleanup();
-        reject(new DOMException('The client disconnected', 'AbortError'));
-      };
+      // A client that leaves destroys the request with an error (after setting `aborted`).
       const onError = (err: Error): void => {
         cleanup();
-        reject(err);
+        reject(req.aborted ? new DOMException('The client disconnected', 'AbortError') : err);
       };
       const cleanup = (): void => {
         req.off('data', onData);
         req.off('end', onEnd);
-        req.off('aborted', onAbort);
         req.off('error', onError);
       };
-      if (req.readableEnded) return resolve(Buffer.alloc(0));
       req.on('data', onData);
       req.on('end', onEnd);
-      req.on('aborted', onAbort);
       req.on('error', onError);
     });
   }
 }
+
+const same = (b: Buffer): Buffer => b;

@@ -42,7 +42,7 @@ export class Lifecycle {
   }
 
   private wake(): void {
-    if (this.busy) return;
+    if (this.idle.length === 0 || this.busy) return;
     const waiters = this.idle;
     this.idle = [];
     for (const w of waiters) w();
