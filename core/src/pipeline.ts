@@ -28,6 +28,8 @@ function isThenable<T>(v: unknown): v is PromiseLike<T> {
 }
 
 function checkResponse(value: unknown, ctx: Context, log: ErrorLogger): Response {
+  // core's own Response (the one the loader injects), told without instanceof's walk up the prototype chain.
+  if (value !== null && typeof value === 'object' && (value as { constructor?: unknown }).constructor === FastResponse) return value as Response;
   if (value instanceof Response) return value;
   log(`request ${ctx.id}: fetch returned ${value === null ? 'null' : typeof value}, not a Response`);
   return internalError();
