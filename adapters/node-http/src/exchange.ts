@@ -139,16 +139,16 @@ export class NodeHost {
   open(req: IncomingMessage, res: ServerResponse): Exchange | null {
     // An embedder behind a trusted proxy (nginx workers mode) has checked the authority itself.
     const authority = this.decided?.(req);
-    const target = authority !== undefined ? { authority, path: req.url ?? '/' } : requestTarget(req);
+    const target = requestTarget(req, authority);
     if ('status' in target) {
       // A client error, not the server's: nothing is logged (the target may carry credentials).
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);
       return null;
     }
     this.lifecycle.begin();
-    const request = new NodeRequest(req, res, this.requestOptions, target.authority, target.path);
+    const request = new NodeRequest(req, res, this.requestOptions, target);
     const x = new Exchange(this, req, res, request, new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle));
-    const cl = req.headers['content-length'];
+    const cl = target.length;
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));
       x.end(413, 0);

@@ -30,21 +30,53 @@ function localAuthority(req: IncomingMessage): string {
   return `${localAddress.includes(':') ? `[${localAddress}]` : localAddress}:${localPort}`;
 }
 
+/** What the host needs from the request head: where it goes and how its body is framed. */
+export interface RequestTarget {
+  authority: string;
+  path: string;
+  /** The Content-Length the client sent (its first line, as node keeps it); undefined without one. */
+  length: string | undefined;
+  /** The client sent Transfer-Encoding (a chunked body). */
+  coded: boolean;
+}
+
 /**
  * Where the request goes (core's requestAuthority: the authority from an
  * absolute-form target, else from the one Host header), or why it is refused
- * with 400 before anything runs.
+ * with 400 before anything runs; `decided`: the authority an embedder behind a
+ * trusted proxy has already checked. One pass over rawHeaders: node builds
+ * req.headers on first use, a cost on every request that never needs it.
  */
-export function requestTarget(req: IncomingMessage): { authority: string; path: string } | UrlRefusal {
+export function requestTarget(req: IncomingMessage, decided?: string): RequestTarget | UrlRefusal {
   const raw = req.rawHeaders;
-  let hosts: string[] | undefined;
+  let host: string | undefined;
+  let hosts: string[] | undefined; // a second Host line and on
+  let length: string | undefined;
+  let coded = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.length === 4 && name.toLowerCase() === 'host') (hosts ??= []).push(raw[i + 1]!);
+    const n = name.length;
+    if (n === 4) {
+      if (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') {
+        if (host === undefined) host = raw[i + 1]!;
+        else (hosts ??= [host]).push(raw[i + 1]!);
+      }
+    } else if (n === 14) {
+      if (length === undefined && lowerIs(name, 'content-length')) length = raw[i + 1]!;
+    } else if (n === 17 && lowerIs(name, 'transfer-encoding')) coded = true;
   }
+  const target = req.url ?? '/';
+  if (decided !== undefined) return { authority: decided, path: target, length, coded };
   const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
-  return requestAuthority(req.url ?? '/', hosts ?? [], http10, hosts ? '' : localAuthority(req));
+  const where = requestAuthority(target, hosts ?? (host === undefined ? NO_HOST : [host]), http10, host === undefined ? localAuthority(req) : '');
+  if ('status' in where) return where;
+  return { authority: where.authority, path: where.path, length, coded };
 }
+
+const NO_HOST: readonly string[] = [];
+
+/** `name` lower-cased is `lower` (a name of its length); no new string when it is spelled so. */
+const lowerIs = (name: string, lower: string): boolean => name === lower || name.toLowerCase() === lower;
 
 /** An absolute-form target (RFC 9112 3.2.2): its authority is the request's, and the handler's Host header too. */
 const isAbsoluteForm = (target: string | undefined): boolean => target !== undefined && target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target);
@@ -54,17 +86,15 @@ export class NodeRequest extends LazyRequest {
   readonly _req: IncomingMessage;
   readonly _res: ServerResponse;
   private _opts: RequestOptions;
-  private _authority: string;
-  private _path: string;
+  private _target: RequestTarget;
 
-  /** `authority` and `path` come from requestTarget (already checked). */
-  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, authority: string, path: string) {
+  /** `target` comes from requestTarget (already checked). */
+  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, target: RequestTarget) {
     super();
     this._req = req;
     this._res = res;
     this._opts = opts;
-    this._authority = authority;
-    this._path = path;
+    this._target = target;
   }
 
   get method(): string {
@@ -79,7 +109,7 @@ export class NodeRequest extends LazyRequest {
       const p = req.headers['x-forwarded-proto'];
       if (p === 'https' || p === 'http') scheme = p;
     }
-    return originUrl(scheme, this._authority, this._path);
+    return originUrl(scheme, this._target.authority, this._target.path);
   }
 
   protected rawHeaders(): readonly string[] {
@@ -94,11 +124,11 @@ export class NodeRequest extends LazyRequest {
       if (hidden?.includes(lower)) continue;
       if (absolute && lower === 'host') {
         // At most one Host reaches here (requestTarget refuses two).
-        out.push(raw[i]!, this._authority);
+        out.push(raw[i]!, this._target.authority);
         host = true;
       } else out.push(raw[i]!, raw[i + 1]!);
     }
-    if (absolute && !host) out.push('host', this._authority);
+    if (absolute && !host) out.push('host', this._target.authority);
     return out;
   }
 
@@ -114,8 +144,8 @@ export class NodeRequest extends LazyRequest {
   protected hasBody(): boolean {
     const m = this.method;
     if (m === 'GET' || m === 'HEAD') return false;
-    const h = this._req.headers;
-    return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+    const t = this._target;
+    return t.coded || (t.length !== undefined && t.length !== '0');
   }
 
   protected openBody(): ReadableStream<Uint8Array> {

@@ -19,6 +19,13 @@ export interface WireHead {
 export function wireHead(raw: RawResponse, fixedLength: number | undefined, close = false): WireHead {
   const src = raw.headers;
   const rule = contentLengthRule(raw.status, fixedLength !== undefined);
+  const reason = raw.statusText || STATUS_CODES[raw.status] || '';
+  if (raw.plain) {
+    // Nothing to take out (core's fast Response checked the names when it was built); the list is ours to add to.
+    if (rule === 'server') src.push('content-length', `${fixedLength!}`);
+    if (close) src.push('connection', 'close');
+    return { reason, headers: src, declared: undefined };
+  }
   const headers: string[] = [];
   let declared: number | undefined;
   let badLength = false;
@@ -41,9 +48,9 @@ export function wireHead(raw: RawResponse, fixedLength: number | undefined, clos
     declared = undefined;
     for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
   }
-  if (rule === 'server') headers.push('content-length', String(fixedLength));
+  if (rule === 'server') headers.push('content-length', `${fixedLength!}`);
   if (close) headers.push('connection', 'close');
-  return { reason: raw.statusText || STATUS_CODES[raw.status] || '', headers, declared };
+  return { reason, headers, declared };
 }
 
 /**
