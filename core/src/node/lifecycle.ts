@@ -69,16 +69,27 @@ const prefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
 export class RequestContext implements Context {
   user: string | undefined;
   private _id: string | undefined;
+  private _ip: string | undefined;
 
+  /** `ip` undefined: read on first use, from clientIp() (a subclass's; reading a socket's address costs). */
   constructor(
     readonly server: ServerKind,
-    readonly ip: string,
+    ip: string | undefined,
     private lifecycle: Lifecycle,
     id?: string,
     user?: string,
   ) {
+    this._ip = ip;
     this._id = id;
     this.user = user;
+  }
+
+  get ip(): string {
+    return (this._ip ??= this.clientIp());
+  }
+
+  protected clientIp(): string {
+    return '';
   }
 
   get id(): string {
