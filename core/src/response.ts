@@ -11,6 +11,7 @@ import {
   MAX_RESPONSE_HEADER_BYTES,
   PLAIN_TEXT_TYPE,
   headersFit,
+  isAscii,
   isFieldValue,
   isHopByHop,
   isReasonPhrase,
@@ -33,6 +34,8 @@ export interface RawResponse {
    * they are, plus its own framing. Absent: not known.
    */
   plain?: boolean;
+  /** True when every header value is ASCII (known from construction, as `plain`). Absent: not known. */
+  ascii?: boolean;
 }
 
 const kFast = Symbol.for('tsgi.fastResponse');
@@ -49,6 +52,8 @@ interface FastState {
   headers: string[];
   /** No name is hop-by-hop or Content-Length (RawResponse.plain). */
   plain: boolean;
+  /** Every value is ASCII (RawResponse.ascii). */
+  ascii: boolean;
   /** A string or bytes body as sent; anything else is handed to the native Response. */
   body: string | Uint8Array | null;
   /** A body the fast path cannot write (stream, Blob, FormData, ...): the native Response is built at once. */
@@ -87,11 +92,12 @@ function makeState(body: BodyInit | null | undefined, init: ResponseInit | undef
     headers.push('content-type', jsonType ? 'application/json' : PLAIN_TEXT_TYPE);
   }
   const plain = (seen & SEEN_FRAMING) === 0;
-  if (fixed !== undefined) return { status, statusText, headers, plain, body: fixed, native: undefined };
+  const ascii = (seen & SEEN_NON_ASCII) === 0;
+  if (fixed !== undefined) return { status, statusText, headers, plain, ascii, body: fixed, native: undefined };
   // A body only undici can read (stream, Blob, FormData, URLSearchParams): build the native one now.
   const h = new Headers();
   for (let i = 0; i < headers.length; i += 2) h.append(headers[i]!, headers[i + 1]!);
-  return { status, statusText, headers, plain, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
+  return { status, statusText, headers, plain, ascii, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
 }
 
 export class FastResponse {
@@ -200,9 +206,11 @@ function httpTrim(v: string): string {
   return a === 0 && b === v.length ? v : v.slice(a, b);
 }
 
-// What flattenInit saw, as bits: a Content-Type; a name a writer must not pass on as is (isHopByHop, Content-Length).
+// What flattenInit saw, as bits: a Content-Type; a name a writer must not pass on as is (isHopByHop,
+// Content-Length); a value that is not ASCII (latin1 bytes: a writer must not merge it with a UTF-8 body).
 const SEEN_TYPE = 1;
 const SEEN_FRAMING = 2;
+const SEEN_NON_ASCII = 4;
 
 /**
  * What `name` is among the names that matter to a writer (SEEN_* bits, 0 for
@@ -224,7 +232,7 @@ const memoValue: string[] = [];
 const memoKind: number[] = [];
 let memoNext = 0;
 
-/** Validates one header and appends it; returns its nameKind. */
+/** Validates one header and appends it; returns its SEEN_* bits. */
 function pushHeader(out: string[], name: string, value: string): number {
   for (let i = 0; i < memoName.length; i++) {
     if (memoName[i] === name && memoValue[i] === value) {
@@ -236,7 +244,7 @@ function pushHeader(out: string[], name: string, value: string): number {
   const v = httpTrim(typeof value === 'string' ? value : String(value));
   if (!isFieldValue(v)) throw new TypeError(`Invalid value for header ${name}`);
   out.push(name, v);
-  const kind = nameKind(name);
+  const kind = nameKind(name) | (isAscii(v) ? 0 : SEEN_NON_ASCII);
   if (v === value) {
     memoName[memoNext] = name;
     memoValue[memoNext] = v;
@@ -298,7 +306,7 @@ function validStatus(status: number, statusText: string): void {
 export function toRawResponse(res: globalThis.Response): RawResponse {
   const fast = (res as unknown as FastResponse)[kFast];
   if (fast && !fast.native) {
-    return { status: fast.status, statusText: fast.statusText, headers: fitting(fast.headers.slice()), body: fast.body, plain: fast.plain };
+    return { status: fast.status, statusText: fast.statusText, headers: fitting(fast.headers.slice()), body: fast.body, plain: fast.plain, ascii: fast.ascii };
   }
   const n: globalThis.Response = fast ? fast.native! : res;
   validStatus(n.status, n.statusText);

@@ -59,6 +59,22 @@ function clientIp(req: IncomingMessage, trustProxy: boolean): string {
   return req.socket.remoteAddress ?? '';
 }
 
+/** ctx of a node:http request: the client's address is read from the socket only when asked for. */
+class NodeContext extends RequestContext {
+  constructor(
+    kind: ServerKind,
+    private readonly req: IncomingMessage,
+    private readonly trustProxy: boolean,
+    lifecycle: Lifecycle,
+  ) {
+    super(kind, undefined, lifecycle);
+  }
+
+  protected override clientIp(): string {
+    return clientIp(this.req, this.trustProxy);
+  }
+}
+
 /** Sends a response the host itself decided on. */
 export function sendOwn(res: ServerResponse, status: number, text: string, close: boolean): void {
   if (res.headersSent) return;
@@ -147,7 +163,10 @@ export class NodeHost {
     }
     this.lifecycle.begin();
     const request = new NodeRequest(req, res, this.requestOptions, target);
-    const x = new Exchange(this, req, res, request, new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle));
+    const ctx = new NodeContext(this.kind, req, this.trustProxy, this.lifecycle);
+    // A log hook runs once the client may be gone (and its address with the socket): read it now.
+    if (this.hasLog) void ctx.ip;
+    const x = new Exchange(this, req, res, request, ctx);
     const cl = target.length;
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));

@@ -215,8 +215,9 @@ export class NodeRequest extends LazyRequest {
         } else if (first === undefined) first = c;
         else (chunks ??= [first]).push(c);
       };
+      // Once the body has ended its listeners go with the request (removing three costs ~600 instructions);
+      // a later 'error' only meets a settled promise.
       const onEnd = (): void => {
-        cleanup();
         try {
           resolve(convert(chunks ? Buffer.concat(chunks, seen) : (first ?? Buffer.alloc(0))));
         } catch (err) {

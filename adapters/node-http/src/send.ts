@@ -86,7 +86,9 @@ export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: bool
       res.end();
       return 0;
     }
-    res.end(typeof body === 'string' && !asciiHead(head) ? Buffer.from(body) : body);
+    // The fast Response knows its values' bytes from construction; the reason phrase is the one left to check.
+    const latin1 = typeof body === 'string' && !(raw.ascii === true ? isAscii(head.reason) : asciiHead(head));
+    res.end(latin1 ? Buffer.from(body) : body);
     return len;
   }
   const head = wireHead(raw, undefined, close);
