@@ -3,7 +3,7 @@
 // `tsgi serve` on a handler against raw node:http (bench/servers/raw-node.mjs), GET hello and the 1 KB POST
 // JSON echo of bench/node.mjs. Each server runs under callgrind (node --single-threaded: no concurrent
 // compiler or GC threads, so the count repeats), counting off; WARM requests warm it up, then N requests are
-// counted (8 keep-alive connections, one request at a time on each, the same client for both servers).
+// counted (the same 8 keep-alive connections, one request at a time on each, the same client for both servers).
 // User-space instructions only; `strace -c -f` shows both servers make the same system calls per request
 // (one read, one writev).
 // usage (valgrind; after npm run build): node bench/node-instructions.mjs [get|post]
@@ -32,39 +32,50 @@ const kinds = process.argv[2] ? [process.argv[2]] : ['get', 'post'];
 
 const totals = (file) => Number(/^(?:summary|totals): (\d+)/m.exec(readFileSync(file, 'utf8'))?.[1] ?? 0);
 
-/** `n` requests of `kind`, `conns` keep-alive connections, one request at a time on each. */
-async function load(port, kind, n, conns) {
-  const per = Math.ceil(n / conns);
+/** `n` keep-alive connections to `port`. */
+async function connect(port, n) {
+  return Promise.all(
+    Array.from({ length: n }, async () => {
+      const s = net.connect(port, '127.0.0.1');
+      await new Promise((r, j) => s.once('connect', r).once('error', j));
+      s.setEncoding('latin1');
+      return s;
+    }),
+  );
+}
+
+/**
+ * `n` requests of `kind` spread over `sockets`, one at a time on each. The warm-up and the
+ * counted window use the same connections: new ones make V8 throw away and redo optimized
+ * code in the window (new socket objects, "wrong map"), thousands of instructions a request.
+ */
+async function load(port, kind, n, sockets) {
+  const per = Math.ceil(n / sockets.length);
   const head =
     kind === 'post'
       ? `POST / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: ${JSON1K.length}\r\n\r\n${JSON1K}`
       : `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`;
   const tail = kind === 'post' ? JSON1K : HELLO;
   await Promise.all(
-    Array.from({ length: conns }, async () => {
-      const s = net.connect(port, '127.0.0.1');
-      await new Promise((r, j) => s.once('connect', r).once('error', j));
-      s.setEncoding('latin1');
+    sockets.map(async (s) => {
       let buf = '';
       for (let i = 0; i < per; i++) {
         s.write(head);
-        await new Promise((r) => {
+        await new Promise((r, j) => {
           const on = (d) => {
             buf += d;
-            if (buf.endsWith(tail)) {
-              if (!buf.startsWith('HTTP/1.1 200 ')) throw new Error(`not a 200: ${buf.slice(0, 80)}`);
-              buf = '';
-              s.off('data', on);
-              r();
-            }
+            if (!buf.endsWith(tail)) return;
+            s.off('data', on);
+            if (!buf.startsWith('HTTP/1.1 200 ')) return j(new Error(`not a 200: ${buf.slice(0, 80)}`));
+            buf = '';
+            r();
           };
           s.on('data', on);
         });
       }
-      s.destroy();
     }),
   );
-  return per * conns;
+  return per * sockets.length;
 }
 
 async function up(port, child) {
@@ -103,10 +114,12 @@ try {
           { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } },
         );
         await up(port, child);
-        await load(port, kind, WARM, 8);
+        const sockets = await connect(port, 8);
+        await load(port, kind, WARM, sockets);
         execFileSync('callgrind_control', ['-i', 'on', String(child.pid)], { stdio: 'ignore' });
-        const n = await load(port, kind, N, 8);
+        const n = await load(port, kind, N, sockets);
         execFileSync('callgrind_control', ['-d', String(child.pid)], { stdio: 'ignore' });
+        for (const s of sockets) s.destroy();
         await sleep(500);
         const base = out.slice(dir.length + 1);
         const total = Math.max(0, ...readdirSync(dir).filter((f) => f.startsWith(`${base}.`)).map((f) => totals(join(dir, f))));
