@@ -2,6 +2,10 @@ import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { setTimeout } from 'node:timers';
 import { FIRST_CHUNK_WAIT_MS, contentLengthRule, isAscii, isHopByHop, statusHasNoBody, type RawResponse } from '@tsgi/core';
 
+// STATUS_CODES as an array: an object with integer keys is slow to index on every response.
+const REASONS: string[] = [];
+for (const code of Object.keys(STATUS_CODES)) REASONS[Number(code)] = STATUS_CODES[code]!;
+
 /** A response head as Node writes it, after core's wire rules (core/src/wire.ts). */
 export interface WireHead {
   /** The handler's statusText, or the standard phrase (never a leftover res.statusMessage). */
@@ -19,7 +23,7 @@ export interface WireHead {
 export function wireHead(raw: RawResponse, fixedLength: number | undefined, close = false): WireHead {
   const src = raw.headers;
   const rule = contentLengthRule(raw.status, fixedLength !== undefined);
-  const reason = raw.statusText || STATUS_CODES[raw.status] || '';
+  const reason = raw.statusText || REASONS[raw.status] || '';
   if (raw.plain) {
     // Nothing to take out (core's fast Response checked the names when it was built); the list is ours to add to.
     if (rule === 'server') src.push('content-length', `${fixedLength!}`);
