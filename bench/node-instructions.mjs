@@ -8,7 +8,7 @@
 // (one read, one writev).
 // usage (valgrind; after npm run build): node bench/node-instructions.mjs [get|post]
 // Env: N (10000), WARM (60000), HANDLER (bench/handlers/hello.ts), ROUNDS (1), ONLY (raw|tsgi: one server),
-// RAW (another anchor script), KEEP (a directory: the callgrind files are kept there, for callgrind_annotate), NODE_FLAGS (e.g.
+// RAW (another anchor script), TSGI (another checkout's cli/bin/tsgi.js, for before/after), KEEP (a directory: the callgrind files are kept there, for callgrind_annotate), NODE_FLAGS (e.g.
 // --perf-basic-prof: /tmp/perf-PID.map names the JIT code callgrind shows as addresses).
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -95,7 +95,7 @@ async function up(port, child) {
 const dir = process.env.KEEP ?? mkdtempSync(join(tmpdir(), 'tsgi-node-instr-'));
 const SERVERS = {
   'raw node:http': (port) => ({ args: [process.env.RAW ?? here('servers/raw-node.mjs')], env: { PORT: String(port) } }),
-  'tsgi serve': (port) => ({ args: [here('../cli/bin/tsgi.js'), 'serve', HANDLER, '--port', String(port)], env: {} }),
+  'tsgi serve': (port) => ({ args: [process.env.TSGI ?? here('../cli/bin/tsgi.js'), 'serve', HANDLER, '--port', String(port)], env: {} }),
 };
 
 let child;

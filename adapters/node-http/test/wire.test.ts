@@ -446,3 +446,36 @@ for (const name of ['toNodeListener', 'Fastify']) {
     });
   });
 }
+
+describe('toNodeListener: ctx.ip', () => {
+  it('is the client address, also in a log hook that runs after the client left', async () => {
+    const seen: string[] = [];
+    const logged: string[] = [];
+    const h: Handler = {
+      fetch(req, ctx) {
+        if (new URL(req.url).pathname === '/ip') return new Response(ctx.ip);
+        // Never ends: the exchange ends (and the log hook runs) when the client leaves.
+        return new Response(new ReadableStream({ pull: () => new Promise(() => {}) }));
+      },
+      log(_entry, ctx) {
+        logged.push(ctx.ip);
+      },
+    };
+    const server = createServer(toNodeListener(h));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const t = makeContext(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { server: 'node' });
+      seen.push((await t.exchange(get(t, '/ip', 'Connection: close\r\n'))).body.toString());
+      const c = await t.connect();
+      await c.write(get(t, '/endless'));
+      await waitFor(() => logged.length === 1, 5000, 'the first log entry');
+      c.close();
+      await waitFor(() => logged.length === 2, 10_000, 'the log hook of the request whose client left');
+      expect([...seen, ...logged]).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1']);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
