@@ -14,14 +14,14 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, median } from './lib.mjs';
 import { json1k } from './node.mjs';
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
-const HANDLER = process.env.HANDLER ?? here('handlers/hello.ts');
+const HANDLER = resolve(process.env.HANDLER ?? here('handlers/hello.ts'));
 const N = Number(process.env.N ?? 10_000);
 // Shorter warm-ups leave TurboFan compiling inside the counted window (thousands of instructions per request).
 const WARM = Number(process.env.WARM ?? 60_000);
@@ -94,8 +94,8 @@ async function up(port, child) {
 
 const dir = process.env.KEEP ?? mkdtempSync(join(tmpdir(), 'tsgi-node-instr-'));
 const SERVERS = {
-  'raw node:http': (port) => ({ args: [process.env.RAW ?? here('servers/raw-node.mjs')], env: { PORT: String(port) } }),
-  'tsgi serve': (port) => ({ args: [process.env.TSGI ?? here('../cli/bin/tsgi.js'), 'serve', HANDLER, '--port', String(port)], env: {} }),
+  'raw node:http': (port) => ({ args: [resolve(process.env.RAW ?? here('servers/raw-node.mjs'))], env: { PORT: String(port) } }),
+  'tsgi serve': (port) => ({ args: [resolve(process.env.TSGI ?? here('../cli/bin/tsgi.js')), 'serve', HANDLER, '--port', String(port)], env: {} }),
 };
 
 let child;
