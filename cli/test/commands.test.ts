@@ -34,6 +34,7 @@ const COMMANDS: Cmd[] = [
   { words: ['nginx', 'run'], prefix: 'tsgi nginx', options: ['host', 'port', 'workers', 'max-body', 'user', 'group', 'clear-env', 'env', 'location', 'include', 'server-root', 'log-level'] },
   { words: ['nginx', 'conf'], prefix: 'tsgi nginx', options: ['workers', 'max-body', 'location'] },
   { words: ['nginx', 'build'], prefix: 'tsgi nginx', options: ['preload'] },
+  { words: ['nginx', 'workers'], prefix: 'tsgi nginx', options: ['workers', 'max-body', 'user', 'group', 'clear-env', 'env'] },
 ];
 const has = (opt: string): Cmd[] => COMMANDS.filter((c) => c.options.includes(opt));
 const lines = (s: string): string[] => s.trim().split('\n');
@@ -62,7 +63,7 @@ describe('tsgi', () => {
       [['srve', handler], "tsgi: unknown command 'srve' (did you mean serve?)"],
       [['nginx', 'rn', handler], "tsgi nginx: unknown command 'rn' (did you mean run?)"],
       [['apache', 'cnf', handler], "tsgi apache: unknown command 'cnf' (did you mean conf?)"],
-      [['nginx', 'frobnicate'], "tsgi nginx: unknown command 'frobnicate' (build, conf or run)"],
+      [['nginx', 'frobnicate'], "tsgi nginx: unknown command 'frobnicate' (build, conf, run or workers)"],
       [['apache'], 'tsgi apache: missing command (build, conf or run)'],
     ];
     for (const [args, first] of cases) {
