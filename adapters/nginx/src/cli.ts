@@ -28,6 +28,8 @@ import { Supervisor, stableSocketPath } from './supervisor.js';
 import { buildWorkerBundle } from './workers-bundle.js';
 import { SOCKET_DIR, WORKERS, cmdWorkers } from './workers-cmd.js';
 
+export { WORKERS };
+
 const HANDLER = [{ name: '<handler>', file: 'handler' }] as const;
 const OUT = { type: 'string', short: 'o', value: 'DIR', help: 'the build directory (build: required; conf: default ./tsgi-nginx)' } as const;
 const NGINX_LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'crit', 'alert', 'emerg'];

@@ -51,7 +51,7 @@ export const SOCKET_DIR = {
 
 export const WORKERS = {
   command: 'tsgi nginx workers',
-  summary: "run the Node workers for a system nginx (its config: tsgi nginx conf --workers N --socket-dir DIR); SIGHUP reloads, SIGTERM drains",
+  summary: "run the Node workers (--processes N, default 1) for a system nginx (its config: tsgi nginx conf --workers N --socket-dir DIR); SIGHUP reloads, SIGTERM drains",
   args: [{ name: '<handler>', file: 'handler' }],
   options: {
     'socket-dir': SOCKET_DIR,
