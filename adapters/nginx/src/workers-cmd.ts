@@ -158,7 +158,8 @@ export async function cmdWorkers(argv: string[]): Promise<number> {
 
   const stop = (fast: boolean): void => {
     stopLevel = fast ? 2 : Math.max(stopLevel, 1);
-    if (!sup) return;
+    // While starting: the start ends at its next step (and stops what it started).
+    if (!sup || !ready) return;
     void sup.stop(fast ? 1_000 : undefined).then(() => done(0));
   };
   const onInt = (): void => stop(stopLevel >= 1);
