@@ -13,7 +13,8 @@ const dir = mkdtempSync(join(tmpdir(), 'tsgi-systemd-test-'));
 // The unit's user (www-data) reads the handler.
 chmodSync(dir, 0o755);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const handler = join(dir, 'handler.ts');
+// A space and a % in the path: ExecStart's quoting and specifier escaping must hold.
+const handler = join(dir, 'my app%1.ts');
 writeFileSync(handler, 'export default { fetch: (req: Request) => new Response(`unit ${new URL(req.url).pathname}\\n`) };\n');
 chmodSync(handler, 0o644);
 
