@@ -2,6 +2,7 @@
 // decoded REQUEST frame, with the body fed by BODY frames.
 import { requestAuthority, type UrlRefusal } from '@tsgi/core';
 import { LazyRequest, originUrl } from '@tsgi/core/node';
+import type { Exchange } from './connection.js';
 import type { RequestMsg } from './protocol.js';
 
 /** Returned to readers of a body whose request was aborted. */
@@ -166,8 +167,11 @@ export function requestUrl(m: RequestMsg): string {
   return targetUrl(m, 'status' in t ? { authority: 'localhost', path: '/' } : t);
 }
 
-/** One exchange's Request, served from the decoded REQUEST frame (see LazyRequest). */
-export class ApacheRequest extends LazyRequest {
+/**
+ * One exchange's Request, served from the decoded REQUEST frame (see
+ * LazyRequest); also the exchange its connection aborts and releases.
+ */
+export class ApacheRequest extends LazyRequest implements Exchange {
   /** @internal */ _m: RequestMsg;
   /** @internal */ _body: BodySource | null;
   /** @internal authority and path, checked before the handler runs (requestTarget). */
@@ -192,6 +196,11 @@ export class ApacheRequest extends LazyRequest {
     this._body?.fail(reason);
     this._abortCtl?.abort(reason);
     this._onAbort?.(reason);
+  }
+
+  /** The answer is out: a body still arriving is dropped, one already complete stays readable (BodySource.release). */
+  _release(): void {
+    this._body?.release();
   }
 
   get method(): string {

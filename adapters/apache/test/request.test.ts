@@ -1,0 +1,41 @@
+// The request URL the worker gives the handler: core's requestAuthority on the decoded REQUEST.
+import { describe, expect, it } from 'vitest';
+import { MsgType, decodePayload, encodeRequest, type RequestInit, type RequestMsg } from '../src/protocol.js';
+import { requestTarget, targetUrl } from '../src/request.js';
+
+describe('the request URL the worker gives the handler (core requestAuthority)', () => {
+  const msg = (uri: string, host: string, scheme = 'http') => {
+    const frame = encodeRequest({ ...base, uri, host, scheme });
+    return decodePayload(MsgType.REQUEST, 0, frame, 8, frame.length) as RequestMsg;
+  };
+  const base: RequestInit = {
+    phase: 0, clientPort: 1, serverPort: 80, contentLength: 0, startUs: 1, method: 'GET', uri: '/', protocol: 'HTTP/1.1',
+    scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'x', headers: [],
+  };
+
+  it.each([
+    ['/a?b=1', 'app.example:8080', 'http', 'http://app.example:8080/a?b=1'],
+    ['/a', 'app.example', 'https', 'https://app.example/a'],
+    // The scheme is the connection's, never the client's.
+    ['https://app.example/a', 'app.example', 'http', 'http://app.example/a'],
+    ['http://app.example/a', 'app.example', 'https', 'https://app.example/a'],
+    // The authority of an absolute-form target wins over Host.
+    ['http://other.example:81/x?y', 'app.example', 'http', 'http://other.example:81/x?y'],
+    ['*', 'app.example', 'http', 'http://app.example/*'],
+  ])('%s with Host %s over %s is %s', (uri, host, scheme, url) => {
+    const m = msg(uri, host, scheme);
+    const t = requestTarget(m);
+    expect('status' in t ? t : targetUrl(m, t)).toBe(url);
+  });
+
+  it.each([
+    ['http://user@app.example/', 'app.example', /userinfo/],
+    ['http://app example/', 'app.example', /malformed authority/],
+    ['/', 'app.example/x', /malformed Host/],
+    ['/', 'a@b', /malformed Host/],
+  ])('%s with Host %s is refused with 400', (uri, host, reason) => {
+    const r = requestTarget(msg(uri, host));
+    expect(r).toMatchObject({ status: 400 });
+    expect((r as { reason: string }).reason).toMatch(reason);
+  });
+});
