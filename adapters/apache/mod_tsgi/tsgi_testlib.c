@@ -1,7 +1,9 @@
 /*
- * Test shim for codec.test.ts (loaded with koffi): plain functions over byte
- * buffers so TypeScript can drive the C codec without mirroring its structs.
+ * Test shim for codec.test.ts and policy.test.ts (loaded with koffi): plain
+ * functions over byte buffers and numbers, so TypeScript can drive the C codec
+ * and the supervision policy without mirroring their structs.
  */
+#include "tsgi_policy.h"
 #include "tsgi_proto.h"
 
 #include <stdarg.h>
@@ -218,4 +220,23 @@ int tsgi_test_describe_stream(const unsigned char *in, size_t inlen, char *out, 
     }
     put(&b, "]");
     return b.overflow ? -100 : n;
+}
+
+/* The supervision policy (tsgi_policy.h) of one worker slot, as mod_tsgi's supervisor keeps it. */
+static int test_crashes;
+
+void tsgi_test_backoff_reset(void)
+{
+    test_crashes = 0;
+}
+
+/* The restart delay (µs) for a worker started at started_us that died at now_us. */
+long long tsgi_test_backoff_next(long long started_us, long long now_us)
+{
+    return (long long)tsgi_backoff_next(&test_crashes, (int64_t)started_us, (int64_t)now_us);
+}
+
+int tsgi_test_exit_startup(void)
+{
+    return TSGI_EXIT_STARTUP;
 }

@@ -1,7 +1,8 @@
 /**
- * Compiles mod_tsgi with apxs (and, for tests, the C codec as a shared library
- * and the libFuzzer target). Outputs live in adapters/apache/build/<hash>/,
- * keyed by a hash of the C sources and options, so repeated runs are instant.
+ * Compiles mod_tsgi with apxs (and, for tests, the C codec and supervision
+ * policy as a shared library, and the libFuzzer target). Outputs live in
+ * adapters/apache/build/<hash>/, keyed by a hash of the C sources and options,
+ * so repeated runs are instant.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -16,7 +17,18 @@ const run = promisify(execFile);
 /** adapters/apache (this file is src/build.ts or dist/build.js). */
 export const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const moduleSourceDir = join(packageDir, 'mod_tsgi');
-const SOURCES = ['mod_tsgi.c', 'tsgi_proto.c', 'tsgi_proto.h'];
+
+/** Every C source and header of the module (the build cache keys on all of them). */
+function moduleSources(): string[] {
+  return readdirSync(moduleSourceDir)
+    .filter((f) => /\.(c|h)$/.test(f) && f !== 'tsgi_build.h')
+    .sort();
+}
+
+/** The files apxs compiles: mod_tsgi.c first (it names the module), then the rest but the test shim. */
+function moduleUnits(): string[] {
+  return ['mod_tsgi.c', ...moduleSources().filter((f) => f.endsWith('.c') && f !== 'mod_tsgi.c' && f !== 'tsgi_testlib.c')];
+}
 
 export interface BuildOptions {
   /** Where build/<hash>/ directories go (default adapters/apache/build). */
@@ -82,11 +94,11 @@ export async function buildModule(opts: BuildOptions = {}): Promise<{ so: string
   const outDir = resolve(opts.outDir ?? join(packageDir, 'build'));
   const worker = resolve(opts.defaultWorker ?? join(packageDir, 'dist', 'worker.js'));
   if (/["\\\n]/.test(worker)) throw new StartupError(`unsupported characters in worker path: ${worker}`);
-  const key = 'mod-' + sourceHash(SOURCES, worker);
+  const key = 'mod-' + sourceHash(moduleSources(), worker);
   const so = await cached(outDir, key, 'mod_tsgi.so', async (tmp) => {
     // A header, not -D: apxs/libtool strip the quotes of a string macro.
     writeFileSync(join(tmp, 'tsgi_build.h'), `#define TSGI_DEFAULT_WORKER ${JSON.stringify(worker)}\n`);
-    await exec('apxs', [...apxsCompiler(), '-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', 'mod_tsgi.c', 'tsgi_proto.c'], tmp);
+    await exec('apxs', [...apxsCompiler(), '-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', ...moduleUnits()], tmp);
     return join(tmp, '.libs', 'mod_tsgi.so');
   });
   return { so };
@@ -95,8 +107,8 @@ export async function buildModule(opts: BuildOptions = {}): Promise<{ so: string
 /** The C codec plus its test shim as a shared library, for koffi. */
 export async function buildCodecLib(opts: { outDir?: string } = {}): Promise<string> {
   const outDir = resolve(opts.outDir ?? join(packageDir, 'build'));
-  const files = ['tsgi_proto.c', 'tsgi_proto.h', 'tsgi_testlib.c'];
-  const key = 'codec-' + sourceHash(files, 'v1');
+  const files = ['tsgi_proto.c', 'tsgi_proto.h', 'tsgi_policy.h', 'tsgi_testlib.c'];
+  const key = 'codec-' + sourceHash(files, 'v2');
   return cached(outDir, key, 'libtsgi_proto.so', async (tmp) => {
     await exec(cc(), ['-shared', '-fPIC', '-O1', '-g', '-Wall', '-Wextra', '-o', 'libtsgi_proto.so', 'tsgi_proto.c', 'tsgi_testlib.c'], tmp);
     return join(tmp, 'libtsgi_proto.so');
