@@ -691,10 +691,18 @@ static tsgi_outcome exchange(request_rec *r, tsgi_daemon *d, int phase, int flag
  * context switch per reply instead of two). Only the exchange is affected:
  * the thread's policy is restored before it serves anything else.
  */
+/* The calling thread's policy outside exchanges, asked once per thread (-1:
+ * not yet): mod_tsgi is what switches it, and it always switches it back. */
+static __thread int thread_policy = -1;
+
 static int batch_enter(tsgi_daemon *d)
 {
     struct sched_param sp = { 0 };
-    return !d->cpool->batch && sched_getscheduler(0) == SCHED_OTHER && sched_setscheduler(0, SCHED_BATCH, &sp) == 0;
+    if (d->cpool->batch)
+        return 0;
+    if (thread_policy < 0)
+        thread_policy = sched_getscheduler(0);
+    return thread_policy == SCHED_OTHER && sched_setscheduler(0, SCHED_BATCH, &sp) == 0;
 }
 
 static void batch_leave(int entered)

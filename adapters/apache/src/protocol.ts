@@ -150,7 +150,10 @@ function frameHeader(buf: Buffer, at: number, type: number, flags: number, len: 
   buf[at + 1] = type;
   buf[at + 2] = flags;
   buf[at + 3] = 0;
-  buf.writeUInt32LE(len, at + 4);
+  buf[at + 4] = len;
+  buf[at + 5] = len >>> 8;
+  buf[at + 6] = len >>> 16;
+  buf[at + 7] = len >>> 24;
   return at + FRAME_HEADER_SIZE;
 }
 
@@ -238,16 +241,31 @@ function headersSize(h: readonly string[]): number {
   return size;
 }
 
+/**
+ * Writes `s` as latin1 (the low byte of each character) at buf[o]; returns the
+ * byte count. Short strings, which most header names and values are, are
+ * copied here: cheaper than a call into Buffer's native writer.
+ */
+function putLatin1(buf: Buffer, o: number, s: string): number {
+  const n = s.length;
+  if (n > 64) return buf.write(s, o, 'latin1');
+  for (let i = 0; i < n; i++) buf[o + i] = s.charCodeAt(i);
+  return n;
+}
+
 function writeHeaders(buf: Buffer, o: number, h: readonly string[]): number {
   for (let i = 0; i < h.length; i += 2) {
     const name = h[i]!;
     const value = h[i + 1]!;
-    buf.writeUInt16LE(name.length, o);
-    o += 2;
-    o += buf.write(name, o, 'latin1');
-    buf.writeUInt32LE(value.length, o);
-    o += 4;
-    if (value.length > 0) o += buf.write(value, o, 'latin1');
+    const vl = value.length;
+    buf[o] = name.length;
+    buf[o + 1] = name.length >>> 8;
+    o += 2 + putLatin1(buf, o + 2, name);
+    buf[o] = vl;
+    buf[o + 1] = vl >>> 8;
+    buf[o + 2] = vl >>> 16;
+    buf[o + 3] = vl >>> 24;
+    o += 4 + putLatin1(buf, o + 4, value);
   }
   return o;
 }
@@ -261,11 +279,14 @@ function responseHeadSize(reason: string, headers: readonly string[]): number {
 
 function writeResponseHead(buf: Buffer, status: number, reason: string, headers: readonly string[], size: number): number {
   let o = frameHeader(buf, 0, MsgType.RESPONSE_HEAD, 0, size);
-  buf.writeUInt16LE(status, o);
-  buf.writeUInt16LE(reason.length, o + 2);
-  o += 4;
-  if (reason.length > 0) o += buf.write(reason, o, 'latin1');
-  buf.writeUInt16LE(headers.length / 2, o);
+  const count = headers.length / 2;
+  buf[o] = status;
+  buf[o + 1] = status >>> 8;
+  buf[o + 2] = reason.length;
+  buf[o + 3] = reason.length >>> 8;
+  o += 4 + putLatin1(buf, o + 4, reason);
+  buf[o] = count;
+  buf[o + 1] = count >>> 8;
   return writeHeaders(buf, o + 2, headers);
 }
 
@@ -299,7 +320,9 @@ export function encodeResponse(status: number, reason: string, headers: readonly
   let o = writeResponseHead(buf, status, reason, headers, size);
   if (n > 0 && n <= MAX_FRAME) {
     o = frameHeader(buf, o, MsgType.BODY, 0, n);
-    o += typeof body === 'string' ? buf.write(body, o, 'utf8') : asBuffer(body!).copy(buf, o);
+    // A string whose UTF-8 length is its length is ASCII: the same bytes as latin1.
+    if (typeof body === 'string') o += n === body.length ? putLatin1(buf, o, body) : buf.write(body, o, 'utf8');
+    else o += asBuffer(body!).copy(buf, o);
   } else if (n > 0) {
     const bytes = typeof body === 'string' ? Buffer.from(body) : asBuffer(body!);
     for (let at = 0; at < n; at += MAX_FRAME) {
@@ -498,7 +521,7 @@ function u16(): number {
 
 function u32(): number {
   need(4);
-  const v = src.readUInt32LE(at);
+  const v = (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16)) + src[at + 3]! * 0x1000000;
   at += 4;
   return v;
 }
@@ -520,7 +543,6 @@ function str(n: number, enc: 'latin1' | 'utf8'): string {
 }
 
 const str16 = (enc: 'latin1' | 'utf8'): string => str(u16(), enc);
-const str32 = (enc: 'latin1' | 'utf8'): string => str(u32(), enc);
 
 function bytes16(): Buffer {
   const n = u16();
@@ -560,6 +582,22 @@ function readHeaders(buf: Buffer, o: number, count: number): string[] {
 
 function finish(): void {
   if (at !== lim) throw new ProtocolError('tsgi: trailing bytes in payload');
+}
+
+/** Offset (from the first field) and length of each string field of the REQUEST being decoded. */
+const FIELDS = new Int32Array(18);
+
+function field(all: string, i: number): string {
+  const n = FIELDS[2 * i + 1]!;
+  return n === 0 ? '' : all.slice(FIELDS[2 * i]!, FIELDS[2 * i]! + n);
+}
+
+/** A UTF-8 field: its latin1 cut when it is ASCII (the same characters), else decoded as UTF-8. */
+function utf8Field(all: string, base: number, i: number): string {
+  const off = FIELDS[2 * i]!;
+  const n = FIELDS[2 * i + 1]!;
+  for (let j = base + off, end = j + n; j < end; j++) if (src[j]! > 0x7f) return src.toString('utf8', base + off, end);
+  return n === 0 ? '' : all.slice(off, off + n);
 }
 
 /**
@@ -608,15 +646,27 @@ class LazyRequestMsg implements RequestMsg {
     this.contentLength = u64();
     this.startUs = u64();
     if (this.startUs < 0) throw new ProtocolError('tsgi: bad start time');
-    this.method = str16('latin1');
-    this.uri = str32('latin1');
-    this.protocol = str16('latin1');
-    this.scheme = str16('latin1');
-    this.host = str16('latin1');
-    this.clientIp = str16('latin1');
-    this.serverIp = str16('latin1');
-    this.user = str16('utf8');
-    this.id = str16('utf8');
+    // method, uri, protocol, scheme, host, client ip, server ip, user, id lie back to back.
+    const base = at;
+    for (let i = 0; i < 9; i++) {
+      const n = i === 1 ? u32() : u16();
+      need(n);
+      FIELDS[2 * i] = at - base;
+      FIELDS[2 * i + 1] = n;
+      at += n;
+    }
+    // One latin1 decode for all of them (one character per byte, so offsets carry over), cut into fields:
+    // one call into Buffer's native decoder instead of nine.
+    const all = src.toString('latin1', base, at);
+    this.method = field(all, 0);
+    this.uri = field(all, 1);
+    this.protocol = field(all, 2);
+    this.scheme = field(all, 3);
+    this.host = field(all, 4);
+    this.clientIp = field(all, 5);
+    this.serverIp = field(all, 6);
+    this.user = utf8Field(all, base, 7);
+    this.id = utf8Field(all, base, 8);
     this.#buf = src;
     this.#count = count;
     this.#at = skipHeaders(count);

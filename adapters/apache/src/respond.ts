@@ -14,15 +14,18 @@ import {
   sendsBody,
   statusHasNoBody,
   toRawResponse,
-  type Context,
   type ErrorLogger,
   type RawResponse,
 } from '@tsgi/core';
 import type { Connection } from './connection.js';
 import type { ApacheRequest } from './request.js';
 
-/** Called once the answer is written (or abandoned): the status and the body bytes sent. */
-export type Finished = (status: number, bytes: number) => void;
+/** Who a response is written for (the worker): where errors go, and who hears when it is done. */
+export interface Responder {
+  readonly log: ErrorLogger;
+  /** Called once the answer to `req` is written (or abandoned): its status and the body bytes sent. */
+  finished(conn: Connection, req: ApacheRequest, status: number, bytes: number): void;
+}
 
 /** Longer reason phrases are not sent (the server's standard one is): RESPONSE_HEAD carries a str16. */
 const MAX_REASON = 1024;
@@ -56,19 +59,19 @@ export function wireHeaders(h: string[], status: number, length: number): string
 }
 
 /** Writes `res` as the answer to `req`; string and byte bodies go out in one write, streams chunk by chunk. */
-export function respond(conn: Connection, req: ApacheRequest, res: Response, log: ErrorLogger, ctx: Context, done: Finished): void {
+export function respond(conn: Connection, req: ApacheRequest, res: Response, host: Responder): void {
   let raw: RawResponse;
   try {
     raw = toRawResponse(res);
   } catch (err) {
     // A header the wire can't carry (control characters, beyond latin1, too many) or a bad status: the bare 500.
-    log(`request ${ctx.id}: invalid response`, err);
+    host.log(`request ${req._ctx.id}: invalid response`, err);
     raw = toRawResponse(internalError());
   }
   const body = raw.body;
   if (!conn.writable(req)) {
     if (body instanceof ReadableStream) void body.cancel(req._aborted).catch(() => {});
-    done(raw.status, 0);
+    host.finished(conn, req, raw.status, 0);
     return;
   }
   const sendBody = sendsBody(req._m.method, raw.status);
@@ -77,7 +80,7 @@ export function respond(conn: Connection, req: ApacheRequest, res: Response, log
     const length = bytes === null ? 0 : typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length;
     const headers = wireHeaders(raw.headers, raw.status, length);
     conn.sendResponse(raw.status, reasonOf(raw), headers, sendBody ? bytes : null, sendBody ? length : 0);
-    done(raw.status, sendBody ? length : 0);
+    host.finished(conn, req, raw.status, sendBody ? length : 0);
     return;
   }
   const headers = wireHeaders(raw.headers, raw.status, -1);
@@ -85,10 +88,10 @@ export function respond(conn: Connection, req: ApacheRequest, res: Response, log
     // HEAD (or 204/304): headers only; let the stream go at once, even an endless one.
     void body.cancel().catch(() => {});
     conn.sendResponse(raw.status, reasonOf(raw), headers, null, 0);
-    done(raw.status, 0);
+    host.finished(conn, req, raw.status, 0);
     return;
   }
-  stream(conn, req, raw.status, reasonOf(raw), headers, body, log, ctx, done);
+  stream(conn, req, raw.status, reasonOf(raw), headers, body, host);
 }
 
 /**
@@ -105,9 +108,7 @@ function stream(
   reason: string,
   headers: string[],
   body: ReadableStream<Uint8Array>,
-  log: ErrorLogger,
-  ctx: Context,
-  done: Finished,
+  host: Responder,
 ): void {
   const reader = body.getReader();
   let headSent = false;
@@ -127,11 +128,11 @@ function stream(
   };
   const finished = (bytes: number) => {
     req._onAbort = undefined;
-    done(status, bytes);
+    host.finished(conn, req, status, bytes);
   };
   const failed = (what: string) => (err: unknown) => {
     // Headers are out: all we can do is drop the connection (Apache aborts the client's).
-    log(`request ${ctx.id}: ${what}`, err);
+    host.log(`request ${req._ctx.id}: ${what}`, err);
     conn.destroy(err);
     finished(0);
   };
@@ -153,9 +154,9 @@ function stream(
       } else if (headSent) {
         failed('response stream failed before its first chunk')(err);
       } else {
-        log(`request ${ctx.id}: response stream failed before its first chunk`, err);
+        host.log(`request ${req._ctx.id}: response stream failed before its first chunk`, err);
         req._onAbort = undefined;
-        respond(conn, req, internalError(), log, ctx, done);
+        respond(conn, req, internalError(), host);
       }
     },
   );

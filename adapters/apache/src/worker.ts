@@ -14,12 +14,12 @@
 import { closeSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase } from '@tsgi/core';
+import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone } from '@tsgi/core';
 import { EXIT_STARTUP, Lifecycle, RequestContext, StartupError, initHandler, loadHandler, shutdown, startupReason } from '@tsgi/core/node';
 import { Connection, type ConnectionHost } from './connection.js';
 import { Phase, type RequestMsg } from './protocol.js';
 import { ApacheRequest, requestTarget, requestUrl, type BodySource } from './request.js';
-import { respond } from './respond.js';
+import { respond, type Responder } from './respond.js';
 
 export interface WorkerOptions {
   /** Daemon name, for log lines. */
@@ -64,13 +64,15 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerOpti
   };
 }
 
-/** The pipeline part each REQUEST phase asks for (LOG runs apart: it answers nothing). */
-const PHASES: Record<number, PipelinePhase> = { [Phase.FULL]: 'full', [Phase.AUTHENTICATE]: 'authenticate', [Phase.AUTHORIZE]: 'authorize' };
+/** The pipeline part each REQUEST phase asks for, by phase code (LOG runs apart: it answers nothing). */
+const PHASES: readonly PipelinePhase[] = ['full', 'authenticate', 'authorize'];
+/** The hooks Apache already ran, by the AUTHN_DONE/AUTHZ_DONE flag bits (flags >> 2): one shared object each. */
+const DONE: readonly PhaseDone[] = [{}, { authenticate: true }, { authorize: true }, { authenticate: true, authorize: true }].map((d) => Object.freeze(d));
 
 /** The least time a drain past its deadline still gives waitUntil work (the parent SIGKILLs at graceful-timeout + 2 s). */
 const LAST_WAIT_MS = 1000;
 
-export class Worker implements ConnectionHost {
+export class Worker implements ConnectionHost, Responder {
   readonly lifecycle: Lifecycle;
   readonly log: ErrorLogger;
   readonly secret: Buffer;
@@ -138,33 +140,33 @@ export class Worker implements ConnectionHost {
     }
     const target = requestTarget(m);
     this.lifecycle.begin();
-    const start = this.hasLog ? performance.now() : 0;
     const refused = 'status' in target;
-    const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target);
     const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
-    const content = m.phase === Phase.FULL;
-    const done = (status: number, bytes: number) => this.finish(conn, req, ctx, status, bytes, start, content);
+    const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target, ctx, this.hasLog ? performance.now() : 0);
     conn.begin(req);
     if (refused) {
       // Refused before any hook runs, as Node and nginx refuse it while parsing.
       this.log(`request ${ctx.id}: ${target.reason} (400)`);
-      respond(conn, req, plainResponse(400, BAD_REQUEST_TEXT), this.log, ctx, done);
+      respond(conn, req, plainResponse(400, BAD_REQUEST_TEXT), this);
       return;
     }
-    const before = ctx.user;
-    const answer = (res: Response | undefined) => {
-      if (res) {
-        respond(conn, req, res, this.log, ctx, done);
-        return;
-      }
-      // An access phase let the request go on: authenticate names a user it set, authorize says nothing more.
-      if (conn.writable(req)) conn.sendDecision(m.phase === Phase.AUTHENTICATE && ctx.user !== before ? ctx.user : undefined);
-      done(0, 0);
-    };
-    const out = runPhase(this.handler, PHASES[m.phase]!, req as unknown as Request, ctx, this.log, { authenticate: m.authnDone, authorize: m.authzDone });
+    const out = runPhase(this.handler, PHASES[m.phase]!, req as unknown as Request, ctx, this.log, DONE[(m.flags >> 2) & 3]);
     // runPhase never rejects; a synchronous handler answers without a promise hop.
-    if (out instanceof Promise) void out.then(answer);
-    else answer(out);
+    if (out instanceof Promise) void out.then((res) => this.answer(conn, req, res));
+    else this.answer(conn, req, out);
+  }
+
+  /** A Response to write, or an access phase that let the request go on: its DECISION. */
+  private answer(conn: Connection, req: ApacheRequest, res: Response | undefined): void {
+    if (res) {
+      respond(conn, req, res, this);
+      return;
+    }
+    // authenticate names the user it set; authorize says nothing more.
+    const m = req._m;
+    const user = req._ctx.user;
+    if (conn.writable(req)) conn.sendDecision(m.phase === Phase.AUTHENTICATE && user !== (m.user || undefined) ? user : undefined);
+    this.finished(conn, req, 0, 0);
   }
 
   private refuse(conn: Connection, body: BodySource | null, why: string): void {
@@ -184,13 +186,15 @@ export class Worker implements ConnectionHost {
     );
   }
 
-  private finish(conn: Connection, req: ApacheRequest, ctx: RequestContext, status: number, bytes: number, start: number, content: boolean): void {
+  /** The answer to `req` is written (or abandoned): the content phase's `log` runs now. */
+  finished(conn: Connection, req: ApacheRequest, status: number, bytes: number): void {
     this.lifecycle.end();
     conn.done(req);
-    if (content && this.hasLog) {
+    if (this.hasLog && req._m.phase === Phase.FULL) {
+      const ctx = req._ctx;
       runLog(
         this.handler,
-        { method: req.method, url: req.url, status, bytes, durationMs: performance.now() - start, user: ctx.user },
+        { method: req.method, url: req.url, status, bytes, durationMs: performance.now() - req._start, user: ctx.user },
         ctx,
         this.log,
       );

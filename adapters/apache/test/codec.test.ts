@@ -476,10 +476,10 @@ describe("the worker's response encoders, read by the C decoder as mod_tsgi read
       draining: false,
       log: () => {},
       request(conn, m, body) {
-        const req = new ApacheRequest(m, body, requestTarget(m) as RequestTarget);
         const ctx = new RequestContext('apache', m.clientIp, new Lifecycle(() => {}), m.id);
+        const req = new ApacheRequest(m, body, requestTarget(m) as RequestTarget, ctx);
         conn.begin(req);
-        respond(conn, req, next!(), () => {}, ctx, () => conn.done(req));
+        respond(conn, req, next!(), { log: () => {}, finished: (c, r) => c.done(r) });
       },
       closed() {},
     };

@@ -1,5 +1,6 @@
 // The request URL the worker gives the handler: core's requestAuthority on the decoded REQUEST.
 import { describe, expect, it } from 'vitest';
+import { requestAuthority } from '@tsgi/core';
 import { MsgType, decodePayload, encodeRequest, type RequestInit, type RequestMsg } from '../src/protocol.js';
 import { requestTarget, targetUrl } from '../src/request.js';
 
@@ -37,5 +38,21 @@ describe('the request URL the worker gives the handler (core requestAuthority)',
     const r = requestTarget(msg(uri, host));
     expect(r).toMatchObject({ status: 400 });
     expect((r as { reason: string }).reason).toMatch(reason);
+  });
+
+  // requestTarget remembers the last accepted Host of an origin-form target: the answers must still be
+  // core's for every request of a sequence that alternates good, refused and padded Hosts.
+  it('answers as requestAuthority for each request of a mixed sequence (the remembered Host never leaks)', () => {
+    const seq: [string, string, string][] = [
+      ['/a', 'app.example', 'HTTP/1.1'], ['/b', 'bad host', 'HTTP/1.1'], ['/c', 'app.example', 'HTTP/1.1'],
+      ['/d', 'bad host', 'HTTP/1.0'], ['/e', ' app.example ', 'HTTP/1.1'], ['/f', 'app.example', 'HTTP/1.1'],
+      ['http://x.example/g', 'app.example', 'HTTP/1.1'], ['/h', 'a@b', 'HTTP/1.1'], ['/i', 'other.example:81', 'HTTP/1.0'],
+      ['/j', 'app.example', 'HTTP/1.1'], ['/k', '', 'HTTP/1.1'], ['/l', '', 'HTTP/1.1'],
+    ];
+    for (const [uri, host, protocol] of seq) {
+      const frame = encodeRequest({ ...base, uri, host, protocol });
+      const m = decodePayload(MsgType.REQUEST, 0, frame, 8, frame.length) as RequestMsg;
+      expect(requestTarget(m)).toEqual(requestAuthority(uri, [host], protocol === 'HTTP/1.0', host));
+    }
   });
 });
