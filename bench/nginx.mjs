@@ -47,7 +47,7 @@ export async function run(argv = []) {
     if (!existsSync(join(dist, f))) throw new Error(`bench nginx: ${join(dist, f)} missing; run npm run build first`);
   }
   const { buildNjs } = await import(join(dist, 'build.js'));
-  const { mainConf, proxyCommon, targetAuthorityMap } = await import(join(dist, 'config.js'));
+  const { mainConf, proxyCommon } = await import(join(dist, 'config.js'));
   const { Supervisor } = await import(join(dist, 'supervisor.js'));
   const { buildWorkerBundle } = await import(join(dist, 'workers-bundle.js'));
   const { nginxBinary, findJsModule } = await import(join(dist, 'nginx.js'));
@@ -111,7 +111,6 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
         accessLog: 'off',
         errorLogLevel: 'error',
         extraHttp: [
-          ...targetAuthorityMap(),
           `js_import hand from ${join(dir, 'hand.js')};`,
           `upstream tsgi_workers { server unix:${sup.sockets[0]}; keepalive 64; }`,
           `upstream raw_node { server unix:${rawSock}; keepalive 64; }`,

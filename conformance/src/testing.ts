@@ -3,8 +3,8 @@
  * `tsgi` command as users do, and reading /proc. One copy, imported as
  * `@tsgi/conformance/testing`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -45,20 +45,32 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `tsgi <args>` to completion (killed after `timeoutMs`). */
-export function runCli(args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+/** A `tsgi` command started by launchCli: the process, and its outcome once it has exited. */
+export interface LaunchedCli {
+  proc: ChildProcess;
+  done: Promise<CliResult>;
+}
+
+/** Starts `tsgi <args>` (killed after `timeoutMs`); `done` resolves with its output once it exited. */
+export function launchCli(args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): LaunchedCli {
+  const proc = spawn(process.execPath, [tsgiBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+  const done = new Promise<CliResult>((resolve) => {
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code, signal) => {
+    proc.stdout!.on('data', (d) => (stdout += d));
+    proc.stderr!.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.on('exit', (code, signal) => {
       clearTimeout(t);
       resolve({ code, signal, stdout, stderr });
     });
   });
+  return { proc, done };
+}
+
+/** Runs `tsgi <args>` to completion (killed after `timeoutMs`). */
+export function runCli(args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<CliResult> {
+  return launchCli(args, timeoutMs, env).done;
 }
 
 /** Direct children of a process. */
@@ -100,6 +112,33 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The live processes whose command line contains `text` (a temp dir's path, say). */
+export function pidsMentioning(text: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
+    .filter((d) => cmdline(Number(d)).includes(text))
+    .map(Number);
+}
+
+/** Creates a system user without a home (root only); one left by an earlier run is replaced. */
+export function createLocalUser(name: string): void {
+  removeLocalUser(name);
+  execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', name]);
+}
+
+export function removeLocalUser(name: string): void {
+  spawnSync('userdel', [name], { stdio: 'ignore' });
+}
+
+/** Runs an ES module script as `user` (root only); it prints one JSON line, which is returned parsed. */
+export function runAsUser(user: string, script: string): unknown {
+  const id = (flag: string): number => Number(execFileSync('id', [flag, user], { encoding: 'utf8' }).trim());
+  const [uid, gid] = [id('-u'), id('-g')];
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid, gid, cwd: '/', encoding: 'utf8', timeout: 20_000 });
+  if (r.status !== 0) throw new Error(`script as ${user} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
 }
 
 export interface LoadResult {
@@ -270,8 +309,8 @@ export function startCli(
   });
 }
 
-/** What the `tsgi` commands print once they answer: `... listening on URL`, `serving URL`, `ready on URL`. */
-export const READY_LINE = /(?:listening on|serving|ready on) (https?:\/\/[^\s/]+)/;
+/** What every `tsgi` command prints once it answers: `tsgi <command>: ready on URL (...)`. */
+export const READY_LINE = /^tsgi \w+: ready on (https?:\/\/[^\s/]+)/m;
 
 /** A `tsgi` command running as users start it, known by its base URL. */
 export interface RunningTsgi extends RunningCli {

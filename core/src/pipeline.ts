@@ -3,6 +3,8 @@ import { FastResponse } from './response.js';
 import { FORBIDDEN_TEXT, INTERNAL_ERROR_TEXT, PLAIN_TEXT_TYPE } from './wire.js';
 import { handlerProblem } from './handler-shape.js';
 
+export { accessReply } from './access-reply.js';
+
 /** Where adapters send errors that must never reach the client. */
 export type ErrorLogger = (message: string, error?: unknown) => void;
 
@@ -132,25 +134,6 @@ export function runPhase(
   const guarded = access.catch(failed(ctx, log, what));
   if (phase !== 'full') return guarded;
   return guarded.then((rejected) => rejected ?? runFetch(h, req, ctx, log));
-}
-
-/**
- * The answer to an access-only run for nginx's auth_request, the same in both
- * nginx modes. auth_request understands 2xx (allow), 401 and 403, and turns
- * anything else into a 500; so: allowed → 204 with `x-tsgi-user` when
- * authenticate named one; refused with 401 → 401 with the handler's
- * WWW-Authenticate; refused otherwise → 403 with the handler's status in
- * `x-tsgi-status`; the bare 500 stays 500.
- * Returns status and headers only: auth_request discards bodies.
- */
-export function accessReply(refused: { status: number; headers: Headers } | undefined, user: string | undefined): { status: number; headers: string[] } {
-  if (!refused) return { status: 204, headers: user === undefined ? [] : ['x-tsgi-user', user] };
-  if (refused.status === 500) return { status: 500, headers: [] };
-  if (refused.status === 401) {
-    const challenge = refused.headers.get('www-authenticate');
-    return { status: 401, headers: challenge === null ? [] : ['www-authenticate', challenge] };
-  }
-  return { status: 403, headers: ['x-tsgi-status', String(refused.status)] };
 }
 
 /** Runs the `log` hook; its errors are logged, never thrown. */

@@ -146,10 +146,25 @@ export class FastResponse {
   clone(): globalThis.Response {
     return native(this).clone();
   }
+  /** console.log shows what a native Response shows. */
+  [Symbol.for('nodejs.util.inspect.custom')](_depth: number, options: object, inspect: (v: unknown, o: object) => string): string {
+    return inspect(native(this), options);
+  }
 }
 
 Object.setPrototypeOf(FastResponse.prototype, NativeResponse.prototype);
 Object.setPrototypeOf(FastResponse, NativeResponse);
+// Seen from a handler it is the standard Response: its name and arity, and `instanceof` true for
+// native responses too (fetch()'s, Response.redirect's); a subclass keeps the ordinary check.
+Object.defineProperties(FastResponse, {
+  name: { value: 'Response' },
+  length: { value: 0 },
+  [Symbol.hasInstance]: {
+    value: function hasInstance(this: unknown, v: unknown): boolean {
+      return this === FastResponse ? v instanceof NativeResponse : Function.prototype[Symbol.hasInstance].call(this, v);
+    },
+  },
+});
 
 /** The opt-in fast Response, typed as the standard one. */
 export const Response = FastResponse as unknown as typeof globalThis.Response;

@@ -8,14 +8,14 @@
  * its Connection's (connection.ts): the worker never touches one.
  *
  * Run as `node dist/worker.js` (the handler comes from TSGI_HANDLER), or as
- * one esbuild bundle whose entry calls startWorker(handlerModule), which is
- * what `tsgi apache run` generates, so an unprivileged worker reads one file.
+ * one bundle (core's bundleWorker) whose entry calls runWorker — what
+ * `tsgi apache run` generates, so an unprivileged worker reads one file.
  */
 import { closeSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone } from '@tsgi/core';
-import { EXIT_STARTUP, Lifecycle, RequestContext, StartupError, initHandler, loadHandler, shutdown, startupReason } from '@tsgi/core/node';
+import { EXIT_STARTUP, Lifecycle, RequestContext, StartupError, initHandler, loadFailure, loadHandler, shutdown, startupReason } from '@tsgi/core/node';
 import { Connection, type ConnectionHost } from './connection.js';
 import { Phase, type RequestMsg } from './protocol.js';
 import { ApacheRequest, requestTarget, requestUrl, type BodySource } from './request.js';
@@ -268,6 +268,21 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
   }
 }
 
+/**
+ * The entry of a worker bundle (core's bundleWorker, for `tsgi apache run`):
+ * `load` imports the handler module, so a throw while it loads is a start-up
+ * failure like any other (one line, exit 78).
+ */
+export async function runWorker(load: () => Promise<unknown>, where: string): Promise<Worker> {
+  let mod: unknown;
+  try {
+    mod = await load();
+  } catch (err) {
+    fatal(loadFailure(where, err));
+  }
+  return startWorker(mod);
+}
+
 /** The status pipe is only for a start-up failure: once started, the handler's child processes must not inherit it. */
 function closeStatusFd(): void {
   const fd = Number(process.env.TSGI_STATUS_FD);
@@ -313,7 +328,7 @@ function isMain(): boolean {
 }
 
 // `node dist/worker.js`: load TSGI_HANDLER. A bundle (tsgi apache run) defines
-// TSGI_BUNDLED at build time and calls startWorker itself.
+// TSGI_BUNDLED at build time and calls runWorker itself.
 if (process.env.TSGI_BUNDLED !== '1' && isMain()) {
   const path = process.env.TSGI_HANDLER;
   if (!path) fatal(new StartupError('TSGI_HANDLER is not set (this script is started by mod_tsgi)'));

@@ -38,7 +38,7 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
   const m = await new Promise<RegExpExecArray>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`tsgi apache run did not come up:\n${err}`)), 90_000);
     const check = () => {
-      const hit = /serving (\S+) \(apache pid (\d+), server root (\S+)\)/.exec(err);
+      const hit = /ready on (\S+) \(apache pid (\d+), server root ([^,)\s]+)/.exec(err);
       if (hit) {
         clearTimeout(t);
         proc.stderr!.off('data', check);

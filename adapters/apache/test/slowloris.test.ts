@@ -4,12 +4,11 @@
 // line per second, for at most ATTACK_MS, then a normal request that must be answered while the
 // attack still runs. The test shortens the header timeout so it stays quick; the defaults are
 // checked in the generated config.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeContext } from '@tsgi/conformance';
-import { readConf } from '../src/cli.js';
 import { fixture, startApache, type RunningApache } from './helpers.js';
 
 // More than the 256 threads (4 children x 64) of the generated MPM settings.
@@ -34,7 +33,7 @@ afterAll(async () => {
 
 describe('slow clients (mod_reqtimeout)', () => {
   it('the generated config loads mod_reqtimeout with its limits', () => {
-    const conf = readConf(server.root);
+    const conf = readFileSync(join(server.root, 'httpd.conf'), 'utf8');
     expect(conf).toMatch(/LoadModule reqtimeout_module \S+mod_reqtimeout\.so/);
     expect(conf).toMatch(/^RequestReadTimeout handshake=5 header=20-40,MinRate=500 body=20,MinRate=500$/m);
   });

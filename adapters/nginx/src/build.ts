@@ -30,7 +30,7 @@ export const defaultRuntimeDir = resolve(here, '..', 'runtime');
 export interface BuildOptions {
   handler: string;
   outDir: string;
-  /** Bridge runtime directory (bridge.ts + globals.ts); defaults to adapters/nginx/runtime. */
+  /** Bridge runtime directory (bridge.ts, globals.ts, pipeline.ts); defaults to adapters/nginx/runtime. */
   runtimeDir?: string;
   /** Output file name inside outDir. */
   fileName?: string;
@@ -111,19 +111,20 @@ function builtinError(found: { name: string; importer: string }[], handlerLabel:
   );
 }
 
-/** `@tsgi/core` inside njs: only the runtime-agnostic helpers, with the runtime's Response. */
-function coreShim(webapiFile: string): Plugin {
+/**
+ * `@tsgi/core` inside njs: the runtime-agnostic part (the wire rules, the handler shape, the
+ * auth_request mapping, defineHandler) and the runtime's own Response and pipeline helpers, so a
+ * handler gets the same names on every host. `@tsgi/core/*` subpaths are Node-only.
+ */
+function coreShim(rt: RuntimeFiles): Plugin {
+  const core = resolve(here, '..', '..', '..', 'core', 'src');
   const contents = `
-import { Response } from ${JSON.stringify(webapiFile)};
-export { Response };
+export { Response, Response as FastResponse } from ${JSON.stringify(rt.globals)};
+export { plainResponse, internalError, forbidden } from ${JSON.stringify(rt.pipeline)};
+export * from ${JSON.stringify(join(core, 'wire.ts'))};
+export { handlerProblem } from ${JSON.stringify(join(core, 'handler-shape.ts'))};
+export { accessReply } from ${JSON.stringify(join(core, 'access-reply.ts'))};
 export function defineHandler(h) { return h; }
-export function plainResponse(status, text, headers) {
-  var h = { 'content-type': 'text/plain;charset=UTF-8' };
-  if (headers) for (var k in headers) h[k] = headers[k];
-  return new Response(text, { status: status, headers: h });
-}
-export function internalError() { return plainResponse(500, 'Internal Server Error\\n'); }
-export function forbidden() { return plainResponse(403, 'Forbidden\\n'); }
 `;
   return {
     name: 'tsgi-core-shim',
@@ -148,21 +149,20 @@ function findFile(dir: string, base: string): string | undefined {
 }
 
 export interface RuntimeFiles {
-  /** Exports the bridge factory: handler -> { content, auth, log } njs functions. */
+  /** Exports `bridge`: handler -> the njs functions nginx calls (content, plain, fetch, auth, log, check). */
   bridge: string;
-  /** Its export name (`bridge`; `createBridge` in the early stub). */
-  factory: string;
   /** Exports the Web API implementations that replace the handler's free globals. */
   globals: string;
+  /** The pipeline port (its plainResponse & co. stand in for core's). */
+  pipeline: string;
 }
 
-export function runtimeFiles(runtimeDir = process.env.TSGI_NJS_RUNTIME || defaultRuntimeDir): RuntimeFiles {
+export function runtimeFiles(runtimeDir = defaultRuntimeDir): RuntimeFiles {
   const bridge = findFile(runtimeDir, 'bridge');
-  const globals = findFile(runtimeDir, 'globals') ?? findFile(runtimeDir, 'webapi');
-  if (!bridge || !globals) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, globals.ts)`);
-  const src = readFileSync(bridge, 'utf8');
-  const factory = /export function bridge\b/.test(src) ? 'bridge' : 'createBridge';
-  return { bridge, factory, globals };
+  const globals = findFile(runtimeDir, 'globals');
+  const pipeline = findFile(runtimeDir, 'pipeline');
+  if (!bridge || !globals || !pipeline) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, globals.ts, pipeline.ts)`);
+  return { bridge, globals, pipeline };
 }
 
 /** Name of the helper `iterablesToArrays` adds to a bundle that needs it. */
@@ -433,7 +433,7 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
       conditions: ['worker', 'browser'],
       inject: [rt.globals],
       define: { 'process.env.NODE_ENV': '"production"' },
-      plugins: [rejectNodeBuiltins(found), coreShim(rt.globals)],
+      plugins: [rejectNodeBuiltins(found), coreShim(rt)],
       minifySyntax: minify,
       legalComments: 'none',
       logLevel: 'silent',
@@ -452,11 +452,6 @@ async function compile(entry: string, resolveDir: string, handlerLabel: string, 
   if (found.length) throw builtinError(found, handlerLabel);
   const final = lowerAst(result.outputFiles[0]!.text);
   return { code: final.code as string, scan: scan(final.ast) };
-}
-
-/** The Babel part of the build alone: ES2020 in, code njs 0.7.9 parses out (only `export default`). */
-export function lowerForNjs(code: string): string {
-  return lowerAst(code).code as string;
 }
 
 function lowerAst(bundled: string): { code: string; ast: unknown } {
@@ -494,9 +489,17 @@ function lowerAst(bundled: string): { code: string; ast: unknown } {
   return final;
 }
 
+/**
+ * Any entry module (ESM source; it may import the runtime's files) compiled for njs the way a
+ * handler's bundle is, without the checks and the report: the runtime's own tests use it.
+ */
+export async function compileForNjs(entry: string, resolveDir: string): Promise<string> {
+  return (await compile(entry, resolveDir, 'entry', runtimeFiles(), false)).code;
+}
+
 function entryFor(handler: string, rt: RuntimeFiles): string {
   return `import handler from ${JSON.stringify(handler)};
-import { ${rt.factory} as tsgiBridge } from ${JSON.stringify(rt.bridge)};
+import { bridge as tsgiBridge } from ${JSON.stringify(rt.bridge)};
 export default tsgiBridge(handler);
 `;
 }

@@ -109,7 +109,6 @@ export function httpPart(o: SiteOptions): string {
     lines.push(
       `# empty: auth_request passes a proxied 401's WWW-Authenticate on by itself (embedded mode needs the variable)`,
       `map $host $tsgi_auth_challenge { default ""; }`,
-      ...targetAuthorityMap(),
       `upstream ${UPSTREAM} {`,
       ...o.sockets!.map((s) => `  server unix:${s} max_fails=0;`),
       `  keepalive 64;`,
@@ -124,17 +123,10 @@ export function httpPart(o: SiteOptions): string {
 }
 
 /**
- * http level, workers mode: the authority of an absolute-form request target (RFC 9112 3.2.2;
- * nginx's $host drops its port). The worker builds request.url from it with core's requestAuthority.
- */
-export function targetAuthorityMap(): string[] {
-  return [`map $request $tsgi_target_authority { "~*^\\S+\\s+https?://([^/?#\\s]*)" $1; default ""; }`];
-}
-
-/**
- * What every location that proxies to the workers sends. The workers trust Host, X-Tsgi-Authority,
- * X-Tsgi-Protocol, X-Real-IP, X-Forwarded-Proto and X-Tsgi-Phase only on a request that carries
- * the per-start secret (403 otherwise), and hide these headers from the handler.
+ * What every location that proxies to the workers sends. The workers trust Host, X-Tsgi-Request,
+ * X-Real-IP, X-Forwarded-Proto and X-Tsgi-Phase only on a request that carries the per-start secret
+ * (403 otherwise), and hide the X-Tsgi-* headers from the handler. Each line here is work on every
+ * request, for nginx and for the worker: nothing the worker can derive is sent.
  */
 export function proxyCommon(o: { secret?: string } = {}): string[] {
   return [
@@ -142,18 +134,22 @@ export function proxyCommon(o: { secret?: string } = {}): string[] {
     `proxy_set_header Connection "";`,
     ...(o.secret ? [`proxy_set_header X-Tsgi-Secret ${o.secret};`] : []),
     `proxy_set_header Host $http_host;`,
-    `proxy_set_header X-Tsgi-Authority $tsgi_target_authority;`,
-    `proxy_set_header X-Tsgi-Protocol $server_protocol;`,
+    // The request line as the client sent it (nginx forwards origin-form): the worker applies core's
+    // requestAuthority to its target, so an absolute-form target's authority wins (RFC 9112 3.2.2).
+    // A copy costs nginx less than a regex map on $request (about 400 instructions against 2,000).
+    `proxy_set_header X-Tsgi-Request $request;`,
     `proxy_set_header X-Real-IP $remote_addr;`,
     `proxy_set_header X-Forwarded-Proto $scheme;`,
     `proxy_set_header X-Forwarded-For "";`,
     // Streams reach the client as the worker writes them, as in embedded mode.
     `proxy_buffering off;`,
-    // Response heads up to 64 KiB (the default, one page, made a 502 of heads over ~4 KB). With
-    // proxy_buffering off only this first buffer is used; the other two lines satisfy nginx's checks.
-    `proxy_buffer_size 64k;`,
-    `proxy_buffers 4 64k;`,
-    `proxy_busy_buffers_size 128k;`,
+    // The response head must fit this buffer (one page by default: a 502 "upstream sent too big header"
+    // above ~4 KB): core allows 64 KiB of handler headers (wire.ts MAX_RESPONSE_HEADER_BYTES), plus
+    // the status line and Node's own lines. With proxy_buffering off only this buffer is used; the
+    // other two lines satisfy nginx's checks.
+    `proxy_buffer_size 72k;`,
+    `proxy_buffers 4 72k;`,
+    `proxy_busy_buffers_size 144k;`,
     // Uploads reach the worker as they arrive, as on the other hosts.
     `proxy_request_buffering off;`,
     `proxy_read_timeout 300s;`,
@@ -296,7 +292,7 @@ export function snippet(o: SiteOptions & { buildDir?: string; handler: string })
           ...o.sockets!.map((s) => `#      serve(handler, { unixSocket: '${s}', server: 'nginx', trustProxy: true, phases: true })`),
           `#    (tsgi nginx run ${o.handler} --workers N does all of this for you, and more: its workers accept`,
           `#    only requests carrying a per-start secret its nginx.conf sends, and they build request.url from`,
-          `#    X-Tsgi-Authority/X-Tsgi-Protocol below; workers started with serve() trust every connection, so`,
+          `#    the request line in X-Tsgi-Request below; workers started with serve() trust every connection, so`,
           `#    keep their socket directory private: 0710 root:<nginx's group>, sockets 0660)`,
           `# 2. in the http block:`,
         ];

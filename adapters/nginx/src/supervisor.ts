@@ -1,45 +1,49 @@
 /**
- * Workers mode: N Node workers behind nginx, each on its own Unix socket.
+ * Workers mode: N Node workers behind nginx, each on its own Unix socket,
+ * supervised by core's WorkerPool (the policy every Node host shares).
  *
  * The supervisor creates every listening socket itself and hands it to the
  * worker as fd 3, keeping its own copy: when a worker dies, the socket stays
  * open and connections queue in its backlog until the respawned worker
  * accepts them, so only the requests in flight in the dead worker fail.
- * Graceful reload rolls the workers one at a time: a new worker on a fresh
- * socket, nginx reloaded onto it, then the old worker drains and exits.
+ * Graceful reload: a new set of workers on fresh sockets, nginx reloaded onto
+ * them once all are ready, then the old workers drain and exit.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import { join } from 'node:path';
-import { StartupError } from '@tsgi/core/node';
-import type { WorkerConfig, WorkerFailed } from './worker.js';
+import { WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type PoolWorker } from '@tsgi/core/node';
+import type { WorkerConfig } from './worker.js';
 
-const EXIT_STARTUP = 78;
-
-interface PipeHandle {
-  fd: number;
-  close(cb?: () => void): void;
+/** A slot's socket: its path (nginx's config lists them), and closing it removes the file. */
+interface SocketHandle extends ListenHandle {
+  path: string;
 }
 
 /**
- * A bound Unix socket that this process never accepts on (cluster's shared
- * handle does the same); the worker calls listen() on its copy of the fd.
+ * A bound Unix socket that this process never accepts on (core's shared
+ * handle); the worker calls listen() on its copy of the fd. Only nginx's
+ * workers (their group) and our own user may connect; the directory is private too.
  */
-function createSocketHandle(path: string, gid: number | undefined): PipeHandle {
-  if (existsSync(path)) unlinkSync(path);
-  const create = (net as unknown as { _createServerHandle?: (a: string, p: number, t: number) => PipeHandle | number })
-    ._createServerHandle;
-  if (typeof create !== 'function') throw new StartupError('this Node version cannot create a shared socket handle');
-  const h = create(path, -1, -1);
-  if (typeof h === 'number') throw new StartupError(`cannot create socket ${path} (error ${h})`);
-  // Only nginx's workers (their group) and our own user may connect; the directory is private too.
+function socketHandle(path: string, gid: number | undefined): SocketHandle {
+  const h = bindUnixHandle(path);
   if (gid !== undefined) {
     chownSync(path, process.getuid?.() ?? 0, gid);
     chmodSync(path, 0o660);
   } else chmodSync(path, 0o600);
-  return h;
+  return {
+    fd: h.fd,
+    path,
+    close: () => {
+      h.close();
+      try {
+        unlinkSync(path);
+      } catch {
+        /* already gone */
+      }
+    },
+  };
 }
 
 export interface SupervisorOptions {
@@ -100,32 +104,11 @@ export function workerEnv(
   return env;
 }
 
-interface Slot {
-  index: number;
-  /** The worker bundle this slot runs (a reload may bring a rebuilt one). */
-  entry: string;
-  generation: number;
-  socket: string;
-  handle: PipeHandle;
-  child?: ChildProcess;
-  /** Consecutive quick crashes, for the backoff. */
-  crashes: number;
-  startedAt: number;
-  /** Never respawned again (being retired, or kept for nginx workers that still use it). */
-  retired: boolean;
-  /** Set once: the worker stopped, the socket closed and removed. */
-  retiring?: Promise<void>;
-  respawnTimer?: NodeJS.Timeout;
-}
-
 export class Supervisor {
-  private slots: Slot[] = [];
-  /** Every slot not yet retired, also those a reload is starting or has just replaced: stop() ends them all. */
-  private live = new Set<Slot>();
-  private stopping = false;
+  private pool: WorkerPool<SocketHandle>;
   private log: (msg: string) => void;
-  /** Respawns so far (tests and logs). */
-  respawns = 0;
+  /** The worker bundle of each generation (a reload may bring a rebuilt one). */
+  private entries: string[];
 
   /** The per-start secret: nginx's config must send it in X-Tsgi-Secret (config.ts proxyCommon). */
   readonly secret: string;
@@ -135,21 +118,49 @@ export class Supervisor {
     this.log = o.log ?? ((m) => console.error(`tsgi nginx: ${m}`));
     this.secret = o.secret ?? randomBytes(32).toString('hex');
     this.env = workerEnv(process.env, o);
+    this.entries = [o.entry];
+    this.pool = new WorkerPool<SocketHandle>({
+      size: o.workers,
+      listen: (index, generation) => socketHandle(join(o.socketDir, `worker-${index}-${generation}.sock`), o.gid),
+      spawn: (w) => this.spawn(w),
+      retireGraceMs: 15_000,
+      stopGraceMs: 10_000,
+      log: this.log,
+      onChange: () => this.writeState(),
+    });
   }
 
   get sockets(): string[] {
-    return this.slots.map((s) => s.socket);
+    return this.pool.workers.map((w) => w.handle.path);
   }
 
   get pids(): number[] {
-    return this.slots.map((s) => s.child?.pid ?? 0);
+    return this.pool.workers.map((w) => w.child?.pid ?? 0);
   }
 
-  private newSlot(index: number, generation: number, entry = this.o.entry): Slot {
-    const socket = join(this.o.socketDir, `worker-${index}-${generation}.sock`);
-    const slot: Slot = { index, entry, generation, socket, handle: createSocketHandle(socket, this.o.gid), crashes: 0, startedAt: 0, retired: false };
-    this.live.add(slot);
-    return slot;
+  /** Respawns so far (tests and logs). */
+  get respawns(): number {
+    return this.pool.respawns;
+  }
+
+  private spawn(w: PoolWorker<SocketHandle>) {
+    // TSGI_WORKER_NODE_ARGS: extra node flags for the workers (--max-old-space-size=..., --cpu-prof, ...).
+    const extra = (process.env.TSGI_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    const argv = ['--enable-source-maps', ...extra, this.entries[w.generation] ?? this.o.entry];
+    // chrt execs node in place: the pid, fds and IPC channel are node's.
+    const batch = this.o.schedBatch !== false && CHRT;
+    const child = spawn(batch ? CHRT : process.execPath, batch ? ['--batch', '0', process.execPath, ...argv] : argv, {
+      cwd: this.o.cwd,
+      uid: this.o.uid,
+      gid: this.o.gid,
+      env: this.env,
+      stdio: ['ignore', 'inherit', 'inherit', w.handle.fd, 'ipc'],
+    });
+    // Over IPC, not the environment: /proc/<pid>/environ is readable by the worker user's other processes.
+    child.send({ tsgi: 'config', secret: this.secret, authority: this.o.authority ?? 'localhost', maxBody: this.o.maxBody } satisfies WorkerConfig, () => {
+      /* a worker that could not start says so through its exit */
+    });
+    return child;
   }
 
   private writeState(): void {
@@ -157,146 +168,42 @@ export class Supervisor {
     writeFileSync(this.o.stateFile, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
   }
 
-  /** Starts the worker of a slot; resolves when it listens, rejects when it cannot start. */
-  private launch(slot: Slot): Promise<void> {
-    return new Promise((resolve, reject) => {
-      // TSGI_WORKER_NODE_ARGS: extra node flags for the workers (--max-old-space-size=..., --cpu-prof, ...).
-      const extra = (process.env.TSGI_WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-      const argv = ['--enable-source-maps', ...extra, slot.entry];
-      // chrt execs node in place: the pid, fds and IPC channel are node's.
-      const batch = this.o.schedBatch !== false && CHRT;
-      const child = spawn(batch ? CHRT : process.execPath, batch ? ['--batch', '0', process.execPath, ...argv] : argv, {
-        cwd: this.o.cwd,
-        uid: this.o.uid,
-        gid: this.o.gid,
-        env: this.env,
-        stdio: ['ignore', 'inherit', 'inherit', slot.handle.fd, 'ipc'],
-      });
-      // Over IPC, not the environment: /proc/<pid>/environ is readable by the worker user's other processes.
-      child.send({ tsgi: 'config', secret: this.secret, authority: this.o.authority ?? 'localhost', maxBody: this.o.maxBody } satisfies WorkerConfig, () => {
-        /* a worker that could not start says so through 'exit' */
-      });
-      slot.child = child;
-      slot.startedAt = Date.now();
-      let up = false;
-      // The worker's own one line (a throw at load, no fetch, a failing init), sent before it exits 78.
-      let reason: string | undefined;
-      child.on('message', (m: { tsgi?: string } | WorkerFailed) => {
-        if (m?.tsgi === 'failed') reason = (m as WorkerFailed).reason;
-        if (m?.tsgi !== 'ready' || up) return;
-        up = true;
-        this.writeState();
-        resolve();
-      });
-      child.once('error', (err) => {
-        if (!up) reject(new StartupError(`cannot start a Node worker: ${err.message}`));
-      });
-      // 'close', not 'exit': it comes after the IPC channel is drained, so the reason has arrived.
-      child.once('close', (code, signal) => {
-        if (!up) reject(new StartupError(reason ?? `the Node worker failed to start (${signal ?? `exit ${code}`})`));
-      });
-      child.once('exit', (code, signal) => {
-        if (up) this.onExit(slot, child, code, signal);
-      });
-    });
-  }
-
-  private onExit(slot: Slot, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (this.stopping || slot.retired || slot.child !== child) return;
-    this.log(`worker ${child.pid} died (${signal ?? `exit ${code}`}); respawning`);
-    // Quick successive crashes back off (0.1 s doubling to 5 s); a worker that ran 10 s resets it.
-    if (Date.now() - slot.startedAt > 10_000) slot.crashes = 0;
-    const delay = slot.crashes === 0 ? 0 : Math.min(5_000, 100 * 2 ** (slot.crashes - 1));
-    slot.crashes++;
-    slot.respawnTimer = setTimeout(() => {
-      slot.respawnTimer = undefined;
-      if (this.stopping || slot.retired) return;
-      this.respawns++;
-      this.launch(slot).catch((err: Error) => {
-        this.log(err.message);
-        // A worker that cannot start any more (exit 78): keep trying, slower.
-        if (!this.stopping && !slot.retired && !slot.respawnTimer) this.onExit(slot, slot.child!, EXIT_STARTUP, null);
-      });
-    }, delay);
-  }
-
+  /** Starts the workers; rejects with the one line (the worker's own reason) when the first cannot start. */
   async start(): Promise<void> {
-    for (let i = 0; i < this.o.workers; i++) this.slots.push(this.newSlot(i, 0));
-    try {
-      // One first: a broken handler fails once, with one message.
-      await this.launch(this.slots[0]!);
-      await Promise.all(this.slots.slice(1).map((s) => this.launch(s)));
-    } catch (err) {
-      await this.stop();
-      throw err;
-    }
-  }
-
-  /** Stops a slot's worker (SIGTERM: it drains; SIGKILL after `graceMs`) and removes its socket. Idempotent. */
-  private retire(slot: Slot, graceMs: number): Promise<void> {
-    slot.retired = true;
-    if (slot.respawnTimer) clearTimeout(slot.respawnTimer);
-    return (slot.retiring ??= (async () => {
-      const child = slot.child;
-      if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-          child.once('exit', () => {
-            clearTimeout(t);
-            resolve();
-          });
-          child.kill('SIGTERM');
-        });
-      }
-      slot.handle.close();
-      try {
-        unlinkSync(slot.socket);
-      } catch {
-        /* already gone */
-      }
-      this.live.delete(slot);
-    })());
+    await this.pool.start();
   }
 
   /**
-   * Graceful reload: for each worker, start a replacement on a fresh socket,
-   * let `reloadNginx` move nginx onto the new socket list (it resolves once the
-   * nginx workers that knew the old socket are gone), then drain the old one.
-   * `entry`: a rebuilt worker bundle for the new workers. Resolves false when a
-   * new worker could not start (the old ones keep serving) or a stop began.
+   * Graceful reload: a new set of workers on fresh sockets; once all are ready,
+   * `reloadNginx` moves nginx onto the new socket list (it resolves once the
+   * nginx workers that knew the old sockets are gone), then the old workers
+   * drain and exit. `entry`: a rebuilt worker bundle for the new workers.
+   * Resolves false when a new worker could not start (the old ones keep
+   * serving) or a stop began; rethrows what `reloadNginx` throws (the old
+   * workers are then kept until stop(): nginx may still be using them).
    */
   async roll(reloadNginx: (sockets: string[]) => Promise<void>, entry?: string): Promise<boolean> {
-    for (let i = 0; i < this.slots.length; i++) {
-      if (this.stopping) return false;
-      const old = this.slots[i]!;
-      const fresh = this.newSlot(old.index, old.generation + 1, entry ?? old.entry);
-      try {
-        await this.launch(fresh);
-      } catch (err) {
-        await this.retire(fresh, 0);
-        if (!this.stopping) this.log(`reload: the new worker failed to start, keeping the old one: ${(err as Error).message}`);
-        return false;
-      }
-      // A stop that began meanwhile ends `fresh` too (it is live).
-      if (this.stopping) return false;
-      this.slots[i] = fresh;
-      this.writeState();
-      try {
-        await reloadNginx(this.sockets);
-      } catch (err) {
-        // nginx did not finish (an old nginx worker still serving, or nginx gone): the old worker may still
-        // be serving it, so it is kept, not respawned, and stopped with the rest by stop().
-        old.retired = true;
-        throw err;
-      }
-      await this.retire(old, 15_000);
+    const next = this.pool.generation + 1;
+    this.entries[next] = entry ?? this.entries[this.pool.generation]!;
+    let ok: boolean;
+    let nginxFailed: unknown;
+    try {
+      ok = await this.pool.reload(() =>
+        reloadNginx(this.sockets).catch((err: unknown) => {
+          nginxFailed = err;
+          throw err;
+        }),
+      );
+    } catch (err) {
+      if (err === nginxFailed) throw err;
+      this.log(`reload: the new worker failed to start, keeping the old one: ${startupReason(err)}`);
+      return false;
     }
-    if (entry) this.o.entry = entry;
-    return true;
+    if (ok) await this.pool.settled();
+    return ok;
   }
 
   async stop(graceMs = 10_000): Promise<void> {
-    this.stopping = true;
-    await Promise.all([...this.live].map((s) => this.retire(s, graceMs)));
+    await this.pool.stop(graceMs);
   }
 }

@@ -9,18 +9,15 @@
  *
  * Only nginx may talk to it: a request must carry the per-start secret that
  * nginx's config adds (X-Tsgi-Secret), or it gets 403 before anything in it is
- * trusted. With it, the worker takes ctx.ip, the scheme, the authority and the
- * access phase from the headers nginx set, and hides those headers from the handler.
+ * trusted. With it, the worker takes ctx.ip, the scheme, the request line and the
+ * access phase from the headers nginx set, and hides its X-Tsgi-* headers from the handler.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
 import { Server as NetServer } from 'node:net';
-import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, requestAuthority, type Handler } from '@tsgi/core';
-import { loadFailure } from '@tsgi/core/node';
+import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type Handler } from '@tsgi/core';
+import { EXIT_STARTUP, loadFailure, shutdown, startupReason, type ShutdownSteps } from '@tsgi/core/node';
 import { toNodeListener } from '@tsgi/node-http';
-
-/** Exit code of a worker that cannot start (bad handler, failing init): not respawned. */
-export const EXIT_STARTUP = 78;
 
 /** What the supervisor sends over IPC before the worker listens (never in the environment). */
 export interface WorkerConfig {
@@ -39,7 +36,7 @@ export interface WorkerFailed {
 }
 
 /** The headers nginx sets for the worker (config.ts proxyCommon); the handler never sees them. */
-const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-authority', 'x-tsgi-protocol', 'x-tsgi-phase'];
+const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-request', 'x-tsgi-phase'];
 
 function configFromSupervisor(): Promise<WorkerConfig> {
   return new Promise((resolve) => {
@@ -54,12 +51,15 @@ function configFromSupervisor(): Promise<WorkerConfig> {
 
 /** The supervisor prints the reason, once (decision 9: one line); the worker only exits 78. */
 async function cannotStart(err: unknown): Promise<never> {
-  const reason = err instanceof Error ? err.message : String(err);
+  const reason = startupReason(err);
   const send = process.send?.bind(process);
   if (send) await new Promise<void>((sent) => send({ tsgi: 'failed', reason } satisfies WorkerFailed, () => sent()));
   else console.error(`tsgi: ${reason}`);
   process.exit(EXIT_STARTUP);
 }
+
+/** The largest request head the worker reads: more than nginx forwards (config.ts httpPart). */
+const MAX_HEAD = 256 * 1024;
 
 /** How long a response waits for the rest of a request body the handler did not read (HoldEndResponse). */
 const HOLD_END_MS = 1_000;
@@ -72,6 +72,13 @@ const HOLD_END_MS = 1_000;
  * response anyway), up to HOLD_END_MS; after that it ends, and nginx closes that client connection.
  */
 class HoldEndResponse extends ServerResponse {
+  // node:http passes (req, { highWaterMark, ... }): handed on whole.
+  constructor(...args: ConstructorParameters<typeof ServerResponse>) {
+    super(...args);
+    // nginx sends its own Date (proxy_hide_header's default list has Date): none to build and parse here.
+    this.sendDate = false;
+  }
+
   override end(...args: unknown[]): this {
     const req = this.req;
     const framed = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
@@ -93,6 +100,47 @@ class HoldEndResponse extends ServerResponse {
 function refuse(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))]);
   res.end(text);
+}
+
+/**
+ * The secret check: timing-safe (the time does not tell where a guess differs; the length is no secret),
+ * and without an allocation per request (the header is written into one scratch buffer).
+ */
+function secretCheck(secret: string): (got: string | string[] | undefined) => boolean {
+  const want = Buffer.from(secret, 'latin1');
+  const scratch = Buffer.alloc(want.length);
+  return (got) =>
+    typeof got === 'string' && got.length === want.length && scratch.write(got, 0, 'latin1') === want.length && timingSafeEqual(scratch, want);
+}
+
+/**
+ * The request target as the client sent it, from the request line nginx passes in X-Tsgi-Request
+ * (nginx forwards every request in origin-form, as `path`). Only a target that is not origin-form
+ * (absolute-form) is taken from the line; the usual one is `path` itself.
+ */
+function clientTarget(line: string | string[] | undefined, path: string): string {
+  if (typeof line !== 'string') return path;
+  const sp = line.indexOf(' ');
+  if (sp < 0 || line.charCodeAt(sp + 1) === 47 /* / */) return path;
+  const end = line.lastIndexOf(' ');
+  return line.slice(sp + 1, end > sp ? end : line.length);
+}
+
+/**
+ * RFC 9112 3.2.2: for an absolute-form target the Host header is replaced by the target's authority
+ * (what a proxy must do, and Apache does; nginx forwards the client's Host as it came).
+ */
+function replaceHost(req: IncomingMessage, authority: string): void {
+  const raw = req.rawHeaders;
+  let found = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') {
+      raw[i + 1] = authority;
+      found = true;
+    }
+  }
+  if (!found) raw.push('Host', authority);
+  req.headers.host = authority;
 }
 
 /**
@@ -118,16 +166,18 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     return cannotStart(err);
   }
   const cfg = await config;
-  const secret = Buffer.from(cfg.secret, 'latin1');
-  // The authority of each admitted request, decided before the handler runs (read when it asks for request.url).
-  const authorities = new WeakMap<IncomingMessage, string>();
+  const fromSecret = secretCheck(cfg.secret);
+  const log = defaultErrorLogger;
   const listener = toNodeListener(handler, {
     server: 'nginx',
     trustProxy: true,
     phases: true,
     maxBodySize: cfg.maxBody,
-    authority: (req) => authorities.get(req),
+    // A request without Host came as HTTP/1.0 (nginx itself refuses an HTTP/1.1 one without Host, then
+    // forwards as HTTP/1.1): nginx's own host:port. Otherwise node-http takes Host, as `serve` does.
+    authority: (req) => (req.headers.host === undefined ? cfg.authority : undefined),
     hiddenHeaders: PROXY_HEADERS,
+    onError: log,
   });
   try {
     await listener.ready;
@@ -137,65 +187,75 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
 
   let warned = false;
   const fromNginx = (req: IncomingMessage): boolean => {
-    const got = req.headers['x-tsgi-secret'];
-    if (typeof got === 'string' && got.length === secret.length && timingSafeEqual(Buffer.from(got, 'latin1'), secret)) return true;
+    if (fromSecret(req.headers['x-tsgi-secret'])) return true;
     if (!warned) {
       warned = true;
-      console.error(
-        `[tsgi] worker ${process.pid}: refused a request that did not come through nginx (no valid X-Tsgi-Secret); ` +
+      log(
+        `worker ${process.pid}: refused a request that did not come through nginx (no valid X-Tsgi-Secret); ` +
           'later ones are refused without a log line',
       );
     }
     return false;
   };
 
+  let stopping = false;
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     if (!fromNginx(req)) return refuse(res, 403, FORBIDDEN_TEXT);
-    // The request as the client sent it to nginx: an absolute-form target's authority, Host, HTTP/1.0.
-    const lineAuthority = req.headers['x-tsgi-authority'];
     const path = req.url ?? '/';
-    const host = req.headers.host;
-    const where = requestAuthority(
-      typeof lineAuthority === 'string' && lineAuthority ? `http://${lineAuthority}${path}` : path,
-      host === undefined ? [] : [host],
-      req.headers['x-tsgi-protocol'] === 'HTTP/1.0',
-      cfg.authority,
-    );
-    if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
-    authorities.set(req, where.authority);
+    const target = clientTarget(req.headers['x-tsgi-request'], path);
+    if (target !== path) {
+      // Absolute-form (rare): core's rule on the target as sent; its authority becomes Host (and so request.url).
+      const host = req.headers.host;
+      const where = requestAuthority(target, host === undefined ? [] : [host], true, cfg.authority);
+      if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
+      replaceHost(req, where.authority);
+    }
     // Draining: answer, then close (Connection: close), so nginx does not keep the connection.
     if (stopping) res.shouldKeepAlive = false;
     listener(req, res);
   };
 
-  // Far longer than nginx's upstream keepalive_timeout (config.ts): only nginx closes idle connections,
-  // so it never sends a request on one we are closing. No Host is fine: nginx forwards an HTTP/1.0
-  // request without one as HTTP/1.1.
-  const server = createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, requireHostHeader: false, ServerResponse: HoldEndResponse }, serve);
+  const server = createServer(
+    {
+      // No timeout: only nginx closes idle connections (its upstream keepalive_timeout, config.ts), so it
+      // never sends a request on one we are closing; and no Keep-Alive header for nginx to parse and drop.
+      keepAliveTimeout: 0,
+      requestTimeout: 0,
+      // No Host is fine: nginx forwards an HTTP/1.0 request without one as HTTP/1.1.
+      requireHostHeader: false,
+      // nginx bounds the head (config.ts: a request line of 32 KiB, 4 x 32 KiB of headers), and the line
+      // comes twice (X-Tsgi-Request): the worker must not refuse what nginx accepted.
+      maxHeaderSize: MAX_HEAD,
+      ServerResponse: HoldEndResponse,
+    },
+    serve,
+  );
   server.listen({ fd: 3 }, () => process.send?.({ tsgi: 'ready' }));
 
-  let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
     const deadline = Date.now() + (Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
-    // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
-    // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
-    // request on them. net.Server#close calls back once nginx has closed every connection (within its
-    // keepalive_timeout, or after the Connection: close answer to the next request on it).
-    const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
-    const timeLeft = (): Promise<false> => new Promise((r) => setTimeout(() => r(false), Math.max(0, deadline - Date.now())).unref());
-    const allClosed = await Promise.race([closed, timeLeft()]);
-    const drained = await listener.lifecycle.drain(Math.max(0, deadline - Date.now()));
-    if (!allClosed || !drained) console.error('[tsgi] worker shutdown: in-flight work still running at the graceful timeout; closing anyway');
-    server.closeAllConnections();
-    if (handler.close) {
-      try {
-        await handler.close();
-      } catch (err) {
-        console.error('[tsgi] close() threw', err);
-      }
-    }
+    const timeLeft = (): number => Math.max(0, deadline - Date.now());
+    const steps: ShutdownSteps = {
+      // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
+      // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
+      // request on them. net.Server#close calls back once nginx has closed every connection (within its
+      // keepalive_timeout, or after the Connection: close answer to the next request on it).
+      stopAccepting: async () => {
+        const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
+        const late = new Promise<false>((r) => setTimeout(() => r(false), timeLeft()).unref());
+        if (!(await Promise.race([closed, late]))) log('worker shutdown: nginx still holds connections at the graceful timeout');
+        // The drain gets what is left of the one graceful timeout.
+        steps.timeoutMs = timeLeft();
+      },
+      lifecycle: listener.lifecycle,
+      timeoutMs: timeLeft(),
+      forceClose: () => server.closeAllConnections(),
+      handler,
+      log,
+    };
+    await shutdown(steps);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop());

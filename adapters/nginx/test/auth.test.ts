@@ -25,6 +25,11 @@ beforeAll(async () => {
   auth_request_set $tsgi_challenge $tsgi_auth_challenge;
   add_header WWW-Authenticate $tsgi_challenge always;
   add_header X-Tsgi-User $tsgi_user always;
+  # what the auth subrequest itself answered (accessReply), to check one mapping for both modes
+  auth_request_set $tsgi_auth_status $status;
+  add_header X-Auth-Status $tsgi_auth_status always;
+  auth_request_set $tsgi_refused $sent_http_x_tsgi_status;
+  add_header X-Auth-Refused $tsgi_refused always;
   alias ${files}/;
 }
 `,
@@ -43,6 +48,20 @@ afterAll(async () => {
   if (files) rmSync(files, { recursive: true, force: true });
 });
 
+/**
+ * core's accessReply, the auth_request answer of both modes: what the auth subrequest answers
+ * (status, x-tsgi-status) and what the client of the guarded location then gets.
+ */
+const MAPPING: { case: string; token?: string; auth: number; refused: string | null; client: number; user?: string; challenge?: string }[] = [
+  { case: 'allowed, with a user', token: 'good', auth: 204, refused: null, client: 200, user: 'alice' },
+  { case: 'authenticate refuses with 401', token: 'forged', auth: 401, refused: null, client: 401, challenge: 'Bearer realm="tsgi"' },
+  { case: 'authorize returns false (anonymous)', auth: 403, refused: '403', client: 403 },
+  { case: 'authorize returns false (a user)', token: 'mallory', auth: 403, refused: '403', client: 403 },
+  { case: 'authorize refuses with a 429 of its own', token: 'limited', auth: 403, refused: '429', client: 403 },
+  { case: 'authorize refuses with a 500 of its own: a 500 stays 500', token: 'broken', auth: 500, refused: null, client: 500 },
+  { case: 'authenticate throws: the bare 500 stays 500', token: 'boom', auth: 500, refused: null, client: 500 },
+];
+
 for (const mode of ['embedded', 'workers'] as const) {
   describe(`auth_request guard (${mode})`, () => {
     const get = async (path: string, token?: string) => {
@@ -56,6 +75,20 @@ for (const mode of ['embedded', 'workers'] as const) {
       expect(r.body).toBe('the static secret\n');
       expect(r.headers.get('x-tsgi-user')).toBe('alice');
     });
+
+    for (const m of MAPPING) {
+      it(`auth_request answer: ${m.case} -> ${m.auth}, the client gets ${m.client}`, async () => {
+        const r = await get('/files/secret.txt', m.token);
+        expect({ status: r.status, auth: r.headers.get('x-auth-status'), refused: r.headers.get('x-auth-refused') }).toEqual({
+          status: m.client,
+          auth: String(m.auth),
+          refused: m.refused,
+        });
+        expect(r.headers.get('x-tsgi-user')).toBe(m.user ?? null);
+        expect(r.headers.get('www-authenticate')).toBe(m.challenge ?? null);
+        if (m.client !== 200) expect(r.body).not.toContain('the static secret');
+      });
+    }
 
     it('authenticate rejecting with a Response: 401 with its WWW-Authenticate, no file', async () => {
       const r = await get('/files/secret.txt', 'forged');

@@ -1,6 +1,6 @@
 // `tsgi nginx` command line: bad input fails with one clear line before nginx starts; conf prints snippets.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -32,21 +32,23 @@ describe('tsgi nginx: bad input', () => {
     expect(runDirs().filter((d) => !before.includes(d))).toEqual([]);
   });
 
-  it('a handler that is a directory, a missing --port, a bad --workers, an unknown option, a missing include', async () => {
+  it('a handler that is a directory, a bad --port or --workers, an unknown option, a missing include', async () => {
     const cases: [string[], RegExp][] = [
       [['nginx', 'run', fixturesDir, '--port', '8080'], /handler not found/],
-      [['nginx', 'run', hello], /run needs --port P/],
+      [['nginx', 'run', hello, '--port', '70000'], /--port must be an integer from 0 to 65535, got '70000'/],
       [['nginx', 'run', hello, '--port', '8080', '--workers', '0'], /--workers must be an integer from 1 to 256, got '0'/],
       [['nginx', 'run', hello, '--port', 'http'], /--port must be an integer/],
-      [['nginx', 'run', hello, '--port', '8080', '--bogus'], /unknown option --bogus/],
+      [['nginx', 'run', hello, '--port', '8080', '--bogus'], /unknown option --bogus$/],
+      [['nginx', 'run', hello, '--prot', '8080'], /unknown option --prot \(did you mean --port\?\)/],
       [['nginx', 'run', hello, '--port', '8080', '--include', '/nonexistent.conf'], /include file not found: \/nonexistent.conf/],
       [['nginx', 'build', hello], /build needs -o <dir>/],
       [['nginx', 'run', hello, '--port', '8080', '--preload', 'cfg'], /--preload wants NAME=FILE\.json, got 'cfg'/],
       [['nginx', 'run', hello, '--port', '8080', '--preload', `cfg=${hello}`], /preload file .*hello\.ts is not JSON/],
-      [['nginx', 'frobnicate'], /unknown nginx command 'frobnicate'/],
-      [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--env', 'DATABASE_URL'], /--env NAME lists what --clear-env lets through; add --clear-env/],
+      [['nginx', 'frobnicate'], /unknown command 'frobnicate' \(build, conf or run\)/],
+      [['nginx', 'rnu', hello], /unknown command 'rnu' \(did you mean run\?\)/],
+      [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--env', 'DATABASE_URL'], /--env needs --clear-env \(without it the workers get the whole environment\)/],
       [['nginx', 'run', hello, '--port', '8080', '--clear-env'], /--clear-env is for the Node workers of --workers N/],
-      [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--clear-env', '--env', 'A-B'], /--env wants a variable name, got 'A-B'/],
+      [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--clear-env', '--env', 'A-B'], /--env 'A-B' is not a variable name/],
     ];
     for (const [args, re] of cases) {
       const r = await runCli(args);
@@ -56,7 +58,7 @@ describe('tsgi nginx: bad input', () => {
     }
   });
 
-  it('a port already in use: one clear line before anything starts', async () => {
+  it('a port in use: one clear line before anything starts', async () => {
     const busy = createServer();
     await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
     const port = (busy.address() as { port: number }).port;
@@ -64,7 +66,7 @@ describe('tsgi nginx: bad input', () => {
       const before = runDirs();
       const r = await runCli(['nginx', 'run', hello, '--port', String(port), '--workers', '1']);
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toBe(`tsgi nginx: cannot listen on 127.0.0.1:${port}: address already in use`);
+      expect(r.stderr.trim()).toBe(`tsgi nginx: cannot listen on 127.0.0.1:${port}: address in use`);
       expect(runDirs().filter((d) => !before.includes(d))).toEqual([]);
     } finally {
       busy.close();
@@ -116,12 +118,10 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('proxy_set_header X-Tsgi-Phase "";');
     expect(s).toMatch(/location = \/_tsgi_auth \{[^}]*proxy_set_header X-Tsgi-Phase access;[^}]*\}/);
     expect(s).toContain('proxy_pass_request_body off;');
-    // The client's request line and version reach the worker (request.url, HTTP/1.0 without Host).
-    expect(s).toContain('map $request $tsgi_target_authority {');
-    expect(s).toContain('proxy_set_header X-Tsgi-Authority $tsgi_target_authority;');
-    expect(s).toContain('proxy_set_header X-Tsgi-Protocol $server_protocol;');
-    // Big response heads, streamed uploads, and no 10 MiB body buffer per upload.
-    expect(s).toContain('proxy_buffer_size 64k;');
+    // The client's request line reaches the worker (request.url and Host of an absolute-form target).
+    expect(s).toContain('proxy_set_header X-Tsgi-Request $request;');
+    // Big response heads (64 KiB of handler headers and the status line), streamed uploads, and no 10 MiB body buffer per upload.
+    expect(s).toContain('proxy_buffer_size 72k;');
     expect(s).toContain('proxy_request_buffering off;');
     expect(s).toContain('client_body_buffer_size 64k;');
   });
@@ -159,10 +159,13 @@ http {
     }
   });
 
-  it('the help text', async () => {
+  it('the help texts', async () => {
     const r = await runCli(['nginx', '--help']);
     expect(r.code).toBe(0);
-    expect(r.stderr).toContain('tsgi nginx run <handler> --port P');
-    expect(existsSync(hello)).toBe(true);
+    expect(r.stdout).toMatch(/^ {2}run {2,}start a private nginx/m);
+    const run = await runCli(['nginx', 'run', '--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^usage: tsgi nginx run <handler> \[options\]$/m);
+    expect(run.stdout).toMatch(/^ {2}--include-server FILE {2,}/m);
   });
 });

@@ -1,5 +1,5 @@
 // The whole conformance suite against `tsgi nginx run --workers 1` (nginx in front of one Node worker).
-import { afterAll, beforeAll, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { CONFORMANCE_MAX_BODY, cases, describeConformance, fixtureHandlerPath, makeContext } from '@tsgi/conformance';
 import { startNginx, type Running } from './helpers.js';
 
@@ -19,4 +19,13 @@ it('conn.unread-body 40 times in a row (the worker answers before nginx has read
   const unread = cases.find((c) => c.id === 'conn.unread-body')!;
   const t = makeContext(srv.url, { server: 'nginx', mode: 'workers' });
   for (let i = 0; i < 40; i++) await unread.run(t);
+});
+
+// The worker reads the client's request line twice (the forwarded line and X-Tsgi-Request): it must not
+// refuse a head that nginx accepted (a request line up to one 32 KiB large_client_header_buffers buffer).
+it('a 30 KiB request target reaches the handler whole', async () => {
+  const q = 'q'.repeat(30 * 1024);
+  const r = await fetch(`${srv.url}/echo/url?a=${q}`);
+  expect(r.status).toBe(200);
+  expect(((await r.json()) as { a: string[] }).a).toEqual([q]);
 });

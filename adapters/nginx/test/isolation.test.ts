@@ -115,6 +115,9 @@ describe.runIf(isRoot)('nginx workers mode: isolation (as root, with a second lo
     expect(logged.match(/refused a request that did not come through nginx/g)).toHaveLength(1);
     // With the secret from the conf (root can read it) the same headers are trusted: the secret is what counts.
     const secret = /X-Tsgi-Secret (\S+);/.exec(readFileSync(srv.conf, 'utf8'))![1]!;
+    // A guess of the right length that differs in its last character only.
+    const near = secret.slice(0, -1) + (secret.endsWith('0') ? '1' : '0');
+    expect((await direct(sock!, '/probe', { ...SPOOF, 'x-tsgi-secret': near })).status).toBe(403);
     const trusted = await direct(sock!, '/probe', { ...SPOOF, 'x-tsgi-secret': secret });
     expect(trusted.status).toBe(200);
     const seen = JSON.parse(trusted.body) as { url: string; ip: string; headers: Record<string, string> };
@@ -124,12 +127,13 @@ describe.runIf(isRoot)('nginx workers mode: isolation (as root, with a second lo
 
   it('through nginx: the handler never sees the secret, and client-sent proxy headers are overridden', async () => {
     const res = await fetch(srv.url + '/probe', {
-      headers: { ...SPOOF, 'x-tsgi-phase': 'access', 'x-tsgi-authority': 'evil.example:1', 'x-tsgi-protocol': 'HTTP/1.0' },
+      headers: { ...SPOOF, 'x-tsgi-phase': 'access', 'x-tsgi-request': 'GET http://evil.example:1/probe HTTP/1.0', 'x-tsgi-secret': 'guess' },
     });
     expect(res.status).toBe(200);
     const seen = (await res.json()) as { url: string; ip: string; headers: Record<string, string> };
     expect([seen.ip, seen.url]).toEqual(['127.0.0.1', `${srv.url}/probe`]);
-    expect(Object.keys(seen.headers).filter((k) => k.startsWith('x-tsgi'))).toEqual([]);
+    // nginx sets these three (config.ts proxyCommon) over the client's; the worker hides them.
+    expect(Object.keys(seen.headers).filter((k) => ['x-tsgi-secret', 'x-tsgi-request', 'x-tsgi-phase'].includes(k))).toEqual([]);
     const secret = /X-Tsgi-Secret (\S+);/.exec(readFileSync(srv.conf, 'utf8'))![1]!;
     expect(JSON.stringify(seen)).not.toContain(secret);
   });
@@ -148,6 +152,15 @@ describe.runIf(isRoot)('nginx workers mode: isolation (as root, with a second lo
       'http://other.example/probe',
     );
     expect(await url('GET /probe HTTP/1.0\r\n\r\n')).toBe(`${srv.url}/probe`);
+    // The Host the handler sees is the target's authority (RFC 9112 3.2.2), also when the client sent none.
+    const host = async (raw: string): Promise<string | undefined> => {
+      const r = await t.exchange(raw);
+      expect(r.status, raw).toBe(200);
+      return (JSON.parse(r.body.toString()) as { headers: Record<string, string> }).headers.host;
+    };
+    expect(await host(`GET http://other.example:8443/probe HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`)).toBe('other.example:8443');
+    expect(await host('GET http://other.example:8443/probe HTTP/1.0\r\n\r\n')).toBe('other.example:8443');
+    expect(await host('GET /probe HTTP/1.0\r\n\r\n')).toBeUndefined();
     expect(await url(`GET /probe HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`)).toBe(`${srv.url}/probe`);
     for (const raw of [
       `GET http://evil@other.example/probe HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
@@ -155,6 +168,8 @@ describe.runIf(isRoot)('nginx workers mode: isolation (as root, with a second lo
       `GET /probe HTTP/1.1\r\nHost: a/x@y\r\nConnection: close\r\n\r\n`,
       `GET /probe HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n`,
       `GET http://other.example:99999/probe HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`,
+      // core's rule checks Host also when the target's authority wins
+      `GET http://other.example/probe HTTP/1.1\r\nHost: a!b.example\r\nConnection: close\r\n\r\n`,
     ]) {
       expect((await t.exchange(raw)).status, raw).toBe(400);
     }

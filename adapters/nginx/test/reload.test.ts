@@ -54,7 +54,7 @@ describe('SIGHUP reload picks up handler changes', () => {
     await hup(servers.embedded!, /reload failed: .*imports the Node built-in "node:fs"/);
     expect(await body(servers.embedded!)).toBe('version 2\n');
     writeFileSync(handler, `export default { nofetch: 1 };\n`);
-    await hup(servers.workers!, /reload failed: a new worker did not start; the old workers keep serving/);
+    await hup(servers.workers!, /reload failed: a new worker did not start; still serving the previous handler/);
     // The new worker's own reason, as the start-up failure line would give it.
     expect(servers.workers!.stderr()).toMatch(/keeping the old one: \S+handler\.ts: the default export must be an object with a fetch/);
     expect(await body(servers.workers!)).toBe('version 2\n');

@@ -1,53 +1,20 @@
 /**
- * Test-only njs build and a private nginx for the runtime tests.
- * (The product build is src/build.ts, owned by the build pipeline; this one is
- * deliberately minimal: esbuild bundle + inject, Babel with babel-preset-njs,
- * then `export { x as default }` -> `export default x` for njs < 0.7.12.)
+ * The runtime tests' nginx: a private nginx + njs serving njs modules built
+ * with the product build's compiler (src/build.ts compileForNjs).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, chmodSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
-import { transformAsync } from '@babel/core';
+import { join } from 'node:path';
 import { freePort } from '@tsgi/conformance/testing';
+import { compileForNjs, defaultRuntimeDir } from '../src/build.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-export const RUNTIME_DIR = resolve(here, '../runtime');
+export const RUNTIME_DIR = defaultRuntimeDir;
 export const NJS_MODULE = '/usr/lib/nginx/modules/ngx_http_js_module.so';
 
 /** Bundles `entrySource` (ESM text; may import from RUNTIME_DIR) into one njs 0.7.9 module. */
-export async function buildNjs(entrySource: string, resolveDir: string): Promise<string> {
-  const out = await build({
-    stdin: { contents: entrySource, resolveDir, sourcefile: 'entry.ts', loader: 'ts' },
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'neutral',
-    target: 'es2017',
-    inject: [join(RUNTIME_DIR, 'globals.ts')],
-    external: ['fs', 'crypto', 'querystring', 'zlib', 'xml'],
-    logLevel: 'silent',
-  });
-  const code = out.outputFiles[0]!.text;
-  const lowered = await transformAsync(code, {
-    babelrc: false,
-    configFile: false,
-    presets: ['babel-preset-njs'],
-    sourceType: 'module',
-    compact: false,
-  });
-  let js = lowered!.code!;
-  js = js.replace(/export\s*\{\s*([A-Za-z_$][\w$]*)\s+as\s+default\s*\};?/, 'export default $1;');
-  return js;
-}
-
-/** Entry that wraps a handler module with the bridge. */
-export function bridgeEntry(handlerPath: string): string {
-  return `import handler from ${JSON.stringify(resolve(handlerPath))};\n` +
-    `import { bridge } from ${JSON.stringify(join(RUNTIME_DIR, 'bridge.ts'))};\n` +
-    `export default bridge(handler);\n`;
+export function buildNjs(entrySource: string, resolveDir: string): Promise<string> {
+  return compileForNjs(entrySource, resolveDir);
 }
 
 export { freePort };

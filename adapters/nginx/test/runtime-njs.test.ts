@@ -220,11 +220,12 @@ describe('bridge auth() behind auth_request', () => {
     const anon = await raw('GET', '/guarded/ctx');
     expect(JSON.parse(anon.body.toString()).user).toBe(null);
   });
-  it('401 keeps WWW-Authenticate; 403 stays; other rejection statuses become 403', async () => {
+  it("core accessReply's mapping: 401 keeps WWW-Authenticate; 403 stays; other refusals become 403; a 500 stays 500", async () => {
     const u = await raw('GET', '/guarded/ctx', { 'x-deny': '401' });
     expect([u.status, u.headers['www-authenticate']]).toEqual([401, 'Basic realm="t"']);
     expect((await raw('GET', '/guarded/ctx', { 'x-deny': '403' })).status).toBe(403);
     expect((await raw('GET', '/guarded/ctx', { 'x-deny': '418' })).status).toBe(403);
+    expect((await raw('GET', '/guarded/ctx', { 'x-deny': '500' })).status).toBe(500);
   });
   it("authenticate sees the client's method and URL", async () => {
     expect((await raw('DELETE', '/guarded/ctx')).status).toBe(403);

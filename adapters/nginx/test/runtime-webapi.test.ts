@@ -5,7 +5,7 @@
  * The polyfills are imported directly; they touch no globals.
  */
 import { describe, it, expect, beforeAll } from 'vitest';
-import * as poly from '../runtime/webapi.js';
+import * as poly from '../runtime/globals.js';
 import { cases, probe, type WebImpls } from './runtime-probe.js';
 
 const node: WebImpls = { Headers, Request, Response, URL, URLSearchParams, ReadableStream, AbortController, FormData, Blob, File };

@@ -1,57 +1,48 @@
-import { parseArgs } from 'node:util';
-import { StartupError } from '@tsgi/core/node';
+// `tsgi serve`: the handler on node:http, in this process or in --workers N.
+import { commonOptions, envAllowList, parseCommand, type CommandSpec } from '@tsgi/core/node';
 import { isServeWorker, serve } from './serve.js';
 
-const USAGE =
-  'usage: tsgi serve <handler.ts|.js|.mjs> [--port 3000] [--host 127.0.0.1] [--unix PATH] [--workers N] [--max-body BYTES] [--clear-env [--env NAME]...]';
+export const SERVE = {
+  command: 'tsgi serve',
+  summary: 'serve the handler on node:http (Ctrl-C or SIGTERM stops gracefully; SIGHUP reloads)',
+  args: [{ name: '<handler>', file: 'handler' }],
+  options: {
+    host: commonOptions.host,
+    port: commonOptions.port,
+    unix: { type: 'string', value: 'PATH', help: 'listen on a Unix socket instead of HOST:PORT' },
+    workers: commonOptions.workers,
+    'max-body': commonOptions['max-body'],
+    'graceful-timeout': commonOptions['graceful-timeout'],
+    'clear-env': commonOptions['clear-env'],
+    env: commonOptions.env,
+  },
+} as const satisfies CommandSpec;
 
-function int(name: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new StartupError(`--${name} must be an integer >= ${min}, got '${v}'`);
-  return n;
-}
+export const commands: CommandSpec[] = [SERVE];
 
-/** `tsgi serve`: one clear line on any start-up error, non-zero exit. */
+/** `tsgi serve`; start-up errors throw (the tsgi command prints one line and exits 1). */
 export async function main(argv: string[]): Promise<number | void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        port: { type: 'string', short: 'p' },
-        host: { type: 'string' },
-        unix: { type: 'string' },
-        workers: { type: 'string', short: 'w' },
-        'max-body': { type: 'string' },
-        'clear-env': { type: 'boolean' },
-        env: { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new StartupError(`${(err as Error).message}\n${USAGE}`);
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
+  const { values: v, args, help } = parseCommand(SERVE, argv);
+  if (help) {
+    console.log(help);
     return 0;
   }
-  if (positionals.length !== 1) throw new StartupError(USAGE);
-  if (values.env && !values['clear-env']) throw new StartupError('--env needs --clear-env (without it, the whole environment is kept)');
+  const keepEnv = envAllowList(v['clear-env'], v.env);
   try {
-    const server = await serve(positionals[0]!, {
-      port: int('port', values.port, 0) ?? 3000,
-      host: values.host ?? '127.0.0.1',
-      unixSocket: values.unix,
-      workers: int('workers', values.workers, 1),
-      maxBodySize: int('max-body', values['max-body'], 0),
-      clearEnv: values['clear-env'],
-      keepEnv: values.env,
+    const server = await serve(args[0]!, {
+      port: v.port,
+      host: v.host,
+      unixSocket: v.unix,
+      workers: v.workers,
+      maxBodySize: v['max-body'],
+      gracefulTimeout: v['graceful-timeout'],
+      clearEnv: v['clear-env'],
+      keepEnv,
     });
-    if (!isServeWorker) console.log(`tsgi: listening on ${server.url}`);
+    const workers = (v.workers ?? 1) > 1 ? `, ${v.workers} workers` : '';
+    if (!isServeWorker) console.error(`tsgi serve: ready on ${server.url} (node pid ${process.pid}${workers})`);
   } catch (err) {
+    // A worker already printed its one line.
     if ((err as { reported?: boolean }).reported) return 1;
     throw err;
   }

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { asciiHead, clientGone, firstChunkWait, wireHead } from './send.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { internalError, statusHasNoBody, toRawResponse, type Handler, type RawResponse } from '@tsgi/core';
-import { toNodeListener, type NodeAdapterOptions } from './listener.js';
+import { NodeHost, type NodeAdapterOptions } from './exchange.js';
 
 export interface FastifyTsgiOptions extends NodeAdapterOptions {
   handler: Handler;
@@ -60,53 +60,47 @@ function toReply(reply: FastifyReply, raw: RawResponse, isHead: boolean): { payl
  * The handler runs as a Fastify route and answers through `reply.send`, so
  * Fastify's hooks (onRequest, preHandler, onSend, onResponse) all run. The
  * handler sees the full request URL, prefix included; bodies are left unparsed
- * for it to read.
+ * for it to read. Each request is an Exchange (exchange.ts), as on node:http.
  */
 export async function fastifyTsgi(app: FastifyInstance, opts: FastifyTsgiOptions): Promise<void> {
-  const listener = toNodeListener(opts.handler, opts);
-  await listener.ready;
+  const host = new NodeHost(opts.handler, opts);
+  await host.ready;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req: unknown, _payload: unknown, done: (err: null, body?: unknown) => void) =>
     done(null),
   );
   const route = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
     const res = reply.raw;
-    const d = listener.dispatch(request.raw, res);
-    if (!d) return reply.hijack();
+    const x = host.open(request.raw, res);
+    if (!x) return reply.hijack();
     // Watched from the start: a client can leave while the handler runs or its stream waits.
     const closed = new Promise<void>((resolve) => (clientGone(res) ? resolve() : res.once('close', () => resolve())));
-    const response = await d.response;
+    const response = await x.run();
     // The in-flight slot is freed once the handler has answered and the exchange is over.
     let bytes = 0;
-    void closed.then(() => listener.done(res, d.request, d.ctx, res.statusCode, bytes, d.start));
-    let raw: RawResponse;
-    try {
-      raw = toRawResponse(response);
-    } catch (err) {
-      listener.log(`request ${d.ctx.id}: invalid response`, err);
-      raw = toRawResponse(internalError());
-    }
-    if (res.headersSent || clientGone(res)) {
-      // Answered already (413 mid-body) or the client is gone: drop what the handler made.
-      if (raw.body instanceof ReadableStream) void raw.body.cancel().catch(() => {});
-      return reply.hijack();
-    }
+    void closed.then(() => x.end(res.statusCode, bytes));
+    const raw = x.wire(response);
+    // Answered already (413 mid-body) or the client is gone: what the handler made is dropped.
+    if (!raw) return reply.hijack();
     const isHead = request.method === 'HEAD';
     const out = toReply(reply, raw, isHead);
     let payload = out.payload;
     if (payload instanceof Readable) {
       // Same rule as the node:http path: a stream failing before its first chunk is a clean 500.
       const stream = payload;
-      const settle = (ev: string): Promise<unknown> => once(stream, ev).catch(() => undefined);
-      await Promise.race([settle('readable'), settle('error'), firstChunkWait(), closed]);
+      const settle = (ev: string): Promise<unknown> => once(stream, ev).then(() => ev, () => 'error');
+      const first = await Promise.race([settle('readable'), settle('error'), firstChunkWait(), closed]);
       if (clientGone(res)) {
         stream.destroy();
         return reply.hijack();
       }
       if (stream.errored) {
-        listener.log(`request ${d.ctx.id}: response stream failed before its first chunk`);
+        host.log(`request ${x.ctx.id}: response stream failed before its first chunk`);
         for (const name of out.names) reply.removeHeader(name);
         payload = toReply(reply, toRawResponse(internalError()), isHead).payload;
+      } else if (first === null) {
+        // No chunk within FIRST_CHUNK_WAIT_MS: the head leaves alone once Fastify has set it (it pipes the stream then).
+        res.once('pipe', () => res.flushHeaders());
       }
     }
     if (!isHead) bytes = Number(reply.getHeader('content-length') ?? 0);

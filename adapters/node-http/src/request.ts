@@ -35,7 +35,7 @@ function localAuthority(req: IncomingMessage): string {
  * absolute-form target, else from the one Host header), or why it is refused
  * with 400 before anything runs.
  */
-export function requestTarget(req: IncomingMessage): { authority: string; path: string } | UrlRefusal {
+export function requestTarget(req: IncomingMessage): { authority: string; path: string; absolute: boolean } | UrlRefusal {
   const raw = req.rawHeaders;
   let hosts: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -43,7 +43,11 @@ export function requestTarget(req: IncomingMessage): { authority: string; path: 
     if (name.length === 4 && name.toLowerCase() === 'host') (hosts ??= []).push(raw[i + 1]!);
   }
   const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
-  return requestAuthority(req.url ?? '/', hosts ?? [], http10, hosts ? '' : localAuthority(req));
+  const target = req.url ?? '/';
+  const where = requestAuthority(target, hosts ?? [], http10, hosts ? '' : localAuthority(req));
+  if ('status' in where) return where;
+  // absolute-form (RFC 9112 3.2.2): its authority replaces the Host header too.
+  return { authority: where.authority, path: where.path, absolute: target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target) };
 }
 
 /** A Request served straight from node's IncomingMessage (see LazyRequest). */
@@ -53,15 +57,20 @@ export class NodeRequest extends LazyRequest {
   private _opts: RequestOptions;
   private _authority: string;
   private _path: string;
+  private _absolute: boolean;
 
-  /** `authority` and `path` come from requestTarget (already checked). */
-  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, authority: string, path: string) {
+  /**
+   * `authority` and `path` come from requestTarget (already checked);
+   * `absolute`: the target was absolute-form, so the handler's Host header is its authority.
+   */
+  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, authority: string, path: string, absolute = false) {
     super();
     this._req = req;
     this._res = res;
     this._opts = opts;
     this._authority = authority;
     this._path = path;
+    this._absolute = absolute;
   }
 
   get method(): string {
@@ -82,11 +91,19 @@ export class NodeRequest extends LazyRequest {
   protected rawHeaders(): readonly string[] {
     const raw = this._req.rawHeaders;
     const hidden = this._opts.hidden;
-    if (!hidden) return raw;
+    if (!hidden && !this._absolute) return raw;
     const out: string[] = [];
+    let host = false;
     for (let i = 0; i < raw.length; i += 2) {
-      if (!hidden.includes(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
+      const lower = raw[i]!.toLowerCase();
+      if (hidden?.includes(lower)) continue;
+      if (this._absolute && lower === 'host') {
+        // At most one Host reaches here (requestTarget refuses two).
+        out.push(raw[i]!, this._authority);
+        host = true;
+      } else out.push(raw[i]!, raw[i + 1]!);
     }
+    if (this._absolute && !host) out.push('host', this._authority);
     return out;
   }
 

@@ -1,11 +1,22 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { Server as NetServer, type AddressInfo } from 'node:net';
 import { userInfo } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
-import type { Handler } from '@tsgi/core';
-import { StartupError, bindListenHandle, checkBoundPort, listenError, loadHandler } from '@tsgi/core/node';
+import { defaultErrorLogger, type ErrorLogger, type Handler } from '@tsgi/core';
+import {
+  StartupError,
+  WorkerPool,
+  bindListenHandle,
+  checkBoundPort,
+  listenError,
+  loadHandler,
+  reportReady,
+  reportStartupFailure,
+  shutdown,
+  startupReason,
+} from '@tsgi/core/node';
 import { toNodeListener, type NodeAdapterOptions, type NodeListener } from './listener.js';
 
 export interface ServeOptions extends NodeAdapterOptions {
@@ -41,8 +52,6 @@ export interface TsgiServer {
   reload(): Promise<boolean>;
 }
 
-// A worker that exits with this code failed to start.
-const EXIT_STARTUP = 78;
 // The descriptor a worker finds its primary's listening socket on.
 const WORKER_FD = 3;
 const WORKER_ENV = 'TSGI_SERVE_WORKER';
@@ -122,51 +131,41 @@ async function startGeneration(source: Handler | string, opts: ServeOptions, fre
   return listener;
 }
 
-const retirements = new WeakMap<NodeListener, Promise<void>>();
+const retirements = new WeakMap<NodeListener, Promise<boolean>>();
 
-/** A generation's in-flight requests and waitUntil work drain (bounded), then its close() runs, once. */
-function retire(g: NodeListener, timeout: number): Promise<void> {
+/**
+ * A generation a reload replaced (or one left at stop): its in-flight requests
+ * and waitUntil work drain (bounded), then its close() runs, once: core's
+ * shutdown, with nothing to stop accepting (the server goes on for the new one).
+ */
+function retire(g: NodeListener, timeout: number, log: ErrorLogger): Promise<boolean> {
   let p = retirements.get(g);
   if (!p) {
-    p = (async () => {
-      if (!(await g.lifecycle.drain(timeout))) {
-        console.error(`[tsgi] shutdown: in-flight work still running after ${timeout} ms; closing anyway`);
-      }
-      if (!g.handler.close) return;
-      try {
-        await g.handler.close();
-      } catch (err) {
-        console.error('[tsgi] close() threw', err);
-      }
-    })();
+    p = shutdown({ stopAccepting: () => {}, lifecycle: g.lifecycle, timeoutMs: timeout, handler: g.handler, log });
     retirements.set(g, p);
   }
   return p;
 }
 
 /**
- * Stops accepting and ends every connection: at once when idle (`gentle`
- * false), or (`gentle`, a worker being replaced) when its keep-alive timer
- * ends it, which clients expect; responses meanwhile carry Connection: close.
- * Bounded by `timeout` after the generations drained.
+ * Stops accepting: at once for idle connections (`gentle` false), or (`gentle`,
+ * a worker being replaced) leaving them to their keep-alive timer, which
+ * clients expect (http.Server#close also destroys idle connections, even one
+ * accepted a moment ago whose request is still on its way; net.Server#close
+ * only stops accepting). Responses meanwhile carry Connection: close.
+ * Resolves with the end of the last connection.
  */
-async function closeServer(server: Server, gens: NodeListener[], timeout: number, gentle: boolean): Promise<void> {
-  for (const g of gens) g.draining = true;
+function stopAccepting(server: Server, gentle: boolean): Promise<void> {
   const closed = new Promise<void>((r) => server.once('close', () => r()));
-  // http.Server#close also destroys idle connections, even one accepted a moment ago whose request is
-  // still on its way; net.Server#close only stops accepting.
   if (gentle) NetServer.prototype.close.call(server);
   else server.close();
-  const drained = Promise.all(gens.map((g) => g.lifecycle.drain(timeout)));
-  await Promise.race([gentle ? Promise.all([drained, closed]) : drained, sleep(timeout + (gentle ? KEEP_ALIVE_MS : 0))]);
-  server.closeAllConnections();
-  server.close();
-  await closed;
+  return closed;
 }
 
 /** One process serving: the CLI without --workers, or one worker of a primary (`worker`). */
 async function serveHere(source: Handler | string, opts: ServeOptions, worker: boolean): Promise<TsgiServer> {
   const timeout = opts.gracefulTimeout ?? 10_000;
+  const log = opts.onError ?? defaultErrorLogger;
   const at = listenAt(opts);
   let current: NodeListener | undefined;
   let server: Server | undefined;
@@ -183,19 +182,39 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
     try {
       url = await listen(s, at, worker);
     } catch (err) {
-      await retire(current, timeout); // init ran: so does close
+      await retire(current, timeout, log); // init ran: so does close
       throw err;
     }
     server = s;
   })();
 
+  // core's drain-then-close: stop accepting, drain every generation, cut what is left, then close() once each.
   const stop = (gentle: boolean): Promise<void> =>
     (stopping ??= (async () => {
       await started.catch(() => {});
       await reloading; // a generation starting now is closed too
       const gens = [...generations];
-      if (server) await closeServer(server, gens, timeout, gentle);
-      await Promise.all(gens.map((g) => retire(g, timeout)));
+      if (!current) return;
+      for (const g of gens) g.draining = true;
+      const s = server;
+      let closed: Promise<void> = Promise.resolve();
+      await shutdown({
+        stopAccepting: () => {
+          if (s) closed = stopAccepting(s, gentle);
+        },
+        lifecycle: { drain: (ms) => Promise.all(gens.map((g) => g.lifecycle.drain(ms))).then((all) => all.every(Boolean)) },
+        timeoutMs: timeout,
+        forceClose: async () => {
+          if (!s) return;
+          // A worker being replaced lets idle keep-alive connections end on their own timer first.
+          if (gentle) await Promise.race([closed, sleep(KEEP_ALIVE_MS)]);
+          s.closeAllConnections();
+          await closed;
+        },
+        handler: current.handler,
+        log,
+      });
+      await Promise.all(gens.map((g) => retire(g, timeout, log)));
     })());
 
   const reload = (): Promise<boolean> =>
@@ -214,14 +233,14 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
       try {
         next = await startGeneration(source, opts, true);
       } catch (err) {
-        console.error(`tsgi: reload failed: ${err instanceof Error ? err.message : String(err)}; the running handler keeps serving`);
+        console.error(`tsgi: reload failed: ${startupReason(err)}; the running handler keeps serving`);
         return false;
       }
       generations.add(next);
       const old = current!;
       current = next;
       console.error('tsgi: reloaded');
-      void retire(old, timeout).then(() => generations.delete(old));
+      void retire(old, timeout, log).then(() => generations.delete(old));
       return true;
     }));
 
@@ -257,50 +276,14 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
   };
 }
 
-interface Slot {
-  child?: ChildProcess;
-  ready: boolean;
-  /** Quick successive crashes, for the back-off. */
-  crashes: number;
-  startedAt: number;
-  timer?: NodeJS.Timeout;
-  /** Replaced by a reload, or stopping: not respawned. */
-  retired: boolean;
-  /** Started by a reload that has not committed: failing to start aborts the reload. */
-  probation: boolean;
-}
-
-const newSlot = (probation = false): Slot => ({ ready: false, crashes: 0, startedAt: 0, retired: false, probation });
-
-/** Respawn delay: quick successive crashes back off 0.1 s doubling to 5 s; 10 s of life resets it (as nginx workers mode). */
-function respawnDelay(slot: Slot): number {
-  if (Date.now() - slot.startedAt > 10_000) slot.crashes = 0;
-  const delay = slot.crashes === 0 ? 0 : Math.min(5_000, 100 * 2 ** (slot.crashes - 1));
-  slot.crashes++;
-  return delay;
-}
-
-/** Ends a child: `how` first, SIGKILL after `graceMs`; resolves when it has exited. */
-function terminate(child: ChildProcess, how: 'SIGTERM' | 'retire', graceMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    if (how === 'retire' && child.connected) child.send({ tsgi: 'retire' });
-    else child.kill('SIGTERM');
-  });
-}
-
 /**
- * Primary side of `workers: N`. It binds the listening socket itself and
- * forks N copies of this script, each listening on its copy; it never accepts.
- * The socket stays open while workers come and go, so a connection either
- * reaches a live worker or waits in the backlog for a new one. A worker that
- * dies (before it listened too) is respawned with back-off once the server has
- * served; before that, a start-up failure stops everything.
+ * Primary side of `workers: N`: core's WorkerPool. It binds the listening
+ * socket itself and forks N copies of this script, each listening on its copy
+ * (fd 3); it never accepts. The socket stays open while workers come and go,
+ * so a connection either reaches a live worker or waits in the backlog for a
+ * new one. A start-up failure before the first worker is ready stops
+ * everything (the worker's one line is printed once, by the CLI); afterwards
+ * workers that die are respawned with back-off.
  */
 async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
   const n = opts.workers!;
@@ -308,112 +291,56 @@ async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
   const script = process.argv[1];
   if (!script) throw new StartupError('workers need a script to fork (process.argv[1] is empty)');
   const handle = await bindListenHandle(listenAt(opts));
-  const children = new Set<ChildProcess>();
-  let slots: Slot[] = [];
-  let stopping = false;
-  let served = false;
-  let url = '';
-
-  const launch = (slot: Slot): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const child = fork(script, process.argv.slice(2), {
-        execArgv: process.execArgv,
-        env: { ...(opts.clearEnv ? cleanEnvironment(process.env, opts.keepEnv) : process.env), [WORKER_ENV]: '1' },
-        stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'],
-      });
-      children.add(child);
-      slot.child = child;
-      slot.ready = false;
-      slot.startedAt = Date.now();
-      child.on('message', (m: { tsgi?: string; url?: string }) => {
-        if (m?.tsgi !== 'ready' || slot.ready || slot.child !== child) return;
-        slot.ready = true;
-        served = true;
-        url ||= m.url ?? '';
-        resolve();
-      });
-      child.once('error', (err) => console.error(`[tsgi] worker: ${err.message}`));
-      child.once('exit', (code, signal) => {
-        children.delete(child);
-        if (slot.child !== child) return;
-        slot.child = undefined;
-        const how = signal ?? `exit ${code}`;
-        if (!slot.ready) {
-          // The worker printed its own one-line reason (exit 78); don't repeat it.
-          reject(Object.assign(new StartupError(`a worker failed to start (${how})`), { reported: code === EXIT_STARTUP, how }));
-        }
-        if (stopping || slot.retired || (!slot.ready && (slot.probation || !served))) return;
-        const delay = respawnDelay(slot);
-        console.error(
-          `[tsgi] worker ${child.pid} ${slot.ready ? 'died' : 'exited before it listened'} (${how}); respawning${delay ? ` in ${delay} ms` : ''}`,
-        );
-        slot.timer = setTimeout(() => {
-          slot.timer = undefined;
-          if (!stopping && !slot.retired) launch(slot).catch(() => {});
-        }, delay);
-      });
-    });
+  // One handle for every slot, closed here once the pool has stopped.
+  const shared = { fd: handle.fd, close: () => {} };
+  const env = { ...(opts.clearEnv ? cleanEnvironment(process.env, opts.keepEnv) : process.env), [WORKER_ENV]: '1' };
+  const pool = new WorkerPool({
+    size: n,
+    listen: () => shared,
+    spawn: () =>
+      fork(script, process.argv.slice(2), { execArgv: process.execArgv, env, stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'] }),
+    retireMessage: { tsgi: 'retire' },
+    retireGraceMs: timeout + KEEP_ALIVE_MS + 2_000,
+    stopGraceMs: timeout + 2_000,
+    log: (m) => console.error(`[tsgi] ${m}`),
+  });
 
   let closing: Promise<void> | undefined;
-  const close = (): Promise<void> =>
-    (closing ??= (async () => {
-      stopping = true;
-      for (const s of slots) clearTimeout(s.timer);
-      await Promise.all([...children].map((c) => terminate(c, 'SIGTERM', timeout + 2_000)));
-      handle.close();
-    })());
+  const close = (): Promise<void> => (closing ??= pool.stop().then(() => handle.close()));
 
   let reloading: Promise<boolean> = Promise.resolve(true);
   const reload = (): Promise<boolean> =>
     (reloading = reloading.then(async () => {
-      if (stopping || !served) return false;
-      const fresh = slots.map(() => newSlot(true));
       try {
-        // One first: a handler that no longer starts fails once, with one message.
-        await launch(fresh[0]!);
-        await Promise.all(fresh.slice(1).map(launch));
+        if (!(await pool.reload())) return false;
       } catch (err) {
-        for (const s of fresh) {
-          s.retired = true;
-          if (s.child) void terminate(s.child, 'SIGTERM', timeout + 2_000);
-        }
-        if (!stopping) console.error(`tsgi: reload failed: a new worker did not start (${(err as { how?: string }).how}); the old workers keep serving`);
+        console.error(`tsgi: reload failed: a new worker did not start: ${startupReason(err)}; the old workers keep serving`);
         return false;
       }
-      if (stopping) return false;
-      const old = slots;
-      slots = fresh;
-      for (const s of fresh) s.probation = false;
-      for (const s of old) {
-        s.retired = true;
-        clearTimeout(s.timer);
-        if (s.child) void terminate(s.child, 'retire', timeout + KEEP_ALIVE_MS + 2_000);
-      }
-      console.error(`tsgi: reloaded (${fresh.length} new workers)`);
+      console.error(`tsgi: reloaded (${n} new workers)`);
       return true;
     }));
 
-  const exit = (): void => void close().then(() => process.exit(0));
+  let stopping = false;
+  const exit = (): void => {
+    stopping = true;
+    void close().then(() => process.exit(0));
+  };
   const off = opts.handleSignals === false ? () => {} : onSignals({ SIGTERM: exit, SIGINT: exit, SIGHUP: () => void reload() });
 
-  slots = Array.from({ length: n }, () => newSlot());
   try {
-    // One worker first: a handler that cannot start fails once, with one message.
-    await launch(slots[0]!);
-    // The others' failures are respawned with back-off: the server has served.
-    await Promise.allSettled(slots.slice(1).map(launch));
+    await pool.start();
   } catch (err) {
     if (stopping) {
       await close();
       throw Object.assign(new StartupError('stopped during start-up'), { reported: true });
     }
     off();
-    stopping = true;
-    for (const c of children) c.kill('SIGKILL');
     handle.close();
     throw err;
   }
-  return { url, close: () => close().finally(off), reload };
+  const first = pool.workers.find((w) => typeof w.ready?.url === 'string');
+  return { url: String(first?.ready?.url ?? ''), close: () => close().finally(off), reload };
 }
 
 /**
@@ -425,12 +352,11 @@ export async function serve(handler: Handler | string, opts: ServeOptions = {}):
   if (isServeWorker) {
     try {
       const s = await serveHere(handler, opts, true);
-      process.send!({ tsgi: 'ready', url: s.url });
+      reportReady({ url: s.url });
       return s;
     } catch (err) {
       if ((err as { reported?: boolean }).reported) process.exit(0);
-      console.error(`tsgi serve: ${err instanceof Error ? err.message : String(err)}`);
-      process.exit(EXIT_STARTUP);
+      return reportStartupFailure(err, 'tsgi serve: ');
     }
   }
   if ((opts.workers ?? 0) > 1) {

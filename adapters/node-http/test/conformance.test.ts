@@ -35,7 +35,7 @@ let fastifyURL = '';
 beforeAll(async () => {
   child = await startCli(
     ['serve', fixtureHandlerPath, '--port', '0', '--host', '127.0.0.1', '--max-body', String(CONFORMANCE_MAX_BODY)],
-    /listening on (http:\/\/\S+?)\/?\s/,
+    /ready on (http:\/\/\S+?)\/?\s/,
   );
   serveURL = child.ready;
 

@@ -1,5 +1,5 @@
 /**
- * How `tsgi serve` loads a TypeScript handler (core/src/load.ts): stack traces
+ * How `tsgi serve` loads a TypeScript handler (core/src/node/load.ts): stack traces
  * name the handler's .ts lines, the compiled module lives in the user's cache
  * (never in the source tree, never a leftover temp file), bare imports resolve
  * from the handler's own node_modules, and no esbuild process stays behind.
@@ -51,7 +51,7 @@ afterAll(async () => {
 });
 
 async function serve(dir: string, env: NodeJS.ProcessEnv, extra: string[] = []): Promise<RunningCli> {
-  const r = await startCli(['serve', join(dir, 'handler.ts'), '--port', '0', ...extra], /listening on (http:\/\/\S+?)\/?\s/, {
+  const r = await startCli(['serve', join(dir, 'handler.ts'), '--port', '0', ...extra], /ready on (http:\/\/\S+?)\/?\s/, {
     env: { ...process.env, ...env },
   });
   running.push(r);

@@ -25,7 +25,7 @@ async function run(args: string[]): Promise<{ code: number | null; out: string; 
 
 /** Starts `tsgi serve` and resolves when it prints its URL. */
 function start(args: string[]): Promise<RunningCli> {
-  return startCli(['serve', ...args, '--port', '0'], /listening on (\S+)/);
+  return startCli(['serve', ...args, '--port', '0'], /ready on (\S+)/);
 }
 
 describe('tsgi serve: start-up errors are one clear line and a non-zero exit', () => {

@@ -23,7 +23,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const READY = /listening on (http:\/\/\S+?)\/?\s/;
+const READY = /ready on (http:\/\/\S+?)\/?\s/;
 
 async function start(handler: string, extra: string[] = []): Promise<RunningCli> {
   const r = await startCli(['serve', handler, '--port', '0', ...extra], READY, { env });

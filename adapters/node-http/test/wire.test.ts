@@ -292,3 +292,75 @@ describe('toNodeListener: the request URL', () => {
     expect(ignored.body.toString()).toBe(`${base}/a`);
   });
 });
+
+describe('toNodeListener: absolute-form without Host', () => {
+  it('HTTP/1.0 with an absolute-form target: request.url and the Host header the handler sees are its authority', async () => {
+    const server = createServer(toNodeListener({ fetch: (req) => Response.json({ url: req.url, host: req.headers.get('host') }) }));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const t = makeContext(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { server: 'node' });
+      const r = await t.exchange('GET http://a.example:81/x?y=1 HTTP/1.0\r\n\r\n');
+      expect(JSON.parse(r.body.toString())).toEqual({ url: 'http://a.example:81/x?y=1', host: 'a.example:81' });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+describe('phases: the access run answers as nginx auth_request expects (core accessReply, as embedded nginx)', () => {
+  const guarded: Handler = {
+    authenticate(req) {
+      const who = req.headers.get('x-who');
+      if (who === 'forged') return new Response('no', { status: 401, headers: { 'www-authenticate': 'Bearer realm="t"' } });
+      if (who === 'teapot') return new Response('no', { status: 418 });
+      if (who === 'boom') throw new Error('authenticate failed on purpose');
+      return who ? { user: who } : undefined;
+    },
+    authorize: (_req, ctx) => ctx.user !== 'mallory',
+    fetch: () => new Response('the handler itself'),
+  };
+  let server: Server;
+  let t: ReturnType<typeof makeContext>;
+  const logged: string[] = [];
+  beforeAll(async () => {
+    server = createServer(toNodeListener(guarded, { phases: true, onError: (m) => void logged.push(m) }));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t = makeContext(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { server: 'node' });
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  const access = (who?: string) =>
+    t.exchange(get(t, '/files/x', `X-Tsgi-Phase: access\r\n${who ? `X-Who: ${who}\r\n` : ''}Connection: close\r\n`));
+
+  it('allowed: 204 with x-tsgi-user when authenticate named one, no body', async () => {
+    const r = await access('alice');
+    expect([r.status, r.get('x-tsgi-user'), r.body.length]).toEqual([204, 'alice', 0]);
+    const anon = await access();
+    expect([anon.status, anon.get('x-tsgi-user')]).toEqual([204, null]);
+  });
+
+  it("refused with 401: 401 with the handler's WWW-Authenticate; any other refusal: 403 with x-tsgi-status", async () => {
+    const r = await access('forged');
+    expect([r.status, r.get('www-authenticate')]).toEqual([401, 'Bearer realm="t"']);
+    const teapot = await access('teapot');
+    expect([teapot.status, teapot.get('x-tsgi-status')]).toEqual([403, '418']);
+    const denied = await access('mallory');
+    expect([denied.status, denied.get('x-tsgi-status')]).toEqual([403, '403']);
+  });
+
+  it('a throwing hook: the bare 500, logged', async () => {
+    const r = await access('boom');
+    expect([r.status, r.body.toString()]).toEqual([500, 'Internal Server Error\n']);
+    expect(logged.some((m) => m.includes('authenticate/authorize threw'))).toBe(true);
+  });
+
+  it('without the phase header, the whole pipeline', async () => {
+    const r = await t.exchange(get(t, '/x', 'X-Who: alice\r\nConnection: close\r\n'));
+    expect([r.status, r.body.toString()]).toEqual([200, 'the handler itself']);
+  });
+});

@@ -18,40 +18,8 @@ export interface ConformanceCase {
 
 // ---------------------------------------------------------------- helpers
 
-/** Adler-32, as the fixture computes it. */
-export function adler32(bytes: Uint8Array): number {
-  let a = 1;
-  let b = 0;
-  for (let i = 0; i < bytes.length; ) {
-    const end = Math.min(i + 3800, bytes.length);
-    for (; i < end; i++) {
-      a += bytes[i]!;
-      b += a;
-    }
-    a %= 65521;
-    b %= 65521;
-  }
-  return b * 65536 + a;
-}
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-export function noise(size: number, seed = 0x9e3779b9): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(size);
-  let x = seed | 0;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 255;
-  }
-  return out;
-}
-
-export function allBytes(): Uint8Array {
-  const out = new Uint8Array(256);
-  for (let i = 0; i < 256; i++) out[i] = i;
-  return out;
-}
+export { adler32, allBytes, noise } from '../data.js';
+import { noise } from '../data.js';
 
 export const enc = new TextEncoder();
 

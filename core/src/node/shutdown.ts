@@ -1,13 +1,13 @@
 import type { Handler } from '../contract.js';
 import type { ErrorLogger } from '../pipeline.js';
-import type { Lifecycle } from '../lifecycle.js';
+import type { Lifecycle } from './lifecycle.js';
 
 /** What one Node host does to stop: every host's graceful shutdown is these steps, in this order. */
 export interface ShutdownSteps {
   /** Stop taking new work: close the listener, tell peers to go away (Apache's GOAWAY). */
   stopAccepting(): void | Promise<void>;
-  /** The process's in-flight requests and waitUntil work. */
-  lifecycle: Lifecycle;
+  /** The process's in-flight requests and waitUntil work (one Lifecycle, or several drained together). */
+  lifecycle: Pick<Lifecycle, 'drain'>;
   /** How long the drain may take. */
   timeoutMs: number;
   /** After the drain (or its deadline): cut whatever is still open. */

@@ -44,29 +44,38 @@ interface RawHandle {
 
 type CreateServerHandle = (address: string | null, port: number, addressType: number, fd?: number, flags?: number) => RawHandle | number;
 
+/** The same internal cluster's primary uses to create the handles it shares. */
+function createHandle(): CreateServerHandle {
+  const create = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
+  if (typeof create !== 'function') throw new StartupError('this Node version cannot share a listening socket between processes');
+  return create;
+}
+
+/** Binds a Unix socket path (a file left by a crashed run is replaced); its close removes nothing. */
+export function bindUnixHandle(path: string): ListenHandle {
+  const create = createHandle();
+  // A socket file left by a crashed run would make the bind fail.
+  if (existsSync(path)) unlinkSync(path);
+  const h = create(path, -1, -1);
+  if (typeof h === 'number') throw listenError({ path }, getSystemErrorName(h));
+  return { fd: h.fd, close: () => h.close() };
+}
+
 /**
  * Binds (does not listen on) a TCP address or a Unix socket path. A TCP bind
  * to a busy port may only fail at listen() time, in the worker: the worker
  * checks the port it got (see `checkBoundPort`).
  */
 export async function bindListenHandle(at: ListenAt): Promise<ListenHandle> {
-  // The same internal cluster's primary uses to create the handles it shares.
-  const create = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
-  if (typeof create !== 'function') throw new StartupError('this Node version cannot share a listening socket between processes');
-  let h: RawHandle | number;
-  if ('path' in at) {
-    // A socket file left by a crashed run would make the bind fail.
-    if (existsSync(at.path)) unlinkSync(at.path);
-    h = create(at.path, -1, -1);
-  } else {
-    let address: { address: string; family: number };
-    try {
-      address = await lookup(at.host);
-    } catch (err) {
-      throw listenError(at, (err as NodeJS.ErrnoException).code);
-    }
-    h = create(address.address, at.port, address.family);
+  if ('path' in at) return bindUnixHandle(at.path);
+  const create = createHandle();
+  let address: { address: string; family: number };
+  try {
+    address = await lookup(at.host);
+  } catch (err) {
+    throw listenError(at, (err as NodeJS.ErrnoException).code);
   }
+  const h = create(address.address, at.port, address.family);
   if (typeof h === 'number') throw listenError(at, getSystemErrorName(h));
   const handle = h;
   return { fd: handle.fd, close: () => handle.close() };

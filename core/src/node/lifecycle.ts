@@ -1,5 +1,5 @@
-import type { Context, ServerKind } from './contract.js';
-import type { ErrorLogger } from './pipeline.js';
+import type { Context, ServerKind } from '../contract.js';
+import type { ErrorLogger } from '../pipeline.js';
 
 /**
  * In-flight requests and waitUntil work of one process, so shutdown can drain

@@ -1,0 +1,289 @@
+/**
+ * One request on a Node http server, start to finish: the host's checks (400,
+ * 413), the pipeline (core's runPipeline, or runPhase 'access' for nginx's
+ * auth_request), the writer (send.ts), then the `log` hook and the in-flight
+ * slot. `NodeHost` holds what every request of one listener shares;
+ * `Exchange` is one request. toNodeListener (listener.ts) and the Fastify
+ * mount (fastify.ts) both drive these.
+ */
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  BAD_REQUEST_TEXT,
+  FastResponse,
+  PLAIN_TEXT_TYPE,
+  accessReply,
+  defaultErrorLogger,
+  internalError,
+  runLog,
+  runPhase,
+  runPipeline,
+  toRawResponse,
+  type ErrorLogger,
+  type Handler,
+  type RawResponse,
+  type ServerKind,
+} from '@tsgi/core';
+import { Lifecycle, RequestContext, initHandler } from '@tsgi/core/node';
+import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
+import { clientGone, sendResponse } from './send.js';
+
+export interface NodeAdapterOptions {
+  /** Largest request body accepted, in bytes (default 10 MiB); larger gets 413. */
+  maxBodySize?: number;
+  /** What ctx.server reports (default 'node'; 'nginx' behind nginx workers mode). */
+  server?: ServerKind;
+  /** Behind a local proxy: ctx.ip from X-Real-IP, scheme from X-Forwarded-Proto. */
+  trustProxy?: boolean;
+  /** Honour `x-tsgi-phase: access` (authenticate + authorize only, answered as core's accessReply), for nginx auth_request. */
+  phases?: boolean;
+  /** Scheme for request.url when not behind a trusted proxy (default: the connection's, https over TLS). */
+  https?: boolean;
+  /**
+   * The request's authority (host[:port]) when the embedder has already decided it from what a
+   * trusted proxy saw (nginx workers mode: the absolute-form target, Host, HTTP/1.0); default: Host.
+   */
+  authority?: (req: IncomingMessage) => string | undefined;
+  /** Request headers (lower-case) the handler never sees: a trusted proxy's own (nginx workers mode). */
+  hiddenHeaders?: readonly string[];
+  onError?: ErrorLogger;
+}
+
+export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
+
+function clientIp(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const real = req.headers['x-real-ip'];
+    if (typeof real === 'string' && real) return real;
+  }
+  return req.socket.remoteAddress ?? '';
+}
+
+/** Sends a response the host itself decided on. */
+export function sendOwn(res: ServerResponse, status: number, text: string, close: boolean): void {
+  if (res.headersSent) return;
+  const headers = ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(Buffer.byteLength(text))];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, STATUS_CODES[status]!, headers);
+  res.end(text);
+}
+
+// How much of a refused body we read and discard, and for how long, before cutting the connection.
+const LINGER_BYTES = 64 * 1024 * 1024;
+const LINGER_MS = 10_000;
+
+/**
+ * 413 for a body over the limit. Closing a socket with unread request data
+ * makes the kernel send RST, which can destroy the 413 before the client reads
+ * it; so, like nginx's lingering close, read and discard a bounded amount.
+ * A declared length we are willing to drain keeps the connection alive.
+ */
+function refuseBody(req: IncomingMessage, res: ServerResponse, declared: number | undefined): void {
+  const keep = declared !== undefined && declared <= LINGER_BYTES;
+  sendOwn(res, 413, 'Payload Too Large\n', !keep);
+  let seen = 0;
+  const timer = setTimeout(() => req.socket.destroy(), LINGER_MS);
+  timer.unref();
+  req.on('data', (c: Buffer) => {
+    seen += c.length;
+    if (seen > LINGER_BYTES) req.socket.destroy();
+  });
+  req.once('end', () => clearTimeout(timer));
+  req.once('close', () => clearTimeout(timer));
+  req.resume();
+}
+
+/** What every request of one listener shares: the handler, its options, its in-flight work. init runs once, at construction. */
+export class NodeHost {
+  readonly log: ErrorLogger;
+  readonly lifecycle: Lifecycle;
+  /** Settles when init has run; rejects with its StartupError. */
+  readonly ready: Promise<void>;
+  /** Set while the server drains: every response then carries `Connection: close`. */
+  draining = false;
+  readonly kind: ServerKind;
+  readonly maxBody: number;
+  readonly trustProxy: boolean;
+  readonly phases: boolean;
+  readonly hasLog: boolean;
+  readonly requestOptions: RequestOptions;
+  private initialized = false;
+  private decided: ((req: IncomingMessage) => string | undefined) | undefined;
+
+  constructor(
+    readonly handler: Handler,
+    options: NodeAdapterOptions = {},
+  ) {
+    this.log = options.onError ?? defaultErrorLogger;
+    this.lifecycle = new Lifecycle(this.log);
+    this.kind = options.server ?? 'node';
+    this.maxBody = options.maxBodySize ?? DEFAULT_MAX_BODY;
+    this.trustProxy = options.trustProxy ?? false;
+    this.phases = options.phases ?? false;
+    this.decided = options.authority;
+    this.hasLog = typeof handler.log === 'function';
+    this.requestOptions = {
+      maxBodySize: this.maxBody,
+      scheme: options.https === undefined ? undefined : options.https ? 'https' : 'http',
+      trustProxy: this.trustProxy,
+      hidden: options.hiddenHeaders?.length ? options.hiddenHeaders : undefined,
+      onTooLarge: (r) => refuseBody(r._req, r._res, undefined),
+    };
+    this.ready = initHandler(handler, { server: this.kind, env: process.env }).then(() => {
+      this.initialized = true;
+    });
+    this.ready.catch(() => {}); // reported by whoever awaits `ready`
+  }
+
+  /** Starts one exchange; null when the host answered it already (400 for the target, 413 for a declared length). */
+  open(req: IncomingMessage, res: ServerResponse): Exchange | null {
+    // An embedder behind a trusted proxy (nginx workers mode) has checked the authority itself.
+    const authority = this.decided?.(req);
+    const target = authority !== undefined ? { authority, path: req.url ?? '/', absolute: false } : requestTarget(req);
+    if ('status' in target) {
+      // A client error, not the server's: nothing is logged (the target may carry credentials).
+      sendOwn(res, 400, BAD_REQUEST_TEXT, true);
+      return null;
+    }
+    this.lifecycle.begin();
+    const request = new NodeRequest(req, res, this.requestOptions, target.authority, target.path, target.absolute);
+    const x = new Exchange(this, req, res, request, new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle));
+    const cl = req.headers['content-length'];
+    if (cl !== undefined && Number(cl) > this.maxBody) {
+      refuseBody(req, res, Number(cl));
+      x.end(413, 0);
+      return null;
+    }
+    return x;
+  }
+
+  /** A whole node:http exchange (toNodeListener); requests that arrive before init has run wait for it. */
+  serve(req: IncomingMessage, res: ServerResponse): void {
+    if (!this.initialized) {
+      this.ready.then(
+        () => this.serve(req, res),
+        () => sendOwn(res, 503, 'Service Unavailable\n', false),
+      );
+      return;
+    }
+    const x = this.open(req, res);
+    if (!x) return;
+    const out = x.run();
+    if (out instanceof Promise) out.then((r) => x.send(r));
+    else x.send(out);
+  }
+}
+
+/** One request: its Request and Context, the pipeline run, the response written, then the log hook. */
+export class Exchange {
+  readonly start: number;
+
+  constructor(
+    readonly host: NodeHost,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly request: NodeRequest,
+    readonly ctx: RequestContext,
+  ) {
+    this.start = host.hasLog ? performance.now() : 0;
+  }
+
+  /** The handler's answer; never rejects (failures are the bare 500, logged). */
+  run(): Response | Promise<Response> {
+    const { host, ctx } = this;
+    const request = this.request as unknown as Request;
+    if (host.phases && this.req.headers['x-tsgi-phase'] === 'access') {
+      // nginx auth_request: the same answer as embedded nginx gives (core's accessReply).
+      return (runPhase(host.handler, 'access', request, ctx, host.log) as Promise<Response | undefined>).then((refused) => {
+        const a = accessReply(refused, ctx.user);
+        if (a.status === 500) return internalError();
+        const headers: [string, string][] = [];
+        for (let i = 0; i < a.headers.length; i += 2) headers.push([a.headers[i]!, a.headers[i + 1]!]);
+        return new FastResponse(null, { status: a.status, headers }) as unknown as Response;
+      });
+    }
+    return runPipeline(host.handler, request, ctx, host.log);
+  }
+
+  /**
+   * What to write for `response`, or undefined when nothing may be written (the
+   * host answered already, 413 mid-body, or the client is gone): its stream is
+   * cancelled. A response no host can send is logged and becomes the bare 500.
+   */
+  wire(response: Response): RawResponse | undefined {
+    const res = this.res;
+    if (res.headersSent || res.writableEnded || clientGone(res)) {
+      try {
+        const raw = toRawResponse(response);
+        if (raw.body instanceof ReadableStream) void raw.body.cancel().catch(() => {});
+      } catch {
+        // nothing to release
+      }
+      return undefined;
+    }
+    try {
+      return toRawResponse(response);
+    } catch (err) {
+      this.host.log(`request ${this.ctx.id}: invalid response`, err);
+      return toRawResponse(internalError());
+    }
+  }
+
+  /** Writes the response on node:http (send.ts), then ends the exchange. */
+  send(response: Response): void {
+    const { res, host } = this;
+    const raw = this.wire(response);
+    if (!raw) return this.end(res.statusCode, 0);
+    const isHead = this.req.method === 'HEAD';
+    let sent: number | Promise<number>;
+    try {
+      sent = sendResponse(res, raw, isHead, host.draining);
+    } catch (err) {
+      // A header the wire can't carry (CR/LF, bad name) or a bad status: never partly sent.
+      host.log(`request ${this.ctx.id}: invalid response`, err);
+      if (!res.headersSent) {
+        for (const name of res.getHeaderNames()) res.removeHeader(name);
+        sent = sendResponse(res, toRawResponse(internalError()), isHead, host.draining);
+      } else {
+        res.destroy();
+        sent = 0;
+      }
+    }
+    if (typeof sent === 'number') return this.end(res.statusCode, sent);
+    sent.then(
+      (bytes) => this.end(res.statusCode, bytes),
+      (err) => {
+        host.log(`request ${this.ctx.id}: response stream failed`, err);
+        if (!res.headersSent) {
+          // Failed before its first chunk: nothing went out, so a clean 500 still can.
+          void sendResponse(res, toRawResponse(internalError()), isHead, host.draining);
+          return this.end(500, 0);
+        }
+        this.end(res.statusCode, 0);
+      },
+    );
+  }
+
+  /** Frees the in-flight slot, then runs the `log` hook once the response is finished (or the client gone). */
+  end(status: number, bytes: number): void {
+    const host = this.host;
+    host.lifecycle.end();
+    if (!host.hasLog) return;
+    const run = (): void =>
+      runLog(
+        host.handler,
+        {
+          method: this.request.method,
+          url: this.request.url,
+          status,
+          bytes,
+          durationMs: performance.now() - this.start,
+          user: this.ctx.user,
+        },
+        this.ctx,
+        host.log,
+      );
+    const res = this.res;
+    if (res.writableFinished || res.destroyed) run();
+    else res.once('close', run);
+  }
+}
