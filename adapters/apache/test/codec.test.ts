@@ -428,6 +428,19 @@ const headFrame = (status: number, reason: string, headers: string[]) => ({
 });
 const END_FRAME = { type: 0x04, flags: 0, end: true };
 
+/** Each frame of `wire` decoded and re-encoded by C, concatenated: equal to `wire` when C reads every byte as written. */
+function reencodeFramesC(wire: Buffer): Buffer {
+  const out: Buffer[] = [];
+  for (let at = 0; at < wire.length; ) {
+    const end = at + P.FRAME_HEADER_SIZE + wire.readUInt32LE(at + 4);
+    const c = reencodeC(wire.subarray(at, end));
+    if (typeof c === 'number') throw new Error(`C refused the frame at ${at}: ${c}`);
+    out.push(c);
+    at = end;
+  }
+  return Buffer.concat(out);
+}
+
 function latin1(g: Gen, max: number, from = 0x20): string {
   let s = '';
   for (let n = g.int(max); n > 0; n--) s += String.fromCharCode(g.int(2) ? from + g.int(0x7e - from) : 0xa0 + g.int(0x5f));
@@ -435,7 +448,7 @@ function latin1(g: Gen, max: number, from = 0x20): string {
 }
 
 describe("the worker's response encoders, read by the C decoder as mod_tsgi reads them", () => {
-  it('encodeResponse: head, body frames and END in one buffer, for 160 seeded random responses', () => {
+  it('encodeResponse: head, body frames and END in one buffer, for 160 seeded random responses, re-encoded by C to the same bytes', () => {
     const g = new Gen(mulberry32(0x5e9d));
     for (let i = 0; i < 160; i++) {
       const status = g.pick([200, 201, 204, 304, 404, 500, 100 + g.int(899)]);
@@ -443,12 +456,16 @@ describe("the worker's response encoders, read by the C decoder as mod_tsgi read
       const headers: string[] = [];
       for (let n = g.int(30); n > 0; n--) headers.push(g.pick(['Set-Cookie', 'x-a', 'content-type', 'x-' + latin1(g, 20, 0x61).replace(/[^a-z]/g, 'q')]), latin1(g, 200));
       const size = g.int(4) === 0 ? g.pick(LARGE) : g.pick(SMALL);
-      const kind = g.pick(['null', 'string', 'bytes'] as const);
-      const bytes = kind === 'null' ? new Uint8Array(0) : kind === 'string' ? Buffer.from(g.unicode(Math.min(size, 3000))) : noise(size, i + 1);
-      const body = kind === 'null' ? null : kind === 'string' ? bytes.toString() : bytes;
+      // 'ascii': a string whose UTF-8 is its latin1 (the encoder's copy-by-hand path); 'string': any Unicode.
+      const kind = g.pick(['null', 'string', 'ascii', 'bytes'] as const);
+      const text = kind === 'ascii' ? Buffer.from(noise(size, i + 1)).toString('latin1').replace(/[^\x20-\x7e]/g, 'a') : g.unicode(Math.min(size, 3000));
+      const bytes = kind === 'null' ? new Uint8Array(0) : kind === 'bytes' ? noise(size, i + 1) : Buffer.from(text);
+      const body = kind === 'null' ? null : kind === 'bytes' ? bytes : text;
       const wire = P.encodeResponse(status, reason, headers, body);
       const frames = describeStreamC(wire);
       expect(frames, `response #${i}`).toEqual([headFrame(status, reason, headers), ...bodyFramesOf(bytes, false), END_FRAME]);
+      // Byte for byte: C re-encodes what it decoded to exactly what the worker wrote.
+      expect(reencodeFramesC(wire).equals(wire), `response #${i}: C re-encodes other bytes`).toBe(true);
     }
   });
 
@@ -460,7 +477,9 @@ describe("the worker's response encoders, read by the C decoder as mod_tsgi read
       const parts = [P.encodeResponseHead(200, headers, 'Streaming'), P.encodeFlush()];
       for (const c of chunks) parts.push(...(g.int(1) ? P.bodyFrames(c, true) : [P.encodeBody(c, true)]));
       parts.push(P.encodeEnd());
-      const frames = describeStreamC(Buffer.concat(parts));
+      const wire = Buffer.concat(parts);
+      expect(reencodeFramesC(wire).equals(wire), `stream #${i}: C re-encodes other bytes`).toBe(true);
+      const frames = describeStreamC(wire);
       const flushFrame = { type: 0x03, flags: 1, data: '', end: true };
       expect(frames, `stream #${i}`).toEqual([headFrame(200, 'Streaming', headers), flushFrame, ...chunks.flatMap((c) => bodyFramesOf(c, true)), END_FRAME]);
     }
@@ -507,8 +526,10 @@ describe("the worker's response encoders, read by the C decoder as mod_tsgi read
           got.push(d);
           if (reader.push(d).some((m) => m.type === 'end')) {
             s.destroy();
-            const frames = describeStreamC(Buffer.concat(got));
+            const all = Buffer.concat(got);
+            const frames = describeStreamC(all);
             if (typeof frames === 'number') reject(new Error(`C refused the stream: ${frames}`));
+            else if (!reencodeFramesC(all).equals(all)) reject(new Error('C re-encodes what the worker wrote to other bytes'));
             else resolve(frames);
           }
         });
