@@ -11,9 +11,9 @@
 // Both run as www-data (Apache without a User directive): vgdb, which callgrind_control drives,
 // reaches them only from the same user. Only user-space instructions; syscalls: strace -c.
 // usage (root; valgrind, Debian apache2; after npm run build): node adapters/apache/measure.mjs
-// Env: N (3000), WARM (2000).
+// Env: N (3000), WARM (2000), ONLY (get|post), DEBUG (keep the dumps).
 import { execFile, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -126,7 +126,9 @@ function taken(prefix) {
   const files = readdirSync(dir).filter((f) => f.startsWith(prefix));
   if (files.length !== 1) throw new Error(`expected one ${prefix}* file, found ${files.join(', ')}`);
   const n = totals(join(dir, files[0]));
-  rmSync(join(dir, files[0]));
+  // DEBUG=1 keeps the dumps (and the directory) for callgrind_annotate
+  if (process.env.DEBUG) renameSync(join(dir, files[0]), join(dir, `kept-${files[0]}`));
+  else rmSync(join(dir, files[0]));
   return n;
 }
 
@@ -190,7 +192,8 @@ async function runOnce(row, n) {
 }
 
 try {
-  for (const row of rows) {
+  // ONLY=get or ONLY=post: one row
+  for (const row of rows.filter((r) => !process.env.ONLY || r.name.toLowerCase().startsWith(process.env.ONLY))) {
     const base = await runOnce(row, 0);
     const run = await runOnce(row, N);
     const a = Math.round(run.apache / N);
