@@ -108,6 +108,7 @@ typedef struct {
     tsgi_daemon *log;
     int content_set, authn_set, authz_set, log_set;
     int in_location; /* TsgiDaemonName given in a <Location>: no file behind the URL */
+    const char *base_path; /* ctx.basePath: that <Location>'s path without a trailing '/'; "" elsewhere */
 } tsgi_dir_conf;
 
 /* One connection from a child to a worker, reused for sequential exchanges. */

@@ -53,6 +53,7 @@ void *tsgi_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     tsgi_dir_conf *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
     c->content = add->content_set ? add->content : base->content;
     c->in_location = add->content_set ? add->in_location : base->in_location;
+    c->base_path = add->content_set ? add->base_path : base->base_path;
     c->content_set = add->content_set || base->content_set;
     c->authn = add->authn_set ? add->authn : base->authn;
     c->authn_set = add->authn_set || base->authn_set;
@@ -278,6 +279,22 @@ static const char *cmd_daemon(cmd_parms *cmd, void *dummy, const char *args)
     return NULL;
 }
 
+/* ctx.basePath: a plain <Location /path> mounts the handler there, without a
+ * trailing '/' (not <LocationMatch> or a "~" regex: those mount nowhere, ""). */
+static const char *mount_path(cmd_parms *cmd, int in_location)
+{
+    char *b;
+    size_t n;
+    if (!in_location || strcasecmp(cmd->directive->parent->directive, "<Location") || !cmd->directive->parent->args ||
+        cmd->directive->parent->args[0] == '~' || !cmd->path || cmd->path[0] != '/')
+        return "";
+    b = apr_pstrdup(cmd->pool, cmd->path);
+    n = strlen(b);
+    while (n > 0 && b[n - 1] == '/')
+        b[--n] = '\0';
+    return b;
+}
+
 static const char *cmd_use_daemon(cmd_parms *cmd, void *conf, const char *name)
 {
     tsgi_dir_conf *c = conf;
@@ -292,6 +309,7 @@ static const char *cmd_use_daemon(cmd_parms *cmd, void *conf, const char *name)
         c->content_set = 1;
         c->in_location = cmd->directive && cmd->directive->parent &&
                          !strncasecmp(cmd->directive->parent->directive, "<Location", 9);
+        c->base_path = mount_path(cmd, c->in_location);
         break;
     case 1: c->authn = d; c->authn_set = 1; break;
     case 2: c->authz = d; c->authz_set = 1; break;

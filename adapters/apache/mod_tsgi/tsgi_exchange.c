@@ -139,6 +139,7 @@ static apr_status_t send_head(tsgi_call *k, int flags, apr_uint64_t content_leng
     q.server_ip = S(r->connection->local_ip);
     q.user = S(r->user);
     q.id = S(k->id);
+    q.base_path = S(((tsgi_dir_conf *)ap_get_module_config(r->per_dir_config, &tsgi_module))->base_path);
     q.headers = h;
     q.nheaders = (uint16_t)n;
     if (k->phase == TSGI_PHASE_LOG) {

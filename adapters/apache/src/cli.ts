@@ -2,7 +2,7 @@
 // a private Apache in the foreground (as mod_wsgi-express does; the runner is core's).
 import { chmodSync, existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   DEFAULT_WORKER_USERS,
@@ -68,6 +68,8 @@ export const RUN = {
     threads: { type: 'int', value: 'N', min: 1, max: 1024, help: 'event MPM ThreadsPerChild (default 64)' },
     'log-level': { ...commonOptions['log-level'], choices: APACHE_LEVELS },
     'server-root': commonOptions['server-root'],
+    'no-access-log': commonOptions['no-access-log'],
+    watch: commonOptions.watch,
   },
 } as const satisfies CommandSpec;
 
@@ -84,14 +86,30 @@ function printed(spec: CommandSpec): number {
 
 async function build(argv: string[]): Promise<number> {
   if (parseCommand(BUILD, argv).help) return printed(BUILD);
-  console.log(await modulePath());
+  // stdout is the path alone (scripts read it); what the build does goes to stderr.
+  console.log(await modulePath(say('tsgi apache build')));
   return 0;
 }
 
-/** Builds (or reuses) mod_tsgi.so through build.ts and returns its path. */
-export async function modulePath(): Promise<string> {
+/** Progress lines on stderr, `prefix: ...`. */
+const say =
+  (prefix: string) =>
+  (line: string): void =>
+    void process.stderr.write(`${prefix}: ${line}\n`);
+
+/**
+ * Builds (or reuses) mod_tsgi.so through build.ts (in the user's cache) and returns its path;
+ * `progress` hears what the build does. A build in a private temp dir (no usable cache) is
+ * removed when this process exits, unless `keep` (tsgi apache build prints its path).
+ */
+export async function modulePath(progress?: (line: string) => void, keep = true): Promise<string> {
   const { buildModule } = await import('./build.js');
-  return (await buildModule()).so;
+  const m = await buildModule({ progress });
+  if (m.dispose) {
+    if (keep) progress?.(`no usable cache directory ($XDG_CACHE_HOME/tsgi or ~/.cache/tsgi): built in ${dirname(m.so)}, not reused`);
+    else process.once('exit', m.dispose);
+  }
+  return m.so;
 }
 
 const seconds = (ms: number | undefined): number | undefined => (ms === undefined ? undefined : ms / 1000);
@@ -179,12 +197,14 @@ async function run(argv: string[]): Promise<number> {
     name: 'apache',
     ...serverOptions(v),
     gracefulMs: v['graceful-timeout'],
+    watch: v.watch ? { handler } : undefined,
     // graceful-stop lets in-flight requests finish; TERM stops at once.
     stopSignals: ['SIGWINCH', 'SIGTERM'],
     async check() {
       // Wrong path, no fetch, syntax errors: before Apache starts.
       await loadHandler(handler);
-      so = await modulePath();
+      // A first build takes seconds: say so to someone at a terminal (piped stderr stays the start-up lines).
+      so = await modulePath(process.stderr.isTTY ? say('tsgi apache run') : undefined, false);
     },
     async prepare(site) {
       site.subdir('run');
@@ -201,7 +221,7 @@ async function run(argv: string[]): Promise<number> {
       // unlike piped loggers. The error log is held back until a worker is ready: a worker that
       // cannot start then gives its reason as the one line (decision 9).
       const errorLog = site.fifo('run/error.fifo', 'stderr', { hold: true });
-      const accessLog = site.fifo('run/access.fifo', 'stdout');
+      const accessLog = v['no-access-log'] ? undefined : site.fifo('run/access.fifo', 'stdout');
       const account: Account | undefined = site.account;
       const daemon = daemonFrom(v, app, app, { user: account?.name, group: account?.group });
       const mpm = { ...DEFAULT_MPM };
@@ -229,6 +249,7 @@ async function run(argv: string[]): Promise<number> {
           logLevel: v['log-level'],
           gracefulShutdownTimeout: daemon.gracefulTimeout! + 5,
           errorLog,
+          accessLog: accessLog !== undefined,
           accessLogFile: accessLog,
         }),
         { mode: 0o600 },

@@ -83,6 +83,8 @@ export interface RequestMsg {
   /** '' when nobody authenticated. */
   user: string;
   id: string;
+  /** ctx.basePath: the <Location> path mod_tsgi serves (no trailing '/'); '' elsewhere. */
+  basePath: string;
   /** Flat [name, value, name, value, ...] in arrival order. */
   headers: string[];
   /** Present only for phase LOG. */
@@ -431,6 +433,7 @@ export function encodeRequest(r: RequestInit): Buffer {
     len16(r.serverIp, 'latin1', 'server ip') +
     len16(r.user, 'utf8', 'user') +
     len16(r.id, 'utf8', 'id') +
+    len16(r.basePath, 'latin1', 'base path') +
     headersSize(r.headers) +
     (isLog ? 2 + 8 + 8 : 0);
   const w = new Writer(MsgType.REQUEST, 0, size);
@@ -450,6 +453,7 @@ export function encodeRequest(r: RequestInit): Buffer {
   w.str16(r.serverIp, 'latin1');
   w.str16(r.user, 'utf8');
   w.str16(r.id, 'utf8');
+  w.str16(r.basePath, 'latin1');
   w.headers(r.headers);
   if (isLog) {
     w.u16(r.log!.status);
@@ -585,7 +589,7 @@ function finish(): void {
 }
 
 /** Offset (from the first field) and length of each string field of the REQUEST being decoded. */
-const FIELDS = new Int32Array(18);
+const FIELDS = new Int32Array(20);
 
 function field(all: string, i: number): string {
   const n = FIELDS[2 * i + 1]!;
@@ -626,6 +630,7 @@ class LazyRequestMsg implements RequestMsg {
   serverIp: string;
   user: string;
   id: string;
+  basePath: string;
   log?: LogInfo;
   #buf: Buffer | null;
   #at: number;
@@ -646,9 +651,9 @@ class LazyRequestMsg implements RequestMsg {
     this.contentLength = u64();
     this.startUs = u64();
     if (this.startUs < 0) throw new ProtocolError('tsgi: bad start time');
-    // method, uri, protocol, scheme, host, client ip, server ip, user, id lie back to back.
+    // method, uri, protocol, scheme, host, client ip, server ip, user, id, base path lie back to back.
     const base = at;
-    for (let i = 0; i < 9; i++) {
+    for (let i = 0; i < 10; i++) {
       const n = i === 1 ? u32() : u16();
       need(n);
       FIELDS[2 * i] = at - base;
@@ -656,7 +661,7 @@ class LazyRequestMsg implements RequestMsg {
       at += n;
     }
     // One latin1 decode for all of them (one character per byte, so offsets carry over), cut into fields:
-    // one call into Buffer's native decoder instead of nine.
+    // one call into Buffer's native decoder instead of ten.
     const all = src.toString('latin1', base, at);
     this.method = field(all, 0);
     this.uri = field(all, 1);
@@ -667,6 +672,7 @@ class LazyRequestMsg implements RequestMsg {
     this.serverIp = field(all, 6);
     this.user = utf8Field(all, base, 7);
     this.id = utf8Field(all, base, 8);
+    this.basePath = field(all, 9);
     this.#buf = src;
     this.#count = count;
     this.#at = skipHeaders(count);
@@ -683,10 +689,10 @@ class LazyRequestMsg implements RequestMsg {
   /** Every field, as a plain message (JSON.stringify, test comparisons). */
   toJSON(): RequestMsg {
     const { type, phase, flags, tls, hasBody, authnDone, authzDone, clientPort, serverPort, contentLength, startUs } = this;
-    const { method, uri, protocol, scheme, host, clientIp, serverIp, user, id, headers, log } = this;
+    const { method, uri, protocol, scheme, host, clientIp, serverIp, user, id, basePath, headers, log } = this;
     return {
       ...{ type, phase, flags, tls, hasBody, authnDone, authzDone, clientPort, serverPort, contentLength, startUs },
-      ...{ method, uri, protocol, scheme, host, clientIp, serverIp, user, id, headers },
+      ...{ method, uri, protocol, scheme, host, clientIp, serverIp, user, id, basePath, headers },
       ...(log ? { log } : {}),
     };
   }

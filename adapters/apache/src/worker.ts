@@ -141,7 +141,7 @@ export class Worker implements ConnectionHost, Responder {
     const target = requestTarget(m);
     this.lifecycle.begin();
     const refused = 'status' in target;
-    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
+    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
     const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target, ctx, this.hasLog ? performance.now() : 0);
     conn.begin(req);
     if (refused) {
@@ -177,7 +177,7 @@ export class Worker implements ConnectionHost, Responder {
 
   private logPhase(m: RequestMsg): void {
     if (!this.hasLog || !m.log) return;
-    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
+    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
     runLog(
       this.handler,
       { method: m.method, url: requestUrl(m), status: m.log.status, bytes: m.log.bytes, durationMs: m.log.durationUs / 1000, user: ctx.user },

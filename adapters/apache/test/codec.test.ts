@@ -135,6 +135,7 @@ function randomMessage(g: Gen): P.Message {
         serverIp: g.bytes(45),
         user: g.unicode(20),
         id: g.unicode(30),
+        basePath: g.pick(['', '/app', g.bytes(60)]),
         headers: g.headers(40),
       };
       if (phase === P.Phase.LOG) m.log = { status: g.int(0xffff), bytes: g.u53(), durationUs: g.u53() };
@@ -215,6 +216,7 @@ function expectedDescription(m: P.Message): Record<string, unknown> {
         serverIp: hexL(m.serverIp),
         user: hexU(m.user),
         id: hexU(m.id),
+        basePath: hexL(m.basePath),
         headers: m.headers.map(hexL),
         ...(m.log ? { log: { status: m.log.status, bytes: String(m.log.bytes), durationUs: String(m.log.durationUs) } } : {}),
       };
@@ -536,7 +538,7 @@ describe("the worker's response encoders, read by the C decoder as mod_tsgi read
         s.write(P.encodeHello(1, secret));
         s.write(P.encodeRequest({
           phase: P.Phase.FULL, clientPort: 1, serverPort: 80, contentLength: 0, startUs: 1, method, uri: '/x', protocol: 'HTTP/1.1',
-          scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'codec', headers: [],
+          scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'codec', basePath: '', headers: [],
         }));
       });
     }

@@ -11,7 +11,7 @@ describe('the request URL the worker gives the handler (core requestAuthority)',
   };
   const base: RequestInit = {
     phase: 0, clientPort: 1, serverPort: 80, contentLength: 0, startUs: 1, method: 'GET', uri: '/', protocol: 'HTTP/1.1',
-    scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'x', headers: [],
+    scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'x', basePath: '', headers: [],
   };
 
   it.each([

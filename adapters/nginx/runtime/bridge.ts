@@ -27,7 +27,7 @@ import {
   isAscii,
   isHopByHop,
   sendsBody,
-} from '../../../core/src/wire.js';
+} from '@tsgi/core/src/wire.js';
 import type { Authority } from './incoming.js';
 import { incoming } from './incoming.js';
 import { fetchThen, pipeline } from './pipeline.js';
@@ -230,6 +230,10 @@ function startRequest(r: NjsRequest): RuntimeContext {
     user: undefined,
     get env() {
       return incoming().environment();
+    },
+    // The mounted location's `set $tsgi_base_path` (config.ts); read only when asked for.
+    get basePath() {
+      return String(r.variables.tsgi_base_path || '');
     },
     waitUntil: waitUntil,
   };

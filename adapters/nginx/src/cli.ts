@@ -70,6 +70,8 @@ export const RUN = {
     env: commonOptions.env,
     'log-level': { ...commonOptions['log-level'], choices: NGINX_LEVELS },
     'server-root': commonOptions['server-root'],
+    'no-access-log': commonOptions['no-access-log'],
+    watch: commonOptions.watch,
   },
 } as const satisfies CommandSpec;
 
@@ -94,7 +96,9 @@ async function cmdBuild(argv: string[]): Promise<number> {
   const { values: v, args, help } = parseCommand(BUILD, argv);
   if (help) return printed(help);
   if (!v.out) throw new UsageError('build needs -o <dir>', `${usageLine(BUILD)} -o DIR`);
-  const r = await buildNjs({ handler: args[0]!, outDir: v.out, preload: preloads(v.preload) });
+  // The report goes to stdout; what the build is doing meanwhile to stderr.
+  const progress = (line: string): void => void process.stderr.write(`tsgi nginx build: ${line}\n`);
+  const r = await buildNjs({ handler: args[0]!, outDir: v.out, preload: preloads(v.preload), progress });
   console.log(formatReport(r));
   return 0;
 }
@@ -186,6 +190,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     name: 'nginx',
     ...serverOptions(v),
     gracefulMs: DEFAULT_GRACEFUL_MS,
+    watch: v.watch ? { handler, preload } : undefined,
     // QUIT: graceful (in-flight requests finish); TERM: fast.
     stopSignals: ['SIGQUIT', 'SIGTERM'],
     async prepare(site) {
@@ -208,7 +213,7 @@ async function cmdRun(argv: string[]): Promise<number> {
       const conf = join(dir, 'nginx.conf');
       // The access log goes to our stdout: nginx can only open a path, and /dev/stdout fails when stdout
       // is a socket (as Node's pipes are). Only nginx's master (root, or us) opens it: it holds query strings.
-      const accessLog = site.fifo('access.log', 'stdout');
+      const accessLog = v['no-access-log'] ? 'off' : site.fifo('access.log', 'stdout');
       const writeConf = (): void => {
         writeFileSync(
           conf,
