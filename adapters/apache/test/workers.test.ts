@@ -2,7 +2,7 @@
 // `tsgi apache run` (a bundle in a private server root) and a system Apache including the
 // `tsgi apache conf` snippet (dist/worker.js loading the handler itself). Also, in conf mode:
 // stack traces name the handler's .ts lines, a worker start leaves no file in TMPDIR, and a
-// daemon whose init fails backs off; and the worker process alone exiting 78.
+// daemon whose init fails backs off by core's policy; and the worker process alone exiting 78.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -168,17 +168,21 @@ describe('a system Apache with the tsgi apache conf snippet (conf mode)', () => 
     expect(stack).toMatch(new RegExp(`${handlerFile().replace(/[.]/g, '\\.')}:5:\\d+`));
   });
 
-  it('a worker whose init fails backs off (0.5 s, 1 s, 2 s...) with one line per attempt saying why; the other daemon serves', async () => {
-    const line = /daemon failing: worker #0 \(pid (\d+)\) could not start: handler init failed: (.*); next attempt in ([\d.]+) s/g;
+  it("a worker whose init fails backs off by core's policy (at once, then 0.1 s doubling) with one line per attempt saying why; the other daemon serves", async () => {
+    // [Mon Dec 01 10:42:00.123456 2025] ... could not start: <why>; next attempt in <s> s
+    const line = /^\[\w+ \w+ \d+ (\d\d):(\d\d):(\d\d\.\d+) \d+\].*daemon failing: worker #0 \(pid (\d+)\) could not start: handler init failed: (.*); next attempt in ([\d.]+) s$/gm;
     const attempts = () => [...errorLog().matchAll(line)];
-    await waitFor(() => attempts().length >= 3, 30_000, 'three failed starts');
-    const seen = attempts().slice(0, 3);
-    expect(seen.map((m) => m[2])).toEqual([DB_DOWN, DB_DOWN, DB_DOWN]);
-    expect(seen.map((m) => Number(m[3]))).toEqual([0.5, 1, 2]);
+    await waitFor(() => attempts().length >= 4, 30_000, 'four failed starts');
+    const seen = attempts().slice(0, 4);
+    expect(seen.map((m) => m[5])).toEqual([DB_DOWN, DB_DOWN, DB_DOWN, DB_DOWN]);
+    expect(seen.map((m) => Number(m[6]))).toEqual([0, 0.1, 0.2, 0.4]);
+    // Each next attempt really waited: the next failure is logged at least that much later.
+    const at = seen.map((m) => Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]));
+    for (let i = 0; i < 3; i++) expect(at[i + 1]! - at[i]!, `attempt ${i + 2}`).toBeGreaterThanOrEqual(Number(seen[i]![6]) - 0.001);
     for (const m of seen) {
       // The reason came through the status pipe: the worker wrote no line of its own.
-      expect(errorLog()).not.toContain(`worker pid ${m[1]}]`);
-      expect(errorLog().split('\n').filter((l) => l.includes(`(pid ${m[1]})`))).toHaveLength(1);
+      expect(errorLog()).not.toContain(`worker pid ${m[4]}]`);
+      expect(errorLog().split('\n').filter((l) => l.includes(`(pid ${m[4]})`))).toHaveLength(1);
     }
     expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('conf mode');
   });
