@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, unlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { STALL_GRACE_MS, WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type OpsSettings, type PoolWorker } from '@tsgi/core/node';
 import type { WorkerConfig } from './worker.js';
@@ -54,8 +54,16 @@ export interface SupervisorOptions {
   workers: number;
   maxBody: number;
   uid?: number;
-  /** The workers' group, also the sockets' group (nginx's workers connect through it). */
+  /** The workers' group, also the sockets' group (nginx's workers connect through it) unless `socketGid` says otherwise. */
   gid?: number;
+  /** The sockets' group when it is not the workers' (a system nginx: its own group; the workers get their socket as fd 3). */
+  socketGid?: number;
+  /**
+   * One socket per slot for good, `worker-<i>.sock` (`tsgi nginx workers`, for a system nginx whose config
+   * lists them): a reload's new workers accept on the same socket while the old ones drain, so nginx
+   * never has to be reloaded. Otherwise each generation gets fresh sockets and `roll` moves nginx onto them.
+   */
+  stableSockets?: boolean;
   /** The worker user's name and home: HOME, USER and LOGNAME in the workers' environment. */
   account?: { name: string; home: string };
   /** The per-start secret nginx sends (X-Tsgi-Secret); one is made when absent (see `secret`). */
@@ -106,8 +114,12 @@ export function workerEnv(
   return env;
 }
 
+/** The socket of slot `index` with `stableSockets` (what `tsgi nginx conf --socket-dir` lists). */
+export const stableSocketPath = (dir: string, index: number): string => join(dir, `worker-${index}.sock`);
+
 export class Supervisor {
   private pool: WorkerPool<SocketHandle>;
+  private stable: SocketHandle[] = [];
   private log: (msg: string) => void;
   /** The worker bundle of each generation (a reload may bring a rebuilt one). */
   private entries: string[];
@@ -121,9 +133,15 @@ export class Supervisor {
     this.secret = o.secret ?? randomBytes(32).toString('hex');
     this.env = workerEnv(process.env, o);
     this.entries = [o.entry];
+    const gid = o.socketGid ?? o.gid;
     this.pool = new WorkerPool<SocketHandle>({
       size: o.workers,
-      listen: (index, generation) => socketHandle(join(o.socketDir, `worker-${index}-${generation}.sock`), o.gid),
+      listen: (index, generation) => {
+        if (!o.stableSockets) return socketHandle(join(o.socketDir, `worker-${index}-${generation}.sock`), gid);
+        // The slot's one socket, closed only by stop(): a retired generation's close leaves it open.
+        const h = (this.stable[index] ??= socketHandle(stableSocketPath(o.socketDir, index), gid));
+        return { fd: h.fd, path: h.path, close: () => {} };
+      },
       spawn: (w) => this.spawn(w),
       retireGraceMs: 15_000,
       stopGraceMs: 10_000,
@@ -169,7 +187,10 @@ export class Supervisor {
 
   private writeState(): void {
     if (!this.o.stateFile) return;
-    writeFileSync(this.o.stateFile, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
+    // Written beside, then renamed: a reader never sees a half-written file.
+    const tmp = `${this.o.stateFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
+    renameSync(tmp, this.o.stateFile);
   }
 
   /** Starts the workers; rejects with the one line (the worker's own reason) when the first cannot start. */
@@ -209,5 +230,6 @@ export class Supervisor {
 
   async stop(graceMs = 10_000): Promise<void> {
     await this.pool.stop(graceMs);
+    for (const h of this.stable.splice(0)) h.close();
   }
 }
