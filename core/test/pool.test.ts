@@ -158,6 +158,7 @@ describe('WorkerPool', () => {
     const h = harness(2, ['ops', 'ops'], 600);
     await h.pool.start();
     const [a, b] = pids(h);
+    await h.pool.metricsText(); // each has beaten once: the pool knows what they hold
     h.pool.workers[0]!.child!.send({ tsgi: 'spin' });
     await waitFor(() => pids(h)[0] !== a && pids(h)[0] !== 0 && h.pool.workers[0]!.ready !== undefined, 10_000, 'the stalled worker replaced');
     expect(alive(a!)).toBe(false);
