@@ -24,6 +24,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
+import WebSocket from 'ws';
 import { alive, freePort, load, sleep, startTsgi, waitFor, type RunningTsgi } from './testing.js';
 
 export interface LifecycleTarget {
@@ -320,6 +321,52 @@ export default {
       } finally {
         await s.stop();
       }
+    },
+  },
+  // ---- WebSocket at shutdown (issue 13) ----------------------------------
+  {
+    id: 'stop.websocket-1001',
+    title: 'SIGTERM with a WebSocket open: it keeps working through the graceful period, then gets 1001; its close hook runs before close()',
+    optOut: {
+      'nginx:embedded': 'njs 0.7.9 has no WebSocket server API: the embedded build refuses a handler with websocket hooks',
+      apache: 'mod_tsgi does not tunnel upgrades yet (issue 13, Apache part; see cases/websocket.ts)',
+    },
+    async run(t) {
+      const src = `${MARK}
+export default {
+  fetch: () => new Response('ok'),
+  websocket: {
+    open() { mark('ws-open ' + process.pid); },
+    message(peer: { send(m: unknown): boolean }, m: unknown) { peer.send(m); },
+    close(_peer: unknown, d: { code: number }) { mark('ws-close ' + d.code + ' ' + process.pid); },
+  },
+  close() { mark('closed ' + process.pid); },
+};
+`;
+      const s = await t.start(t.handler('ws-stop.ts', src));
+      const ws = new WebSocket(s.url.replace(/^http/, 'ws').replace(/\/?$/, '/ws'));
+      const messages: string[] = [];
+      ws.on('message', (d: Buffer) => messages.push(d.toString()));
+      const closed = new Promise<number>((r) => ws.on('close', (code: number) => r(code)));
+      await new Promise<void>((ok, fail) => {
+        ws.once('open', () => ok());
+        ws.once('error', fail);
+      });
+      ws.send('before');
+      await waitFor(() => messages.includes('before'), 10_000, 'the echo before SIGTERM');
+      const end = s.kill('SIGTERM');
+      // Draining: the open socket still carries messages.
+      await sleep(500);
+      ws.send('during');
+      await waitFor(() => messages.includes('during'), 10_000, 'the echo while the server drains');
+      assert.equal(await closed, 1001, 'the close code the server sent at the end of the graceful period');
+      const e = await end;
+      assert.equal(e.code, 0, `exit ${e.signal ?? e.code}:\n${s.stderr()}`);
+      const m = t.markers();
+      const pid = m.find((l) => l.startsWith('ws-open '))!.split(' ')[1];
+      const closeAt = m.indexOf(`ws-close 1001 ${pid}`);
+      assert.ok(closeAt >= 0, `the close hook did not see 1001:\n${m.join('\n')}`);
+      assert.ok(m.indexOf(`closed ${pid}`) > closeAt, `close() ran before the socket's close hook:\n${m.join('\n')}`);
     },
   },
 ];

@@ -95,9 +95,11 @@ export interface Peer {
   readonly bufferedAmount: number;
   /**
    * Sends one message: a string as a text message, bytes (Uint8Array,
-   * ArrayBuffer) as a binary one. Does nothing once the socket is closing.
+   * ArrayBuffer) as a binary one. Returns false when it was not sent: the
+   * socket is closing or closed, or this send found the limit passed and
+   * closed it with 1008.
    */
-  send(data: string | Uint8Array | ArrayBuffer): void;
+  send(data: string | Uint8Array | ArrayBuffer): boolean;
   /** Starts the closing handshake (code 1000 unless given; reason at most 123 UTF-8 bytes). */
   close(code?: number, reason?: string): void;
 }

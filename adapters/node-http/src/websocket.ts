@@ -59,17 +59,18 @@ class NodePeer implements Peer {
     return this.ws.bufferedAmount;
   }
 
-  send(data: string | Uint8Array | ArrayBuffer): void {
+  send(data: string | Uint8Array | ArrayBuffer): boolean {
     const ws = this.ws;
-    if (ws.readyState !== WebSocket.OPEN) return;
+    if (ws.readyState !== WebSocket.OPEN) return false;
     if (ws.bufferedAmount > this.maxBuffered) {
       // The client does not read what it is sent: stop here rather than buffer without bound.
       ws.close(POLICY, 'send buffer full');
-      return;
+      return false;
     }
     const binary = typeof data !== 'string';
     this.sent += binary ? data.byteLength : Buffer.byteLength(data);
     ws.send(data, { binary });
+    return true;
   }
 
   close(code?: number, reason?: string): void {

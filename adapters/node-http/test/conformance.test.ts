@@ -43,6 +43,7 @@ beforeAll(async () => {
   const listener = toNodeListener(handler, { maxBodySize: CONFORMANCE_MAX_BODY, onError });
   await listener.ready;
   plain = createServer(listener);
+  plain.on('upgrade', listener.upgrade);
   plain.listen(0, '127.0.0.1');
   await once(plain, 'listening');
   plainURL = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`;
@@ -64,4 +65,4 @@ afterAll(async () => {
 
 describeConformance({ name: 'tsgi serve (CLI process)', server: 'node', baseURL: () => serveURL });
 describeConformance({ name: 'toNodeListener on http.Server', server: 'node', baseURL: () => plainURL });
-describeConformance({ name: 'Fastify mount (fastifyTsgi)', server: 'node', baseURL: () => fastifyURL });
+describeConformance({ name: 'Fastify mount (fastifyTsgi)', server: 'node', mode: 'fastify', baseURL: () => fastifyURL });
