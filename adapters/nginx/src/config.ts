@@ -9,6 +9,13 @@ export type Mode = 'embedded' | 'workers';
 
 /** Internal location that auth_request points at; authenticate/authorize run there. */
 export const AUTH_LOCATION = '/_tsgi_auth';
+/** workers mode: internal location an upgrade request (WebSocket) is proxied from, with its own timeouts. */
+export const UPGRADE_LOCATION = '/_tsgi_upgrade';
+/**
+ * How long an upgraded connection (a WebSocket) may stay silent in both directions before nginx
+ * closes it: an hour (a client or handler that keeps one longer pings); 300 s for other requests.
+ */
+export const UPGRADE_IDLE_TIMEOUT = '3600s';
 export const UPSTREAM = 'tsgi_workers';
 /** njs module name in js_import. */
 export const NJS_MODULE = 'tsgi';
@@ -128,10 +135,12 @@ export function httpPart(o: SiteOptions): string {
  * (403 otherwise), and hide the X-Tsgi-* headers from the handler. Each line here is work on every
  * request, for nginx and for the worker: nothing the worker can derive is sent.
  */
-export function proxyCommon(o: { secret?: string } = {}): string[] {
+export function proxyCommon(o: { secret?: string; upgrade?: boolean } = {}): string[] {
   return [
     `proxy_http_version 1.1;`,
-    `proxy_set_header Connection "";`,
+    // An upgrade (WebSocket) passes Upgrade and Connection on, so the worker can answer 101 and nginx
+    // tunnels the connection; any other request keeps the upstream connection alive (Connection "").
+    ...(o.upgrade ? [`proxy_set_header Upgrade $http_upgrade;`, `proxy_set_header Connection upgrade;`] : [`proxy_set_header Connection "";`]),
     ...(o.secret ? [`proxy_set_header X-Tsgi-Secret ${o.secret};`] : []),
     `proxy_set_header Host $http_host;`,
     // The request line as the client sent it (nginx forwards origin-form): the worker applies core's
@@ -152,7 +161,7 @@ export function proxyCommon(o: { secret?: string } = {}): string[] {
     `proxy_busy_buffers_size 144k;`,
     // Uploads reach the worker as they arrive, as on the other hosts.
     `proxy_request_buffering off;`,
-    `proxy_read_timeout 300s;`,
+    ...(o.upgrade ? [`proxy_read_timeout ${UPGRADE_IDLE_TIMEOUT};`, `proxy_send_timeout ${UPGRADE_IDLE_TIMEOUT};`] : [`proxy_read_timeout 300s;`]),
     // Never re-run a request on another worker: what a dead worker was handed fails with 502 (a request
     // that kills workers must not take them all down in turn). nginx cannot tell a connect error from
     // a failure after sending (both are "error" in ngx_http_upstream_next); none is left to retry: the
@@ -193,7 +202,16 @@ export function serverPart(o: SiteOptions): string {
       `  proxy_set_header X-Tsgi-Phase access;`,
       ...proxyCommon(o).map((l) => `  ${l}`),
       `}`,
+      `# an upgrade request (WebSocket): the worker runs authenticate, authorize and upgrade, then the`,
+      `# socket; nginx relays it with the upgrade location's timeouts (request.url comes from X-Tsgi-Request)`,
+      `location = ${UPGRADE_LOCATION} {`,
+      `  internal;`,
+      `  proxy_pass http://${UPSTREAM}$request_uri;`,
+      `  proxy_set_header X-Tsgi-Phase "";`,
+      ...proxyCommon({ ...o, upgrade: true }).map((l) => `  ${l}`),
+      `}`,
       `location ${loc} {`,
+      `  if ($http_upgrade) { rewrite ^ ${UPGRADE_LOCATION} last; }`,
       `  proxy_pass http://${UPSTREAM};`,
       `  # clients cannot ask for the access-only phase`,
       `  proxy_set_header X-Tsgi-Phase "";`,

@@ -104,6 +104,12 @@ export function workerEnv(
   return env;
 }
 
+/** Supervisor -> worker: close the open WebSockets with 1001 after `afterMs` (socketsGoingAway). */
+export interface SocketsGoingAway {
+  tsgi: 'sockets-going-away';
+  afterMs: number;
+}
+
 export class Supervisor {
   private pool: WorkerPool<SocketHandle>;
   private log: (msg: string) => void;
@@ -201,6 +207,17 @@ export class Supervisor {
     }
     if (ok) await this.pool.settled();
     return ok;
+  }
+
+  /**
+   * Tells every worker that its open WebSockets get `afterMs` more, then close code 1001 (a graceful
+   * stop: nginx waits for the tunnels it relays, so the workers must end them; worker.ts).
+   */
+  socketsGoingAway(afterMs: number): void {
+    for (const w of this.pool.workers) {
+      const c = w.child;
+      if (c?.connected) c.send({ tsgi: 'sockets-going-away', afterMs } satisfies SocketsGoingAway, () => {});
+    }
   }
 
   async stop(graceMs = 10_000): Promise<void> {

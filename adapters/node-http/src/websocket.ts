@@ -93,6 +93,12 @@ function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
   return res;
 }
 
+/** Answers an upgrade request on its handed-over socket with the host's own plain response, and closes. */
+export function refuseOnSocket(req: IncomingMessage, socket: Duplex, status: number, text: string): void {
+  socket.on('error', () => {});
+  sendOwn(responseOn(req, socket), status, text, true);
+}
+
 /** The WebSocket side of one NodeHost: the `ws` server, the open sockets. */
 export class WebSocketHost {
   private readonly wss: WebSocketServer;
