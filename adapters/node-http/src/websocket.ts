@@ -103,7 +103,8 @@ export function refuseOnSocket(req: IncomingMessage, socket: Duplex, status: num
 export class WebSocketHost {
   private readonly wss: WebSocketServer;
   private readonly open = new Set<WebSocket>();
-  private readonly exchanges = new WeakMap<Duplex, Exchange>();
+  /** The end of the exchange of a socket being handed to ws (once: whichever of ws's refusal, the socket's close or the socket's end comes first). */
+  private readonly handing = new WeakMap<Duplex, (status: number, bytes: number) => void>();
   private readonly maxBuffered: number;
 
   constructor(
@@ -114,10 +115,9 @@ export class WebSocketHost {
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: host.maxBody, clientTracking: false });
     // A handshake ws itself refuses (a malformed Sec-WebSocket-Protocol): answered here, so the exchange ends.
     this.wss.on('wsClientError', (_err: Error, socket: Duplex) => {
-      const x = this.exchanges.get(socket);
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       socket.destroy();
-      x?.end(400, 0);
+      this.handing.get(socket)?.(400, 0);
     });
   }
 
@@ -155,14 +155,27 @@ export class WebSocketHost {
     if (!x) return;
     void runUpgrade(host.handler, x.request as unknown as Request, x.ctx, host.log).then((refused) => {
       if (refused) return x.send(refused);
-      if (socket.destroyed) return x.end(499, 0);
       res.detachSocket(socket as Socket);
-      this.exchanges.set(socket, x);
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(x, ws, hooks));
+      let ended = false;
+      const end = (status: number, bytes: number): void => {
+        if (ended) return;
+        ended = true;
+        socket.off('close', gone);
+        x.end(status, bytes);
+      };
+      // The client left while the hooks ran (node:http's sockets are half-open: a FIN leaves it
+      // writable), or ws refused: no socket opens and the slot is freed.
+      const gone = (): void => end(499, 0);
+      socket.once('close', gone);
+      this.handing.set(socket, end);
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        socket.off('close', gone);
+        this.opened(ws, hooks, x, end);
+      });
     });
   }
 
-  private opened(x: Exchange, ws: WebSocket, hooks: WebSocketHooks): void {
+  private opened(ws: WebSocket, hooks: WebSocketHooks, x: Exchange, end: (status: number, bytes: number) => void): void {
     const log = this.host.log;
     const peer = new NodePeer(ws, x.request as unknown as Request, x.ctx, this.maxBuffered);
     const fail = (): void => {
@@ -179,7 +192,7 @@ export class WebSocketHost {
       runSocketHook(hooks, 'close', peer, { code, reason: reason.toString() }, log, () => {});
       // The response object never finished (the socket left it): mark it done so `log` runs now.
       x.res.destroy();
-      x.end(101, peer.sent);
+      end(101, peer.sent);
     });
     runSocketHook(hooks, 'open', peer, undefined, log, fail);
   }
