@@ -369,6 +369,60 @@ export default {
       assert.ok(m.indexOf(`closed ${pid}`) > closeAt, `close() ran before the socket's close hook:\n${m.join('\n')}`);
     },
   },
+  {
+    id: 'reload.websocket',
+    title: 'SIGHUP with a WebSocket open: the reload completes, new sockets reach the new handler, the old socket keeps its handler and gets 1001 after the graceful period',
+    optOut: {
+      'nginx:embedded': 'njs 0.7.9 has no WebSocket server API: the embedded build refuses a handler with websocket hooks',
+      apache: 'mod_tsgi does not tunnel upgrades yet (issue 13, Apache part; see cases/websocket.ts)',
+    },
+    async run(t) {
+      const version = (v: string): string => `${MARK}
+export default {
+  fetch: () => new Response('${v}'),
+  websocket: {
+    message(peer: { send(m: string): boolean }, m: unknown) { peer.send('${v}:' + String(m)); },
+    close(_peer: unknown, d: { code: number }) { mark('ws-close ${v} ' + d.code); },
+  },
+};
+`;
+      const file = t.handler('ws-reload.ts', version('v1'));
+      const s = await t.start(file);
+      try {
+        const open = async (): Promise<{ ws: WebSocket; said: string[]; closed: Promise<number> }> => {
+          const ws = new WebSocket(s.url.replace(/^http/, 'ws').replace(/\/?$/, '/ws'));
+          const said: string[] = [];
+          ws.on('message', (d: Buffer) => said.push(d.toString()));
+          const closed = new Promise<number>((r) => ws.on('close', (code: number) => r(code)));
+          await new Promise<void>((ok, fail) => {
+            ws.once('open', () => ok());
+            ws.once('error', fail);
+          });
+          return { ws, said, closed };
+        };
+        const a = await open();
+        a.ws.send('a1');
+        await waitFor(() => a.said.includes('v1:a1'), 10_000, 'the first echo');
+        writeFileSync(file, version('v2'));
+        s.proc.kill('SIGHUP');
+        await waitFor(async () => (await getText(s.url + '/')) === 'v2', 60_000, 'v2 to be served');
+        const b = await open();
+        b.ws.send('b1');
+        a.ws.send('a2');
+        await waitFor(() => b.said.includes('v2:b1') && a.said.includes('v1:a2'), 10_000, 'both echoes (old socket on v1, new on v2)');
+        assert.equal(await a.closed, 1001, 'the old socket closes with 1001');
+        await waitFor(() => t.markers().includes('ws-close v1 1001'), 10_000, "the old socket's close hook");
+        b.ws.send('b2');
+        await waitFor(() => b.said.includes('v2:b2'), 10_000, 'the new socket still serving');
+        assert.ok(!/reload failed/.test(s.stderr()), s.stderr());
+        assert.ok(alive(s.proc.pid!), 'the server died on SIGHUP');
+        b.ws.close(1000);
+        await b.closed;
+      } finally {
+        await s.stop();
+      }
+    },
+  },
 ];
 
 function optOutFor(c: LifecycleCase, target: LifecycleTarget): [string, string] | undefined {
