@@ -110,6 +110,19 @@ function rawGet(url: string, path: string, ms: number): Promise<{ head: string; 
   });
 }
 
+/** A WebSocket to `url`/ws, open: what it was sent (as text) and its close code. */
+async function openSocket(url: string): Promise<{ ws: WebSocket; said: string[]; closed: Promise<number> }> {
+  const ws = new WebSocket(url.replace(/^http/, 'ws').replace(/\/?$/, '/ws'));
+  const said: string[] = [];
+  ws.on('message', (d: Buffer) => said.push(d.toString()));
+  const closed = new Promise<number>((r) => ws.on('close', (code: number) => r(code)));
+  await new Promise<void>((ok, fail) => {
+    ws.once('open', () => ok());
+    ws.once('error', fail);
+  });
+  return { ws, said, closed };
+}
+
 export const lifecycleCases: LifecycleCase[] = [
   {
     id: 'start.missing-handler',
@@ -344,14 +357,7 @@ export default {
 };
 `;
       const s = await t.start(t.handler('ws-stop.ts', src));
-      const ws = new WebSocket(s.url.replace(/^http/, 'ws').replace(/\/?$/, '/ws'));
-      const messages: string[] = [];
-      ws.on('message', (d: Buffer) => messages.push(d.toString()));
-      const closed = new Promise<number>((r) => ws.on('close', (code: number) => r(code)));
-      await new Promise<void>((ok, fail) => {
-        ws.once('open', () => ok());
-        ws.once('error', fail);
-      });
+      const { ws, said: messages, closed } = await openSocket(s.url);
       ws.send('before');
       await waitFor(() => messages.includes('before'), 10_000, 'the echo before SIGTERM');
       const end = s.kill('SIGTERM');
@@ -389,17 +395,7 @@ export default {
       const file = t.handler('ws-reload.ts', version('v1'));
       const s = await t.start(file);
       try {
-        const open = async (): Promise<{ ws: WebSocket; said: string[]; closed: Promise<number> }> => {
-          const ws = new WebSocket(s.url.replace(/^http/, 'ws').replace(/\/?$/, '/ws'));
-          const said: string[] = [];
-          ws.on('message', (d: Buffer) => said.push(d.toString()));
-          const closed = new Promise<number>((r) => ws.on('close', (code: number) => r(code)));
-          await new Promise<void>((ok, fail) => {
-            ws.once('open', () => ok());
-            ws.once('error', fail);
-          });
-          return { ws, said, closed };
-        };
+        const open = () => openSocket(s.url);
         const a = await open();
         a.ws.send('a1');
         await waitFor(() => a.said.includes('v1:a1'), 10_000, 'the first echo');
