@@ -18,8 +18,9 @@ import {
   startupReason,
 } from '@tsgi/core/node';
 import { toNodeListener, type NodeAdapterOptions, type NodeListener } from './listener.js';
+import type { WebSocketOptions } from './websocket.js';
 
-export interface ServeOptions extends NodeAdapterOptions {
+export interface ServeOptions extends NodeAdapterOptions, WebSocketOptions {
   port?: number;
   host?: string;
   unixSocket?: string;
