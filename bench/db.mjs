@@ -111,7 +111,7 @@ export async function run(argv = []) {
     writeFileSync(join(dir, 'cgi.conf'), cgiApacheConf(dir, cgiPort, db.url, root ? 'www-data' : undefined));
     const targets = [
       { name: 'cgi', label: 'CGI (mod_cgid: node + connect per hit)', port: cgiPort, cmd: '/usr/sbin/apache2', args: ['-DFOREGROUND', '-d', dir, '-f', join(dir, 'cgi.conf')], path: '/cgi?n=7' },
-      { name: 'serve', label: 'tsgi serve (pool)', cmd: process.execPath, args: [tsgi, 'serve', handler], path: '/?n=7' },
+      { name: 'serve', label: 'tsgi serve (pool)', cmd: process.execPath, args: [tsgi, 'serve', handler, '--no-access-log'], path: '/?n=7' },
       { name: 'apache', label: 'mod_tsgi, tsgi apache run (pool)', cmd: process.execPath, args: [tsgi, 'apache', 'run', handler, '--processes', '1'], path: '/?n=7' },
       { name: 'workers', label: 'nginx workers mode, tsgi nginx run --workers 1 (pool)', cmd: process.execPath, args: [tsgi, 'nginx', 'run', handler, '--workers', '1'], path: '/?n=7' },
     ];

@@ -8,8 +8,8 @@ const tsgi = here('../cli/bin/tsgi.js');
 const SERVERS = [
   // The anchor; its x-anchor header proves raw-node.mjs answers.
   { name: 'raw node:http', args: [here('servers/raw-node.mjs')], check: (r) => (r.headers.get('x-anchor') === 'raw-node' ? '' : 'no x-anchor: raw-node header') },
-  { name: 'tsgi (global Response)', args: [tsgi, 'serve', here('handlers/hello.ts')], port: true },
-  { name: 'tsgi (@tsgi/core Response)', args: [tsgi, 'serve', here('handlers/hello-fast.ts')], port: true },
+  { name: 'tsgi (global Response)', args: [tsgi, 'serve', here('handlers/hello.ts'), '--no-access-log'], port: true },
+  { name: 'tsgi (@tsgi/core Response)', args: [tsgi, 'serve', here('handlers/hello-fast.ts'), '--no-access-log'], port: true },
   { name: '@hono/node-server', args: [here('servers/hono.mjs')] },
   { name: 'Fastify', args: [here('servers/fastify.mjs')] },
 ];

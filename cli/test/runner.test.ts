@@ -121,13 +121,13 @@ describe('the ready line: one shape on every command', () => {
   for (const t of ALL) {
     it(`${t.name}: tsgi <command>: ready on <url> (<server> pid N, ...), with --port 0 the port it got`, async () => {
       const tmp = ownTmp();
-      const more = t.server === 'node' ? [] : ['--location', '/app/'];
+      const more = ['--location', '/app/'];
       const s = await start(t, hello, tmp, more);
       try {
         const m = READY.exec(s.stderr())!;
         expect(m[1]).toBe(t.words[0]);
         expect(Number(m[3])).toBeGreaterThan(0);
-        expect(m[4]).toBe(t.server === 'node' ? '/' : '/app/');
+        expect(m[4]).toBe('/app/');
         expect(m[5]).toBe(t.server);
         const pid = Number(m[6]);
         if (t.server === 'node') expect(pid).toBe(s.proc.pid);

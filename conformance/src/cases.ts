@@ -19,6 +19,7 @@ import { contextCases } from './cases/context.js';
 import { signalCases } from './cases/signal.js';
 import { connectionCases } from './cases/connection.js';
 import { websocketCases } from './cases/websocket.js';
+import { mountCases } from './cases/mount.js';
 
 export { adler32, noise, CONFORMANCE_MAX_BODY, SECRET, type ConformanceCase } from './cases/shared.js';
 
@@ -34,6 +35,7 @@ export const cases: ConformanceCase[] = [
   ...signalCases,
   ...connectionCases,
   ...websocketCases,
+  ...mountCases,
 ];
 
 /** 'server:mode' first, then 'server'. */

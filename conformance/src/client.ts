@@ -16,6 +16,11 @@ export interface ConformanceTarget {
   mode?: ServerMode;
   /** Evaluated when the cases run (after the server has started). */
   baseURL: () => string;
+  /**
+   * The server mounts the fixture under this prefix (`--location /app`): only the mount cases run,
+   * and they expect ctx.basePath to be it. Absent: the fixture is at the root.
+   */
+  basePath?: string;
 }
 
 /** One parsed HTTP/1.x response read off a raw socket. */
@@ -242,6 +247,8 @@ export interface CaseContext {
   /** The base URL without a trailing slash. */
   baseURL: string;
   target: { server: ServerKind; mode?: ServerMode };
+  /** The prefix the fixture is mounted under ('' at the root): what ctx.basePath must be. */
+  basePath: string;
   /** host:port for a raw Host header. */
   host: string;
   url(path: string): string;
@@ -260,14 +267,15 @@ export interface CaseContext {
 let keySeq = 0;
 const runId = `${process.pid.toString(36)}${Date.now().toString(36)}`;
 
-export function makeContext(baseURL: string, target: { server: ServerKind; mode?: ServerMode }): CaseContext {
+export function makeContext(baseURL: string, target: { server: ServerKind; mode?: ServerMode; basePath?: string }): CaseContext {
   const base = new URL(baseURL);
   const origin = base.origin;
   const port = Number(base.port || (base.protocol === 'https:' ? 443 : 80));
   const hostname = base.hostname.replace(/^\[|\]$/g, '');
   const ctx: CaseContext = {
     baseURL: origin,
-    target,
+    target: { server: target.server, mode: target.mode },
+    basePath: target.basePath ?? '',
     host: base.host,
     url: (path) => origin + path,
     fetch: (path, init) => fetch(origin + path, { redirect: 'manual', ...init }),

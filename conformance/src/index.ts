@@ -36,8 +36,10 @@ export const httpOnlyFixturePath: string = fileURLToPath(new URL('../fixture/htt
  */
 export function describeConformance(target: ConformanceTarget): void {
   const key = target.mode ? `${target.server}:${target.mode}` : target.server;
-  describe(`conformance: ${target.name} (${key})`, () => {
+  const mounted = target.basePath !== undefined;
+  describe(`conformance: ${target.name} (${key})${mounted ? ` under ${target.basePath}` : ''}`, () => {
     for (const c of cases) {
+      if (mounted ? !c.mount : c.mount === 'prefix') continue;
       const out = optOutFor(c, target);
       if (out) {
         it(`${c.id} — opt-out (${out[0]}): ${out[1]}`, () => {
@@ -46,7 +48,7 @@ export function describeConformance(target: ConformanceTarget): void {
         continue;
       }
       it(`${c.id}: ${c.title}`, async () => {
-        await c.run(makeContext(target.baseURL(), { server: target.server, mode: target.mode }));
+        await c.run(makeContext(target.baseURL(), { server: target.server, mode: target.mode, basePath: target.basePath }));
       });
     }
   });

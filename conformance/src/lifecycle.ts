@@ -10,7 +10,8 @@
  * onto the handler as it is now without a failed request; a killed worker
  * fails only what it held (what it had been handed, never re-run on another
  * worker) and is replaced, after which nothing fails; a client that leaves aborts
- * `request.signal` and cancels the response stream.
+ * `request.signal` and cancels the response stream; `--watch` reloads on a change to
+ * a file the handler imports, as SIGHUP does, and never without one.
  *
  * The handlers are written into a temporary directory per run. Where the
  * handler must report what happened inside the server (close ran, a stream
@@ -414,6 +415,62 @@ export default {
         assert.ok(alive(s.proc.pid!), 'the server died on SIGHUP');
         b.ws.close(1000);
         await b.closed;
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  // ---- the development loop (issue 11): --watch
+  {
+    id: 'watch.reload',
+    title:
+      '--watch: a change to a module the handler imports reloads under load with no failed request (old close runs); a syntax error keeps the old code and prints one line; no reload without a change',
+    async run(t) {
+      const node = t.target.server !== 'nginx' || t.target.mode !== 'embedded';
+      const dep = (v: string): string => `export const version = '${v}';\n`;
+      const depFile = t.handler('watch-dep.ts', dep('v1'));
+      const src = node
+        ? `${MARK}import { version } from './watch-dep.ts';
+export default {
+  fetch: () => new Response(version),
+  close() { mark('closed ' + version + ' ' + process.pid); },
+};
+`
+        : `import { version } from './watch-dep.ts';\nexport default { fetch: () => new Response(version) };\n`;
+      const file = t.handler('watch.ts', src);
+      const s = await t.start(file, ['--watch']);
+      const count = (re: RegExp): number => s.stderr().split('\n').filter((l) => re.test(l)).length;
+      try {
+        await waitFor(() => /watching 2 files/.test(s.stderr()), 30_000, `the watch line (stderr: ${s.stderr()})`);
+        const l = load(s.url + '/', 4, true);
+        await sleep(300);
+        writeFileSync(depFile, dep('v2'));
+        await waitFor(async () => (await getText(s.url + '/')) === 'v2', 60_000, 'v2 to be served');
+        await sleep(300);
+        const r = await l.stop();
+        assert.equal(r.failed, 0, `failed requests during the reload: ${JSON.stringify(r)}`);
+        assert.ok((r.bodies.v2 ?? 0) > 0 && (r.bodies.v1 ?? 0) > 0, JSON.stringify(r.bodies));
+        if (node) await waitFor(() => t.markers().some((m) => m.startsWith('closed v1')), 30_000, 'close on the old generation');
+
+        // A syntax error: one line, and the old code keeps serving.
+        writeFileSync(depFile, `export const version = ;\n`);
+        await waitFor(() => count(/reload failed/) > 0, 60_000, `the reload failure line (stderr: ${s.stderr()})`);
+        await sleep(1_000);
+        assert.equal(count(/reload failed/), 1, s.stderr());
+        assert.equal(count(/watch-dep\.ts/), 1, `one line names the error:\n${s.stderr()}`);
+        assert.equal(await getText(s.url + '/'), 'v2');
+
+        // Fixed: served again; then no reload without a change (a rewrite of the same bytes included).
+        writeFileSync(depFile, dep('v3'));
+        await waitFor(async () => (await getText(s.url + '/')) === 'v3', 60_000, 'v3 to be served');
+        await sleep(1_000);
+        const reloads = count(/reloaded/);
+        writeFileSync(depFile, dep('v3'));
+        writeFileSync(file, src);
+        await sleep(2_000);
+        assert.equal(count(/reloaded/), reloads, `reloaded without a change:\n${s.stderr()}`);
+        assert.equal(count(/reload failed/), 1, s.stderr());
+        assert.equal(await getText(s.url + '/'), 'v3');
       } finally {
         await s.stop();
       }

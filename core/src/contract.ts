@@ -46,6 +46,15 @@ export interface Context {
   /** Process environment as the handler may see it (nginx embedded: only variables listed with `env`). */
   readonly env: Readonly<Record<string, string | undefined>>;
   /**
+   * The URL path the handler is mounted at, without a trailing slash: `''` at
+   * the root, `'/app'` under `--location /app` (Apache `<Location /app>`, nginx
+   * `location /app/`), like WSGI's SCRIPT_NAME. `request.url` stays the URL the
+   * client asked for (prefix included): a router strips the prefix itself, e.g.
+   * `new Hono().basePath(ctx.basePath)`. Requests outside the prefix never
+   * reach the handler (the server answers 404).
+   */
+  readonly basePath: string;
+  /**
    * Keep work going after the response: the promise is awaited before shutdown
    * (or, in nginx embedded mode, before the request's VM is released). Never
    * throws; a rejection is logged.

@@ -6,6 +6,7 @@ export {
   initHandler,
   compileHandler,
   compileTypeScript,
+  handlerInputs,
   bundleWorker,
   StartupError,
   type Compiled,
@@ -20,3 +21,5 @@ export { shutdown, type ShutdownSteps } from './node/shutdown.js';
 export { UsageError, VALUE_FORMS, commonOptions, didYouMean, dispatch, envAllowList, existingFile, failureLines, groupHelp, helpText, optionsTable, parseCommand, pickCommand, usageLine, DEFAULT_GRACEFUL_MS, DEFAULT_MAX_BODY, DEFAULT_PORT, DEFAULT_WORKER_USERS, type ArgSpec, type CommandSpec, type OptionSpec, type Options, type Parsed, type Values } from './node/args.js';
 export { claimPort, hostPort, lookupGroup, lookupUser, runPrivateServer, serverOptions, workerAccount, type Account, type Launch, type PrivateServer, type Site } from './node/host.js';
 export { WorkerPool, stopProcess, reportReady, reportStartupFailure, type PoolWorker, type WorkerPoolOptions, type WorkerReport, type ReadyReport } from './node/pool.js';
+export { accessLogLine, timeLocal, type AccessEntry } from './node/access-log.js';
+export { watchHandler, WATCH_DEBOUNCE_MS, type WatchOptions, type Watching } from './node/watch.js';

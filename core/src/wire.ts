@@ -214,3 +214,26 @@ export function requestAuthority(
   const rest = target.slice(end);
   return { authority, path: rest.charCodeAt(0) === 47 ? rest : '/' + rest };
 }
+
+/**
+ * The mount prefix (ctx.basePath) of a location: the path without its trailing
+ * slashes, `''` for `/`. `/app` and `/app/` both mount at `/app`.
+ */
+export function mountPrefix(location: string): string {
+  let end = location.length;
+  while (end > 0 && location.charCodeAt(end - 1) === 47) end--;
+  return location.slice(0, end);
+}
+
+/**
+ * Whether a request path (the target's path, before any `?`) is inside the
+ * mount `prefix` (a mountPrefix result): the prefix itself or below it, on a
+ * segment boundary (`/app`, `/app/x`; never `/apps`).
+ */
+export function insideMount(path: string, prefix: string): boolean {
+  if (prefix === '') return true;
+  if (path.length < prefix.length || path.slice(0, prefix.length) !== prefix) return false;
+  const next = path.charCodeAt(prefix.length);
+  // end of the path, '/', or the start of the query
+  return path.length === prefix.length || next === 47 || next === 63;
+}

@@ -131,6 +131,7 @@ typedef struct {
     tsgi_daemon *log;
     int content_set, authn_set, authz_set, log_set;
     int in_location; /* TsgiDaemonName given in a <Location>: no file behind the URL */
+    const char *base_path; /* ctx.basePath: that <Location>'s path without a trailing '/'; "" elsewhere */
 } tsgi_dir_conf;
 
 static tsgi_registry *registry_get(apr_pool_t *pconf)
@@ -168,6 +169,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     tsgi_dir_conf *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
     c->content = add->content_set ? add->content : base->content;
     c->in_location = add->content_set ? add->in_location : base->in_location;
+    c->base_path = add->content_set ? add->base_path : base->base_path;
     c->content_set = add->content_set || base->content_set;
     c->authn = add->authn_set ? add->authn : base->authn;
     c->authn_set = add->authn_set || base->authn_set;
@@ -385,6 +387,16 @@ static const char *cmd_use_daemon(cmd_parms *cmd, void *conf, const char *name)
         c->content_set = 1;
         c->in_location = cmd->directive && cmd->directive->parent &&
                          !strncasecmp(cmd->directive->parent->directive, "<Location", 9);
+        /* A plain <Location /path> mounts the handler there (not <LocationMatch> or "~" regexes). */
+        c->base_path = "";
+        if (c->in_location && !strcasecmp(cmd->directive->parent->directive, "<Location") &&
+            cmd->directive->parent->args && cmd->directive->parent->args[0] != '~' && cmd->path && cmd->path[0] == '/') {
+            char *b = apr_pstrdup(cmd->pool, cmd->path);
+            size_t n = strlen(b);
+            while (n > 0 && b[n - 1] == '/')
+                b[--n] = '\0';
+            c->base_path = b;
+        }
         break;
     case 1: c->authn = d; c->authn_set = 1; break;
     case 2: c->authz = d; c->authz_set = 1; break;
@@ -1532,6 +1544,7 @@ static apr_status_t send_head(tsgi_call *k, int flags, apr_uint64_t content_leng
     q.server_ip = S(r->connection->local_ip);
     q.user = S(r->user);
     q.id = S(k->id);
+    q.base_path = S(((tsgi_dir_conf *)ap_get_module_config(r->per_dir_config, &tsgi_module))->base_path);
     q.headers = h;
     q.nheaders = (uint16_t)n;
     if (k->phase == TSGI_PHASE_LOG) {

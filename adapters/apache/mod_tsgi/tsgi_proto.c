@@ -212,6 +212,7 @@ static void decode_request(rd *r, tsgi_request *q)
     rdstr16(r, &q->server_ip);
     rdstr16(r, &q->user);
     rdstr16(r, &q->id);
+    rdstr16(r, &q->base_path);
     rdheaders(r, &q->hblock, count);
     q->nheaders = count;
     if (!r->err && q->phase > TSGI_PHASE_LOG)
@@ -360,7 +361,7 @@ static size_t request_payload(const tsgi_request *r, int *bad)
     size_t n = 1 + 1 + 2 + 2 + 2 + 8 + 8;
     n += s16(&r->method, bad) + s32(&r->uri, bad) + s16(&r->protocol, bad) + s16(&r->scheme, bad);
     n += s16(&r->host, bad) + s16(&r->client_ip, bad) + s16(&r->server_ip, bad);
-    n += s16(&r->user, bad) + s16(&r->id, bad);
+    n += s16(&r->user, bad) + s16(&r->id, bad) + s16(&r->base_path, bad);
     n += headers_size(r->headers, r->nheaders, &r->hblock, bad);
     if (r->phase == TSGI_PHASE_LOG)
         n += 2 + 8 + 8;
@@ -397,6 +398,7 @@ size_t tsgi_encode_request(unsigned char *out, const tsgi_request *r)
     wstr16(&w, &r->server_ip);
     wstr16(&w, &r->user);
     wstr16(&w, &r->id);
+    wstr16(&w, &r->base_path);
     wheaders(&w, r->headers, r->nheaders, &r->hblock);
     if (r->phase == TSGI_PHASE_LOG) {
         w16(&w, r->log_status);

@@ -86,7 +86,7 @@ typedef struct {
     uint16_t server_port;
     uint64_t content_length; /* TSGI_UNKNOWN_LENGTH when chunked */
     uint64_t start_us;
-    tsgi_str method, uri, protocol, scheme, host, client_ip, server_ip, user, id;
+    tsgi_str method, uri, protocol, scheme, host, client_ip, server_ip, user, id, base_path;
     /* Encoding reads headers/nheaders; decoding fills hblock (and nheaders). */
     const tsgi_header *headers;
     uint16_t nheaders;

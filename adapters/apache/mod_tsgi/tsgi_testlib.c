@@ -145,6 +145,7 @@ int tsgi_test_describe(const unsigned char *in, size_t inlen, char *out, size_t 
         hex(&b, "serverIp", &q->server_ip);
         hex(&b, "user", &q->user);
         hex(&b, "id", &q->id);
+        hex(&b, "basePath", &q->base_path);
         headers_json(&b, &q->hblock);
         if (q->phase == TSGI_PHASE_LOG)
             put(&b, "\"log\":{\"status\":%u,\"bytes\":\"%llu\",\"durationUs\":\"%llu\"},", q->log_status,

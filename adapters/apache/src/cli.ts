@@ -68,6 +68,8 @@ export const RUN = {
     threads: { type: 'int', value: 'N', min: 1, max: 1024, help: 'event MPM ThreadsPerChild (default 64)' },
     'log-level': { ...commonOptions['log-level'], choices: APACHE_LEVELS },
     'server-root': commonOptions['server-root'],
+    'no-access-log': commonOptions['no-access-log'],
+    watch: commonOptions.watch,
   },
 } as const satisfies CommandSpec;
 
@@ -179,6 +181,7 @@ async function run(argv: string[]): Promise<number> {
     name: 'apache',
     ...serverOptions(v),
     gracefulMs: v['graceful-timeout'],
+    watch: v.watch ? { handler } : undefined,
     // graceful-stop lets in-flight requests finish; TERM stops at once.
     stopSignals: ['SIGWINCH', 'SIGTERM'],
     async check() {
@@ -201,7 +204,7 @@ async function run(argv: string[]): Promise<number> {
       // unlike piped loggers. The error log is held back until a worker is ready: a worker that
       // cannot start then gives its reason as the one line (decision 9).
       const errorLog = site.fifo('run/error.fifo', 'stderr', { hold: true });
-      const accessLog = site.fifo('run/access.fifo', 'stdout');
+      const accessLog = v['no-access-log'] ? undefined : site.fifo('run/access.fifo', 'stdout');
       const account: Account | undefined = site.account;
       const daemon = daemonFrom(v, app, app, { user: account?.name, group: account?.group });
       const mpm = { ...DEFAULT_MPM };
@@ -229,6 +232,7 @@ async function run(argv: string[]): Promise<number> {
           logLevel: v['log-level'],
           gracefulShutdownTimeout: daemon.gracefulTimeout! + 5,
           errorLog,
+          accessLog: accessLog !== undefined,
           accessLogFile: accessLog,
         }),
         { mode: 0o600 },

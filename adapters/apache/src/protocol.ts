@@ -88,6 +88,8 @@ export interface RequestMsg {
   /** '' when nobody authenticated. */
   user: string;
   id: string;
+  /** ctx.basePath: the <Location> path mod_tsgi serves (no trailing '/'); '' elsewhere. */
+  basePath: string;
   /** Flat [name, value, name, value, ...] in arrival order. */
   headers: string[];
   /** Present only for phase LOG. */
@@ -267,6 +269,7 @@ export function encodeRequest(r: RequestInit): Buffer {
     len16(r.serverIp, 'latin1', 'server ip') +
     len16(r.user, 'utf8', 'user') +
     len16(r.id, 'utf8', 'id') +
+    len16(r.basePath, 'latin1', 'base path') +
     headersSize(r.headers) +
     (isLog ? 2 + 8 + 8 : 0);
   const w = new Writer(MsgType.REQUEST, 0, size);
@@ -286,6 +289,7 @@ export function encodeRequest(r: RequestInit): Buffer {
   w.str16(r.serverIp, 'latin1');
   w.str16(r.user, 'utf8');
   w.str16(r.id, 'utf8');
+  w.str16(r.basePath, 'latin1');
   writeHeaders(w, r.headers);
   if (isLog) {
     w.u16(r.log!.status);
@@ -554,6 +558,7 @@ function decodeRequest(r: Reader): RequestMsg {
     serverIp: r.str16('latin1'),
     user: r.str16('utf8'),
     id: r.str16('utf8'),
+    basePath: r.str16('latin1'),
     headers: r.headers(count),
   };
   if (m.startUs < 0) throw new ProtocolError('tsgi: bad start time');

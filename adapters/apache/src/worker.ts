@@ -263,6 +263,7 @@ class LazyRequestMsg implements RequestMsg {
   serverIp: string;
   user: string;
   id: string;
+  basePath: string;
   log?: RequestMsg['log'];
   /** Where the header block starts in buf. */
   hAt = 0;
@@ -297,6 +298,7 @@ class LazyRequestMsg implements RequestMsg {
     this.serverIp = str16(buf, 'latin1');
     this.user = str16(buf, 'utf8');
     this.id = str16(buf, 'utf8');
+    this.basePath = str16(buf, 'latin1');
   }
 
   get headers(): string[] {
@@ -607,7 +609,7 @@ export class Worker {
     const start = this.hasLog ? performance.now() : 0;
     const refused = 'status' in target;
     const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target);
-    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
+    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
     conn.ex = req;
     if (refused) {
       // Refused before any hook runs, as Node and nginx refuse it while parsing.
@@ -686,7 +688,7 @@ export class Worker {
 
   private logPhase(m: RequestMsg): void {
     if (!this.hasLog || !m.log) return;
-    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined);
+    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
     runLog(
       this.handler,
       { method: m.method, url: requestUrl(m), status: m.log.status, bytes: m.log.bytes, durationMs: m.log.durationUs / 1000, user: ctx.user },

@@ -111,6 +111,7 @@ function randomMessage(g: Gen): P.Message {
         serverIp: g.bytes(45),
         user: g.unicode(20),
         id: g.unicode(30),
+        basePath: g.pick(['', '/app', g.bytes(60)]),
         headers: g.headers(40),
       };
       if (phase === P.Phase.LOG) m.log = { status: g.int(0xffff), bytes: g.u53(), durationUs: g.u53() };
@@ -191,6 +192,7 @@ function expectedDescription(m: P.Message): Record<string, unknown> {
         serverIp: hexL(m.serverIp),
         user: hexU(m.user),
         id: hexU(m.id),
+        basePath: hexL(m.basePath),
         headers: m.headers.map(hexL),
         ...(m.log ? { log: { status: m.log.status, bytes: String(m.log.bytes), durationUs: String(m.log.durationUs) } } : {}),
       };

@@ -4,13 +4,18 @@ import { CONFORMANCE_MAX_BODY, describeConformance, fixtureHandlerPath } from '@
 import { startApache, type RunningApache } from './helpers.js';
 
 let server: RunningApache;
+// The same handler under --location /app (<Location /app>): the mount cases (ctx.basePath).
+let mounted: RunningApache;
 
 beforeAll(async () => {
   server = await startApache(fixtureHandlerPath, ['--processes', '1', '--max-body', String(CONFORMANCE_MAX_BODY)]);
+  mounted = await startApache(fixtureHandlerPath, ['--processes', '1', '--location', '/app']);
 });
 
 afterAll(async () => {
   await server?.stop();
+  await mounted?.stop();
 });
 
 describeConformance({ name: 'apache', server: 'apache', baseURL: () => server.url });
+describeConformance({ name: 'apache --location /app', server: 'apache', baseURL: () => mounted.url, basePath: '/app' });

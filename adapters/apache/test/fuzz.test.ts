@@ -20,7 +20,7 @@ beforeAll(async () => {
   mkdirSync(corpus);
   const request = P.encodeRequest({
     phase: P.Phase.LOG, hasBody: true, clientPort: 1, serverPort: 80, contentLength: -1, startUs: 1, method: 'GET',
-    uri: '/?q=1', protocol: 'HTTP/1.1', scheme: 'http', host: 'h', clientIp: '::1', serverIp: '::1', user: 'u', id: 'i',
+    uri: '/?q=1', protocol: 'HTTP/1.1', scheme: 'http', host: 'h', clientIp: '::1', serverIp: '::1', user: 'u', id: 'i', basePath: '/b',
     headers: ['a', 'b', 'Set-Cookie', 'c=d'], log: { status: 200, bytes: 5, durationUs: 9 },
   });
   const seeds = [

@@ -108,6 +108,15 @@ Alias /app/plain ${root}/plain
   SetHandler tsgi
   TsgiDaemonName dead
 </Location>
+# ctx.basePath: only a plain <Location> mounts at its path; regex locations mount nowhere ('').
+<Location ~ "/rx">
+  SetHandler tsgi
+  TsgiDaemonName app
+</Location>
+<LocationMatch "/lm">
+  SetHandler tsgi
+  TsgiDaemonName app
+</LocationMatch>
 Alias /files ${root}/files
 <Directory ${root}/files>
   AuthType tsgi
@@ -160,6 +169,12 @@ describe('mod_tsgi in a real Apache', () => {
     const sock = statSync(join(dirs[0], 'app.sock'));
     expect(sock.isSocket()).toBe(true);
     expect(sock.mode & 0o777).toBe(0o600);
+  });
+
+  it("sends ctx.basePath: a plain <Location>'s path, '' for a regex <Location ~> or <LocationMatch>", async () => {
+    expect((await info('/app/info')).basePath).toBe('/app');
+    expect((await info('/rx/info')).basePath).toBe('');
+    expect((await info('/lm/info')).basePath).toBe('');
   });
 
   it('sends the raw URI with query, method, host, client address, request id and headers in order', async () => {

@@ -29,6 +29,7 @@ function message(): RequestInit {
     serverIp: str(15),
     user: str(10, 0xd000),
     id: str(24, 128),
+    basePath: str(12),
     headers: Array.from({ length: rnd(6) * 2 }, (_, j) => str(j % 2 ? 300 : 20)),
     tls: rnd(2) === 1,
     hasBody: rnd(2) === 1,
@@ -76,7 +77,7 @@ describe('the request URL the worker gives the handler (core requestAuthority)',
   };
   const base: RequestInit = {
     phase: 0, clientPort: 1, serverPort: 80, contentLength: 0, startUs: 1, method: 'GET', uri: '/', protocol: 'HTTP/1.1',
-    scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'x', headers: [],
+    scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'x', basePath: '', headers: [],
   };
 
   it.each([

@@ -233,6 +233,10 @@ function startRequest(r: NjsRequest): RuntimeContext {
     get env() {
       return incoming().environment();
     },
+    // The mounted location's `set $tsgi_base_path` (config.ts); read only when asked for.
+    get basePath() {
+      return String(r.variables.tsgi_base_path || '');
+    },
     waitUntil: waitUntil,
   };
   return curCtx;

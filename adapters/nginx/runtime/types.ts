@@ -73,6 +73,7 @@ export interface RuntimeContext {
   user: string | undefined;
   readonly id: string;
   readonly env: Record<string, string | undefined>;
+  readonly basePath: string;
   waitUntil(promise: unknown): void;
 }
 

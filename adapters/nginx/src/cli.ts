@@ -70,6 +70,8 @@ export const RUN = {
     env: commonOptions.env,
     'log-level': { ...commonOptions['log-level'], choices: NGINX_LEVELS },
     'server-root': commonOptions['server-root'],
+    'no-access-log': commonOptions['no-access-log'],
+    watch: commonOptions.watch,
   },
 } as const satisfies CommandSpec;
 
@@ -186,6 +188,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     name: 'nginx',
     ...serverOptions(v),
     gracefulMs: DEFAULT_GRACEFUL_MS,
+    watch: v.watch ? { handler, preload } : undefined,
     // QUIT: graceful (in-flight requests finish); TERM: fast.
     stopSignals: ['SIGQUIT', 'SIGTERM'],
     async prepare(site) {
@@ -208,7 +211,7 @@ async function cmdRun(argv: string[]): Promise<number> {
       const conf = join(dir, 'nginx.conf');
       // The access log goes to our stdout: nginx can only open a path, and /dev/stdout fails when stdout
       // is a socket (as Node's pipes are). Only nginx's master (root, or us) opens it: it holds query strings.
-      const accessLog = site.fifo('access.log', 'stdout');
+      const accessLog = v['no-access-log'] ? 'off' : site.fifo('access.log', 'stdout');
       const writeConf = (): void => {
         writeFileSync(
           conf,

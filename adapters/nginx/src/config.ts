@@ -4,6 +4,7 @@
  * existing nginx.
  */
 import { existsSync } from 'node:fs';
+import { mountPrefix } from '@tsgi/core';
 
 export type Mode = 'embedded' | 'workers';
 
@@ -102,6 +103,8 @@ export function httpPart(o: SiteOptions): string {
       `js_import ${NJS_MODULE} from ${q(o.bundle!)};`,
       `# the user authenticate set (content phase or auth_request), read by the log hook`,
       `js_var $tsgi_user;`,
+      `# ctx.basePath: empty unless a mounted location sets it`,
+      `js_var $${BASE_PATH_VAR};`,
       `# used only in the log_format, so the handler's log hook runs in the log phase`,
       `js_set $tsgi_log ${NJS_MODULE}.log;`,
       `# the WWW-Authenticate of a 401 from authenticate, for auth_request-guarded locations`,
@@ -135,13 +138,15 @@ export function httpPart(o: SiteOptions): string {
  * (403 otherwise), and hide the X-Tsgi-* headers from the handler. Each line here is work on every
  * request, for nginx and for the worker: nothing the worker can derive is sent.
  */
-export function proxyCommon(o: { secret?: string; upgrade?: boolean } = {}): string[] {
+export function proxyCommon(o: { secret?: string; basePath?: string; upgrade?: boolean } = {}): string[] {
   return [
     `proxy_http_version 1.1;`,
     // An upgrade (WebSocket) passes Upgrade and Connection on, so the worker can answer 101 and nginx
     // tunnels the connection; any other request keeps the upstream connection alive (Connection "").
     ...(o.upgrade ? [`proxy_set_header Upgrade $http_upgrade;`, `proxy_set_header Connection upgrade;`] : [`proxy_set_header Connection "";`]),
     ...(o.secret ? [`proxy_set_header X-Tsgi-Secret ${o.secret};`] : []),
+    // ctx.basePath: the location's prefix; "" (not sent) replaces a client's own at the root.
+    `proxy_set_header ${BASE_PATH_HEADER} ${o.basePath ? q(o.basePath) : '""'};`,
     `proxy_set_header Host $http_host;`,
     // The request line as the client sent it (nginx forwards origin-form): the worker applies core's
     // requestAuthority to its target, so an absolute-form target's authority wins (RFC 9112 3.2.2).
@@ -172,6 +177,21 @@ export function proxyCommon(o: { secret?: string; upgrade?: boolean } = {}): str
   ];
 }
 
+/** The header that carries ctx.basePath to the workers (trusted, like the others, only with the secret). */
+export const BASE_PATH_HEADER = 'X-Tsgi-Base-Path';
+/** The variable that carries ctx.basePath to the njs bridge (set per mounted location). */
+export const BASE_PATH_VAR = 'tsgi_base_path';
+
+/**
+ * The location blocks that serve a mount: `/` as is; a prefix /app as `location = /app` and
+ * `location /app/` (a bare `location /app` would also take /apps), each with the same `body`.
+ */
+function mountLocations(location: string, body: (base: string) => string[]): string[] {
+  const base = mountPrefix(location);
+  const heads = base === '' ? [`location ${location}`] : [`location = ${q(base)}`, `location ${q(`${base}/`)}`];
+  return heads.flatMap((h) => [`${h} {`, ...body(base), `}`]);
+}
+
 /** server-level locations of the tsgi site. */
 export function serverPart(o: SiteOptions): string {
   const loc = o.location ?? '/';
@@ -183,13 +203,14 @@ export function serverPart(o: SiteOptions): string {
       `  internal;`,
       `  js_content ${NJS_MODULE}.auth;`,
       `}`,
-      `location ${loc} {`,
-      `  # a response without Content-Type keeps none (as on Node), instead of nginx's default_type`,
-      `  default_type "";`,
-      `  js_content ${NJS_MODULE}.content;`,
-      `  # the usual request (origin-form target, plain Host), vetted in C: the bridge need not check it again`,
-      `  if ($${PLAIN_HOST_VAR}) { js_content ${NJS_MODULE}.plain; }`,
-      `}`,
+      ...mountLocations(loc, (base) => [
+        `  # a response without Content-Type keeps none (as on Node), instead of nginx's default_type`,
+        `  default_type "";`,
+        ...(base ? [`  # ctx.basePath`, `  set $${BASE_PATH_VAR} ${q(base)};`] : []),
+        `  js_content ${NJS_MODULE}.content;`,
+        `  # the usual request (origin-form target, plain Host), vetted in C: the bridge need not check it again`,
+        `  if ($${PLAIN_HOST_VAR}) { js_content ${NJS_MODULE}.plain; }`,
+      ]),
     );
   } else {
     lines.push(
@@ -208,15 +229,15 @@ export function serverPart(o: SiteOptions): string {
       `  internal;`,
       `  proxy_pass http://${UPSTREAM}$request_uri;`,
       `  proxy_set_header X-Tsgi-Phase "";`,
-      ...proxyCommon({ ...o, upgrade: true }).map((l) => `  ${l}`),
+      ...proxyCommon({ ...o, basePath: mountPrefix(loc), upgrade: true }).map((l) => `  ${l}`),
       `}`,
-      `location ${loc} {`,
-      `  if ($http_upgrade) { rewrite ^ ${UPGRADE_LOCATION} last; }`,
-      `  proxy_pass http://${UPSTREAM};`,
-      `  # clients cannot ask for the access-only phase`,
-      `  proxy_set_header X-Tsgi-Phase "";`,
-      ...proxyCommon(o).map((l) => `  ${l}`),
-      `}`,
+      ...mountLocations(loc, (base) => [
+        `  if ($http_upgrade) { rewrite ^ ${UPGRADE_LOCATION} last; }`,
+        `  proxy_pass http://${UPSTREAM};`,
+        `  # clients cannot ask for the access-only phase`,
+        `  proxy_set_header X-Tsgi-Phase "";`,
+        ...proxyCommon({ ...o, basePath: base }).map((l) => `  ${l}`),
+      ]),
     );
   }
   for (const f of o.includeServer ?? []) lines.push(`include ${q(f)};`);

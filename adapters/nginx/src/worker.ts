@@ -37,7 +37,7 @@ export interface WorkerFailed {
 }
 
 /** The headers nginx sets for the worker (config.ts proxyCommon); the handler never sees them. */
-const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-request', 'x-tsgi-phase'];
+const PROXY_HEADERS = ['x-tsgi-secret', 'x-tsgi-request', 'x-tsgi-phase', 'x-tsgi-base-path'];
 
 function configFromSupervisor(): Promise<WorkerConfig> {
   return new Promise((resolve) => {
@@ -178,6 +178,12 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     // forwards as HTTP/1.1): nginx's own host:port. Otherwise node-http takes Host, as `serve` does.
     authority: (req) => (req.headers.host === undefined ? cfg.authority : undefined),
     hiddenHeaders: PROXY_HEADERS,
+    // ctx.basePath: the prefix of the nginx location that routed the request (config.ts), read only
+    // after the secret check; nginx sends none at the root (and replaces a client's own).
+    basePath: (req) => {
+      const b = req.headers['x-tsgi-base-path'];
+      return typeof b === 'string' ? b : '';
+    },
     onError: log,
   });
   try {

@@ -89,7 +89,9 @@ describe('tsgi nginx conf', () => {
     expect(r.code).toBe(0);
     const s = r.stdout;
     expect(s).toContain('js_import tsgi from /srv/tsgi/tsgi.js;');
-    expect(s).toMatch(/location \/app\/ \{[^}]*default_type "";\s+js_content tsgi\.content;/);
+    expect(s).toMatch(/location \/app\/ \{[^}]*default_type "";\s+# ctx.basePath\s+set \$tsgi_base_path \/app;\s+js_content tsgi\.content;/);
+    // the mount point itself too, and not /apps (a bare `location /app` would take it)
+    expect(s).toMatch(/location = \/app \{[^}]*set \$tsgi_base_path \/app;/);
     expect(s).toContain('js_set $tsgi_log tsgi.log;');
     expect(s).toMatch(/log_format tsgi .*\$tsgi_log'/);
     expect(s).toMatch(/location = \/_tsgi_auth \{\s+internal;\s+js_content tsgi\.auth;/);

@@ -6,11 +6,16 @@ import { CONFORMANCE_MAX_BODY, describeConformance, httpOnlyFixturePath } from '
 import { startNginx, type Running } from './helpers.js';
 
 let srv: Running;
+// The same handler under --location /app: the mount cases (ctx.basePath).
+let mounted: Running;
 beforeAll(async () => {
   srv = await startNginx(httpOnlyFixturePath, ['--max-body', String(CONFORMANCE_MAX_BODY)]);
+  mounted = await startNginx(httpOnlyFixturePath, ['--location', '/app']);
 });
 afterAll(async () => {
   await srv?.stop();
+  await mounted?.stop();
 });
 
 describeConformance({ name: 'nginx embedded', server: 'nginx', mode: 'embedded', baseURL: () => srv.url });
+describeConformance({ name: 'nginx embedded --location /app', server: 'nginx', mode: 'embedded', baseURL: () => mounted.url, basePath: '/app' });

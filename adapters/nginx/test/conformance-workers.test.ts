@@ -4,14 +4,19 @@ import { CONFORMANCE_MAX_BODY, cases, describeConformance, fixtureHandlerPath, m
 import { startNginx, type Running } from './helpers.js';
 
 let srv: Running;
+// The same handler under --location /app: the mount cases (ctx.basePath).
+let mounted: Running;
 beforeAll(async () => {
   srv = await startNginx(fixtureHandlerPath, ['--workers', '1', '--max-body', String(CONFORMANCE_MAX_BODY)]);
+  mounted = await startNginx(fixtureHandlerPath, ['--workers', '1', '--location', '/app']);
 });
 afterAll(async () => {
   await srv?.stop();
+  await mounted?.stop();
 });
 
 describeConformance({ name: 'nginx workers', server: 'nginx', mode: 'workers', baseURL: () => srv.url });
+describeConformance({ name: 'nginx workers --location /app', server: 'nginx', mode: 'workers', baseURL: () => mounted.url, basePath: '/app' });
 
 // A race, so once is not enough: nginx proxying an upload unbuffered closes the client's connection
 // when the worker's answer ends before nginx has read the whole body (the worker holds its end for that).

@@ -1,5 +1,5 @@
 // `tsgi serve`: the handler on node:http, in this process or in --workers N.
-import { commonOptions, envAllowList, parseCommand, type CommandSpec } from '@tsgi/core/node';
+import { commonOptions, envAllowList, parseCommand, startupReason, watchHandler, type CommandSpec } from '@tsgi/core/node';
 import { isServeWorker, serve } from './serve.js';
 
 export const SERVE = {
@@ -11,6 +11,9 @@ export const SERVE = {
     port: commonOptions.port,
     unix: { type: 'string', value: 'PATH', help: 'listen on a Unix socket instead of HOST:PORT' },
     workers: commonOptions.workers,
+    location: commonOptions.location,
+    'no-access-log': commonOptions['no-access-log'],
+    watch: commonOptions.watch,
     'max-body': commonOptions['max-body'],
     'graceful-timeout': commonOptions['graceful-timeout'],
     'clear-env': commonOptions['clear-env'],
@@ -35,12 +38,27 @@ export async function main(argv: string[]): Promise<number | void> {
       unixSocket: v.unix,
       workers: v.workers,
       maxBodySize: v['max-body'],
+      basePath: v.location,
+      // One line per request on stdout, as nginx run and apache run relay theirs.
+      accessLog: v['no-access-log'] ? undefined : (line) => void process.stdout.write(`${line}\n`),
       gracefulTimeout: v['graceful-timeout'],
       clearEnv: v['clear-env'],
       keepEnv,
     });
     const workers = (v.workers ?? 1) > 1 ? `, ${v.workers} workers` : '';
-    if (!isServeWorker) console.error(`tsgi serve: ready on ${server.url} (node pid ${process.pid}${workers})`);
+    const at = server.url.startsWith('http') ? server.url.replace(/\/$/, '') + v.location : server.url;
+    if (isServeWorker) return;
+    console.error(`tsgi serve: ready on ${at} (node pid ${process.pid}${workers})`);
+    if (v.watch) {
+      const say = (line: string): void => console.error(`tsgi serve: ${line}`);
+      try {
+        // The SIGHUP path: serve() prints "reloaded" or the build's one line.
+        const w = await watchHandler({ handler: args[0]!, say, reload: () => server.reload() });
+        process.once('exit', () => w.close());
+      } catch (err) {
+        say(`not watching: ${startupReason(err)}`);
+      }
+    }
   } catch (err) {
     // A worker already printed its one line.
     if ((err as { reported?: boolean }).reported) return 1;

@@ -13,6 +13,8 @@ import {
   PLAIN_TEXT_TYPE,
   accessReply,
   defaultErrorLogger,
+  insideMount,
+  mountPrefix,
   internalError,
   runLog,
   runPhase,
@@ -23,7 +25,7 @@ import {
   type RawResponse,
   type ServerKind,
 } from '@tsgi/core';
-import { Lifecycle, RequestContext, initHandler } from '@tsgi/core/node';
+import { Lifecycle, RequestContext, accessLogLine, initHandler } from '@tsgi/core/node';
 import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
 import { clientGone, sendResponse } from './send.js';
 
@@ -45,10 +47,19 @@ export interface NodeAdapterOptions {
   authority?: (req: IncomingMessage) => string | undefined;
   /** Request headers (lower-case) the handler never sees: a trusted proxy's own (nginx workers mode). */
   hiddenHeaders?: readonly string[];
+  /**
+   * ctx.basePath, the mount prefix (`/app`; a trailing slash is dropped; default '': the root). A
+   * string: a request outside it gets 404 without reaching the handler. A function: the embedder
+   * has routed already and says what the prefix of this request is (nginx workers mode).
+   */
+  basePath?: string | ((req: IncomingMessage) => string);
+  /** One access log line per request (core's accessLogLine, nginx's format) to this sink; default none. */
+  accessLog?: (line: string) => void;
   onError?: ErrorLogger;
 }
 
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
+const NOT_FOUND_TEXT = 'Not Found\n';
 
 function clientIp(req: IncomingMessage, trustProxy: boolean): string {
   if (trustProxy) {
@@ -56,6 +67,24 @@ function clientIp(req: IncomingMessage, trustProxy: boolean): string {
     if (typeof real === 'string' && real) return real;
   }
   return req.socket.remoteAddress ?? '';
+}
+
+/**
+ * The path a mount prefix is matched on, as Apache and nginx match their locations: dot segments
+ * resolved (as request.url shows them) and %XX decoded. Only a path that needs it pays.
+ */
+function mountPath(path: string): string {
+  if (!path.includes('%') && !path.includes('/.')) return path;
+  try {
+    const p = new URL(`http://h${path}`).pathname;
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  } catch {
+    return path;
+  }
 }
 
 /** Sends a response the host itself decided on. */
@@ -105,9 +134,12 @@ export class NodeHost {
   readonly trustProxy: boolean;
   readonly phases: boolean;
   readonly hasLog: boolean;
+  readonly accessLog: ((line: string) => void) | undefined;
   readonly requestOptions: RequestOptions;
   private initialized = false;
   private decided: ((req: IncomingMessage) => string | undefined) | undefined;
+  /** The fixed mount prefix ('' at the root), or the embedder's per-request answer. */
+  private readonly mount: string | ((req: IncomingMessage) => string);
 
   constructor(
     readonly handler: Handler,
@@ -120,7 +152,9 @@ export class NodeHost {
     this.trustProxy = options.trustProxy ?? false;
     this.phases = options.phases ?? false;
     this.decided = options.authority;
+    this.mount = typeof options.basePath === 'function' ? options.basePath : mountPrefix(options.basePath ?? '');
     this.hasLog = typeof handler.log === 'function';
+    this.accessLog = options.accessLog;
     this.requestOptions = {
       maxBodySize: this.maxBody,
       scheme: options.https === undefined ? undefined : options.https ? 'https' : 'http',
@@ -142,11 +176,23 @@ export class NodeHost {
     if ('status' in target) {
       // A client error, not the server's: nothing is logged (the target may carry credentials).
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);
+      this.logAccess(req, res, 400, BAD_REQUEST_TEXT.length, undefined, performance.now());
       return null;
     }
+    let base: string;
+    if (typeof this.mount === 'string') {
+      base = this.mount;
+      // Outside the mount: the server's 404, as Apache and nginx give for a URL outside the location.
+      if (base !== '' && !insideMount(mountPath(target.path), base)) {
+        sendOwn(res, 404, NOT_FOUND_TEXT, false);
+        this.logAccess(req, res, 404, NOT_FOUND_TEXT.length, undefined, performance.now());
+        return null;
+      }
+    } else base = this.mount(req);
     this.lifecycle.begin();
     const request = new NodeRequest(req, res, this.requestOptions, target.authority, target.path, target.absolute);
-    const x = new Exchange(this, req, res, request, new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle));
+    const ctx = new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle, undefined, undefined, base);
+    const x = new Exchange(this, req, res, request, ctx);
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));
@@ -154,6 +200,29 @@ export class NodeHost {
       return null;
     }
     return x;
+  }
+
+  /** The access log line of a request, once its response has finished (or the client is gone). */
+  logAccess(req: IncomingMessage, res: ServerResponse, status: number, bytes: number, user: string | undefined, start: number): void {
+    const sink = this.accessLog;
+    if (!sink) return;
+    const write = (): void =>
+      sink(
+        accessLogLine({
+          ip: req.socket.remoteAddress ?? '',
+          user,
+          method: req.method ?? '',
+          target: req.url ?? '',
+          httpVersion: req.httpVersion,
+          status,
+          bytes,
+          referer: req.headers.referer,
+          userAgent: req.headers['user-agent'],
+          durationMs: performance.now() - start,
+        }),
+      );
+    if (res.writableFinished || res.destroyed) write();
+    else res.once('close', write);
   }
 
   /** A whole node:http exchange (toNodeListener); requests that arrive before init has run wait for it. */
@@ -184,7 +253,7 @@ export class Exchange {
     readonly request: NodeRequest,
     readonly ctx: RequestContext,
   ) {
-    this.start = host.hasLog ? performance.now() : 0;
+    this.start = host.hasLog || host.accessLog ? performance.now() : 0;
   }
 
   /** The handler's answer; never rejects (failures are the bare 500, logged). */
@@ -267,6 +336,7 @@ export class Exchange {
   end(status: number, bytes: number): void {
     const host = this.host;
     host.lifecycle.end();
+    if (host.accessLog) host.logAccess(this.req, this.res, status, bytes, this.ctx.user, this.start);
     if (!host.hasLog) return;
     const run = (): void =>
       runLog(

@@ -59,11 +59,13 @@ function toReply(reply: FastifyReply, raw: RawResponse, isHead: boolean): { payl
  * Fastify plugin: `app.register(fastifyTsgi, { handler, prefix: '/api' })`.
  * The handler runs as a Fastify route and answers through `reply.send`, so
  * Fastify's hooks (onRequest, preHandler, onSend, onResponse) all run. The
- * handler sees the full request URL, prefix included; bodies are left unparsed
+ * handler sees the full request URL, prefix included, and the prefix as
+ * `ctx.basePath`; bodies are left unparsed
  * for it to read. Each request is an Exchange (exchange.ts), as on node:http.
  */
 export async function fastifyTsgi(app: FastifyInstance, opts: FastifyTsgiOptions): Promise<void> {
-  const host = new NodeHost(opts.handler, opts);
+  // ctx.basePath: the plugin's prefix (Fastify routes only what is below it).
+  const host = new NodeHost(opts.handler, { basePath: app.prefix, ...opts });
   await host.ready;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req: unknown, _payload: unknown, done: (err: null, body?: unknown) => void) =>

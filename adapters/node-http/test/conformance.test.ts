@@ -24,6 +24,10 @@ const onError = (message: string): void => {
 let child: RunningCli | undefined;
 let serveURL = '';
 
+// ---- 1b. tsgi serve --location /app (ctx.basePath: the mount cases) -------
+let mounted: RunningCli | undefined;
+let mountedURL = '';
+
 // ---- 2. toNodeListener on http.Server -------------------------------------
 let plain: Server | undefined;
 let plainURL = '';
@@ -38,6 +42,8 @@ beforeAll(async () => {
     /ready on (http:\/\/\S+?)\/?\s/,
   );
   serveURL = child.ready;
+  mounted = await startCli(['serve', fixtureHandlerPath, '--port', '0', '--location', '/app'], /ready on (http:\/\/[^/\s]+)/);
+  mountedURL = mounted.ready;
 
   const handler = await loadHandler(fixtureHandlerPath);
   const listener = toNodeListener(handler, { maxBodySize: CONFORMANCE_MAX_BODY, onError });
@@ -56,6 +62,7 @@ beforeAll(async () => {
 afterAll(async () => {
   // The fixture holds nothing past its bounded timers; SIGKILL only if shutdown hangs.
   await child?.stop(20_000);
+  await mounted?.stop(20_000);
   if (plain) {
     plain.closeAllConnections();
     await new Promise((r) => plain!.close(r));
@@ -64,5 +71,6 @@ afterAll(async () => {
 });
 
 describeConformance({ name: 'tsgi serve (CLI process)', server: 'node', baseURL: () => serveURL });
+describeConformance({ name: 'tsgi serve --location /app', server: 'node', baseURL: () => mountedURL, basePath: '/app' });
 describeConformance({ name: 'toNodeListener on http.Server', server: 'node', baseURL: () => plainURL });
 describeConformance({ name: 'Fastify mount (fastifyTsgi)', server: 'node', mode: 'fastify', baseURL: () => fastifyURL });

@@ -186,7 +186,7 @@ describe('no global patching; the lazy request is a real Request', () => {
 });
 
 describe('Fastify mount', () => {
-  it("runs Fastify's hooks around the handler, under a prefix", async () => {
+  it("runs Fastify's hooks around the handler, under a prefix (ctx.basePath)", async () => {
     const app = Fastify();
     const hooks: string[] = [];
     app.addHook('onRequest', async () => void hooks.push('onRequest'));
@@ -198,13 +198,14 @@ describe('Fastify mount', () => {
     app.get('/other', async () => 'fastify route');
     await app.register(fastifyTsgi, {
       prefix: '/api',
-      handler: { fetch: (req: Request) => new Response(`tsgi ${new URL(req.url).pathname}`) },
+      handler: { fetch: (req: Request, ctx: { basePath: string }) => new Response(`tsgi ${new URL(req.url).pathname} at ${ctx.basePath}`) },
     });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     try {
       const res = await fetch(`${base}/api/items`);
-      expect(await res.text()).toBe('tsgi /api/items');
+      // ctx.basePath is the plugin's prefix; request.url keeps it.
+      expect(await res.text()).toBe('tsgi /api/items at /api');
       expect(res.headers.get('x-fastify')).toBe('yes');
       expect(await (await fetch(`${base}/other`)).text()).toBe('fastify route');
       await new Promise((r) => setTimeout(r, 50));

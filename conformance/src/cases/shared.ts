@@ -13,6 +13,11 @@ export interface ConformanceCase {
   title: string;
   /** 'server' or 'server:mode' -> why this case cannot apply there. */
   optOut?: Record<string, string>;
+  /**
+   * Sub-path mounts (ctx.basePath): 'also' runs at the root and in a registration under a prefix
+   * (describeConformance with `basePath`), 'prefix' only there; absent: only at the root.
+   */
+  mount?: 'also' | 'prefix';
   run(t: CaseContext): Promise<void>;
 }
 

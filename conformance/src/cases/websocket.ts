@@ -279,6 +279,27 @@ export const websocketCases: ConformanceCase[] = [
     },
   },
   {
+    id: 'ws.mounted',
+    title: 'under a mount prefix: the upgrade reaches the handler with ctx.basePath, and echoes (at the root too)',
+    optOut: OPT_OUT,
+    mount: 'also',
+    async run(t) {
+      const key = t.key('wsm');
+      await withSocket(t, `${t.basePath}/ws/echo?key=${key}`, async (c) => {
+        c.ws.send('mounted');
+        assert.equal((await c.next()).data.toString(), 'mounted');
+      });
+      const s = await t.poll(
+        () => expectJSON<Stats>(t, `${t.basePath}/ws/stats?key=${key}`),
+        (v) => v.closed !== undefined,
+        15_000,
+      );
+      assert.equal(s.messages, 1);
+      // Outside the WebSocket routes (inside the mount), the handler's upgrade hook refuses.
+      assert.equal((await refusedWs(t, `${t.basePath}/text`)).status, 404);
+    },
+  },
+  {
     id: 'ws.backpressure',
     title: 'a client that does not read: the server holds a bounded amount unsent, then closes the socket with 1008',
     optOut: OPT_OUT,

@@ -125,11 +125,14 @@ export const commonOptions = {
   group: { type: 'string', value: 'GROUP', help: "the workers' group; default: the user's primary group" },
   'clear-env': { type: 'boolean', help: 'the workers get a clean environment: HOME, USER, LOGNAME, PATH and the --env names only' },
   env: { type: 'string', multiple: true, value: 'NAME', help: 'with --clear-env: a variable the workers keep' },
-  location: { type: 'string', value: 'PATH', default: '/', pattern: /^\/\S*$/, wants: 'a URL path starting with /', help: 'the URL path the handler serves' },
+  location: { type: 'string', value: 'PATH', default: '/', pattern: /^\/\S*$/, wants: 'a URL path starting with /', help: 'the URL path the handler is mounted at (ctx.basePath); outside it the server answers 404' },
   include: { type: 'file', multiple: true, what: 'include file', value: 'FILE', help: 'a config file of yours, included in the generated config' },
   'server-root': { type: 'string', value: 'DIR', help: "where the private server's temp dir is made; default $TMPDIR, else /tmp (the worker user must reach it)" },
   'log-level': { type: 'string', value: 'LEVEL', default: 'warn', help: "the server's error log level" },
   preload: { type: 'string', multiple: true, value: 'NAME=FILE.json', help: 'read-only data the handler reads as the global NAME' },
+  // ---- the development loop (issue 11)
+  watch: { type: 'boolean', help: 'reload gracefully (as SIGHUP does) when the handler or a file it imports changes' },
+  'no-access-log': { type: 'boolean', help: 'no access log line per request on stdout' },
 } as const satisfies Options;
 
 const HELP: OptionSpec = { type: 'boolean', short: 'h', help: 'this text' };

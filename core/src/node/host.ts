@@ -19,7 +19,8 @@ import { Socket, connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { listenError } from './listen-handle.js';
-import { StartupError } from './load.js';
+import { StartupError, type Preload } from './load.js';
+import { watchHandler, type Watching } from './watch.js';
 import { DEFAULT_WORKER_USERS } from './args.js';
 import { startupReason } from './policy.js';
 
@@ -190,6 +191,8 @@ export interface PrivateServer {
   stopSignals: readonly [NodeJS.Signals, NodeJS.Signals];
   /** Checks before anything is made (the handler loads, ...). */
   check?(): Promise<void>;
+  /** --watch: once ready, a change to this handler or a file it imports reloads as SIGHUP does (watch.ts). */
+  watch?: { handler: string; preload?: readonly Preload[] };
   prepare(site: Site): Promise<Launch>;
 }
 
@@ -272,6 +275,7 @@ class PrivateRun {
   private readonly teardown: ((fast: boolean) => unknown)[] = [];
   private readonly relays: Relay[] = [];
   private dir?: string;
+  private watching?: Watching;
 
   constructor(private o: PrivateServer) {
     this.tag = `tsgi ${o.name}`;
@@ -342,6 +346,17 @@ class PrivateRun {
       const details = [`${this.o.name} pid ${this.server!.pid}`, `server root ${this.dir}`, ...(this.launch.details ?? [])];
       // Only now: whoever reads this line may signal us at once, and the handlers are in place.
       this.say(`ready on http://${site.authority}${this.o.location} (${details.join(', ')})`);
+      if (this.o.watch && !this.stopLevel) {
+        try {
+          this.watching = await watchHandler({
+            ...this.o.watch,
+            say: this.say,
+            reload: () => (this.reloading = this.reloading.then(() => this.reload())),
+          });
+        } catch (err) {
+          this.say(`not watching: ${startupReason(err)}`);
+        }
+      }
       await this.exited;
       if (this.stopLevel) return 0;
       this.say(`${this.o.name} exited unexpectedly (${this.exit!.signal ?? `exit ${this.exit!.code}`})`);
@@ -447,6 +462,7 @@ class PrivateRun {
     process.off('SIGINT', this.onStopSignal);
     process.off('SIGTERM', this.onStopSignal);
     process.off('SIGHUP', this.onHup);
+    this.watching?.close();
     if (this.server && !this.exit) {
       // A start-up failure while it runs: stop it at once.
       this.requestStop(2);

@@ -76,6 +76,8 @@ export class RequestContext implements Context {
     private lifecycle: Lifecycle,
     id?: string,
     user?: string,
+    /** ctx.basePath: the mount prefix ('' at the root). */
+    readonly basePath = '',
   ) {
     this._id = id;
     this.user = user;

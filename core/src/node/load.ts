@@ -168,7 +168,7 @@ function buildFailure(what: string, file: string, err: unknown): StartupError {
  * Node's require() resolving from the handler's folder, an inline source map
  * whose paths are relative to `outfile`'s folder. Returns the module's text.
  */
-async function compileText(esbuild: Esbuild, file: string, outfile: string, preload: readonly Preload[] = []): Promise<string> {
+async function compileText(esbuild: Esbuild, file: string, outfile: string, preload: readonly Preload[] = [], inputs?: string[]): Promise<string> {
   const inj = injected(preload);
   const out = await esbuild.build({
     entryPoints: [file],
@@ -189,7 +189,15 @@ async function compileText(esbuild: Esbuild, file: string, outfile: string, prel
     sourcemap: 'inline',
     sourcesContent: false,
     logLevel: 'silent',
+    // --watch: which files the handler is made of.
+    metafile: inputs !== undefined,
   });
+  if (inputs && out.metafile) {
+    for (const k of Object.keys(out.metafile.inputs)) {
+      const p = resolve(k);
+      if (!p.includes('/node_modules/') && p !== INJECT_RESPONSE && existsSync(p)) inputs.push(p);
+    }
+  }
   return out.outputFiles[0]!.text;
 }
 
@@ -245,6 +253,25 @@ export async function compileHandler(path: string): Promise<Compiled> {
   }
   if (cache) prune(dir, name, prefix);
   return { file: target, dispose };
+}
+
+/**
+ * The files a handler is made of, as compileHandler bundles it (esbuild's metafile inputs): the
+ * handler and its own imports, never packages (node_modules). Throws the compile error's one line.
+ * esbuild's service process is stopped afterwards; nothing is written.
+ */
+export async function handlerInputs(path: string, preload: readonly Preload[] = []): Promise<string[]> {
+  const file = handlerFile(path);
+  const esbuild = await import('esbuild');
+  const inputs: string[] = [];
+  try {
+    await compileText(esbuild, file, join(dirname(file), '.tsgi-inputs.mjs'), preload, inputs);
+  } catch (err) {
+    throw buildFailure('compile', file, err);
+  } finally {
+    await esbuild.stop();
+  }
+  return [...new Set([file, ...inputs, ...preload.map((p) => resolve(p.file))])];
 }
 
 /** @deprecated Every handler is compiled the same way now: use compileHandler. */
