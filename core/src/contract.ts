@@ -92,7 +92,7 @@ type Awaitable<T> = T | Promise<T>;
 export interface Peer {
   /** The upgrade request's id (`ctx.id`): unique within the server's run. */
   readonly id: string;
-  /** The upgrade request (headers, url; its body is empty). */
+  /** The upgrade request (headers, url; its body is empty); its `signal` aborts once the socket has closed. */
   readonly request: Request;
   /** The upgrade request's context: `user` from authenticate, `ip`, `server`, `waitUntil`. */
   readonly ctx: Context;

@@ -121,11 +121,6 @@ export class WebSocketHost {
     });
   }
 
-  /** Open sockets (a server's figures, the tests' checks). */
-  get size(): number {
-    return this.open.size;
-  }
-
   /** node:http's `upgrade` event. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const host = this.host;
@@ -190,8 +185,10 @@ export class WebSocketHost {
     ws.once('close', (code, reason) => {
       this.open.delete(ws);
       runSocketHook(hooks, 'close', peer, { code, reason: reason.toString() }, log, () => {});
-      // The response object never finished (the socket left it): mark it done so `log` runs now.
+      // The response object never finished (the socket left it): it ends here, so `log` runs now and
+      // peer.request.signal aborts (what the handler tied to the socket's life is released).
       x.res.destroy();
+      x.res.emit('close');
       end(101, peer.sent);
     });
     runSocketHook(hooks, 'open', peer, undefined, log, fail);

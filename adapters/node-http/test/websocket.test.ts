@@ -114,9 +114,18 @@ describe('websocket.ts: the handshake', () => {
 });
 
 describe('websocket.ts: an open socket', () => {
-  it('log runs once the socket has closed: status 101, the payload bytes sent, the user', async () => {
+  it('log runs once the socket has closed: status 101, the payload bytes sent, the user; request.signal aborts then', async () => {
     const logs: LogEntry[] = [];
-    const { l, port } = await listen({ ...echo, authenticate: () => ({ user: 'ann' }), log: (e) => void logs.push(e) });
+    let signal: AbortSignal | undefined;
+    const { l, port } = await listen({
+      fetch: () => new Response(''),
+      authenticate: () => ({ user: 'ann' }),
+      log: (e) => void logs.push(e),
+      websocket: {
+        open: (p) => void (signal = p.request.signal),
+        message: (p, m) => void p.send(m),
+      },
+    });
     current = l;
     const ws = new WebSocket(`ws://127.0.0.1:${port}/log?x=1`);
     await once(ws, 'open');
@@ -128,6 +137,8 @@ describe('websocket.ts: an open socket', () => {
     ws.close(1000);
     await waitFor(() => logs.length === 1, 5_000, 'the log hook');
     expect(logs[0]).toMatchObject({ method: 'GET', url: `http://127.0.0.1:${port}/log?x=1`, status: 101, bytes: 16, user: 'ann' });
+    // The upgrade request's signal lives as long as the socket.
+    expect(signal?.aborted).toBe(true);
   });
 
   it('maxWebSocketBuffered: once that much is unsent, send closes with 1008 and returns false', async () => {
