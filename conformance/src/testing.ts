@@ -6,13 +6,24 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { Agent, request } from 'node:http';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export { noise } from './cases/shared.js';
 
-/** The `tsgi` command of this checkout (cli/bin/tsgi.js). */
-export const tsgiBin: string = fileURLToPath(new URL('../../cli/bin/tsgi.js', import.meta.url));
+/**
+ * The `tsgi` command: the `tsgi` package's bin/tsgi.js as this package resolves it (in this checkout
+ * cli/, in a project that installed both, node_modules/tsgi), else this checkout's cli/bin/tsgi.js.
+ */
+export const tsgiBin: string = (() => {
+  try {
+    return join(dirname(createRequire(import.meta.url).resolve('tsgi')), '..', 'bin', 'tsgi.js');
+  } catch {
+    return fileURLToPath(new URL('../../cli/bin/tsgi.js', import.meta.url));
+  }
+})();
 
 /** A port nothing listens on right now (127.0.0.1). */
 export function freePort(): Promise<number> {
@@ -249,13 +260,14 @@ export interface RunningCli {
  * Starts `tsgi <args>` and resolves once stdout or stderr matches `ready`
  * (its first group is returned); rejects with the output (the error carries
  * code, signal, stdout and stderr) if the command exits first or `timeoutMs` passes.
+ * `bin`: another `tsgi` script than this checkout's (one installed from the tarballs).
  */
 export function startCli(
   args: string[],
   ready: RegExp,
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string; bin?: string } = {},
 ): Promise<RunningCli> {
-  const proc = spawn(process.execPath, [tsgiBin, ...args], {
+  const proc = spawn(process.execPath, [opts.bin ?? tsgiBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: opts.env ?? process.env,
     cwd: opts.cwd,

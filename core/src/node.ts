@@ -7,6 +7,7 @@ export {
   compileHandler,
   compileTypeScript,
   handlerInputs,
+  cacheDir,
   bundleWorker,
   StartupError,
   type Compiled,

@@ -2,7 +2,7 @@
 // a private Apache in the foreground (as mod_wsgi-express does; the runner is core's).
 import { chmodSync, existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   DEFAULT_WORKER_USERS,
@@ -86,14 +86,30 @@ function printed(spec: CommandSpec): number {
 
 async function build(argv: string[]): Promise<number> {
   if (parseCommand(BUILD, argv).help) return printed(BUILD);
-  console.log(await modulePath());
+  // stdout is the path alone (scripts read it); what the build does goes to stderr.
+  console.log(await modulePath(say('tsgi apache build')));
   return 0;
 }
 
-/** Builds (or reuses) mod_tsgi.so through build.ts and returns its path. */
-export async function modulePath(): Promise<string> {
+/** Progress lines on stderr, `prefix: ...`. */
+const say =
+  (prefix: string) =>
+  (line: string): void =>
+    void process.stderr.write(`${prefix}: ${line}\n`);
+
+/**
+ * Builds (or reuses) mod_tsgi.so through build.ts (in the user's cache) and returns its path;
+ * `progress` hears what the build does. A build in a private temp dir (no usable cache) is
+ * removed when this process exits, unless `keep` (tsgi apache build prints its path).
+ */
+export async function modulePath(progress?: (line: string) => void, keep = true): Promise<string> {
   const { buildModule } = await import('./build.js');
-  return (await buildModule()).so;
+  const m = await buildModule({ progress });
+  if (m.dispose) {
+    if (keep) progress?.(`no usable cache directory ($XDG_CACHE_HOME/tsgi or ~/.cache/tsgi): built in ${dirname(m.so)}, not reused`);
+    else process.once('exit', m.dispose);
+  }
+  return m.so;
 }
 
 const seconds = (ms: number | undefined): number | undefined => (ms === undefined ? undefined : ms / 1000);
@@ -187,7 +203,8 @@ async function run(argv: string[]): Promise<number> {
     async check() {
       // Wrong path, no fetch, syntax errors: before Apache starts.
       await loadHandler(handler);
-      so = await modulePath();
+      // A first build takes seconds: say so to someone at a terminal (piped stderr stays the start-up lines).
+      so = await modulePath(process.stderr.isTTY ? say('tsgi apache run') : undefined, false);
     },
     async prepare(site) {
       site.subdir('run');

@@ -27,7 +27,7 @@ import {
   isAscii,
   isHopByHop,
   sendsBody,
-} from '../../../core/src/wire.js';
+} from '@tsgi/core/src/wire.js';
 import type { Authority } from './incoming.js';
 import { incoming } from './incoming.js';
 import { fetchThen, pipeline } from './pipeline.js';

@@ -3,7 +3,7 @@
  * path: the request line and Host checked with core wire.ts requestAuthority,
  * the header list, the environment. Built on first use in a request.
  */
-import { requestAuthority } from '../../../core/src/wire.js';
+import { requestAuthority } from '@tsgi/core/src/wire.js';
 import type { HeaderList, NjsRequest } from './types.js';
 
 /** A request's authority and origin-form path (wire.ts requestAuthority), or its refusal. */

@@ -7,9 +7,9 @@
  * auth_request mapping (core accessReply) and the handler shape check (core
  * handlerProblem) are not ported but bundled from core.
  */
-import { FORBIDDEN_TEXT, INTERNAL_ERROR_TEXT, PLAIN_TEXT_TYPE } from '../../../core/src/wire.js';
-import { accessReply } from '../../../core/src/access-reply.js';
-import { handlerProblem } from '../../../core/src/handler-shape.js';
+import { FORBIDDEN_TEXT, INTERNAL_ERROR_TEXT, PLAIN_TEXT_TYPE } from '@tsgi/core/src/wire.js';
+import { accessReply } from '@tsgi/core/src/access-reply.js';
+import { handlerProblem } from '@tsgi/core/src/handler-shape.js';
 import type { ErrorLogger, RuntimeContext, RuntimeHandler, RuntimeRequest, RuntimeResponse } from './types.js';
 import { Response } from './webapi/response.js';
 

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build as esbuild, type Plugin } from 'esbuild';
 import { StartupError } from '@tsgi/core/node';
@@ -41,6 +41,8 @@ export interface BuildOptions {
   /** js_preload_object globals the handler may read while loading (`--preload NAME=FILE.json`). */
   preload?: { name: string; file: string }[];
   minify?: boolean;
+  /** Progress lines while the build takes seconds (`tsgi nginx build` prints them on stderr). */
+  progress?: (line: string) => void;
 }
 
 export interface LoadTimeCounts {
@@ -120,7 +122,7 @@ function builtinError(found: { name: string; importer: string }[], handlerLabel:
  * handler gets the same names on every host. `@tsgi/core/*` subpaths are Node-only.
  */
 function coreShim(rt: RuntimeFiles): Plugin {
-  const core = resolve(here, '..', '..', '..', 'core', 'src');
+  const core = coreSourceDir();
   const contents = `
 export { Response, Response as FastResponse } from ${JSON.stringify(rt.globals)};
 export { plainResponse, internalError, forbidden } from ${JSON.stringify(rt.pipeline)};
@@ -133,6 +135,9 @@ export function defineHandler(h) { return h; }
     name: 'tsgi-core-shim',
     setup(b) {
       b.onResolve({ filter: /^@tsgi\/core(\/.*)?$/ }, (args) => {
+        // The runtime's own imports of core's portable sources (@tsgi/core/src/wire.js): the installed core's.
+        const src = /^@tsgi\/core\/src\/([\w-]+)\.js$/.exec(args.path);
+        if (src && args.importer.startsWith(rt.dir)) return { path: join(core, `${src[1]}.ts`) };
         if (args.path !== '@tsgi/core') {
           return { errors: [{ text: `${args.path} is Node-only; njs bundles may import only '@tsgi/core'` }] };
         }
@@ -151,7 +156,17 @@ function findFile(dir: string, base: string): string | undefined {
   return undefined;
 }
 
+/**
+ * core's src/ (wire.ts & co., bundled into njs as source), wherever @tsgi/core is installed: in this
+ * checkout core/, for a user node_modules/@tsgi/core.
+ */
+function coreSourceDir(): string {
+  return dirname(require.resolve('@tsgi/core/src/wire.ts'));
+}
+
 export interface RuntimeFiles {
+  /** The runtime directory (its files may import core's sources). */
+  dir: string;
   /** Exports `bridge`: handler -> the njs functions nginx calls (content, plain, fetch, auth, log, check). */
   bridge: string;
   /** Exports the Web API implementations that replace the handler's free globals. */
@@ -165,7 +180,7 @@ export function runtimeFiles(runtimeDir = defaultRuntimeDir): RuntimeFiles {
   const globals = findFile(runtimeDir, 'globals');
   const pipeline = findFile(runtimeDir, 'pipeline');
   if (!bridge || !globals || !pipeline) throw new StartupError(`njs bridge runtime not found in ${runtimeDir} (bridge.ts, globals.ts, pipeline.ts)`);
-  return { bridge, globals, pipeline };
+  return { dir: resolve(runtimeDir) + sep, bridge, globals, pipeline };
 }
 
 /** Name of the helper `iterablesToArrays` adds to a bundle that needs it. */
@@ -649,6 +664,8 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   const rt = runtimeFiles(opts.runtimeDir);
   const minify = opts.minify ?? false;
   const label = relative(process.cwd(), handler) || handler;
+  const started = Date.now();
+  opts.progress?.(`bundling ${label} for njs 0.7.9 (esbuild, then Babel)...`);
   const { code, scan: s } = await compile(entryFor(handler, rt), dirname(handler), label, rt, minify);
 
   if (s.nodeGlobals.length) {
@@ -700,6 +717,7 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   }
 
   if (opts.validate !== false && (opts.validate === true || nginxBinary(false))) {
+    opts.progress?.('loading the bundle in nginx to check it...');
     const problem = await loadInNjs(file, { init: opts.init, preload: opts.preload });
     if (problem === WEBSOCKET_PROBLEM) {
       throw new StartupError(`${label} has websocket hooks, which embedded nginx cannot carry (njs has no WebSocket server); ${workersHint(label)}`);
@@ -707,6 +725,7 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
     if (problem !== null) throw new StartupError(problem.startsWith('nginx ') ? problem : `${label}: ${problem}`);
     report.validated = true;
   }
+  opts.progress?.(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return { file, report };
 }
 

@@ -96,7 +96,9 @@ async function cmdBuild(argv: string[]): Promise<number> {
   const { values: v, args, help } = parseCommand(BUILD, argv);
   if (help) return printed(help);
   if (!v.out) throw new UsageError('build needs -o <dir>', `${usageLine(BUILD)} -o DIR`);
-  const r = await buildNjs({ handler: args[0]!, outDir: v.out, preload: preloads(v.preload) });
+  // The report goes to stdout; what the build is doing meanwhile to stderr.
+  const progress = (line: string): void => void process.stderr.write(`tsgi nginx build: ${line}\n`);
+  const r = await buildNjs({ handler: args[0]!, outDir: v.out, preload: preloads(v.preload), progress });
   console.log(formatReport(r));
   return 0;
 }

@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, unlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_GRACEFUL_MS, WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type PoolWorker } from '@tsgi/core/node';
 import type { WorkerConfig } from './worker.js';
@@ -171,7 +171,10 @@ export class Supervisor {
 
   private writeState(): void {
     if (!this.o.stateFile) return;
-    writeFileSync(this.o.stateFile, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
+    // Written beside, then renamed: a reader never sees a half-written file.
+    const tmp = `${this.o.stateFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
+    renameSync(tmp, this.o.stateFile);
   }
 
   /** Starts the workers; rejects with the one line (the worker's own reason) when the first cannot start. */

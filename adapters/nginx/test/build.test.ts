@@ -18,11 +18,14 @@ afterAll(async () => {
   rmSync(out, { recursive: true, force: true });
 });
 
+/** stderr without the build's progress lines (`tsgi nginx build: bundling ...`): the failure line(s). */
+const failureLines = (stderr: string): string[] => stderr.trim().split('\n').filter((l) => !l.startsWith('tsgi nginx build: '));
+
 describe('tsgi nginx build: what njs cannot run fails the build', () => {
   it('a handler importing node:fs: one line naming the import and pointing to workers mode', async () => {
     const r = await runCli(['nginx', 'build', join(fixturesDir, 'uses-fs.ts'), '-o', join(out, 'fs')]);
     expect(r.code).toBe(1);
-    const lines = r.stderr.trim().split('\n');
+    const lines = failureLines(r.stderr);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^tsgi nginx: .*uses-fs\.ts imports the Node built-in "node:fs"/);
     expect(lines[0]).toContain('workers mode');
@@ -58,7 +61,7 @@ describe('tsgi nginx build and run (embedded): a handler that cannot work stops 
     for (const [name, re] of cases) {
       const r = await runCli(['nginx', 'build', f(name), '-o', join(out, 'bad-' + name)]);
       expect(r.code, name).toBe(1);
-      const lines = r.stderr.trim().split('\n');
+      const lines = failureLines(r.stderr);
       expect(lines, r.stderr).toHaveLength(1);
       expect(lines[0]).toMatch(/^tsgi nginx: /);
       expect(lines[0]).toMatch(re);
@@ -104,7 +107,7 @@ describe('tsgi nginx build and run (embedded): a handler that cannot work stops 
     expect(ok.code, ok.stderr).toBe(0);
     const no = await runCli(['nginx', 'build', f('reads-preload.ts'), '-o', join(out, 'no-preload')]);
     expect(no.code).toBe(1);
-    expect(no.stderr.trim()).toMatch(/reads-preload\.ts: throws while loading in njs: ReferenceError: "tsgiConfig" is not defined/);
+    expect(failureLines(no.stderr).join('\n')).toMatch(/reads-preload\.ts: throws while loading in njs: ReferenceError: "tsgiConfig" is not defined/);
   });
 });
 
@@ -138,6 +141,10 @@ describe('tsgi nginx build: output and load-time report', () => {
     expect(r.stdout).toMatch(/load time \(whole bundle\): \d+ functions, \d+ prototype changes/);
     expect(r.stdout).toMatch(/of which the handler: \d+ functions, 1[2-9]\d prototype changes/);
     expect(r.stdout).toMatch(/^warning: .*workers mode/m);
+    // What the build does while it takes seconds, on stderr.
+    expect(r.stderr).toMatch(
+      /^tsgi nginx build: bundling .*big\.ts for njs 0\.7\.9 \(esbuild, then Babel\)\.\.\.\ntsgi nginx build: loading the bundle in nginx to check it\.\.\.\ntsgi nginx build: done in \d+\.\d s\n$/,
+    );
   });
 });
 

@@ -73,16 +73,9 @@ export async function startNginx(handler: string, extra: string[] = [], env: Nod
   };
 }
 
-/** The supervisor's state file; read again when it is caught between truncation and write (writeFileSync). */
+/** The supervisor's state file (written beside and renamed into place, so never seen half-written). */
 export function workersState(dir: string): { pids: number[]; sockets: string[]; respawns: number } {
-  for (let i = 0; ; i++) {
-    const text = readFileSync(resolve(dir, 'workers.json'), 'utf8');
-    try {
-      return JSON.parse(text);
-    } catch (err) {
-      if (i >= 100) throw err;
-    }
-  }
+  return JSON.parse(readFileSync(resolve(dir, 'workers.json'), 'utf8'));
 }
 
 

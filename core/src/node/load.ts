@@ -34,8 +34,10 @@ export class StartupError extends Error {
  * The compile cache: `$XDG_CACHE_HOME/tsgi`, else `~/.cache/tsgi`. Only a
  * directory of this user's that nobody else can write qualifies: code is
  * imported from it. undefined when there is none (read-only or foreign HOME).
+ * Every default build output of tsgi goes below it (the Apache module in
+ * `apache/`), never into the installed packages.
  */
-function cacheDir(): string | undefined {
+export function cacheDir(): string | undefined {
   const xdg = process.env.XDG_CACHE_HOME;
   const dir = join(xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.cache'), 'tsgi');
   try {

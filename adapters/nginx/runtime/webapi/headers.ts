@@ -5,7 +5,7 @@
  * Names must be tokens and values valid field values (core wire.ts isToken,
  * isFieldValue); a value with U+0080..U+00FF marks its list `_latin1`.
  */
-import { isAscii, isFieldValue, isToken } from '../../../../core/src/wire.js';
+import { isAscii, isFieldValue, isToken } from '@tsgi/core/src/wire.js';
 import type { HeaderList, RuntimeHeaders } from '../types.js';
 import { shared } from './shared.js';
 

@@ -5,7 +5,7 @@
  * plain data fields (getters cost ~0.35 µs each to install in njs 0.7.9); the
  * defaults (200, '', true) sit on the prototype.
  */
-import { isReasonPhrase } from '../../../../core/src/wire.js';
+import { isReasonPhrase } from '@tsgi/core/src/wire.js';
 import type { HeaderList, RuntimeResponse } from '../types.js';
 import { headerInternals, headerPush } from './headers.js';
 import { bodyInternals, bodyPrototype } from './body.js';
