@@ -74,7 +74,7 @@ describe('tsgi nginx build and run (embedded): a handler that cannot work stops 
     const r = await runCli(['nginx', 'run', f('websocket.ts'), '--port', String(await freePort())]);
     for (const x of [b, r]) {
       expect(x.code, x.stderr).toBe(1);
-      const lines = x.stderr.trim().split('\n');
+      const lines = failureLines(x.stderr);
       expect(lines, x.stderr).toHaveLength(1);
       expect(lines[0]).toMatch(want);
       expect(x.stderr).not.toContain('ready');
