@@ -14,7 +14,8 @@ const SERVERS = [
   { name: 'Fastify', args: [here('servers/fastify.mjs')] },
 ];
 
-const json1k = JSON.stringify({
+/** The POST body (compact JSON: its echo is the same text). */
+export const json1k = JSON.stringify({
   id: 1,
   items: Array.from({ length: 14 }, (_, i) => ({ name: `item-${i}`, value: i * 3.5, ok: i % 2 === 0 })),
   pad: 'x'.repeat(120),

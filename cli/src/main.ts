@@ -8,8 +8,9 @@ type Cli = { main(argv: string[]): Promise<number | void>; commands: CommandSpec
 
 const COMMANDS: Record<string, { load: () => Promise<Cli>; summary: string }> = {
   serve: { load: () => import('@tsgi/node-http/cli'), summary: 'serve the handler on node:http (tsgi serve <handler> [options])' },
-  apache: { load: () => import('@tsgi/apache/cli'), summary: 'mod_tsgi: build the module, print a config snippet, or run a private Apache (build|conf|run)' },
-  nginx: { load: () => import('@tsgi/nginx/cli'), summary: 'the handler in njs or behind nginx: build a bundle, print a snippet, or run a private nginx (build|conf|run)' },
+  apache: { load: () => import('@tsgi/apache/cli'), summary: "mod_tsgi: build the module, install it into Debian's Apache, print a config snippet, or run a private Apache (build|conf|install|run)" },
+  nginx: { load: () => import('@tsgi/nginx/cli'), summary: 'the handler in njs or behind nginx: build a bundle, print a snippet, run a private nginx, or the workers for a system nginx (build|conf|run|workers)' },
+  systemd: { load: () => import('./systemd.js'), summary: 'print a systemd unit for tsgi serve or tsgi nginx workers (serve|nginx-workers)' },
 };
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;

@@ -31,9 +31,11 @@ const COMMANDS: Cmd[] = [
   { words: ['serve'], prefix: 'tsgi serve', options: ['host', 'port', 'workers', 'max-body', 'graceful-timeout', 'clear-env', 'env'] },
   { words: ['apache', 'run'], prefix: 'tsgi apache', options: ['host', 'port', 'workers', 'max-body', 'graceful-timeout', 'user', 'group', 'clear-env', 'env', 'location', 'include', 'server-root', 'log-level'] },
   { words: ['apache', 'conf'], prefix: 'tsgi apache', options: ['workers', 'max-body', 'graceful-timeout', 'user', 'group', 'clear-env', 'env', 'location'] },
+  { words: ['apache', 'install'], prefix: 'tsgi apache', options: ['workers', 'max-body', 'graceful-timeout', 'user', 'group', 'clear-env', 'env', 'location'] },
   { words: ['nginx', 'run'], prefix: 'tsgi nginx', options: ['host', 'port', 'workers', 'max-body', 'user', 'group', 'clear-env', 'env', 'location', 'include', 'server-root', 'log-level'] },
   { words: ['nginx', 'conf'], prefix: 'tsgi nginx', options: ['workers', 'max-body', 'location'] },
   { words: ['nginx', 'build'], prefix: 'tsgi nginx', options: ['preload'] },
+  { words: ['nginx', 'workers'], prefix: 'tsgi nginx', options: ['workers', 'max-body', 'user', 'group', 'clear-env', 'env'] },
 ];
 const has = (opt: string): Cmd[] => COMMANDS.filter((c) => c.options.includes(opt));
 const lines = (s: string): string[] => s.trim().split('\n');
@@ -53,7 +55,7 @@ describe('tsgi', () => {
     for (const c of ['serve', 'apache', 'nginx', '--version']) expect(help.stdout).toContain(c);
     const none = await runCli([]);
     expect(none.code).toBe(1);
-    expect(lines(none.stderr)[0]).toBe('tsgi: missing command (serve, apache or nginx)');
+    expect(lines(none.stderr)[0]).toBe('tsgi: missing command (serve, apache, nginx or systemd)');
   });
 
   it('a misspelled command or subcommand: did you mean', async () => {
@@ -62,8 +64,8 @@ describe('tsgi', () => {
       [['srve', handler], "tsgi: unknown command 'srve' (did you mean serve?)"],
       [['nginx', 'rn', handler], "tsgi nginx: unknown command 'rn' (did you mean run?)"],
       [['apache', 'cnf', handler], "tsgi apache: unknown command 'cnf' (did you mean conf?)"],
-      [['nginx', 'frobnicate'], "tsgi nginx: unknown command 'frobnicate' (build, conf or run)"],
-      [['apache'], 'tsgi apache: missing command (build, conf or run)'],
+      [['nginx', 'frobnicate'], "tsgi nginx: unknown command 'frobnicate' (build, conf, run or workers)"],
+      [['apache'], 'tsgi apache: missing command (build, conf, install or run)'],
     ];
     for (const [args, first] of cases) {
       const r = await runCli(args);

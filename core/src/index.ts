@@ -4,6 +4,7 @@ export * from './wire.js';
 export { handlerProblem } from './handler-shape.js';
 export {
   runPipeline,
+  runPipelineThen,
   runFetch,
   runAuthenticate,
   runAuthorize,

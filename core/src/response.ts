@@ -6,7 +6,18 @@
  * Opt-in: `import { Response } from '@tsgi/core'`. No global is touched.
  */
 
-import { MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADER_BYTES, PLAIN_TEXT_TYPE, headersFit, isFieldValue, isReasonPhrase, isToken, statusHasNoBody } from './wire.js';
+import {
+  MAX_RESPONSE_HEADERS,
+  MAX_RESPONSE_HEADER_BYTES,
+  PLAIN_TEXT_TYPE,
+  headersFit,
+  isAscii,
+  isFieldValue,
+  isHopByHop,
+  isReasonPhrase,
+  isToken,
+  statusHasNoBody,
+} from './wire.js';
 
 const NativeResponse = globalThis.Response;
 
@@ -14,8 +25,17 @@ const NativeResponse = globalThis.Response;
 export interface RawResponse {
   status: number;
   statusText: string;
+  /** A fresh array each time: the writer may add to it. */
   headers: string[];
   body: string | Uint8Array | ReadableStream<Uint8Array> | null;
+  /**
+   * True when no header name is a hop-by-hop one or Content-Length (core's
+   * fast Response knows it from construction): a writer may send `headers` as
+   * they are, plus its own framing. Absent: not known.
+   */
+  plain?: boolean;
+  /** True when every header value is ASCII (known from construction, as `plain`). Absent: not known. */
+  ascii?: boolean;
 }
 
 const kFast = Symbol.for('tsgi.fastResponse');
@@ -30,6 +50,10 @@ interface FastState {
   statusText: string;
   /** Flat [name, value, ...], validated. */
   headers: string[];
+  /** No name is hop-by-hop or Content-Length (RawResponse.plain). */
+  plain: boolean;
+  /** Every value is ASCII (RawResponse.ascii). */
+  ascii: boolean;
   /** A string or bytes body as sent; anything else is handed to the native Response. */
   body: string | Uint8Array | null;
   /** A body the fast path cannot write (stream, Blob, FormData, ...): the native Response is built at once. */
@@ -57,21 +81,23 @@ function makeState(body: BodyInit | null | undefined, init: ResponseInit | undef
   const statusText = init?.statusText ?? '';
   validStatus(status, statusText);
   const headers: string[] = [];
-  flattenInit(init?.headers, headers);
+  const seen = flattenInit(init?.headers, headers);
   let fixed: string | Uint8Array | null | undefined;
   if (body == null) fixed = null;
   else if (typeof body === 'string') fixed = body;
   else if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) fixed = copyBytes(body);
   // As undici: a body (even an empty one) with 204, 304 or 1xx is a TypeError.
   if (body != null && statusHasNoBody(status)) throw new TypeError(`Response constructor: Invalid response status code ${status}`);
-  if (typeof fixed === 'string' && !hasHeader(headers, 'content-type')) {
+  if (typeof fixed === 'string' && (seen & SEEN_TYPE) === 0) {
     headers.push('content-type', jsonType ? 'application/json' : PLAIN_TEXT_TYPE);
   }
-  if (fixed !== undefined) return { status, statusText, headers, body: fixed, native: undefined };
+  const plain = (seen & SEEN_FRAMING) === 0;
+  const ascii = (seen & SEEN_NON_ASCII) === 0;
+  if (fixed !== undefined) return { status, statusText, headers, plain, ascii, body: fixed, native: undefined };
   // A body only undici can read (stream, Blob, FormData, URLSearchParams): build the native one now.
   const h = new Headers();
   for (let i = 0; i < headers.length; i += 2) h.append(headers[i]!, headers[i + 1]!);
-  return { status, statusText, headers, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
+  return { status, statusText, headers, plain, ascii, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
 }
 
 export class FastResponse {
@@ -169,31 +195,86 @@ Object.defineProperties(FastResponse, {
 /** The opt-in fast Response, typed as the standard one. */
 export const Response = FastResponse as unknown as typeof globalThis.Response;
 
-function pushHeader(out: string[], name: string, value: string): void {
-  if (!isToken(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`);
-  const v = String(value).trim();
-  if (!isFieldValue(v)) throw new TypeError(`Invalid value for header ${name}`);
-  out.push(name, v);
+const isHttpSpace = (c: number): boolean => c === 32 || c === 9 || c === 10 || c === 13;
+
+/** A header value with leading and trailing HTAB, SP, CR and LF removed, as the standard's Headers does. */
+function httpTrim(v: string): string {
+  let a = 0;
+  let b = v.length;
+  while (a < b && isHttpSpace(v.charCodeAt(a))) a++;
+  while (b > a && isHttpSpace(v.charCodeAt(b - 1))) b--;
+  return a === 0 && b === v.length ? v : v.slice(a, b);
 }
 
-function flattenInit(h: HeadersInit | undefined, out: string[]): void {
-  if (!h) return;
-  if (h instanceof Headers) {
-    for (const [k, v] of h) pushHeader(out, k, v);
-  } else if (Array.isArray(h)) {
-    for (const pair of h) pushHeader(out, pair[0]!, pair[1]!);
-  } else {
-    for (const k in h) {
-      const v = (h as Record<string, string | string[]>)[k];
-      if (Array.isArray(v)) for (const x of v) pushHeader(out, k, x);
-      else if (v !== undefined) pushHeader(out, k, v);
+// What flattenInit saw, as bits: a Content-Type; a name a writer must not pass on as is (isHopByHop,
+// Content-Length); a value that is not ASCII (latin1 bytes: a writer must not merge it with a UTF-8 body).
+const SEEN_TYPE = 1;
+const SEEN_FRAMING = 2;
+const SEEN_NON_ASCII = 4;
+
+/**
+ * What `name` is among the names that matter to a writer (SEEN_* bits, 0 for
+ * the rest). Only names of their lengths are lower-cased: most never are.
+ */
+function nameKind(name: string): number {
+  const n = name.length;
+  if (n !== 12 && n !== 14 && n !== 2 && n !== 7 && n !== 10 && n !== 16 && n !== 17) return 0;
+  const lower = name.toLowerCase();
+  if (lower === 'content-type') return SEEN_TYPE;
+  return lower === 'content-length' || isHopByHop(lower) ? SEEN_FRAMING : 0;
+}
+
+// The last headers found valid, by name and value: a handler's header literals are the same
+// strings on every request, so `===` matches them at once and they are not checked again.
+const MEMO = 8;
+const memoName: string[] = [];
+const memoValue: string[] = [];
+const memoKind: number[] = [];
+let memoNext = 0;
+
+/** Validates one header and appends it; returns its SEEN_* bits. */
+function pushHeader(out: string[], name: string, value: string): number {
+  for (let i = 0; i < memoName.length; i++) {
+    if (memoName[i] === name && memoValue[i] === value) {
+      out.push(name, value);
+      return memoKind[i]!;
     }
   }
+  if (!isToken(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`);
+  const v = httpTrim(typeof value === 'string' ? value : String(value));
+  if (!isFieldValue(v)) throw new TypeError(`Invalid value for header ${name}`);
+  out.push(name, v);
+  const kind = nameKind(name) | (isAscii(v) ? 0 : SEEN_NON_ASCII);
+  if (v === value) {
+    memoName[memoNext] = name;
+    memoValue[memoNext] = v;
+    memoKind[memoNext] = kind;
+    memoNext = (memoNext + 1) % MEMO;
+  }
+  return kind;
 }
 
-function hasHeader(flat: string[], lower: string): boolean {
-  for (let i = 0; i < flat.length; i += 2) if (flat[i]!.toLowerCase() === lower) return true;
-  return false;
+/** Appends the init's headers to `out`, validated; returns the SEEN_* bits of what it holds. */
+function flattenInit(h: HeadersInit | undefined, out: string[]): number {
+  if (!h) return 0;
+  let seen = 0;
+  // A plain object (the usual literal) is told apart without an instanceof.
+  if ((h as { constructor?: unknown }).constructor !== Object) {
+    if (Array.isArray(h)) {
+      for (const pair of h) seen |= pushHeader(out, pair[0]!, pair[1]!);
+      return seen;
+    }
+    if (h instanceof Headers) {
+      for (const [k, v] of h) seen |= pushHeader(out, k, v);
+      return seen;
+    }
+  }
+  for (const k in h) {
+    const v = (h as Record<string, string | string[]>)[k];
+    if (Array.isArray(v)) for (const x of v) seen |= pushHeader(out, k, x);
+    else if (v !== undefined) seen |= pushHeader(out, k, v);
+  }
+  return seen;
 }
 
 let stateSymbol: symbol | null | undefined;
@@ -225,7 +306,7 @@ function validStatus(status: number, statusText: string): void {
 export function toRawResponse(res: globalThis.Response): RawResponse {
   const fast = (res as unknown as FastResponse)[kFast];
   if (fast && !fast.native) {
-    return { status: fast.status, statusText: fast.statusText, headers: fitting(fast.headers.slice()), body: fast.body };
+    return { status: fast.status, statusText: fast.statusText, headers: fitting(fast.headers.slice()), body: fast.body, plain: fast.plain, ascii: fast.ascii };
   }
   const n: globalThis.Response = fast ? fast.native! : res;
   validStatus(n.status, n.statusText);

@@ -4,9 +4,9 @@
  * a header may hold, and how the request URL is formed from the request line.
  *
  * Written for every runtime tsgi has, the njs 0.7.9 bundle included: only
- * function declarations and primitive constants at the top level (njs re-runs
- * a module's top level per request, so a load-time object is a per-request
- * cost), no classes, Map/Set or for-of.
+ * function declarations and primitives at the top level (njs re-runs a
+ * module's top level per request, so a load-time object is a per-request
+ * cost; a primitive memo just starts empty there), no classes, Map/Set or for-of.
  */
 
 /** The bare bodies of the responses tsgi itself produces. */
@@ -135,12 +135,16 @@ export interface UrlRefusal {
   reason: string;
 }
 
+/** The last authority isAuthority accepted: a keep-alive client sends the same Host on every request. */
+let lastAuthority = '\u0000';
+
 /**
  * The authority as a client may send it (RFC 9112 3.2, RFC 3986 3.2.2/3.2.3):
  * a reg-name, IPv4 or bracketed IPv6 literal, optional :port. No userinfo, no
  * path, no whitespace.
  */
 export function isAuthority(a: string): boolean {
+  if (a === lastAuthority) return true;
   if (a.length === 0 || a.length > 255) return false;
   let i = 0;
   if (a.charCodeAt(0) === 91 /* [ */) {
@@ -162,15 +166,22 @@ export function isAuthority(a: string): boolean {
     }
     if (i === 0) return false;
   }
-  if (i === a.length) return true;
-  if (a.charCodeAt(i) !== 58) return false;
-  const port = a.slice(i + 1);
-  if (port.length > 5) return false;
-  for (let j = 0; j < port.length; j++) {
-    const c = port.charCodeAt(j);
-    if (c < 48 || c > 57) return false;
+  if (i === a.length) {
+    lastAuthority = a;
+    return true;
   }
-  return port.length === 0 || Number(port) <= 65535;
+  if (a.charCodeAt(i) !== 58) return false;
+  if (a.length - i - 1 > 5) return false;
+  // The port's digits read in place (an empty port is allowed).
+  let port = 0;
+  for (let j = i + 1; j < a.length; j++) {
+    const c = a.charCodeAt(j);
+    if (c < 48 || c > 57) return false;
+    port = port * 10 + (c - 48);
+  }
+  if (port > 65535) return false;
+  lastAuthority = a;
+  return true;
 }
 
 /**
@@ -191,7 +202,9 @@ export function requestAuthority(
   fallback: string,
 ): { authority: string; path: string } | UrlRefusal {
   if (hosts.length > 1) return { status: 400, reason: 'more than one Host header' };
-  const host = hosts.length === 1 ? hosts[0]!.trim() : undefined;
+  let host = hosts.length === 1 ? hosts[0]! : undefined;
+  // Trimmed only when it needs it (no new string in the usual case; no extra top-level function for njs).
+  if (host !== undefined && host.length > 0 && (host.charCodeAt(0) <= 32 || host.charCodeAt(host.length - 1) <= 32)) host = host.trim();
   if (host === undefined && !http10) return { status: 400, reason: 'no Host header' };
   if (host !== undefined && !isAuthority(host)) return { status: 400, reason: 'malformed Host header' };
   const c0 = target.charCodeAt(0);

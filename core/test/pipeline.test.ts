@@ -1,6 +1,6 @@
 // runPhase and accessReply: the one pipeline every host runs, whole or in part.
 import { describe, expect, it } from 'vitest';
-import { accessReply, runPhase, type Context, type Handler } from '@tsgi/core';
+import { accessReply, runPhase, runPipelineThen, type Context, type Handler } from '@tsgi/core';
 
 const ctx = (): Context => ({ server: 'node', ip: '127.0.0.1', user: undefined, id: 't', env: {}, waitUntil() {} });
 const req = new Request('http://x/');
@@ -64,5 +64,43 @@ describe('accessReply', () => {
     expect(accessReply(challenge, undefined)).toEqual({ status: 401, headers: ['www-authenticate', 'Bearer'] });
     expect(accessReply(new Response(null, { status: 418 }), undefined)).toEqual({ status: 403, headers: ['x-tsgi-status', '418'] });
     expect(accessReply(new Response(null, { status: 500 }), undefined)).toEqual({ status: 500, headers: [] });
+  });
+});
+
+describe('runPipelineThen', () => {
+  /** Runs it; resolves with what `then` got and how often, and whether it was called before runPipelineThen returned. */
+  const run = async (hd: Handler): Promise<{ status: number; text: string; calls: number; sync: boolean }> => {
+    const got: Response[] = [];
+    runPipelineThen(hd, req, ctx(), log, (r) => void got.push(r));
+    const sync = got.length > 0;
+    await new Promise((r) => setTimeout(r, 5));
+    return { status: got[0]!.status, text: await got[0]!.text(), calls: got.length, sync };
+  };
+  it('a synchronous fetch: its Response, once, before it returns', async () => {
+    expect(await run({ fetch: () => new Response('s') })).toEqual({ status: 200, text: 's', calls: 1, sync: true });
+  });
+  it('an async fetch: its Response, once', async () => {
+    expect(await run({ fetch: async () => new Response('a', { status: 201 }) })).toEqual({ status: 201, text: 'a', calls: 1, sync: false });
+  });
+  it('a throw, a rejection or a non-Response: the bare 500, logged, once', async () => {
+    const bad: Handler[] = [
+      { fetch: () => { throw new Error('sync boom'); } },
+      { fetch: () => Promise.reject(new Error('async boom')) },
+      { fetch: () => 'nope' as unknown as Response },
+      { fetch: async () => null as unknown as Response },
+    ];
+    for (const hd of bad) {
+      logged.length = 0;
+      const r = await run(hd);
+      expect([r.status, r.text, r.calls]).toEqual([500, 'Internal Server Error\n', 1]);
+      expect(logged).toHaveLength(1);
+    }
+  });
+  it('with access hooks: the whole pipeline, as runPipeline', async () => {
+    calls.length = 0;
+    expect(await run(h)).toMatchObject({ status: 200, text: 'ok', calls: 1 });
+    expect(calls).toEqual(['authn', 'authz', 'fetch']);
+    const refused = await run({ ...h, authorize: () => false });
+    expect([refused.status, refused.calls]).toEqual([403, 1]);
   });
 });

@@ -1,9 +1,9 @@
 /**
- * Compiles mod_tsgi with apxs (and, for tests, the C codec as a shared library
- * and the libFuzzer target). Outputs live in the user's tsgi cache
- * (`<cache>/apache/<hash>/`, the loader's cacheDir), never inside the installed
- * package, keyed by a hash of the C sources and options, so repeated runs are
- * instant.
+ * Compiles mod_tsgi with apxs (and, for tests, the C codec and supervision
+ * policy as a shared library, and the libFuzzer target). Outputs live in the
+ * user's tsgi cache (`<cache>/apache/<hash>/`, the loader's cacheDir), never
+ * inside the installed package, keyed by a hash of the C sources and options,
+ * so repeated runs are instant.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -19,7 +19,18 @@ const run = promisify(execFile);
 /** adapters/apache (this file is src/build.ts or dist/build.js). */
 export const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const moduleSourceDir = join(packageDir, 'mod_tsgi');
-const SOURCES = ['mod_tsgi.c', 'tsgi_proto.c', 'tsgi_proto.h'];
+
+/** Every C source and header of the module (the build cache keys on all of them). */
+function moduleSources(): string[] {
+  return readdirSync(moduleSourceDir)
+    .filter((f) => /\.(c|h)$/.test(f) && f !== 'tsgi_build.h')
+    .sort();
+}
+
+/** The files apxs compiles: mod_tsgi.c first (it names the module), then the rest but the test shim. */
+function moduleUnits(): string[] {
+  return ['mod_tsgi.c', ...moduleSources().filter((f) => f.endsWith('.c') && f !== 'mod_tsgi.c' && f !== 'tsgi_testlib.c')];
+}
 
 /** Progress lines while a build takes seconds (the CLI prefixes and prints them). */
 export type Progress = (line: string) => void;
@@ -128,11 +139,11 @@ export async function buildModule(opts: BuildOptions = {}): Promise<BuiltModule>
   const dispose = out.temporary ? () => rmSync(out.dir, { recursive: true, force: true }) : undefined;
   const worker = resolve(opts.defaultWorker ?? join(packageDir, 'dist', 'worker.js'));
   if (/["\\\n]/.test(worker)) throw new StartupError(`unsupported characters in worker path: ${worker}`);
-  const key = 'mod-' + sourceHash(SOURCES, worker);
+  const key = 'mod-' + sourceHash(moduleSources(), worker);
   const r = await cached(out.dir, key, 'mod_tsgi.so', async (tmp) => {
     // A header, not -D: apxs/libtool strip the quotes of a string macro.
     writeFileSync(join(tmp, 'tsgi_build.h'), `#define TSGI_DEFAULT_WORKER ${JSON.stringify(worker)}\n`);
-    await exec('apxs', [...apxsCompiler(), '-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', 'mod_tsgi.c', 'tsgi_proto.c'], tmp);
+    await exec('apxs', [...apxsCompiler(), '-c', '-Wc,-O2', '-Wc,-Wall', '-Wc,-Wextra', '-Wc,-Wno-unused-parameter', ...moduleUnits()], tmp);
     return join(tmp, '.libs', 'mod_tsgi.so');
   }, { progress: opts.progress, what: 'mod_tsgi (apxs)' }).catch((err: unknown) => {
     dispose?.();
@@ -144,8 +155,8 @@ export async function buildModule(opts: BuildOptions = {}): Promise<BuiltModule>
 /** The C codec plus its test shim as a shared library, for koffi. */
 export async function buildCodecLib(opts: { outDir?: string } = {}): Promise<string> {
   const outDir = outDirOf(opts.outDir).dir;
-  const files = ['tsgi_proto.c', 'tsgi_proto.h', 'tsgi_testlib.c'];
-  const key = 'codec-' + sourceHash(files, 'v1');
+  const files = ['tsgi_proto.c', 'tsgi_proto.h', 'tsgi_policy.h', 'tsgi_testlib.c'];
+  const key = 'codec-' + sourceHash(files, 'v2');
   const r = await cached(outDir, key, 'libtsgi_proto.so', async (tmp) => {
     await exec(cc(), ['-shared', '-fPIC', '-O1', '-g', '-Wall', '-Wextra', '-o', 'libtsgi_proto.so', 'tsgi_proto.c', 'tsgi_testlib.c'], tmp);
     return join(tmp, 'libtsgi_proto.so');

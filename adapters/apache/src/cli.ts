@@ -5,21 +5,22 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  DEFAULT_WORKER_USERS,
+  StartupError,
   bundleWorker,
   commonOptions,
   envAllowList,
   dispatch,
   loadHandler,
-  lookupUser,
   parseCommand,
   runPrivateServer,
   serverOptions,
+  workerAccount,
   type Account,
   type CommandSpec,
   type Values,
 } from '@tsgi/core/node';
 import { DEFAULT_MPM, serverConf, snippet, type DaemonOptions } from './config.js';
+import { install, installedPaths, isInstalled, type Installed } from './install.js';
 import { MsgType } from './protocol.js';
 
 /** The worker script shipped with this package (dist/worker.js). */
@@ -47,11 +48,28 @@ const DAEMON = {
 
 export const BUILD = { command: 'tsgi apache build', summary: 'compile mod_tsgi with apxs and print the .so path', options: {} } as const satisfies CommandSpec;
 
+/** Where install puts the Debian tree (and conf looks for it). */
+const ROOT = {
+  type: 'string',
+  value: 'DIR',
+  default: '/',
+  pattern: /^\/[^\s"\\]*$/,
+  wants: 'an absolute path (no spaces, quotes or \\)',
+  help: "install/conf: the tree holding Debian's Apache layout (DIR/etc/apache2, DIR/usr/lib/apache2/modules, DIR/var/lib/tsgi)",
+} as const;
+
 export const CONF = {
   command: 'tsgi apache conf',
-  summary: 'print a config snippet to include in an existing Apache (LoadModule, TsgiDaemon, <Location>)',
+  summary: 'print the config snippet of an installed handler (LoadModule, TsgiDaemon, <Location>: the paths tsgi apache install writes)',
   args: HANDLER,
-  options: DAEMON,
+  options: { ...DAEMON, root: ROOT },
+} as const satisfies CommandSpec;
+
+export const INSTALL = {
+  command: 'tsgi apache install',
+  summary: "install mod_tsgi and the handler into Debian's Apache (mods-available/tsgi.load, conf-available/tsgi-NAME.conf, /var/lib/tsgi/NAME)",
+  args: HANDLER,
+  options: { ...DAEMON, root: ROOT },
 } as const satisfies CommandSpec;
 
 const APACHE_LEVELS = ['emerg', 'alert', 'crit', 'error', 'warn', 'notice', 'info', 'debug', ...Array.from({ length: 8 }, (_, i) => `trace${i + 1}`)];
@@ -73,10 +91,14 @@ export const RUN = {
   },
 } as const satisfies CommandSpec;
 
-export const commands: CommandSpec[] = [BUILD, CONF, RUN];
+export const commands: CommandSpec[] = [BUILD, CONF, RUN, INSTALL];
 
 export function main(argv: string[]): Promise<number> {
-  return dispatch('tsgi apache', { build: { spec: BUILD, run: build }, conf: { spec: CONF, run: conf }, run: { spec: RUN, run } }, argv);
+  return dispatch(
+    'tsgi apache',
+    { build: { spec: BUILD, run: build }, conf: { spec: CONF, run: conf }, install: { spec: INSTALL, run: installCmd }, run: { spec: RUN, run } },
+    argv,
+  );
 }
 
 function printed(spec: CommandSpec): number {
@@ -137,15 +159,58 @@ function daemonFrom(v: Values<typeof DAEMON>, handler: string, worker: string, w
   };
 }
 
+/** The account the installed workers run as: root picks as `run` does (never root); not root, ours. */
+function installAccount(v: { user?: string; group?: string }): Account | undefined {
+  return workerAccount(v.user, v.group);
+}
+
+/** The installed daemon's conf-available file: TsgiDaemon and <Location>, the paths all installed ones. */
+function installedConf(v: Values<typeof DAEMON>, handler: string, p: Installed, account: Account | undefined, withModule: boolean): string {
+  const daemon = daemonFrom(v, p.bundle, p.bundle, { user: account?.name, group: account && v.group ? account.group : undefined });
+  return snippet({ so: withModule ? p.so : undefined, daemon, location: v.location }).replace(/^# tsgi: .*$/m, `# tsgi: ${handler} (installed by tsgi apache install)`);
+}
+
 async function conf(argv: string[]): Promise<number> {
   const { values: v, args, help } = parseCommand(CONF, argv);
   if (help) return printed(CONF);
   const handler = args[0]!;
-  // The daemon's user as `run` picks it when root; the Apache including this starts as root.
-  const user = v.user ?? DEFAULT_WORKER_USERS.find((u) => lookupUser(u));
-  const daemon = daemonFrom(v, handler, WORKER_SCRIPT, { user, group: v.group });
+  const account = installAccount(v);
   await loadHandler(handler);
-  console.log(snippet({ so: await modulePath(), daemon, location: v.location }));
+  const p = installedPaths(v.root === '/' ? '' : v.root, v.name);
+  // The snippet names installed files only (never this package's): they survive npm update.
+  const text = installedConf(v, handler, p, account, true);
+  if (!isInstalled(p)) console.error(`tsgi apache: ${v.name} is not installed (${p.bundle}): run tsgi apache install ${handler} --name ${v.name} first`);
+  process.stdout.write(text);
+  return 0;
+}
+
+async function installCmd(argv: string[]): Promise<number> {
+  const { values: v, args, help } = parseCommand(INSTALL, argv);
+  if (help) return printed(INSTALL);
+  const handler = args[0]!;
+  envAllowList(v['clear-env'], v.env, 'TSGI_');
+  const account = installAccount(v);
+  if (process.getuid?.() !== 0 && v.root === '/') throw new StartupError('installing into / needs root (or give --root DIR)');
+  await loadHandler(handler);
+  const p = await install({
+    root: v.root === '/' ? '' : v.root,
+    name: v.name,
+    gid: account?.gid,
+    bundle: (outfile) => bundleHandler(handler, outfile),
+    conf: (paths) => installedConf(v, handler, paths, account, false),
+  });
+  const confdir = v.root === '/' ? '' : `APACHE_CONFDIR=${v.root.replace(/\/+$/, '')}/etc/apache2 `;
+  console.log(
+    [
+      `installed ${v.name}:`,
+      `  ${p.so}`,
+      `  ${p.load}`,
+      `  ${p.bundle}`,
+      `  ${p.conf}`,
+      `next: ${confdir}a2enmod tsgi && ${confdir}a2enconf tsgi-${v.name} && apachectl configtest && apachectl graceful`,
+      `(a changed handler: run this command again, then apachectl graceful)`,
+    ].join('\n'),
+  );
   return 0;
 }
 

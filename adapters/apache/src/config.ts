@@ -62,7 +62,8 @@ export function daemonDirective(d: DaemonOptions): string {
 }
 
 export interface SnippetOptions {
-  so: string;
+  /** The module to load when not loaded yet; absent: loaded elsewhere (`a2enmod tsgi`: mods-available/tsgi.load). */
+  so?: string;
   daemon: DaemonOptions;
   location: string;
 }
@@ -71,9 +72,9 @@ export interface SnippetOptions {
 export function snippet(o: SnippetOptions): string {
   return [
     `# tsgi: ${o.daemon.handler}`,
-    `<IfModule !tsgi_module>`,
-    `  LoadModule tsgi_module ${quote(o.so)}`,
-    `</IfModule>`,
+    ...(o.so
+      ? [`<IfModule !tsgi_module>`, `  LoadModule tsgi_module ${quote(o.so)}`, `</IfModule>`]
+      : [`# mod_tsgi is loaded by mods-available/tsgi.load (a2enmod tsgi)`]),
     `# Slow clients hold a thread each while they send their request head: keep mod_reqtimeout`,
     `# loaded (Debian enables it: a2enmod reqtimeout), e.g. RequestReadTimeout header=20-40,MinRate=500 body=20,MinRate=500`,
     `# More throughput when Apache and the workers share cores; applies to all of Apache's threads:`,

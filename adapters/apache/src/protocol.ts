@@ -1,21 +1,16 @@
 /**
- * mod_tsgi wire protocol, version 1 (see ../PROTOCOL.md; the C twin is
- * mod_tsgi/tsgi_proto.c and test/codec.test.ts proves they agree).
+ * The mod_tsgi wire protocol, version 1: the one TypeScript codec. The format
+ * is PROTOCOL.md's; the C twin is mod_tsgi/tsgi_proto.c, and test/codec.test.ts
+ * proves the two agree byte for byte (every encoder here against the C decoder,
+ * every C encoding against the decoders here, and both decoders refuse the same
+ * bad input).
  *
- * Worker-side API:
- *   const reader = new FrameReader();
- *   socket.on('data', (chunk) => { for (const m of reader.push(chunk)) ... });
- *     m.type: 'hello' | 'request' | 'body' | 'end' | 'abort'  (Apache -> worker)
- *     push() throws ProtocolError on malformed input: close the connection.
- *   socket.write(encodeWelcome(process.pid))            on accept
- *   socket.write(encodeResponseHead(status, flatHeaders))  [name, value, name, value, ...]
- *   socket.write(encodeBody(chunk, flush))  or  socket.cork(); for (b of bodyFrames(chunk, flush)) socket.write(b)
- *   socket.write(encodeEnd())
- *   socket.write(encodeDecision(user?))                   authenticate/authorize phases
- *   socket.write(encodeError(503, retryAfterSec, msg))   overload / queue timeout
- *   socket.write(encodeGoAway())                          draining
- * Apache-side encoders (encodeHello, encodeRequest, encodeAbort) exist for tests
- * and tools; every message has an encoder and decodes with decodeMessage().
+ * The worker (connection.ts) reads with `FrameReader.feed` and `decodeRequest`
+ * (header strings decoded only when the handler reads them) and writes with
+ * `encodeResponse` (head, body and END in one buffer), `encodeResponseHead`,
+ * `encodeBody`/`bodyFrames` and the constant frames. Tests, tools and the fake
+ * worker use `FrameReader.push` / `decodeMessage`, which return plain messages,
+ * and the Apache-side encoders (encodeHello, encodeRequest, encodeAbort).
  */
 
 export const PROTOCOL_VERSION = 1;
@@ -146,18 +141,36 @@ export type ApacheMessage = HelloMsg | RequestMsg | BodyMsg | EndMsg | AbortMsg;
 export type WorkerMessage = WelcomeMsg | ResponseHeadMsg | BodyMsg | EndMsg | DecisionMsg | ErrorMsg | GoAwayMsg;
 export type Message = ApacheMessage | WorkerMessage;
 
+
 // ---------------------------------------------------------------- encoding
 
 const U32 = 0x1_0000_0000;
 
-/** Append-only writer: sizes are computed first so each message is one allocation. */
+/** Writes a frame header at buf[at]; returns where the payload starts. */
+function frameHeader(buf: Buffer, at: number, type: number, flags: number, len: number): number {
+  buf[at] = PROTOCOL_VERSION;
+  buf[at + 1] = type;
+  buf[at + 2] = flags;
+  buf[at + 3] = 0;
+  buf[at + 4] = len;
+  buf[at + 5] = len >>> 8;
+  buf[at + 6] = len >>> 16;
+  buf[at + 7] = len >>> 24;
+  return at + FRAME_HEADER_SIZE;
+}
+
+function tooBig(payload: number): RangeError {
+  return new RangeError(`tsgi frame payload ${payload} exceeds ${MAX_FRAME}`);
+}
+
+/** Append-only writer for the cold-path messages: sizes are computed first so each message is one allocation. */
 class Writer {
   buf: Buffer;
-  off = FRAME_HEADER_SIZE;
+  off: number;
   constructor(type: number, flags: number, payload: number) {
-    if (payload > MAX_FRAME) throw new RangeError(`tsgi frame payload ${payload} exceeds ${MAX_FRAME}`);
+    if (payload > MAX_FRAME) throw tooBig(payload);
     this.buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + payload);
-    writeHeader(this.buf, 0, type, flags, payload);
+    this.off = frameHeader(this.buf, 0, type, flags, payload);
   }
   u8(v: number): void {
     this.buf[this.off++] = v;
@@ -196,20 +209,16 @@ class Writer {
     this.buf.set(b, this.off + 2);
     this.off += 2 + b.length;
   }
+  headers(h: readonly string[]): void {
+    this.off = writeHeaders(this.buf, this.off, h);
+  }
   done(): Buffer {
     if (this.off !== this.buf.length) throw new Error('tsgi encoder size mismatch');
     return this.buf;
   }
 }
 
-function writeHeader(buf: Buffer, at: number, type: number, flags: number, len: number): void {
-  buf[at] = PROTOCOL_VERSION;
-  buf[at + 1] = type;
-  buf[at + 2] = flags;
-  buf[at + 3] = 0;
-  buf.writeUInt32LE(len, at + 4);
-}
-
+/** Size of a str16. Header names, values and the other raw fields are latin1: one byte per character. */
 function len16(s: string, enc: BufferEncoding, what: string): number {
   const n = enc === 'latin1' ? s.length : Buffer.byteLength(s, enc);
   if (n > 0xffff) throw new RangeError(`tsgi: ${what} longer than 65535 bytes`);
@@ -220,19 +229,174 @@ function len32(s: string, enc: BufferEncoding): number {
   return 4 + (enc === 'latin1' ? s.length : Buffer.byteLength(s, enc));
 }
 
+/** Size of a header block: flat [name, value, ...], each a str16 name and a str32 value. */
 function headersSize(h: readonly string[]): number {
-  if (h.length % 2 !== 0) throw new TypeError('tsgi: headers must be a flat [name, value, ...] list');
-  if (h.length / 2 > MAX_HEADERS) throw new RangeError('tsgi: too many headers');
-  let n = 0;
-  for (let i = 0; i < h.length; i += 2) n += len16(h[i], 'latin1', 'header name') + len32(h[i + 1], 'latin1');
+  const n = h.length;
+  if (n % 2 !== 0) throw new TypeError('tsgi: headers must be a flat [name, value, ...] list');
+  if (n / 2 > MAX_HEADERS) throw new RangeError('tsgi: too many headers');
+  let size = 0;
+  for (let i = 0; i < n; i += 2) {
+    const name = h[i]!;
+    if (name.length > 0xffff) throw new RangeError('tsgi: header name longer than 65535 bytes');
+    size += 6 + name.length + h[i + 1]!.length;
+  }
+  return size;
+}
+
+/**
+ * Writes `s` as latin1 (the low byte of each character) at buf[o]; returns the
+ * byte count. Short strings, which most header names and values are, are
+ * copied here: cheaper than a call into Buffer's native writer.
+ */
+function putLatin1(buf: Buffer, o: number, s: string): number {
+  const n = s.length;
+  if (n > 64) return buf.write(s, o, 'latin1');
+  for (let i = 0; i < n; i++) buf[o + i] = s.charCodeAt(i);
   return n;
 }
 
-function writeHeaders(w: Writer, h: readonly string[]): void {
+function writeHeaders(buf: Buffer, o: number, h: readonly string[]): number {
   for (let i = 0; i < h.length; i += 2) {
-    w.str16(h[i], 'latin1');
-    w.str32(h[i + 1], 'latin1');
+    const name = h[i]!;
+    const value = h[i + 1]!;
+    const vl = value.length;
+    buf[o] = name.length;
+    buf[o + 1] = name.length >>> 8;
+    o += 2 + putLatin1(buf, o + 2, name);
+    buf[o] = vl;
+    buf[o + 1] = vl >>> 8;
+    buf[o + 2] = vl >>> 16;
+    buf[o + 3] = vl >>> 24;
+    o += 4 + putLatin1(buf, o + 4, value);
   }
+  return o;
+}
+
+/** RESPONSE_HEAD payload size (u16 status, str16 reason, u16 count, headers); throws what the frame cannot carry. */
+function responseHeadSize(reason: string, headers: readonly string[]): number {
+  const size = 2 + len16(reason, 'latin1', 'reason') + 2 + headersSize(headers);
+  if (size > MAX_FRAME) throw tooBig(size);
+  return size;
+}
+
+function writeResponseHead(buf: Buffer, status: number, reason: string, headers: readonly string[], size: number): number {
+  let o = frameHeader(buf, 0, MsgType.RESPONSE_HEAD, 0, size);
+  const count = headers.length / 2;
+  buf[o] = status;
+  buf[o + 1] = status >>> 8;
+  buf[o + 2] = reason.length;
+  buf[o + 3] = reason.length >>> 8;
+  o += 4 + putLatin1(buf, o + 4, reason);
+  buf[o] = count;
+  buf[o + 1] = count >>> 8;
+  return writeHeaders(buf, o + 2, headers);
+}
+
+/** The byte length of a body (strings go out as UTF-8). */
+export function bodyLength(body: Uint8Array | string | null): number {
+  return body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
+}
+
+const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+
+/**
+ * RESPONSE_HEAD; `headers` is flat [name, value, ...] (RawResponse.headers), repeats (Set-Cookie) kept;
+ * `reason` the statusText ('' for the server's standard phrase). Names, values and reason are latin1.
+ */
+export function encodeResponseHead(status: number, headers: readonly string[], reason = ''): Buffer {
+  const size = responseHeadSize(reason, headers);
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + size);
+  writeResponseHead(buf, status, reason, headers, size);
+  return buf;
+}
+
+/**
+ * A whole response in one buffer: RESPONSE_HEAD, the body as BODY frames (none
+ * for a null or empty body), END. `n` is the body's byte length when the caller
+ * has it already (bodyLength).
+ */
+export function encodeResponse(status: number, reason: string, headers: readonly string[], body: Uint8Array | string | null, n = bodyLength(body)): Buffer {
+  const size = responseHeadSize(reason, headers);
+  const bodyFramed = n > 0 ? n + FRAME_HEADER_SIZE * Math.ceil(n / MAX_FRAME) : 0;
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + size + bodyFramed + FRAME_HEADER_SIZE);
+  let o = writeResponseHead(buf, status, reason, headers, size);
+  if (n > 0 && n <= MAX_FRAME) {
+    o = frameHeader(buf, o, MsgType.BODY, 0, n);
+    // A string whose UTF-8 length is its length is ASCII: the same bytes as latin1.
+    if (typeof body === 'string') o += n === body.length ? putLatin1(buf, o, body) : buf.write(body, o, 'utf8');
+    else o += asBuffer(body!).copy(buf, o);
+  } else if (n > 0) {
+    const bytes = typeof body === 'string' ? Buffer.from(body) : asBuffer(body!);
+    for (let at = 0; at < n; at += MAX_FRAME) {
+      const len = Math.min(MAX_FRAME, n - at);
+      o = frameHeader(buf, o, MsgType.BODY, 0, len);
+      o += bytes.copy(buf, o, at, at + len);
+    }
+  }
+  frameHeader(buf, o, MsgType.END, 0, 0);
+  return buf;
+}
+
+/** A BODY frame header for `len` bytes (write the data right after it). */
+export function encodeBodyHeader(len: number, flush = false): Buffer {
+  if (len > MAX_FRAME) throw tooBig(len);
+  const b = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
+  frameHeader(b, 0, MsgType.BODY, flush ? BODY_FLUSH : 0, len);
+  return b;
+}
+
+/**
+ * BODY frames for a chunk of any size, without copying the data: alternating
+ * headers and views. FLUSH goes on the last frame only.
+ */
+export function bodyFrames(chunk: Uint8Array, flush = false): Buffer[] {
+  const data = asBuffer(chunk);
+  const out: Buffer[] = [];
+  let off = 0;
+  do {
+    const n = Math.min(MAX_FRAME, data.length - off);
+    const last = off + n >= data.length;
+    out.push(encodeBodyHeader(n, flush && last));
+    if (n > 0) out.push(data.subarray(off, off + n));
+    off += n;
+  } while (off < data.length);
+  return out;
+}
+
+/** BODY frame(s) as one Buffer (copies: for chunks up to a frame or so). FLUSH on the last frame only. */
+export function encodeBody(chunk: Uint8Array | string, flush = false): Buffer {
+  const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+  if (data.length <= MAX_FRAME) {
+    const b = Buffer.allocUnsafe(FRAME_HEADER_SIZE + data.length);
+    b.set(data, frameHeader(b, 0, MsgType.BODY, flush ? BODY_FLUSH : 0, data.length));
+    return b;
+  }
+  return Buffer.concat(bodyFrames(data, flush));
+}
+
+function emptyFrame(type: number, flags = 0): Buffer {
+  const b = Buffer.alloc(FRAME_HEADER_SIZE);
+  frameHeader(b, 0, type, flags, 0);
+  return b;
+}
+
+const END = emptyFrame(MsgType.END);
+const GOAWAY = emptyFrame(MsgType.GOAWAY);
+const FLUSH = emptyFrame(MsgType.BODY, BODY_FLUSH);
+
+/** END frame. Returns a shared buffer: do not modify it. */
+export function encodeEnd(): Buffer {
+  return END;
+}
+
+/** GOAWAY frame (shared buffer). */
+export function encodeGoAway(): Buffer {
+  return GOAWAY;
+}
+
+/** An empty BODY frame with FLUSH (shared buffer): Apache sends a stream's head on it, before the first chunk. */
+export function encodeFlush(): Buffer {
+  return FLUSH;
 }
 
 export function encodeHello(pid: number, secret: Uint8Array): Buffer {
@@ -290,71 +454,13 @@ export function encodeRequest(r: RequestInit): Buffer {
   w.str16(r.user, 'utf8');
   w.str16(r.id, 'utf8');
   w.str16(r.basePath, 'latin1');
-  writeHeaders(w, r.headers);
+  w.headers(r.headers);
   if (isLog) {
     w.u16(r.log!.status);
     w.u64(r.log!.bytes);
     w.u64(r.log!.durationUs);
   }
   return w.done();
-}
-
-/** A BODY frame header for `len` bytes (write the data right after it). */
-export function encodeBodyHeader(len: number, flush = false): Buffer {
-  if (len > MAX_FRAME) throw new RangeError(`tsgi frame payload ${len} exceeds ${MAX_FRAME}`);
-  const b = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
-  writeHeader(b, 0, MsgType.BODY, flush ? BODY_FLUSH : 0, len);
-  return b;
-}
-
-/**
- * BODY frames for a chunk of any size, without copying the data: alternating
- * headers and views. FLUSH goes on the last frame only.
- */
-export function bodyFrames(chunk: Uint8Array, flush = false): Buffer[] {
-  const data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  const out: Buffer[] = [];
-  let off = 0;
-  do {
-    const n = Math.min(MAX_FRAME, data.length - off);
-    const last = off + n >= data.length;
-    out.push(encodeBodyHeader(n, flush && last));
-    if (n > 0) out.push(data.subarray(off, off + n));
-    off += n;
-  } while (off < data.length);
-  return out;
-}
-
-/** BODY frame(s) as one Buffer (copies; fine for small chunks). */
-export function encodeBody(chunk: Uint8Array | string, flush = false): Buffer {
-  const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-  if (data.length <= MAX_FRAME) {
-    const b = Buffer.allocUnsafe(FRAME_HEADER_SIZE + data.length);
-    writeHeader(b, 0, MsgType.BODY, flush ? BODY_FLUSH : 0, data.length);
-    b.set(data, FRAME_HEADER_SIZE);
-    return b;
-  }
-  return Buffer.concat(bodyFrames(data, flush));
-}
-
-const END = (() => {
-  const b = Buffer.alloc(FRAME_HEADER_SIZE);
-  writeHeader(b, 0, MsgType.END, 0, 0);
-  return b;
-})();
-const GOAWAY = (() => {
-  const b = Buffer.alloc(FRAME_HEADER_SIZE);
-  writeHeader(b, 0, MsgType.GOAWAY, 0, 0);
-  return b;
-})();
-
-/** END frame. Returns a shared immutable buffer: do not modify it. */
-export function encodeEnd(): Buffer {
-  return END;
-}
-
-export function encodeGoAway(): Buffer {
-  return GOAWAY;
 }
 
 export function encodeAbort(reason: number): Buffer {
@@ -366,19 +472,6 @@ export function encodeAbort(reason: number): Buffer {
 export function encodeWelcome(pid: number): Buffer {
   const w = new Writer(MsgType.WELCOME, 0, 4);
   w.u32(pid);
-  return w.done();
-}
-
-/**
- * Response head; `headers` is flat [name, value, ...] (RawResponse.headers), repeats (Set-Cookie) kept;
- * `reason` the statusText ('' for the server's standard phrase).
- */
-export function encodeResponseHead(status: number, headers: readonly string[], reason = ''): Buffer {
-  const w = new Writer(MsgType.RESPONSE_HEAD, 0, 2 + len16(reason, 'latin1', 'reason') + 2 + headersSize(headers));
-  w.u16(status);
-  w.str16(reason, 'latin1');
-  w.u16(headers.length / 2);
-  writeHeaders(w, headers);
   return w.done();
 }
 
@@ -402,77 +495,234 @@ export function encodeError(status: number, retryAfter = 0, message = ''): Buffe
 
 // ---------------------------------------------------------------- decoding
 
-class Reader {
-  off: number;
-  constructor(
-    private b: Buffer,
-    start: number,
-    private end: number,
-  ) {
-    this.off = start;
+// One payload is decoded at a time, synchronously: the cursor lives here rather
+// than in a reader object, so the per-request decode allocates only the message.
+let src: Buffer = Buffer.alloc(0);
+let at = 0;
+let lim = 0;
+
+function begin(buf: Buffer, start: number, end: number): void {
+  src = buf;
+  at = start;
+  lim = end;
+}
+
+function need(n: number): void {
+  if (at + n > lim) throw new ProtocolError('tsgi: truncated payload');
+}
+
+function u8(): number {
+  need(1);
+  return src[at++]!;
+}
+
+function u16(): number {
+  need(2);
+  const v = src[at]! | (src[at + 1]! << 8);
+  at += 2;
+  return v;
+}
+
+function u32(): number {
+  need(4);
+  const v = (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16)) + src[at + 3]! * 0x1000000;
+  at += 4;
+  return v;
+}
+
+/** A u64 below 2^53, or -1 for all-ones. */
+function u64(): number {
+  const lo = u32();
+  const hi = u32();
+  if (lo === 0xffffffff && hi === 0xffffffff) return -1;
+  if (hi >= 0x200000) throw new ProtocolError('tsgi: 64-bit value out of range');
+  return hi * U32 + lo;
+}
+
+function str(n: number, enc: 'latin1' | 'utf8'): string {
+  need(n);
+  const v = n === 0 ? '' : src.toString(enc, at, at + n);
+  at += n;
+  return v;
+}
+
+const str16 = (enc: 'latin1' | 'utf8'): string => str(u16(), enc);
+
+function bytes16(): Buffer {
+  const n = u16();
+  need(n);
+  const v = Buffer.from(src.subarray(at, at + n));
+  at += n;
+  return v;
+}
+
+/** Checks a header block's lengths (so a bad payload is refused now, not when read); returns where it starts. */
+function skipHeaders(count: number): number {
+  const start = at;
+  for (let i = 0; i < count; i++) {
+    const nl = u16();
+    need(nl);
+    at += nl;
+    const vl = u32();
+    need(vl);
+    at += vl;
   }
-  private need(n: number): void {
-    if (this.off + n > this.end) throw new ProtocolError('tsgi: truncated payload');
+  return start;
+}
+
+/** Decodes a header block that skipHeaders checked. */
+function readHeaders(buf: Buffer, o: number, count: number): string[] {
+  const h = new Array<string>(count * 2);
+  for (let i = 0; i < h.length; i += 2) {
+    const nl = buf[o]! | (buf[o + 1]! << 8);
+    h[i] = buf.toString('latin1', o + 2, o + 2 + nl);
+    o += 2 + nl;
+    const vl = buf.readUInt32LE(o);
+    h[i + 1] = buf.toString('latin1', o + 4, o + 4 + vl);
+    o += 4 + vl;
   }
-  u8(): number {
-    this.need(1);
-    return this.b[this.off++];
-  }
-  u16(): number {
-    this.need(2);
-    const v = this.b.readUInt16LE(this.off);
-    this.off += 2;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.b.readUInt32LE(this.off);
-    this.off += 4;
-    return v;
-  }
-  u64(): number {
-    this.need(8);
-    const lo = this.b.readUInt32LE(this.off);
-    const hi = this.b.readUInt32LE(this.off + 4);
-    this.off += 8;
-    if (lo === 0xffffffff && hi === 0xffffffff) return -1;
-    if (hi >= 0x200000) throw new ProtocolError('tsgi: 64-bit value out of range');
-    return hi * U32 + lo;
-  }
-  private take(n: number): Buffer {
-    this.need(n);
-    const v = this.b.subarray(this.off, this.off + n);
-    this.off += n;
-    return v;
-  }
-  str16(enc: BufferEncoding): string {
-    const n = this.u16();
-    this.need(n);
-    const s = this.b.toString(enc, this.off, this.off + n);
-    this.off += n;
-    return s;
-  }
-  str32(enc: BufferEncoding): string {
-    const n = this.u32();
-    this.need(n);
-    const s = this.b.toString(enc, this.off, this.off + n);
-    this.off += n;
-    return s;
-  }
-  bytes16(): Buffer {
-    return Buffer.from(this.take(this.u16()));
-  }
-  headers(count: number): string[] {
-    const h = new Array<string>(count * 2);
-    for (let i = 0; i < count * 2; i += 2) {
-      h[i] = this.str16('latin1');
-      h[i + 1] = this.str32('latin1');
+  return h;
+}
+
+function finish(): void {
+  if (at !== lim) throw new ProtocolError('tsgi: trailing bytes in payload');
+}
+
+/** Offset (from the first field) and length of each string field of the REQUEST being decoded. */
+const FIELDS = new Int32Array(20);
+
+function field(all: string, i: number): string {
+  const n = FIELDS[2 * i + 1]!;
+  return n === 0 ? '' : all.slice(FIELDS[2 * i]!, FIELDS[2 * i]! + n);
+}
+
+/** A UTF-8 field: its latin1 cut when it is ASCII (the same characters), else decoded as UTF-8. */
+function utf8Field(all: string, base: number, i: number): string {
+  const off = FIELDS[2 * i]!;
+  const n = FIELDS[2 * i + 1]!;
+  for (let j = base + off, end = j + n; j < end; j++) if (src[j]! > 0x7f) return src.toString('utf8', base + off, end);
+  return n === 0 ? '' : all.slice(off, off + n);
+}
+
+/**
+ * A decoded REQUEST whose header strings are decoded only when `headers` is
+ * first read (most handlers read one or two headers, many none). It keeps the
+ * received buffer until then.
+ */
+class LazyRequestMsg implements RequestMsg {
+  readonly type = 'request' as const;
+  phase: PhaseCode;
+  flags: number;
+  tls: boolean;
+  hasBody: boolean;
+  authnDone: boolean;
+  authzDone: boolean;
+  clientPort: number;
+  serverPort: number;
+  contentLength: number;
+  startUs: number;
+  method: string;
+  uri: string;
+  protocol: string;
+  scheme: string;
+  host: string;
+  clientIp: string;
+  serverIp: string;
+  user: string;
+  id: string;
+  basePath: string;
+  log?: LogInfo;
+  #buf: Buffer | null;
+  #at: number;
+  #count: number;
+  #headers: string[] | undefined = undefined;
+
+  /** Reads the payload from the cursor (begin() set it). */
+  constructor(phase: number, flags: number, count: number) {
+    this.phase = phase as PhaseCode;
+    this.flags = flags;
+    this.tls = (flags & RequestFlags.TLS) !== 0;
+    this.hasBody = (flags & RequestFlags.HAS_BODY) !== 0;
+    this.authnDone = (flags & RequestFlags.AUTHN_DONE) !== 0;
+    this.authzDone = (flags & RequestFlags.AUTHZ_DONE) !== 0;
+    this.clientPort = u16();
+    this.serverPort = u16();
+    at += 2; // header count, read by decodeRequest
+    this.contentLength = u64();
+    this.startUs = u64();
+    if (this.startUs < 0) throw new ProtocolError('tsgi: bad start time');
+    // method, uri, protocol, scheme, host, client ip, server ip, user, id, base path lie back to back.
+    const base = at;
+    for (let i = 0; i < 10; i++) {
+      const n = i === 1 ? u32() : u16();
+      need(n);
+      FIELDS[2 * i] = at - base;
+      FIELDS[2 * i + 1] = n;
+      at += n;
     }
-    return h;
+    // One latin1 decode for all of them (one character per byte, so offsets carry over), cut into fields:
+    // one call into Buffer's native decoder instead of ten.
+    const all = src.toString('latin1', base, at);
+    this.method = field(all, 0);
+    this.uri = field(all, 1);
+    this.protocol = field(all, 2);
+    this.scheme = field(all, 3);
+    this.host = field(all, 4);
+    this.clientIp = field(all, 5);
+    this.serverIp = field(all, 6);
+    this.user = utf8Field(all, base, 7);
+    this.id = utf8Field(all, base, 8);
+    this.basePath = field(all, 9);
+    this.#buf = src;
+    this.#count = count;
+    this.#at = skipHeaders(count);
   }
-  finish(): void {
-    if (this.off !== this.end) throw new ProtocolError('tsgi: trailing bytes in payload');
+
+  get headers(): string[] {
+    if (this.#headers === undefined) {
+      this.#headers = readHeaders(this.#buf!, this.#at, this.#count);
+      this.#buf = null;
+    }
+    return this.#headers;
   }
+
+  /** Every field, as a plain message (JSON.stringify, test comparisons). */
+  toJSON(): RequestMsg {
+    const { type, phase, flags, tls, hasBody, authnDone, authzDone, clientPort, serverPort, contentLength, startUs } = this;
+    const { method, uri, protocol, scheme, host, clientIp, serverIp, user, id, basePath, headers, log } = this;
+    return {
+      ...{ type, phase, flags, tls, hasBody, authnDone, authzDone, clientPort, serverPort, contentLength, startUs },
+      ...{ method, uri, protocol, scheme, host, clientIp, serverIp, user, id, basePath, headers },
+      ...(log ? { log } : {}),
+    };
+  }
+}
+
+/** Decodes a REQUEST payload buf[start, end). Throws ProtocolError on anything PROTOCOL.md does not allow. */
+export function decodeRequest(buf: Buffer, start: number, end: number): RequestMsg {
+  begin(buf, start, end);
+  need(8);
+  const phase = buf[start]!;
+  const flags = buf[start + 1]!;
+  if (phase > Phase.LOG) throw new ProtocolError('tsgi: bad phase');
+  if (flags & ~0x0f) throw new ProtocolError('tsgi: unknown request flags');
+  at = start + 2;
+  const m = new LazyRequestMsg(phase, flags, buf[start + 6]! | (buf[start + 7]! << 8));
+  if (phase === Phase.LOG) {
+    const status = u16();
+    const bytes = u64();
+    const durationUs = u64();
+    if (bytes < 0 || durationUs < 0) throw new ProtocolError('tsgi: bad log values');
+    m.log = { status, bytes, durationUs };
+  }
+  finish();
+  return m;
+}
+
+/** The FLUSH bit of a BODY frame's flags; throws on unknown bits. */
+export function bodyFlush(flags: number): boolean {
+  if ((flags & ~BODY_FLUSH) !== 0) throw new ProtocolError('tsgi: unknown BODY flags');
+  return flags !== 0;
 }
 
 /**
@@ -480,13 +730,12 @@ class Reader {
  * is a view into `buf`.
  */
 export function decodePayload(type: number, flags: number, buf: Buffer, start: number, end: number): Message {
-  const r = new Reader(buf, start, end);
-  if (type !== MsgType.BODY && flags !== 0) throw new ProtocolError(`tsgi: flags set on frame type ${type}`);
+  if (type === MsgType.BODY) return { type: 'body', flush: bodyFlush(flags), data: buf.subarray(start, end) };
+  if (flags !== 0) throw new ProtocolError(`tsgi: flags set on frame type ${type}`);
+  if (type === MsgType.REQUEST) return decodeRequest(buf, start, end);
+  begin(buf, start, end);
   let m: Message;
   switch (type) {
-    case MsgType.BODY:
-      if ((flags & ~BODY_FLUSH) !== 0) throw new ProtocolError('tsgi: unknown BODY flags');
-      return { type: 'body', flush: (flags & BODY_FLUSH) !== 0, data: buf.subarray(start, end) };
     case MsgType.END:
       m = { type: 'end' };
       break;
@@ -494,81 +743,36 @@ export function decodePayload(type: number, flags: number, buf: Buffer, start: n
       m = { type: 'goaway' };
       break;
     case MsgType.HELLO:
-      m = { type: 'hello', pid: r.u32(), secret: r.bytes16() };
+      m = { type: 'hello', pid: u32(), secret: bytes16() };
       break;
     case MsgType.ABORT:
-      m = { type: 'abort', reason: r.u8() };
+      m = { type: 'abort', reason: u8() };
       break;
     case MsgType.WELCOME:
-      m = { type: 'welcome', pid: r.u32() };
+      m = { type: 'welcome', pid: u32() };
       break;
     case MsgType.RESPONSE_HEAD: {
-      const status = r.u16();
-      const reason = r.str16('latin1');
-      m = { type: 'response', status, reason, headers: r.headers(r.u16()) };
+      const status = u16();
+      const reason = str16('latin1');
+      const count = u16();
+      m = { type: 'response', status, reason, headers: readHeaders(buf, skipHeaders(count), count) };
       break;
     }
     case MsgType.DECISION: {
-      const kind = r.u8();
+      const kind = u8();
       if (kind > 1) throw new ProtocolError('tsgi: bad DECISION kind');
-      const user = r.str16('utf8');
+      const user = str16('utf8');
       if (kind === 0 && user !== '') throw new ProtocolError('tsgi: DECISION kind 0 with a user');
       m = { type: 'decision', user: kind === 1 ? user : undefined };
       break;
     }
     case MsgType.ERROR:
-      m = { type: 'error', status: r.u16(), retryAfter: r.u16(), message: r.str16('utf8') };
-      break;
-    case MsgType.REQUEST:
-      m = decodeRequest(r);
+      m = { type: 'error', status: u16(), retryAfter: u16(), message: str16('utf8') };
       break;
     default:
       throw new ProtocolError(`tsgi: unknown frame type ${type}`);
   }
-  r.finish();
-  return m;
-}
-
-function decodeRequest(r: Reader): RequestMsg {
-  const phase = r.u8();
-  if (phase > 3) throw new ProtocolError('tsgi: bad phase');
-  const flags = r.u8();
-  if (flags & ~0x0f) throw new ProtocolError('tsgi: unknown request flags');
-  const clientPort = r.u16();
-  const serverPort = r.u16();
-  const count = r.u16();
-  const m: RequestMsg = {
-    type: 'request',
-    phase: phase as PhaseCode,
-    flags,
-    tls: (flags & RequestFlags.TLS) !== 0,
-    hasBody: (flags & RequestFlags.HAS_BODY) !== 0,
-    authnDone: (flags & RequestFlags.AUTHN_DONE) !== 0,
-    authzDone: (flags & RequestFlags.AUTHZ_DONE) !== 0,
-    clientPort,
-    serverPort,
-    contentLength: r.u64(),
-    startUs: r.u64(),
-    method: r.str16('latin1'),
-    uri: r.str32('latin1'),
-    protocol: r.str16('latin1'),
-    scheme: r.str16('latin1'),
-    host: r.str16('latin1'),
-    clientIp: r.str16('latin1'),
-    serverIp: r.str16('latin1'),
-    user: r.str16('utf8'),
-    id: r.str16('utf8'),
-    basePath: r.str16('latin1'),
-    headers: r.headers(count),
-  };
-  if (m.startUs < 0) throw new ProtocolError('tsgi: bad start time');
-  if (phase === Phase.LOG) {
-    const status = r.u16();
-    const bytes = r.u64();
-    const durationUs = r.u64();
-    if (bytes < 0 || durationUs < 0) throw new ProtocolError('tsgi: bad log values');
-    m.log = { status, bytes, durationUs };
-  }
+  finish();
   return m;
 }
 
@@ -586,47 +790,71 @@ export function decodeMessage(frame: Buffer): Message {
   if (frame.length < FRAME_HEADER_SIZE) throw new ProtocolError('tsgi: short frame');
   const len = checkFrameHeader(frame, 0);
   if (frame.length !== FRAME_HEADER_SIZE + len) throw new ProtocolError('tsgi: frame length mismatch');
-  return decodePayload(frame[1], frame[2], frame, FRAME_HEADER_SIZE, frame.length);
+  return decodePayload(frame[1]!, frame[2]!, frame, FRAME_HEADER_SIZE, frame.length);
 }
 
 /**
- * Incremental parser for a socket: push() each chunk, get the complete
- * messages. Any error is fatal for the connection (the reader stays broken).
+ * What FrameReader.feed hands each complete frame: its type, flags and payload
+ * buf[start, end) (a view; nothing is reused, so views stay valid). Returning
+ * false stops reading the rest of the chunk (the connection went away).
+ */
+export type FrameSink = (type: number, flags: number, buf: Buffer, start: number, end: number) => boolean | void;
+
+/**
+ * Reassembles frames from a byte stream (socket chunks cut anywhere). A frame
+ * split over chunks is copied once, when it is complete; frames inside one
+ * chunk are handed on as views. Any error is fatal for the connection: the
+ * reader stays broken.
  */
 export class FrameReader {
-  private pending: Buffer | null = null;
+  private parts: Buffer[] = [];
+  private plen = 0;
+  /** Bytes `parts` must reach before a frame can be complete. */
+  private want = 0;
   private broken: ProtocolError | null = null;
 
-  push(chunk: Buffer): Message[] {
+  /** Calls `sink` for each complete frame; throws ProtocolError on a bad frame (or whatever the sink throws). */
+  feed(chunk: Buffer, sink: FrameSink): void {
     if (this.broken) throw this.broken;
-    let buf = chunk;
-    if (this.pending) {
-      buf = Buffer.concat([this.pending, chunk]);
-      this.pending = null;
+    if (this.plen > 0) {
+      this.parts.push(chunk);
+      this.plen += chunk.length;
+      if (this.plen < this.want) return;
+      chunk = Buffer.concat(this.parts, this.plen);
+      this.parts = [];
+      this.plen = 0;
     }
-    const out: Message[] = [];
     let at = 0;
     try {
-      while (buf.length - at >= FRAME_HEADER_SIZE) {
-        const len = checkFrameHeader(buf, at);
-        const end = at + FRAME_HEADER_SIZE + len;
-        if (end > buf.length) break;
-        out.push(decodePayload(buf[at + 1], buf[at + 2], buf, at + FRAME_HEADER_SIZE, end));
+      while (chunk.length - at >= FRAME_HEADER_SIZE) {
+        const end = at + FRAME_HEADER_SIZE + checkFrameHeader(chunk, at);
+        if (end > chunk.length) break;
+        if (sink(chunk[at + 1]!, chunk[at + 2]!, chunk, at + FRAME_HEADER_SIZE, end) === false) return;
         at = end;
       }
     } catch (err) {
       this.broken = err instanceof ProtocolError ? err : new ProtocolError(String(err));
       throw this.broken;
     }
-    if (at < buf.length) {
-      // Copy the tail only when earlier messages may still hold views into buf.
-      this.pending = at === 0 ? buf : Buffer.from(buf.subarray(at));
+    if (at < chunk.length) {
+      const rest = chunk.subarray(at);
+      this.parts = [rest];
+      this.plen = rest.length;
+      this.want = rest.length >= FRAME_HEADER_SIZE ? FRAME_HEADER_SIZE + rest.readUInt32LE(4) : FRAME_HEADER_SIZE;
     }
+  }
+
+  /** The complete messages in `chunk` (plus what came before), decoded. */
+  push(chunk: Buffer): Message[] {
+    const out: Message[] = [];
+    this.feed(chunk, (type, flags, buf, start, end) => {
+      out.push(decodePayload(type, flags, buf, start, end));
+    });
     return out;
   }
 
   /** Bytes held for an incomplete frame (non-zero at EOF means a truncated message). */
   get buffered(): number {
-    return this.pending?.length ?? 0;
+    return this.plen;
   }
 }

@@ -1,7 +1,8 @@
 // The web Request a worker hands to the handler: a LazyRequest over the
 // decoded REQUEST frame, with the body fed by BODY frames.
-import { requestAuthority, type UrlRefusal } from '@tsgi/core';
+import { requestAuthority, type Context, type UrlRefusal } from '@tsgi/core';
 import { LazyRequest, originUrl } from '@tsgi/core/node';
+import type { Exchange } from './connection.js';
 import type { RequestMsg } from './protocol.js';
 
 /** Returned to readers of a body whose request was aborted. */
@@ -150,8 +151,20 @@ export class BodySource {
  * (it refuses a second one), or its own name:port for HTTP/1.0 without one.
  */
 export function requestTarget(m: RequestMsg): RequestTarget | UrlRefusal {
-  return requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
+  // For an origin-form target the answer depends on the Host alone, and a
+  // connection's requests mostly repeat it: the last accepted one is remembered.
+  const origin = m.uri.charCodeAt(0) === 47; /* / */
+  if (origin && m.host === lastHost) return { authority: lastAuthority, path: m.uri };
+  const t = requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
+  if (origin && !('status' in t)) {
+    lastHost = m.host;
+    lastAuthority = t.authority;
+  }
+  return t;
 }
+
+let lastHost: string | undefined;
+let lastAuthority = '';
 
 export type RequestTarget = { authority: string; path: string };
 
@@ -166,8 +179,11 @@ export function requestUrl(m: RequestMsg): string {
   return targetUrl(m, 'status' in t ? { authority: 'localhost', path: '/' } : t);
 }
 
-/** One exchange's Request, served from the decoded REQUEST frame (see LazyRequest). */
-export class ApacheRequest extends LazyRequest {
+/**
+ * One exchange's Request, served from the decoded REQUEST frame (see
+ * LazyRequest); also the exchange its connection aborts and releases.
+ */
+export class ApacheRequest extends LazyRequest implements Exchange {
   /** @internal */ _m: RequestMsg;
   /** @internal */ _body: BodySource | null;
   /** @internal authority and path, checked before the handler runs (requestTarget). */
@@ -178,7 +194,15 @@ export class ApacheRequest extends LazyRequest {
   _onAbort: ((reason: unknown) => void) | undefined = undefined;
   private _abortCtl: AbortController | undefined;
 
-  constructor(m: RequestMsg, body: BodySource | null, target: RequestTarget) {
+  constructor(
+    m: RequestMsg,
+    body: BodySource | null,
+    target: RequestTarget,
+    /** @internal the handler's ctx */
+    readonly _ctx: Context,
+    /** @internal performance.now() at the start (0 when nobody logs) */
+    readonly _start = 0,
+  ) {
     super();
     this._m = m;
     this._body = body;
@@ -192,6 +216,11 @@ export class ApacheRequest extends LazyRequest {
     this._body?.fail(reason);
     this._abortCtl?.abort(reason);
     this._onAbort?.(reason);
+  }
+
+  /** The answer is out: a body still arriving is dropped, one already complete stays readable (BodySource.release). */
+  _release(): void {
+    this._body?.release();
   }
 
   get method(): string {

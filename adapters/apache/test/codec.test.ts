@@ -1,18 +1,42 @@
-// The TypeScript codec (src/protocol.ts) and the C codec that mod_tsgi uses
-// (mod_tsgi/tsgi_proto.c, loaded here through koffi) must agree byte for byte.
+// The TypeScript codec (src/protocol.ts), the one the worker, the tests and the
+// fake worker use, and the C codec that mod_tsgi uses (mod_tsgi/tsgi_proto.c,
+// loaded here through koffi) must agree byte for byte: every TypeScript encoding
+// decodes in C to what was meant and re-encodes to the same bytes, every C
+// encoding decodes in TypeScript, both refuse the same bad input, and what the
+// worker's response writer puts on a real connection reads in C, frame by frame,
+// as mod_tsgi reads it.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import koffi from 'koffi';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Response as CoreResponse, toRawResponse } from '@tsgi/core';
+import { Lifecycle, RequestContext } from '@tsgi/core/node';
+import { noise } from '@tsgi/conformance/testing';
 import { buildCodecLib } from '../src/build.js';
+import { Connection, type ConnectionHost } from '../src/connection.js';
 import * as P from '../src/protocol.js';
+import { ApacheRequest, requestTarget, type RequestTarget } from '../src/request.js';
+import { respond } from '../src/respond.js';
 
 type CFn = (...args: unknown[]) => number;
 let reencodeC: (frame: Buffer) => Buffer | number;
 let describeC: (frame: Buffer) => Record<string, unknown> | number;
+/** The frames of a byte stream as mod_tsgi reads them (tsgi_frame_parse + tsgi_decode), described. */
+let describeStreamC: (bytes: Buffer) => Record<string, unknown>[] | number;
 
 beforeAll(async () => {
   const lib = koffi.load(await buildCodecLib());
   const re = lib.func('int tsgi_test_reencode(const void *in, size_t inlen, void *out, size_t outcap)') as CFn;
   const de = lib.func('int tsgi_test_describe(const void *in, size_t inlen, void *out, size_t outcap)') as CFn;
+  const ds = lib.func('int tsgi_test_describe_stream(const void *in, size_t inlen, void *out, size_t outcap)') as CFn;
+  describeStreamC = (bytes) => {
+    const out = Buffer.alloc(bytes.length * 3 + 4096);
+    const rc = ds(bytes, bytes.length, out, out.length);
+    if (rc < 0) return rc;
+    return JSON.parse(out.toString('latin1', 0, out.indexOf(0))) as Record<string, unknown>[];
+  };
   reencodeC = (frame) => {
     const out = Buffer.alloc(frame.length + 64);
     const n = re(frame, frame.length, out, out.length);
@@ -341,5 +365,247 @@ describe('bad input is rejected the same way by both decoders', () => {
     expect(() => P.encodeResponseHead(200, ['x'.repeat(70000), 'v'])).toThrow(RangeError);
     expect(() => P.encodeResponseHead(200, ['big', 'v'.repeat(P.MAX_FRAME)])).toThrow(RangeError);
     expect(() => P.encodeDecision('u'.repeat(70000))).toThrow(RangeError);
+  });
+});
+
+describe('the REQUEST decoder (decodeRequest: header strings decoded when first read)', () => {
+  const g = new Gen(mulberry32(0x1ea2));
+  const request = () => {
+    let m: P.Message;
+    do m = randomMessage(g);
+    while (m.type !== 'request');
+    return P.encodeRequest(m);
+  };
+
+  it('refuses every truncated and padded payload', () => {
+    for (let i = 0; i < 1000; i++) {
+      const f = request();
+      const cut = P.FRAME_HEADER_SIZE + g.int(f.length - P.FRAME_HEADER_SIZE - 1);
+      expect(() => P.decodeRequest(f, P.FRAME_HEADER_SIZE, cut)).toThrow(P.ProtocolError);
+      const padded = Buffer.concat([f, Buffer.from([0])]);
+      expect(() => P.decodeRequest(padded, P.FRAME_HEADER_SIZE, padded.length)).toThrow(P.ProtocolError);
+    }
+  });
+
+  it('refuses a bad phase and unknown flags', () => {
+    const f = request();
+    const badPhase = Buffer.from(f);
+    badPhase[8] = 4;
+    expect(() => P.decodeRequest(badPhase, 8, badPhase.length)).toThrow(P.ProtocolError);
+    const badFlags = Buffer.from(f);
+    badFlags[9] = 0x10;
+    expect(() => P.decodeRequest(badFlags, 8, badFlags.length)).toThrow(P.ProtocolError);
+  });
+
+  it('reads the headers only when asked, and the same every time', () => {
+    const f = P.encodeRequest({ ...(P.decodeMessage(request()) as P.RequestMsg).toJSON?.() as P.RequestMsg, headers: ['a', 'b', 'Set-Cookie', 'x=1', 'Set-Cookie', 'y=2'] });
+    const m = P.decodeRequest(f, 8, f.length);
+    expect(m.headers).toEqual(['a', 'b', 'Set-Cookie', 'x=1', 'Set-Cookie', 'y=2']);
+    expect(m.headers).toBe(m.headers);
+  });
+});
+
+// ------------------------------------------------------------ what the worker sends
+
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer'];
+const MIB = P.MAX_FRAME;
+/** Body sizes on both sides of the 64 KiB copy limit and of the 1 MiB frame limit. */
+const SMALL = [0, 1, 13, 4096, 65535, 65536, 65537];
+const LARGE = [MIB - 1, MIB, MIB + 1, 2 * MIB + 7];
+
+const hexOf = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+
+/** The BODY frames mod_tsgi should read for `data`: split at 1 MiB, FLUSH on the last when flushed. */
+function bodyFramesOf(data: Uint8Array, flush: boolean): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (let at = 0; at < data.length; at += MIB) {
+    const end = Math.min(data.length, at + MIB);
+    out.push({ type: 0x03, flags: flush && end === data.length ? 1 : 0, data: hexOf(data.subarray(at, end)), end: true });
+  }
+  return out;
+}
+
+const headFrame = (status: number, reason: string, headers: string[]) => ({
+  type: 0x82, flags: 0, status, reason: hexL(reason), headers: headers.map(hexL), end: true,
+});
+const END_FRAME = { type: 0x04, flags: 0, end: true };
+
+/** Each frame of `wire` decoded and re-encoded by C, concatenated: equal to `wire` when C reads every byte as written. */
+function reencodeFramesC(wire: Buffer): Buffer {
+  const out: Buffer[] = [];
+  for (let at = 0; at < wire.length; ) {
+    const end = at + P.FRAME_HEADER_SIZE + wire.readUInt32LE(at + 4);
+    const c = reencodeC(wire.subarray(at, end));
+    if (typeof c === 'number') throw new Error(`C refused the frame at ${at}: ${c}`);
+    out.push(c);
+    at = end;
+  }
+  return Buffer.concat(out);
+}
+
+function latin1(g: Gen, max: number, from = 0x20): string {
+  let s = '';
+  for (let n = g.int(max); n > 0; n--) s += String.fromCharCode(g.int(2) ? from + g.int(0x7e - from) : 0xa0 + g.int(0x5f));
+  return s;
+}
+
+describe("the worker's response encoders, read by the C decoder as mod_tsgi reads them", () => {
+  it('encodeResponse: head, body frames and END in one buffer, for 160 seeded random responses, re-encoded by C to the same bytes', () => {
+    const g = new Gen(mulberry32(0x5e9d));
+    for (let i = 0; i < 160; i++) {
+      const status = g.pick([200, 201, 204, 304, 404, 500, 100 + g.int(899)]);
+      const reason = g.pick(['', 'OK', latin1(g, 60)]);
+      const headers: string[] = [];
+      for (let n = g.int(30); n > 0; n--) headers.push(g.pick(['Set-Cookie', 'x-a', 'content-type', 'x-' + latin1(g, 20, 0x61).replace(/[^a-z]/g, 'q')]), latin1(g, 200));
+      const size = g.int(4) === 0 ? g.pick(LARGE) : g.pick(SMALL);
+      // 'ascii': a string whose UTF-8 is its latin1 (the encoder's copy-by-hand path); 'string': any Unicode.
+      const kind = g.pick(['null', 'string', 'ascii', 'bytes'] as const);
+      const text = kind === 'ascii' ? Buffer.from(noise(size, i + 1)).toString('latin1').replace(/[^\x20-\x7e]/g, 'a') : g.unicode(Math.min(size, 3000));
+      const bytes = kind === 'null' ? new Uint8Array(0) : kind === 'bytes' ? noise(size, i + 1) : Buffer.from(text);
+      const body = kind === 'null' ? null : kind === 'bytes' ? bytes : text;
+      const wire = P.encodeResponse(status, reason, headers, body);
+      const frames = describeStreamC(wire);
+      expect(frames, `response #${i}`).toEqual([headFrame(status, reason, headers), ...bodyFramesOf(bytes, false), END_FRAME]);
+      // Byte for byte: C re-encodes what it decoded to exactly what the worker wrote.
+      expect(reencodeFramesC(wire).equals(wire), `response #${i}: C re-encodes other bytes`).toBe(true);
+    }
+  });
+
+  it('encodeResponseHead, bodyFrames, encodeBody, encodeFlush and encodeEnd: a stream as the worker writes it', () => {
+    const g = new Gen(mulberry32(0xb0d7));
+    for (let i = 0; i < 40; i++) {
+      const headers = ['content-type', 'text/event-stream', 'x-i', String(i)];
+      const chunks = Array.from({ length: 1 + g.int(5) }, (_, k) => noise(g.int(5) === 0 ? g.pick(LARGE) : g.pick(SMALL.slice(1)), i * 10 + k + 1));
+      const parts = [P.encodeResponseHead(200, headers, 'Streaming'), P.encodeFlush()];
+      for (const c of chunks) parts.push(...(g.int(1) ? P.bodyFrames(c, true) : [P.encodeBody(c, true)]));
+      parts.push(P.encodeEnd());
+      const wire = Buffer.concat(parts);
+      expect(reencodeFramesC(wire).equals(wire), `stream #${i}: C re-encodes other bytes`).toBe(true);
+      const frames = describeStreamC(wire);
+      const flushFrame = { type: 0x03, flags: 1, data: '', end: true };
+      expect(frames, `stream #${i}`).toEqual([headFrame(200, 'Streaming', headers), flushFrame, ...chunks.flatMap((c) => bodyFramesOf(c, true)), END_FRAME]);
+    }
+  });
+
+  describe('respond() through a Connection onto a real socket', () => {
+    const secret = Buffer.alloc(32, 7);
+    let dir: string;
+    let server: Server;
+    let next: (() => Response) | null = null;
+    const host: ConnectionHost = {
+      secret,
+      draining: false,
+      log: () => {},
+      request(conn, m, body) {
+        const ctx = new RequestContext('apache', m.clientIp, new Lifecycle(() => {}), m.id);
+        const req = new ApacheRequest(m, body, requestTarget(m) as RequestTarget, ctx);
+        conn.begin(req);
+        respond(conn, req, next!(), { log: () => {}, finished: (c, r) => c.done(r) });
+      },
+      closed() {},
+    };
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'tsgi-apa-codec-'));
+      server = createServer((sock) => new Connection(sock, host));
+      await new Promise<void>((r) => server.listen(join(dir, 's'), r));
+    });
+    afterAll(async () => {
+      await new Promise((r) => server?.close(r));
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    /** HELLO and one REQUEST; everything the worker wrote up to its END, as mod_tsgi's decoder reads it. */
+    function exchange(method: string, res: () => Response): Promise<Record<string, unknown>[]> {
+      next = res;
+      return new Promise((resolve, reject) => {
+        const s = connect(join(dir, 's'));
+        const got: Buffer[] = [];
+        const reader = new P.FrameReader();
+        s.on('error', reject);
+        s.on('close', () => reject(new Error('the worker closed the connection before END')));
+        s.on('data', (d: Buffer) => {
+          got.push(d);
+          if (reader.push(d).some((m) => m.type === 'end')) {
+            s.destroy();
+            const all = Buffer.concat(got);
+            const frames = describeStreamC(all);
+            if (typeof frames === 'number') reject(new Error(`C refused the stream: ${frames}`));
+            else if (!reencodeFramesC(all).equals(all)) reject(new Error('C re-encodes what the worker wrote to other bytes'));
+            else resolve(frames);
+          }
+        });
+        s.write(P.encodeHello(1, secret));
+        s.write(P.encodeRequest({
+          phase: P.Phase.FULL, clientPort: 1, serverPort: 80, contentLength: 0, startUs: 1, method, uri: '/x', protocol: 'HTTP/1.1',
+          scheme: 'http', host: 'h', clientIp: '127.0.0.1', serverIp: '127.0.0.1', user: '', id: 'codec', basePath: '', headers: [],
+        }));
+      });
+    }
+
+    /** The handler's headers less what the wire rules take out, plus the server's Content-Length for a fixed body. */
+    const expectedHeaders = (res: Response, length: number | undefined): string[] => {
+      const raw = toRawResponse(res).headers;
+      const out: string[] = [];
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = raw[i]!.toLowerCase();
+        if (!HOP_BY_HOP.includes(name) && !(name === 'content-length' && length !== undefined)) out.push(raw[i]!, raw[i + 1]!);
+      }
+      if (length !== undefined) out.push('content-length', String(length));
+      return out;
+    };
+    const WELCOME = { type: 0x81, flags: 0, pid: process.pid, end: true };
+    const init = (i: number) => ({
+      status: i % 3 === 0 ? 203 : 200,
+      statusText: i % 2 ? 'Fine Thanks' : '',
+      headers: [['X-Seq', String(i)], ['Connection', 'close'], ['Set-Cookie', 'a=1'], ['Set-Cookie', 'b=2'], ['Content-Length', '3'], ['x-latin1', 'caf\u00e9']] as [string, string][],
+    });
+
+    it('fixed bodies (string, bytes) on both sides of 64 KiB and 1 MiB: one head, the bytes, END; HEAD sends no body', async () => {
+      for (const [i, size] of [...SMALL, ...LARGE].entries()) {
+        const data = noise(size, 100 + i);
+        for (const method of ['GET', 'HEAD']) {
+          const make = () => new CoreResponse(data, init(i)) as unknown as Response;
+          const frames = await exchange(method, make);
+          const body = method === 'HEAD' ? [] : bodyFramesOf(data, false);
+          expect(frames, `${method} ${size} bytes`).toEqual([WELCOME, headFrame(init(i).status, init(i).statusText, expectedHeaders(make(), size)), ...body, END_FRAME]);
+        }
+      }
+      const text = 'h\u00e9llo \u{1f600} '.repeat(9000);
+      const make = () => new globalThis.Response(text, init(1));
+      const frames = await exchange('GET', make);
+      expect(frames).toEqual([WELCOME, headFrame(200, 'Fine Thanks', expectedHeaders(make(), Buffer.byteLength(text))), ...bodyFramesOf(Buffer.from(text), false), END_FRAME]);
+    });
+
+    it('streams: each chunk one flushed BODY (split at 1 MiB), the head at once, END; HEAD cancels an endless one', async () => {
+      const g = new Gen(mulberry32(0x57e4));
+      for (let i = 0; i < 12; i++) {
+        const chunks = Array.from({ length: 1 + g.int(4) }, (_, k) => noise(g.int(4) === 0 ? g.pick(LARGE) : g.pick(SMALL), 200 + i * 10 + k));
+        const make = () =>
+          new globalThis.Response(
+            new ReadableStream<Uint8Array>({
+              start(c) {
+                for (const x of chunks) c.enqueue(x);
+                c.close();
+              },
+            }),
+            init(i),
+          );
+        const frames = await exchange('GET', make);
+        // The head may have left on its own (FIRST_CHUNK_WAIT_MS) before the first chunk: an empty flushed BODY.
+        const flush = frames[2] && (frames[2] as { data?: string }).data === '' && frames[2]!.flags === 1 ? [frames[2]] : [];
+        expect(frames, `stream #${i}`).toEqual([
+          WELCOME,
+          headFrame(init(i).status, init(i).statusText, expectedHeaders(make(), undefined)),
+          ...flush,
+          ...chunks.flatMap((c) => (c.length ? bodyFramesOf(c, true) : [])),
+          END_FRAME,
+        ]);
+      }
+      let cancelled = false;
+      const endless = () => new globalThis.Response(new ReadableStream({ pull(c) { c.enqueue(noise(100)); }, cancel() { cancelled = true; } }));
+      expect(await exchange('HEAD', endless)).toEqual([WELCOME, headFrame(200, '', expectedHeaders(endless(), undefined)), END_FRAME]);
+      expect(cancelled).toBe(true);
+    });
   });
 });

@@ -373,11 +373,11 @@ describe('start-up errors', () => {
     expect(bad.stderr).toMatch(/--processes/);
   });
 
-  it('tsgi apache conf prints a snippet with LoadModule, TsgiDaemon and the Location', async () => {
+  it('tsgi apache conf prints a snippet with LoadModule, TsgiDaemon and the Location (installed paths: tsgi apache install)', async () => {
     const r = await runCli(['apache', 'conf', fixture('faults.ts'), '--location', '/api', '--processes', '3']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/LoadModule tsgi_module \S+mod_tsgi\.so/);
-    expect(r.stdout).toMatch(/TsgiDaemon app handler=\S+faults\.ts worker=\S+worker\.js processes=3/);
+    expect(r.stdout).toMatch(/LoadModule tsgi_module \/usr\/lib\/apache2\/modules\/mod_tsgi\.so/);
+    expect(r.stdout).toMatch(/TsgiDaemon app handler=\/var\/lib\/tsgi\/app\/app\.mjs worker=\/var\/lib\/tsgi\/app\/app\.mjs processes=3/);
     expect(r.stdout).toMatch(/<Location \/api>\s+SetHandler tsgi\s+TsgiDaemonName app\s+<\/Location>/);
   });
 });

@@ -31,6 +31,9 @@ beforeAll(async () => {
     P.encodeAbort(2),
     P.encodeWelcome(7),
     P.encodeResponseHead(200, ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1']),
+    // What the worker writes for a whole response, and the empty flushed BODY that sends a stream's head.
+    P.encodeResponse(203, 'Fine', ['content-type', 'text/plain', 'content-length', '5'], 'hello'),
+    P.encodeFlush(),
     P.encodeDecision('alice'),
     P.encodeDecision(),
     P.encodeError(503, 1, 'queue full'),

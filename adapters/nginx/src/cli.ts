@@ -22,10 +22,13 @@ import {
   type CommandSpec,
 } from '@tsgi/core/node';
 import { buildNjs, formatReport } from './build.js';
-import { mainConf, snippet, type Mode } from './config.js';
+import { DEBIAN_ACCESS_LOG, SECRET_FILE, mainConf, snippet, type Mode, type Part } from './config.js';
 import { findJsModule, nginxBinary } from './nginx.js';
-import { Supervisor } from './supervisor.js';
+import { Supervisor, stableSocketPath } from './supervisor.js';
 import { buildWorkerBundle } from './workers-bundle.js';
+import { SOCKET_DIR, WORKERS, cmdWorkers } from './workers-cmd.js';
+
+export { WORKERS };
 
 const HANDLER = [{ name: '<handler>', file: 'handler' }] as const;
 const OUT = { type: 'string', short: 'o', value: 'DIR', help: 'the build directory (build: required; conf: default ./tsgi-nginx)' } as const;
@@ -48,6 +51,14 @@ export const CONF = {
     'max-body': commonOptions['max-body'],
     out: OUT,
     preload: commonOptions.preload,
+    'socket-dir': SOCKET_DIR,
+    part: {
+      type: 'string',
+      value: 'PART',
+      default: 'both',
+      choices: ['http', 'server', 'both'],
+      help: 'conf: print only the http-level part, only the server-level part, or both split by marker lines',
+    },
   },
 } as const satisfies CommandSpec;
 
@@ -75,7 +86,7 @@ export const RUN = {
   },
 } as const satisfies CommandSpec;
 
-export const commands: CommandSpec[] = [BUILD, CONF, RUN];
+export const commands: CommandSpec[] = [BUILD, CONF, RUN, WORKERS];
 
 /** --preload NAME=FILE.json: read-only data (js_preload_object embedded; bundled in workers mode). */
 function preloads(list: readonly string[]): { name: string; file: string }[] {
@@ -108,7 +119,11 @@ function cmdConf(argv: string[]): number {
   if (help) return printed(help);
   const mode: Mode = v.workers ? 'workers' : 'embedded';
   const buildDir = resolve(v.out ?? 'tsgi-nginx');
-  console.log(
+  const dir = v['socket-dir'];
+  const n = v.workers ?? 0;
+  // The paths `tsgi nginx workers` makes: one socket per slot and the secret include.
+  const workersCommand = `tsgi nginx workers ${args[0]!} --socket-dir ${dir} --processes ${n} --user www-data`;
+  process.stdout.write(
     snippet({
       mode,
       handler: args[0]!,
@@ -117,7 +132,12 @@ function cmdConf(argv: string[]): number {
       maxBody: v['max-body'],
       bundle: join(buildDir, 'tsgi.js'),
       preload: preloads(v.preload),
-      sockets: v.workers ? Array.from({ length: v.workers }, (_, i) => `/run/tsgi/worker-${i}.sock`) : undefined,
+      sockets: n ? Array.from({ length: n }, (_, i) => stableSocketPath(dir, i)) : undefined,
+      secretFile: n ? join(dir, SECRET_FILE) : undefined,
+      // A system nginx logs at http level already: embedded mode's location logs itself, in the tsgi format, instead.
+      locationAccessLog: mode === 'embedded' ? DEBIAN_ACCESS_LOG : undefined,
+      part: v.part as Part,
+      workersCommand,
     }),
   );
   return 0;
@@ -302,5 +322,9 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 export function main(argv: string[]): Promise<number> {
-  return dispatch('tsgi nginx', { build: { spec: BUILD, run: cmdBuild }, conf: { spec: CONF, run: cmdConf }, run: { spec: RUN, run: cmdRun } }, argv);
+  return dispatch(
+    'tsgi nginx',
+    { build: { spec: BUILD, run: cmdBuild }, conf: { spec: CONF, run: cmdConf }, run: { spec: RUN, run: cmdRun }, workers: { spec: WORKERS, run: cmdWorkers } },
+    argv,
+  );
 }

@@ -33,6 +33,10 @@ export interface SiteOptions {
   sockets?: string[];
   /** workers: the per-start secret nginx sends and the workers check (X-Tsgi-Secret). */
   secret?: string;
+  /** workers: instead of `secret`, the include file `tsgi nginx workers` writes with the header line in it. */
+  secretFile?: string;
+  /** An access_log of the tsgi location itself (a system nginx logs elsewhere at http level: not twice). */
+  locationAccessLog?: string;
   /** Files included at http level. */
   include?: string[];
   /** Files included inside the generated server block (guarded locations, static files). */
@@ -88,13 +92,7 @@ export function plainHostMap(): string[] {
 /** http-level directives of the tsgi site (without the server block). */
 export function httpPart(o: SiteOptions): string {
   const lines: string[] = [];
-  const max = o.maxBody;
   lines.push(
-    o.mode === 'embedded'
-      ? `# request bodies stay in memory: njs 0.7.9 throws "request body is in a file" when one spills`
-      : `# uploads stream on to the workers as they arrive (proxy_request_buffering off), through this buffer`,
-    `client_max_body_size ${max};`,
-    `client_body_buffer_size ${o.mode === 'embedded' ? max : '64k'};`,
     `large_client_header_buffers 4 32k;`,
     logFormat(o.mode),
   );
@@ -112,8 +110,6 @@ export function httpPart(o: SiteOptions): string {
       `map $host $tsgi_auth_challenge { default $sent_http_www_authenticate; }`,
       ...plainHostMap(),
       ...(o.preload ?? []).map((p) => `js_preload_object ${p.name} from ${q(p.file)};`),
-      `# streamed chunks (r.send) leave at once`,
-      `postpone_output 0;`,
     );
   } else {
     lines.push(
@@ -138,13 +134,15 @@ export function httpPart(o: SiteOptions): string {
  * (403 otherwise), and hide the X-Tsgi-* headers from the handler. Each line here is work on every
  * request, for nginx and for the worker: nothing the worker can derive is sent.
  */
-export function proxyCommon(o: { secret?: string; basePath?: string; upgrade?: boolean } = {}): string[] {
+export function proxyCommon(o: { secret?: string; secretFile?: string; basePath?: string; upgrade?: boolean } = {}): string[] {
   return [
     `proxy_http_version 1.1;`,
     // An upgrade (WebSocket) passes Upgrade and Connection on, so the worker can answer 101 and nginx
     // tunnels the connection; any other request keeps the upstream connection alive (Connection "").
     ...(o.upgrade ? [`proxy_set_header Upgrade $http_upgrade;`, `proxy_set_header Connection upgrade;`] : [`proxy_set_header Connection "";`]),
     ...(o.secret ? [`proxy_set_header X-Tsgi-Secret ${o.secret};`] : []),
+    // Its own file, readable by nginx's master only: the config that includes it holds no secret.
+    ...(o.secretFile ? [`include ${q(o.secretFile)};`] : []),
     // ctx.basePath: the location's prefix; "" (not sent) replaces a client's own at the root.
     `proxy_set_header ${BASE_PATH_HEADER} ${o.basePath ? q(o.basePath) : '""'};`,
     `proxy_set_header Host $http_host;`,
@@ -196,6 +194,23 @@ function mountLocations(location: string, body: (base: string) => string[]): str
 export function serverPart(o: SiteOptions): string {
   const loc = o.location ?? '/';
   const lines: string[] = [];
+  const max = o.maxBody;
+  // In the location, not at http level: the other sites of a system nginx keep their own limits.
+  const body =
+    o.mode === 'embedded'
+      ? [
+          `  # request bodies stay in memory: njs 0.7.9 throws "request body is in a file" when one spills`,
+          `  client_max_body_size ${max};`,
+          `  client_body_buffer_size ${max};`,
+          `  # streamed chunks (r.send) leave at once`,
+          `  postpone_output 0;`,
+        ]
+      : [
+          `  # uploads stream on to the workers as they arrive (proxy_request_buffering off), through this buffer`,
+          `  client_max_body_size ${max};`,
+          `  client_body_buffer_size 64k;`,
+        ];
+  const log = o.locationAccessLog ? [`  # the handler's log hook runs from this log's format ($tsgi_log); it replaces the inherited log here`, `  access_log ${q(o.locationAccessLog)} tsgi;`] : [];
   if (o.mode === 'embedded') {
     lines.push(
       `# auth_request target: runs authenticate + authorize for other locations`,
@@ -204,6 +219,8 @@ export function serverPart(o: SiteOptions): string {
       `  js_content ${NJS_MODULE}.auth;`,
       `}`,
       ...mountLocations(loc, (base) => [
+        ...body,
+        ...log,
         `  # a response without Content-Type keeps none (as on Node), instead of nginx's default_type`,
         `  default_type "";`,
         ...(base ? [`  # ctx.basePath`, `  set $${BASE_PATH_VAR} ${q(base)};`] : []),
@@ -227,12 +244,16 @@ export function serverPart(o: SiteOptions): string {
       `# socket; nginx relays it with the upgrade location's timeouts (request.url comes from X-Tsgi-Request)`,
       `location = ${UPGRADE_LOCATION} {`,
       `  internal;`,
+      ...body,
+      ...log,
       `  proxy_pass http://${UPSTREAM}$request_uri;`,
       `  proxy_set_header X-Tsgi-Phase "";`,
       ...proxyCommon({ ...o, basePath: mountPrefix(loc), upgrade: true }).map((l) => `  ${l}`),
       `}`,
       ...mountLocations(loc, (base) => [
         `  if ($http_upgrade) { rewrite ^ ${UPGRADE_LOCATION} last; }`,
+        ...body,
+        ...log,
         `  proxy_pass http://${UPSTREAM};`,
         `  # clients cannot ask for the access-only phase`,
         `  proxy_set_header X-Tsgi-Phase "";`,
@@ -313,38 +334,46 @@ export function mainConf(o: MainOptions): string {
   return out.filter((l) => l !== '').join('\n') + '\n';
 }
 
-/** What `tsgi nginx conf` prints: pieces to paste into an existing nginx. */
-export function snippet(o: SiteOptions & { buildDir?: string; handler: string }): string {
-  const head =
+/** Which part `tsgi nginx conf --part` prints: the http-level lines, the server-level ones, or both (split by a marker line). */
+export type Part = 'http' | 'server' | 'both';
+
+/** The file of `tsgi nginx workers` in its socket dir that holds the secret header line (config.ts proxyCommon includes it). */
+export const SECRET_FILE = 'secret.conf';
+
+/** Where a Debian nginx log lives: the tsgi location logs there itself (embedded mode's log hook). */
+export const DEBIAN_ACCESS_LOG = '/var/log/nginx/access.log';
+
+/** The marker lines between the parts when both are printed. */
+export const PART_MARK = { http: '# ---- http part: in the http {} block (Debian: /etc/nginx/conf.d/tsgi.conf) ----', server: '# ---- server part: inside a server {} block (Debian: /etc/nginx/snippets/tsgi.conf, included from your site) ----' };
+
+/**
+ * What `tsgi nginx conf` prints for an existing nginx: parts that pass `nginx -t` on Debian's layout as
+ * they are (the js module is loaded there already; the http part goes in conf.d/, the server part in a
+ * site's server {}; no second access log).
+ */
+export function snippet(o: SiteOptions & { buildDir?: string; handler: string; part?: Part; workersCommand?: string }): string {
+  const part = o.part ?? 'both';
+  const guide =
     o.mode === 'embedded'
       ? [
           `# tsgi embedded (njs) for ${o.handler}`,
           `# 1. tsgi nginx build ${o.handler} -o ${o.buildDir}`,
-          `# 2. in the main context (nginx.conf, outside http):`,
-          `#      load_module modules/ngx_http_js_module.so;`,
-          `#      pcre_jit on;   # the $${PLAIN_HOST_VAR} map below runs a regex per request`,
-          `# 3. in the http block:`,
+          `# 2. the js module: Debian's libnginx-mod-http-js loads it (modules-enabled/50-mod-http-js.conf); elsewhere, in`,
+          `#    the main context: load_module modules/ngx_http_js_module.so;  (optional there: pcre_jit on;)`,
         ]
       : [
           `# tsgi workers mode for ${o.handler}: nginx in front of ${o.sockets!.length} Node worker(s)`,
-          `# 1. start the workers, one per socket, as an unprivileged user, e.g.`,
-          ...o.sockets!.map((s) => `#      serve(handler, { unixSocket: '${s}', server: 'nginx', trustProxy: true, phases: true })`),
-          `#    (tsgi nginx run ${o.handler} --workers N does all of this for you, and more: its workers accept`,
-          `#    only requests carrying a per-start secret its nginx.conf sends, and they build request.url from`,
-          `#    the request line in X-Tsgi-Request below; workers started with serve() trust every connection, so`,
-          `#    keep their socket directory private: 0710 root:<nginx's group>, sockets 0660)`,
-          `# 2. in the http block:`,
+          `# 1. start the workers first (they make the sockets and ${o.secretFile ?? SECRET_FILE}):`,
+          `#      ${o.workersCommand ?? `tsgi nginx workers ${o.handler} --processes ${o.sockets!.length}`}`,
+          `#    (tsgi systemd nginx-workers prints a unit for it, ordered before nginx)`,
         ];
-  return [
-    ...head,
-    httpPart(o),
-    `access_log /var/log/nginx/access.log tsgi;`,
-    ``,
-    `# 4. in the server block:`,
-    serverPart(o),
-    ``,
-    `# optional: guard another location with the handler's authenticate/authorize`,
-    guardExample(),
-    ``,
-  ].join('\n');
+  const steps = [
+    `# ${o.mode === 'embedded' ? 3 : 2}. the http part in the http {} block (Debian: tsgi nginx conf ... --part http > /etc/nginx/conf.d/tsgi.conf),`,
+    `#    the server part inside a server {} (Debian: --part server > /etc/nginx/snippets/tsgi.conf, and`,
+    `#    include snippets/tsgi.conf; in that server {}); then nginx -t && systemctl reload nginx`,
+  ];
+  const guard = [`# optional: guard another location with the handler's authenticate/authorize`, ...guardExample().split('\n').map((l) => `#   ${l}`)];
+  if (part === 'http') return [`# tsgi (${o.mode}) for ${o.handler}: the http part (in http {})`, httpPart(o), ''].join('\n');
+  if (part === 'server') return [`# tsgi (${o.mode}) for ${o.handler}: the server part (inside a server {})`, serverPart(o), ...guard, ''].join('\n');
+  return [...guide, ...steps, PART_MARK.http, httpPart(o), PART_MARK.server, serverPart(o), ...guard, ''].join('\n');
 }

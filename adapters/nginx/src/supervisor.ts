@@ -54,8 +54,16 @@ export interface SupervisorOptions {
   workers: number;
   maxBody: number;
   uid?: number;
-  /** The workers' group, also the sockets' group (nginx's workers connect through it). */
+  /** The workers' group, also the sockets' group (nginx's workers connect through it) unless `socketGid` says otherwise. */
   gid?: number;
+  /** The sockets' group when it is not the workers' (a system nginx: its own group; the workers get their socket as fd 3). */
+  socketGid?: number;
+  /**
+   * One socket per slot for good, `worker-<i>.sock` (`tsgi nginx workers`, for a system nginx whose config
+   * lists them): a reload's new workers accept on the same socket while the old ones drain, so nginx
+   * never has to be reloaded. Otherwise each generation gets fresh sockets and `roll` moves nginx onto them.
+   */
+  stableSockets?: boolean;
   /** The worker user's name and home: HOME, USER and LOGNAME in the workers' environment. */
   account?: { name: string; home: string };
   /** The per-start secret nginx sends (X-Tsgi-Secret); one is made when absent (see `secret`). */
@@ -110,8 +118,12 @@ export interface SocketsGoingAway {
   afterMs: number;
 }
 
+/** The socket of slot `index` with `stableSockets` (what `tsgi nginx conf --socket-dir` lists). */
+export const stableSocketPath = (dir: string, index: number): string => join(dir, `worker-${index}.sock`);
+
 export class Supervisor {
   private pool: WorkerPool<SocketHandle>;
+  private stable: SocketHandle[] = [];
   private log: (msg: string) => void;
   /** The worker bundle of each generation (a reload may bring a rebuilt one). */
   private entries: string[];
@@ -125,9 +137,15 @@ export class Supervisor {
     this.secret = o.secret ?? randomBytes(32).toString('hex');
     this.env = workerEnv(process.env, o);
     this.entries = [o.entry];
+    const gid = o.socketGid ?? o.gid;
     this.pool = new WorkerPool<SocketHandle>({
       size: o.workers,
-      listen: (index, generation) => socketHandle(join(o.socketDir, `worker-${index}-${generation}.sock`), o.gid),
+      listen: (index, generation) => {
+        if (!o.stableSockets) return socketHandle(join(o.socketDir, `worker-${index}-${generation}.sock`), gid);
+        // The slot's one socket, closed only by stop(): a retired generation's close leaves it open.
+        const h = (this.stable[index] ??= socketHandle(stableSocketPath(o.socketDir, index), gid));
+        return { fd: h.fd, path: h.path, close: () => {} };
+      },
       spawn: (w) => this.spawn(w),
       retireGraceMs: 15_000,
       stopGraceMs: 10_000,
@@ -232,5 +250,6 @@ export class Supervisor {
 
   async stop(graceMs = 10_000): Promise<void> {
     await this.pool.stop(graceMs);
+    for (const h of this.stable.splice(0)) h.close();
   }
 }

@@ -44,7 +44,7 @@ describe('tsgi nginx: bad input', () => {
       [['nginx', 'build', hello], /build needs -o <dir>/],
       [['nginx', 'run', hello, '--port', '8080', '--preload', 'cfg'], /--preload wants NAME=FILE\.json, got 'cfg'/],
       [['nginx', 'run', hello, '--port', '8080', '--preload', `cfg=${hello}`], /preload file .*hello\.ts is not JSON/],
-      [['nginx', 'frobnicate'], /unknown command 'frobnicate' \(build, conf or run\)/],
+      [['nginx', 'frobnicate'], /unknown command 'frobnicate' \(build, conf, run or workers\)/],
       [['nginx', 'rnu', hello], /unknown command 'rnu' \(did you mean run\?\)/],
       [['nginx', 'run', hello, '--port', '8080', '--workers', '1', '--env', 'DATABASE_URL'], /--env needs --clear-env \(without it the workers get the whole environment\)/],
       [['nginx', 'run', hello, '--port', '8080', '--clear-env'], /--clear-env is for the Node workers of --workers N/],

@@ -19,6 +19,7 @@ import {
   runLog,
   runPhase,
   runPipeline,
+  runPipelineThen,
   toRawResponse,
   type ErrorLogger,
   type Handler,
@@ -84,6 +85,23 @@ function mountPath(path: string): string {
     }
   } catch {
     return path;
+  }
+}
+
+/** ctx of a node:http request: the client's address is read from the socket only when asked for. */
+class NodeContext extends RequestContext {
+  constructor(
+    kind: ServerKind,
+    private readonly req: IncomingMessage,
+    private readonly trustProxy: boolean,
+    lifecycle: Lifecycle,
+    basePath: string,
+  ) {
+    super(kind, undefined, lifecycle, undefined, undefined, basePath);
+  }
+
+  protected override clientIp(): string {
+    return clientIp(this.req, this.trustProxy);
   }
 }
 
@@ -172,7 +190,7 @@ export class NodeHost {
   open(req: IncomingMessage, res: ServerResponse): Exchange | null {
     // An embedder behind a trusted proxy (nginx workers mode) has checked the authority itself.
     const authority = this.decided?.(req);
-    const target = authority !== undefined ? { authority, path: req.url ?? '/', absolute: false } : requestTarget(req);
+    const target = requestTarget(req, authority);
     if ('status' in target) {
       // A client error, not the server's: nothing is logged (the target may carry credentials).
       sendOwn(res, 400, BAD_REQUEST_TEXT, true);
@@ -190,10 +208,12 @@ export class NodeHost {
       }
     } else base = this.mount(req);
     this.lifecycle.begin();
-    const request = new NodeRequest(req, res, this.requestOptions, target.authority, target.path, target.absolute);
-    const ctx = new RequestContext(this.kind, clientIp(req, this.trustProxy), this.lifecycle, undefined, undefined, base);
+    const request = new NodeRequest(req, res, this.requestOptions, target);
+    const ctx = new NodeContext(this.kind, req, this.trustProxy, this.lifecycle, base);
+    // A log hook runs once the client may be gone (and its address with the socket): read it now.
+    if (this.hasLog) void ctx.ip;
     const x = new Exchange(this, req, res, request, ctx);
-    const cl = req.headers['content-length'];
+    const cl = target.length;
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));
       x.end(413, 0);
@@ -236,9 +256,12 @@ export class NodeHost {
     }
     const x = this.open(req, res);
     if (!x) return;
-    const out = x.run();
-    if (out instanceof Promise) out.then((r) => x.send(r));
-    else x.send(out);
+    if (this.phases && req.headers['x-tsgi-phase'] === 'access') {
+      void x.access().then((r) => x.send(r));
+      return;
+    }
+    // No promise step between the handler's answer and the writer (the hot path).
+    runPipelineThen(this.handler, x.request as unknown as Request, x.ctx, this.log, (r) => x.send(r));
   }
 }
 
@@ -256,21 +279,24 @@ export class Exchange {
     this.start = host.hasLog || host.accessLog ? performance.now() : 0;
   }
 
-  /** The handler's answer; never rejects (failures are the bare 500, logged). */
+  /** The handler's answer (Fastify, and the access run); never rejects (failures are the bare 500, logged). */
   run(): Response | Promise<Response> {
+    const host = this.host;
+    if (host.phases && this.req.headers['x-tsgi-phase'] === 'access') return this.access();
+    return runPipeline(host.handler, this.request as unknown as Request, this.ctx, host.log);
+  }
+
+  /** nginx auth_request: authenticate + authorize alone, answered as embedded nginx answers (core's accessReply). */
+  access(): Promise<Response> {
     const { host, ctx } = this;
-    const request = this.request as unknown as Request;
-    if (host.phases && this.req.headers['x-tsgi-phase'] === 'access') {
-      // nginx auth_request: the same answer as embedded nginx gives (core's accessReply).
-      return (runPhase(host.handler, 'access', request, ctx, host.log) as Promise<Response | undefined>).then((refused) => {
-        const a = accessReply(refused, ctx.user);
-        if (a.status === 500) return internalError();
-        const headers: [string, string][] = [];
-        for (let i = 0; i < a.headers.length; i += 2) headers.push([a.headers[i]!, a.headers[i + 1]!]);
-        return new FastResponse(null, { status: a.status, headers }) as unknown as Response;
-      });
-    }
-    return runPipeline(host.handler, request, ctx, host.log);
+    const refused = runPhase(host.handler, 'access', this.request as unknown as Request, ctx, host.log);
+    return Promise.resolve(refused).then((r) => {
+      const a = accessReply(r, ctx.user);
+      if (a.status === 500) return internalError();
+      const headers: [string, string][] = [];
+      for (let i = 0; i < a.headers.length; i += 2) headers.push([a.headers[i]!, a.headers[i + 1]!]);
+      return new FastResponse(null, { status: a.status, headers }) as unknown as Response;
+    });
   }
 
   /**

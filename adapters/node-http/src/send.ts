@@ -2,6 +2,10 @@ import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { setTimeout } from 'node:timers';
 import { FIRST_CHUNK_WAIT_MS, contentLengthRule, isAscii, isHopByHop, statusHasNoBody, type RawResponse } from '@tsgi/core';
 
+// STATUS_CODES as an array: an object with integer keys is slow to index on every response.
+const REASONS: string[] = [];
+for (const code of Object.keys(STATUS_CODES)) REASONS[Number(code)] = STATUS_CODES[code]!;
+
 /** A response head as Node writes it, after core's wire rules (core/src/wire.ts). */
 export interface WireHead {
   /** The handler's statusText, or the standard phrase (never a leftover res.statusMessage). */
@@ -19,6 +23,13 @@ export interface WireHead {
 export function wireHead(raw: RawResponse, fixedLength: number | undefined, close = false): WireHead {
   const src = raw.headers;
   const rule = contentLengthRule(raw.status, fixedLength !== undefined);
+  const reason = raw.statusText || REASONS[raw.status] || '';
+  if (raw.plain) {
+    // Nothing to take out (core's fast Response checked the names when it was built); the list is ours to add to.
+    if (rule === 'server') src.push('content-length', `${fixedLength!}`);
+    if (close) src.push('connection', 'close');
+    return { reason, headers: src, declared: undefined };
+  }
   const headers: string[] = [];
   let declared: number | undefined;
   let badLength = false;
@@ -41,9 +52,9 @@ export function wireHead(raw: RawResponse, fixedLength: number | undefined, clos
     declared = undefined;
     for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
   }
-  if (rule === 'server') headers.push('content-length', String(fixedLength));
+  if (rule === 'server') headers.push('content-length', `${fixedLength!}`);
   if (close) headers.push('connection', 'close');
-  return { reason: raw.statusText || STATUS_CODES[raw.status] || '', headers, declared };
+  return { reason, headers, declared };
 }
 
 /**
@@ -79,7 +90,9 @@ export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: bool
       res.end();
       return 0;
     }
-    res.end(typeof body === 'string' && !asciiHead(head) ? Buffer.from(body) : body);
+    // The fast Response knows its values' bytes from construction; the reason phrase is the one left to check.
+    const latin1 = typeof body === 'string' && !(raw.ascii === true ? isAscii(head.reason) : asciiHead(head));
+    res.end(latin1 ? Buffer.from(body) : body);
     return len;
   }
   const head = wireHead(raw, undefined, close);

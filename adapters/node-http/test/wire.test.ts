@@ -5,6 +5,7 @@
  * Content-Length, hop-by-hop names, the 400 for a bad request URL, and the
  * in-flight slot of a client that left before the first chunk.
  */
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Response as FastResponse, type Handler } from '@tsgi/core';
 import { makeContext, type CaseContext } from '@tsgi/conformance';
-import { waitFor } from '@tsgi/conformance/testing';
+import { noise, waitFor } from '@tsgi/conformance/testing';
 import { fastifyTsgi, toNodeListener, type NodeListener } from '@tsgi/node-http';
 
 const enc = new TextEncoder();
@@ -29,6 +30,29 @@ function chunks(...parts: string[]): ReadableStream<Uint8Array> {
 }
 
 const silent = { open: 0 };
+/** What a body read on /read?key= ended as: 'reading', then ok:<length> or the error's name. */
+const reads = new Map<string, string>();
+const sha1 = (b: Uint8Array | string): string => createHash('sha1').update(b).digest('hex');
+
+/** /read?as=json|text|bytes|arrayBuffer: the body read one way; the read's promise is used as is (a sync throw would be a 500). */
+function readBody(req: Request, url: URL): Promise<Response> {
+  const as = url.searchParams.get('as')!;
+  const key = url.searchParams.get('key') ?? '';
+  reads.set(key, 'reading');
+  const read: Promise<unknown> =
+    as === 'json' ? req.json() : as === 'text' ? req.text() : as === 'bytes' ? req.bytes() : req.arrayBuffer();
+  return read.then(
+    (v) => {
+      const bytes = typeof v === 'string' ? Buffer.from(v) : v instanceof ArrayBuffer ? new Uint8Array(v) : v instanceof Uint8Array ? v : Buffer.from(JSON.stringify(v));
+      reads.set(key, `ok:${bytes.byteLength}`);
+      return Response.json({ kind: v instanceof ArrayBuffer ? 'ArrayBuffer' : v instanceof Uint8Array ? 'Uint8Array' : typeof v, length: bytes.byteLength, sha1: sha1(bytes), used: req.bodyUsed });
+    },
+    (err: Error) => {
+      reads.set(key, err.name);
+      return Response.json({ error: err.name });
+    },
+  );
+}
 
 const handler: Handler = {
   fetch(req) {
@@ -38,6 +62,8 @@ const handler: Handler = {
       kind === 'bytes' ? enc.encode(s) : kind === 'stream' ? chunks(s) : kind === 'none' ? null : s;
     const R = kind === 'fast' ? (FastResponse as typeof Response) : Response;
     switch (url.pathname) {
+      case '/read':
+        return readBody(req, url);
       case '/bad-value':
         // undici's Headers takes U+0100; no host can send it: the bare 500.
         return new Response(body('x'), { status: 200, statusText: 'Fine', headers: { 'x-bad': 'a\u0100' } });
@@ -57,9 +83,11 @@ const handler: Handler = {
       case '/cl/304':
         return new Response(null, { status: 304, headers: { 'content-length': '1234', etag: '"e"' } });
       case '/hop':
-        return new Response('hop', {
+        return new R('hop', {
           headers: [
-            ['connection', 'x-private'],
+            ['Connection', 'x-private'],
+            ['Transfer-Encoding', 'chunked'],
+            ['Content-Length', '99'],
             ['keep-alive', 'timeout=99'],
             ['proxy-connection', 'keep-alive'],
             ['te', 'trailers'],
@@ -206,13 +234,16 @@ for (const name of ['toNodeListener', 'Fastify']) {
       expect(r304.get('content-length')).toBe('1234');
     });
 
-    it('hop-by-hop names from the handler never reach the wire', async () => {
+    it("hop-by-hop names from the handler never reach the wire, in any case spelling; a fixed body carries the server's length", async () => {
       const t = ctx();
-      const r = await t.exchange(get(t, '/hop', 'Connection: close\r\n'));
-      expect(r.body.toString()).toBe('hop');
-      expect(r.get('x-private')).toBe('kept');
-      for (const h of ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']) expect(r.get(h), h).toBeNull();
-      expect(r.all('connection').join(',')).not.toMatch(/x-private/);
+      for (const kind of ['string', 'fast']) {
+        const r = await t.exchange(get(t, `/hop?kind=${kind}`, 'Connection: close\r\n'));
+        expect(r.body.toString(), kind).toBe('hop');
+        expect(r.get('x-private'), kind).toBe('kept');
+        for (const h of ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'transfer-encoding']) expect(r.get(h), `${kind} ${h}`).toBeNull();
+        expect(r.all('connection').join(','), kind).not.toMatch(/x-private/);
+        expect(r.all('content-length'), kind).toEqual(['3']);
+      }
     });
 
     it('a bad request URL gets "400 Bad Request\\n" and nothing of it reaches the log', async () => {
@@ -362,5 +393,89 @@ describe('phases: the access run answers as nginx auth_request expects (core acc
   it('without the phase header, the whole pipeline', async () => {
     const r = await t.exchange(get(t, '/x', 'X-Who: alice\r\nConnection: close\r\n'));
     expect([r.status, r.body.toString()]).toEqual([200, 'the handler itself']);
+  });
+});
+
+/** Sizes on both sides of 64 KiB (node's read buffer: small bodies arrive with the head, large ones as 'data'). */
+const SIZES = [0, 1, 1000, 65_535, 65_536, 65_537, 200_000];
+
+for (const name of ['toNodeListener', 'Fastify']) {
+  describe(`${name}: request body reads`, () => {
+    const post = async (as: string, body: Uint8Array | string, key = ''): Promise<Record<string, unknown>> => {
+      const r = await fetch(`${targets[name]}/read?as=${as}&key=${key}`, { method: 'POST', body });
+      expect(r.status).toBe(200);
+      return (await r.json()) as Record<string, unknown>;
+    };
+
+    it('bytes, arrayBuffer and text get the whole body, at every size', async () => {
+      for (const size of SIZES) {
+        const body = noise(size, size + 7);
+        for (const as of ['bytes', 'arrayBuffer']) {
+          const kind = as === 'bytes' ? 'Uint8Array' : 'ArrayBuffer';
+          expect(await post(as, body), `${as} ${size}`).toEqual({ kind, length: size, sha1: sha1(body), used: true });
+        }
+        const text = Buffer.from(body).toString('hex');
+        expect(await post('text', text), `text ${size}`).toEqual({ kind: 'string', length: text.length, sha1: sha1(text), used: true });
+      }
+    });
+
+    it('json parses the whole body, at every size', async () => {
+      for (const size of SIZES) {
+        const text = JSON.stringify({ d: Buffer.from(noise(size, size + 3)).toString('hex').slice(0, Math.max(0, size - 8)) });
+        expect(await post('json', text), `json ${text.length}`).toEqual({ kind: 'object', length: text.length, sha1: sha1(text), used: true });
+      }
+    });
+
+    it('a body that is not JSON (also an empty one) rejects json() with SyntaxError; the server goes on', async () => {
+      for (const body of ['', '{"a":', 'x'.repeat(70_000)]) {
+        expect(await post('json', body), `${body.length} bytes`).toEqual({ error: 'SyntaxError' });
+      }
+      expect(await post('json', '{"a":1}')).toMatchObject({ kind: 'object', length: 7 });
+    });
+
+    it('a client that leaves mid-body: the read rejects with AbortError', async () => {
+      const t = makeContext(targets[name]!, { server: 'node' });
+      const key = `gone-${name}`;
+      const c = await t.connect();
+      await c.write(`POST /read?as=text&key=${key} HTTP/1.1\r\nHost: ${t.host}\r\nContent-Length: 100000\r\n\r\n`);
+      await c.write(Buffer.alloc(1000, 0x61));
+      await waitFor(() => reads.get(key) === 'reading', 10_000, 'the handler to start reading');
+      c.close();
+      await waitFor(() => reads.get(key) !== 'reading', 10_000, 'the read to settle');
+      expect(reads.get(key)).toBe('AbortError');
+    });
+  });
+}
+
+describe('toNodeListener: ctx.ip', () => {
+  it('is the client address, also in a log hook that runs after the client left', async () => {
+    const seen: string[] = [];
+    const logged: string[] = [];
+    const h: Handler = {
+      fetch(req, ctx) {
+        if (new URL(req.url).pathname === '/ip') return new Response(ctx.ip);
+        // Never ends: the exchange ends (and the log hook runs) when the client leaves.
+        return new Response(new ReadableStream({ pull: () => new Promise(() => {}) }));
+      },
+      log(_entry, ctx) {
+        logged.push(ctx.ip);
+      },
+    };
+    const server = createServer(toNodeListener(h));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const t = makeContext(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { server: 'node' });
+      seen.push((await t.exchange(get(t, '/ip', 'Connection: close\r\n'))).body.toString());
+      const c = await t.connect();
+      await c.write(get(t, '/endless'));
+      await waitFor(() => logged.length === 1, 5000, 'the first log entry');
+      c.close();
+      await waitFor(() => logged.length === 2, 10_000, 'the log hook of the request whose client left');
+      expect([...seen, ...logged]).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1']);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 });

@@ -44,6 +44,10 @@ export function absoluteUrl(scheme: 'http' | 'https', host: string | undefined, 
   return safeURL(target, `${scheme}://${h}`) ?? safeURL(target, `${scheme}://localhost`) ?? `${scheme}://localhost/`;
 }
 
+const EMPTY = Buffer.alloc(0);
+const utf8 = (b: Buffer): string => b.toString('utf8');
+const parseJson = (b: Buffer): unknown => JSON.parse(b.toString('utf8'));
+
 export abstract class LazyRequest {
   private _url: string | undefined;
   private _headers: Headers | undefined;
@@ -61,6 +65,11 @@ export abstract class LazyRequest {
   protected abstract hasBody(): boolean;
   /** The whole body (called at most once, only when hasBody()). */
   protected abstract readBody(): Promise<Buffer>;
+  /**
+   * The whole body handed to `convert` the moment it has arrived, one promise
+   * for both (a host that can offers this; otherwise readBody().then(convert)).
+   */
+  protected readBodyAs?<T>(convert: (body: Buffer) => T): Promise<T>;
   /** The body as a stream (called at most once, only when hasBody()). */
   protected abstract openBody(): ReadableStream<Uint8Array>;
   /** Arranges for `ac` to abort when the client goes away (called when .signal is first read). */
@@ -108,30 +117,37 @@ export abstract class LazyRequest {
     return (this._stream = this.openBody());
   }
 
-  private readAll(): Promise<Buffer> {
+  private readAll<T>(convert: (body: Buffer) => T): Promise<T> {
     if (this._used) return Promise.reject(new TypeError('Body is unusable: Body has already been read'));
     this._used = true;
-    return this.hasBody() ? this.readBody() : Promise.resolve(Buffer.alloc(0));
+    if (!this.hasBody()) {
+      try {
+        return Promise.resolve(convert(EMPTY));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.readBodyAs ? this.readBodyAs(convert) : this.readBody().then(convert);
   }
 
   text(): Promise<string> {
     if (this._native || this._stream) return this.native().text();
-    return this.readAll().then((b) => b.toString('utf8'));
+    return this.readAll(utf8);
   }
 
   json(): Promise<unknown> {
     if (this._native || this._stream) return this.native().json();
-    return this.readAll().then((b) => JSON.parse(b.toString('utf8')));
+    return this.readAll(parseJson);
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
     if (this._native || this._stream) return this.native().arrayBuffer();
-    return this.readAll().then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+    return this.readAll((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
   }
 
   bytes(): Promise<Uint8Array> {
     if (this._native || this._stream) return this.native().arrayBuffer().then((b) => new Uint8Array(b));
-    return this.readAll().then((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+    return this.readAll((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
   }
 
   blob(): Promise<Blob> {

@@ -42,7 +42,7 @@ export class Lifecycle {
   }
 
   private wake(): void {
-    if (this.busy) return;
+    if (this.idle.length === 0 || this.busy) return;
     const waiters = this.idle;
     this.idle = [];
     for (const w of waiters) w();
@@ -69,18 +69,29 @@ const prefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
 export class RequestContext implements Context {
   user: string | undefined;
   private _id: string | undefined;
+  private _ip: string | undefined;
 
+  /** `ip` undefined: read on first use, from clientIp() (a subclass's; reading a socket's address costs). */
   constructor(
     readonly server: ServerKind,
-    readonly ip: string,
+    ip: string | undefined,
     private lifecycle: Lifecycle,
     id?: string,
     user?: string,
     /** ctx.basePath: the mount prefix ('' at the root). */
     readonly basePath = '',
   ) {
+    this._ip = ip;
     this._id = id;
     this.user = user;
+  }
+
+  get ip(): string {
+    return (this._ip ??= this.clientIp());
+  }
+
+  protected clientIp(): string {
+    return '';
   }
 
   get id(): string {
