@@ -18,6 +18,7 @@ import { hooksCases } from './cases/hooks.js';
 import { contextCases } from './cases/context.js';
 import { signalCases } from './cases/signal.js';
 import { connectionCases } from './cases/connection.js';
+import { websocketCases } from './cases/websocket.js';
 import { mountCases } from './cases/mount.js';
 
 export { adler32, noise, CONFORMANCE_MAX_BODY, SECRET, type ConformanceCase } from './cases/shared.js';
@@ -33,6 +34,7 @@ export const cases: ConformanceCase[] = [
   ...contextCases,
   ...signalCases,
   ...connectionCases,
+  ...websocketCases,
   ...mountCases,
 ];
 

@@ -6,7 +6,8 @@
 import { connect as netConnect, type Socket } from 'node:net';
 
 export type ServerKind = 'node' | 'apache' | 'nginx';
-export type ServerMode = 'embedded' | 'workers';
+/** 'fastify': the Fastify mount of node-http (a node server whose WebSocket is not covered). */
+export type ServerMode = 'embedded' | 'workers' | 'fastify';
 
 export interface ConformanceTarget {
   /** A label for reports ("node serve", "apache"...). */

@@ -27,6 +27,9 @@ export { runConformance, type CaseResult, type RunOptions } from './runner.js';
 /** Absolute path of the fixture handler (a .ts file); the same from src/ and dist/. */
 export const fixtureHandlerPath: string = fileURLToPath(new URL('../fixture/handler.ts', import.meta.url));
 
+/** The fixture without its WebSocket members, for a host that cannot carry WebSocket (nginx embedded mode refuses them). */
+export const httpOnlyFixturePath: string = fileURLToPath(new URL('../fixture/http-only.ts', import.meta.url));
+
 /**
  * Registers one vitest `it` per case under a describe block. An opted-out case
  * is registered as a passing test whose name carries the reason (never .skip).

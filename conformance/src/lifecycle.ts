@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import { parsePrometheus, type Sample } from '@tsgi/core/node';
+import WebSocket from 'ws';
 import { alive, freePort, load, sleep, startTsgi, waitFor, type RunningTsgi } from './testing.js';
 
 export interface LifecycleTarget {
@@ -109,6 +110,19 @@ function rawGet(url: string, path: string, ms: number): Promise<{ head: string; 
       resolve({ head: data });
     });
   });
+}
+
+/** A WebSocket to `url`/ws, open: what it was sent (as text) and its close code. */
+async function openSocket(url: string): Promise<{ ws: WebSocket; said: string[]; closed: Promise<number> }> {
+  const ws = new WebSocket(url.replace(/^http/, 'ws').replace(/\/?$/, '/ws'));
+  const said: string[] = [];
+  ws.on('message', (d: Buffer) => said.push(d.toString()));
+  const closed = new Promise<number>((r) => ws.on('close', (code: number) => r(code)));
+  await new Promise<void>((ok, fail) => {
+    ws.once('open', () => ok());
+    ws.once('error', fail);
+  });
+  return { ws, said, closed };
 }
 
 export const lifecycleCases: LifecycleCase[] = [
@@ -319,6 +333,89 @@ export default {
           10_000,
           `abort and cancel (saw: ${t.markers().join(', ')})`,
         );
+      } finally {
+        await s.stop();
+      }
+    },
+  },
+  // ---- WebSocket at shutdown (issue 13) ----------------------------------
+  {
+    id: 'stop.websocket-1001',
+    title: 'SIGTERM with a WebSocket open: it keeps working through the graceful period, then gets 1001; its close hook runs before close()',
+    optOut: {
+      'nginx:embedded': 'njs 0.7.9 has no WebSocket server API: the embedded build refuses a handler with websocket hooks',
+      apache: 'mod_tsgi does not tunnel upgrades yet (issue 13, Apache part; see cases/websocket.ts)',
+    },
+    async run(t) {
+      const src = `${MARK}
+export default {
+  fetch: () => new Response('ok'),
+  websocket: {
+    open() { mark('ws-open ' + process.pid); },
+    message(peer: { send(m: unknown): boolean }, m: unknown) { peer.send(m); },
+    close(_peer: unknown, d: { code: number }) { mark('ws-close ' + d.code + ' ' + process.pid); },
+  },
+  close() { mark('closed ' + process.pid); },
+};
+`;
+      const s = await t.start(t.handler('ws-stop.ts', src));
+      const { ws, said: messages, closed } = await openSocket(s.url);
+      ws.send('before');
+      await waitFor(() => messages.includes('before'), 10_000, 'the echo before SIGTERM');
+      const end = s.kill('SIGTERM');
+      // Draining: the open socket still carries messages.
+      await sleep(500);
+      ws.send('during');
+      await waitFor(() => messages.includes('during'), 10_000, 'the echo while the server drains');
+      assert.equal(await closed, 1001, 'the close code the server sent at the end of the graceful period');
+      const e = await end;
+      assert.equal(e.code, 0, `exit ${e.signal ?? e.code}:\n${s.stderr()}`);
+      const m = t.markers();
+      const pid = m.find((l) => l.startsWith('ws-open '))!.split(' ')[1];
+      const closeAt = m.indexOf(`ws-close 1001 ${pid}`);
+      assert.ok(closeAt >= 0, `the close hook did not see 1001:\n${m.join('\n')}`);
+      assert.ok(m.indexOf(`closed ${pid}`) > closeAt, `close() ran before the socket's close hook:\n${m.join('\n')}`);
+    },
+  },
+  {
+    id: 'reload.websocket',
+    title: 'SIGHUP with a WebSocket open: the reload completes, new sockets reach the new handler, the old socket keeps its handler and gets 1001 after the graceful period',
+    optOut: {
+      'nginx:embedded': 'njs 0.7.9 has no WebSocket server API: the embedded build refuses a handler with websocket hooks',
+      apache: 'mod_tsgi does not tunnel upgrades yet (issue 13, Apache part; see cases/websocket.ts)',
+    },
+    async run(t) {
+      const version = (v: string): string => `${MARK}
+export default {
+  fetch: () => new Response('${v}'),
+  websocket: {
+    message(peer: { send(m: string): boolean }, m: unknown) { peer.send('${v}:' + String(m)); },
+    close(_peer: unknown, d: { code: number }) { mark('ws-close ${v} ' + d.code); },
+  },
+};
+`;
+      const file = t.handler('ws-reload.ts', version('v1'));
+      const s = await t.start(file);
+      try {
+        const open = () => openSocket(s.url);
+        const a = await open();
+        a.ws.send('a1');
+        await waitFor(() => a.said.includes('v1:a1'), 10_000, 'the first echo');
+        writeFileSync(file, version('v2'));
+        s.proc.kill('SIGHUP');
+        await waitFor(async () => (await getText(s.url + '/')) === 'v2', 60_000, 'v2 to be served');
+        const b = await open();
+        b.ws.send('b1');
+        a.ws.send('a2');
+        await waitFor(() => b.said.includes('v2:b1') && a.said.includes('v1:a2'), 10_000, 'both echoes (old socket on v1, new on v2)');
+        assert.equal(await a.closed, 1001, 'the old socket closes with 1001');
+        await waitFor(() => t.markers().includes('ws-close v1 1001'), 10_000, "the old socket's close hook");
+        b.ws.send('b2');
+        await waitFor(() => b.said.includes('v2:b2'), 10_000, 'the new socket still serving');
+        assert.ok(!/reload failed/.test(s.stderr()), s.stderr());
+        assert.ok(alive(s.proc.pid!), 'the server died on SIGHUP');
+        b.ws.close(1000);
+        await b.closed;
       } finally {
         await s.stop();
       }

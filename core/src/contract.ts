@@ -16,6 +16,18 @@
  * Any throw or rejection in hooks 1–3 gives a bare `500 Internal Server Error`
  * whose body never carries the error's message or stack; the error goes to the
  * server's error log.
+ *
+ * A WebSocket upgrade request (`Upgrade: websocket`) to a handler with a
+ * `websocket` member runs instead:
+ *   1. `authenticate`, 2. `authorize` (a refusal answers the HTTP request as
+ *   usual, e.g. 401; the socket is never opened),
+ *   3. `upgrade` (optional; a Response refuses),
+ *   4. the socket opens: `websocket.open`, then `message`s, then `close`
+ *      (`fetch` is not called),
+ *   5. `log` (status 101) when the socket has closed.
+ * A handler without `websocket` gets upgrade requests through `fetch`, as plain
+ * HTTP requests (the Upgrade header is ignored, as RFC 9110 7.8 allows).
+ * nginx embedded mode cannot carry WebSocket: its build refuses such a handler.
  */
 
 /** Which server runs the handler. */
@@ -76,6 +88,55 @@ export interface LogEntry {
 
 type Awaitable<T> = T | Promise<T>;
 
+/** One open WebSocket connection, as the `websocket` hooks see it. */
+export interface Peer {
+  /** The upgrade request's id (`ctx.id`): unique within the server's run. */
+  readonly id: string;
+  /** The upgrade request (headers, url; its body is empty); its `signal` aborts once the socket has closed. */
+  readonly request: Request;
+  /** The upgrade request's context: `user` from authenticate, `ip`, `server`, `waitUntil`. */
+  readonly ctx: Context;
+  /**
+   * Bytes queued for this peer and not yet handed to the network. A handler
+   * that sends a lot paces itself on this; past the server's limit (4 MiB by
+   * default) `send` closes the socket with 1008 instead of buffering more.
+   */
+  readonly bufferedAmount: number;
+  /**
+   * Sends one message: a string as a text message, bytes (Uint8Array,
+   * ArrayBuffer) as a binary one. Returns false when it was not sent: the
+   * socket is closing or closed, or this send found the limit passed and
+   * closed it with 1008.
+   */
+  send(data: string | Uint8Array | ArrayBuffer): boolean;
+  /** Starts the closing handshake (code 1000 unless given; reason at most 123 UTF-8 bytes). */
+  close(code?: number, reason?: string): void;
+}
+
+/** What `websocket.close` receives: the code and reason of the close frame (1005 with '' when none came; 1006 when the connection was cut). */
+export interface CloseDetails {
+  code: number;
+  reason: string;
+}
+
+/**
+ * WebSocket hooks (in the spirit of crossws). Each may return a promise; a
+ * throw or rejection in `open` or `message` is logged, passed to `error` and
+ * closes the socket with 1011; one in `close` or `error` is only logged.
+ * Messages reach `message` in order; `message` is not awaited before the
+ * next one is delivered.
+ */
+export interface WebSocketHooks {
+  /** The socket is open: `peer.send` works from here on. */
+  open?(peer: Peer): Awaitable<void>;
+  /** One whole message (fragments reassembled): a string for a text message, a Uint8Array for a binary one. */
+  message?(peer: Peer, message: string | Uint8Array): Awaitable<void>;
+  /** The socket has closed (either side, or the connection was lost). Runs once per opened socket. */
+  close?(peer: Peer, details: CloseDetails): Awaitable<void>;
+  /** A protocol error from the client, or a throw in `open`/`message`. */
+  error?(peer: Peer, error: unknown): Awaitable<void>;
+}
+
 export interface Handler {
   /** Required. Produce the response; a `Response` or a promise of one. */
   fetch(request: Request, ctx: Context): Awaitable<Response>;
@@ -98,8 +159,21 @@ export interface Handler {
    * njs 0.7.9 builds a VM per request.)
    */
   init?(ctx: InitContext): Awaitable<void>;
-  /** On shutdown, after in-flight requests and `waitUntil` work have drained. */
+  /**
+   * On shutdown, after in-flight requests and `waitUntil` work have drained.
+   * Open WebSockets count as in flight: they get close code 1001 when the
+   * graceful timeout ends, before `close` runs.
+   */
   close?(): Awaitable<void>;
+  /** WebSocket hooks: with them, an `Upgrade: websocket` request that the hooks allow opens a socket. */
+  websocket?: WebSocketHooks;
+  /**
+   * Runs for an upgrade request after `authenticate` and `authorize`: a
+   * `Response` refuses the upgrade with it (the HTTP request is answered with
+   * it); `undefined`/`null` accepts. Without it every upgrade request the
+   * access hooks allow is accepted. Only consulted when `websocket` is set.
+   */
+  upgrade?(request: Request, ctx: Context): Awaitable<Response | null | undefined | void>;
 }
 
 /** Identity function that types a handler object. */

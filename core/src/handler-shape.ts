@@ -10,10 +10,18 @@ export function handlerProblem(h: unknown): string | null {
   if (!o || (typeof o !== 'object' && typeof o !== 'function') || typeof o.fetch !== 'function') {
     return 'the default export must be an object with a fetch(request, ctx) method';
   }
-  const hooks = ['authenticate', 'authorize', 'log', 'init', 'close'];
+  const hooks = ['authenticate', 'authorize', 'log', 'init', 'close', 'upgrade'];
   for (let i = 0; i < hooks.length; i++) {
     const v = o[hooks[i]!];
     if (v !== undefined && typeof v !== 'function') return `${hooks[i]} must be a function`;
+  }
+  const ws = o.websocket as Record<string, unknown> | null | undefined;
+  if (ws === undefined) return null;
+  if (!ws || typeof ws !== 'object') return 'websocket must be an object of hooks (open, message, close, error)';
+  const wsHooks = ['open', 'message', 'close', 'error'];
+  for (let i = 0; i < wsHooks.length; i++) {
+    const v = ws[wsHooks[i]!];
+    if (v !== undefined && typeof v !== 'function') return `websocket.${wsHooks[i]} must be a function`;
   }
   return null;
 }

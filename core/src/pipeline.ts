@@ -1,4 +1,4 @@
-import type { Context, Handler, LogEntry } from './contract.js';
+import type { Context, Handler, LogEntry, Peer, WebSocketHooks } from './contract.js';
 import { FastResponse } from './response.js';
 import { FORBIDDEN_TEXT, INTERNAL_ERROR_TEXT, PLAIN_TEXT_TYPE } from './wire.js';
 import { handlerProblem } from './handler-shape.js';
@@ -164,6 +164,65 @@ export function runPhase(
   const guarded = access.catch(failed(ctx, log, what));
   if (phase !== 'full') return guarded;
   return guarded.then((rejected) => rejected ?? runFetch(h, req, ctx, log));
+}
+
+/**
+ * A WebSocket upgrade request's pipeline: authenticate → authorize → the
+ * handler's `upgrade` hook (instead of fetch). A Response refuses (answer the
+ * HTTP request with it, open no socket); undefined accepts (`ctx.user` holds
+ * what authenticate returned). Never rejects: a throw is the bare 500, logged
+ * with `log`. The host runs the handler's `log` hook once the socket has
+ * closed (or with the refusal's status once that answer is sent).
+ */
+export async function runUpgrade(h: Handler, req: Request, ctx: Context, log: ErrorLogger): Promise<Response | undefined> {
+  try {
+    const refused = await runAccess(h, req, ctx);
+    if (refused) return refused;
+    if (!h.upgrade) return undefined;
+    const out = await h.upgrade(req, ctx);
+    if (out == null) return undefined;
+    if (out instanceof Response) return out;
+    throw new TypeError('upgrade must return a Response, null or undefined');
+  } catch (err) {
+    return failed(ctx, log, 'authenticate/authorize/upgrade')(err);
+  }
+}
+
+/** True for a request asking to upgrade to WebSocket (an `Upgrade` header naming the `websocket` token). */
+export function isWebSocketUpgrade(upgrade: string | null | undefined): boolean {
+  if (!upgrade) return false;
+  const parts = upgrade.split(',');
+  for (let i = 0; i < parts.length; i++) if (parts[i]!.trim().toLowerCase() === 'websocket') return true;
+  return false;
+}
+
+/**
+ * Runs one `websocket` hook for `peer`. Never throws or rejects: a failure is
+ * logged; for `open` and `message` it is also handed to the `error` hook and
+ * `failed` runs (the host closes the socket with 1011).
+ */
+export function runSocketHook<K extends keyof WebSocketHooks>(
+  hooks: WebSocketHooks,
+  name: K,
+  peer: Peer,
+  arg: Parameters<NonNullable<WebSocketHooks[K]>>[1],
+  log: ErrorLogger,
+  failed: () => void,
+): void {
+  const fn = hooks[name] as ((p: Peer, a: unknown) => unknown) | undefined;
+  if (!fn) return;
+  const onError = (err: unknown): void => {
+    log(`request ${peer.id}: websocket.${name} threw`, err);
+    if (name !== 'open' && name !== 'message') return;
+    runSocketHook(hooks, 'error', peer, err, log, () => {});
+    failed();
+  };
+  try {
+    const out = fn.call(hooks, peer, arg);
+    if (isThenable(out)) Promise.resolve(out).catch(onError);
+  } catch (err) {
+    onError(err);
+  }
 }
 
 /** Runs the `log` hook; its errors are logged, never thrown. */

@@ -193,6 +193,8 @@ function logHook(r: NjsRequest): string {
 function checkEntry(r: NjsRequest): void {
   const problem = pipeline().handlerProblem(H);
   if (problem !== null) return r.return(500, 'tsgi-check: ' + problem);
+  // njs has no WebSocket server: such a handler is refused (src/build.ts WEBSOCKET_PROBLEM words the one line).
+  if ((H as { websocket?: unknown }).websocket !== undefined) return r.return(500, 'tsgi-check: websocket hooks');
   if (r.args.init !== '1') return r.return(200, 'tsgi-check: ok');
   const failed = function (e: unknown): void {
     const m = e && (e as Error).message !== undefined ? (e as Error).message : e;

@@ -90,6 +90,9 @@ function workersHint(handler: string): string {
   return `run it in workers mode instead: tsgi nginx run ${handler} --workers N`;
 }
 
+/** What the njs load check (runtime/bridge.ts checkEntry) answers for a handler with `websocket` hooks. */
+const WEBSOCKET_PROBLEM = 'websocket hooks';
+
 /** esbuild plugin: Node built-ins fail the build with a message naming them. */
 function rejectNodeBuiltins(found: { name: string; importer: string }[]): Plugin {
   return {
@@ -716,6 +719,9 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   if (opts.validate !== false && (opts.validate === true || nginxBinary(false))) {
     opts.progress?.('loading the bundle in nginx to check it...');
     const problem = await loadInNjs(file, { init: opts.init, preload: opts.preload });
+    if (problem === WEBSOCKET_PROBLEM) {
+      throw new StartupError(`${label} has websocket hooks, which embedded nginx cannot carry (njs has no WebSocket server); ${workersHint(label)}`);
+    }
     if (problem !== null) throw new StartupError(problem.startsWith('nginx ') ? problem : `${label}: ${problem}`);
     report.validated = true;
   }

@@ -320,6 +320,8 @@ async function cmdRun(argv: string[]): Promise<number> {
         command: nginx,
         args: ['-p', dir, '-c', conf],
         details: [workers ? `${workers} Node worker${workers > 1 ? 's' : ''}` : 'embedded', `conf ${conf}`],
+        // nginx's graceful stop waits for its WebSocket tunnels: the workers end them (1001) after the graceful timeout.
+        stopping: () => sup?.socketsGoingAway(DEFAULT_GRACEFUL_MS),
         async reload(master) {
           if (sup) {
             // Rebuilt from the handler as it is now; the new workers run the new bundle.

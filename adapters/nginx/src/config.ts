@@ -10,6 +10,13 @@ export type Mode = 'embedded' | 'workers';
 
 /** Internal location that auth_request points at; authenticate/authorize run there. */
 export const AUTH_LOCATION = '/_tsgi_auth';
+/** workers mode: internal location an upgrade request (WebSocket) is proxied from, with its own timeouts. */
+export const UPGRADE_LOCATION = '/_tsgi_upgrade';
+/**
+ * How long an upgraded connection (a WebSocket) may stay silent in both directions before nginx
+ * closes it: an hour (a client or handler that keeps one longer pings); 300 s for other requests.
+ */
+export const UPGRADE_IDLE_TIMEOUT = '3600s';
 export const UPSTREAM = 'tsgi_workers';
 /** njs module name in js_import. */
 export const NJS_MODULE = 'tsgi';
@@ -129,10 +136,12 @@ export function httpPart(o: SiteOptions): string {
  * (403 otherwise), and hide the X-Tsgi-* headers from the handler. Each line here is work on every
  * request, for nginx and for the worker: nothing the worker can derive is sent.
  */
-export function proxyCommon(o: { secret?: string; secretFile?: string; readTimeout?: number; basePath?: string } = {}): string[] {
+export function proxyCommon(o: { secret?: string; secretFile?: string; readTimeout?: number; basePath?: string; upgrade?: boolean } = {}): string[] {
   return [
     `proxy_http_version 1.1;`,
-    `proxy_set_header Connection "";`,
+    // An upgrade (WebSocket) passes Upgrade and Connection on, so the worker can answer 101 and nginx
+    // tunnels the connection; any other request keeps the upstream connection alive (Connection "").
+    ...(o.upgrade ? [`proxy_set_header Upgrade $http_upgrade;`, `proxy_set_header Connection upgrade;`] : [`proxy_set_header Connection "";`]),
     ...(o.secret ? [`proxy_set_header X-Tsgi-Secret ${o.secret};`] : []),
     // Its own file, readable by nginx's master only: the config that includes it holds no secret.
     ...(o.secretFile ? [`include ${q(o.secretFile)};`] : []),
@@ -158,8 +167,8 @@ export function proxyCommon(o: { secret?: string; secretFile?: string; readTimeo
     // Uploads reach the worker as they arrive, as on the other hosts.
     `proxy_request_buffering off;`,
     // The workers answer a request without progress 504 at their request-timeout (a stalled worker is
-    // replaced a little later): nginx waits longer, so the answer is theirs.
-    `proxy_read_timeout ${o.readTimeout ?? 300}s;`,
+    // replaced a little later): nginx waits longer, so the answer is theirs. A tunnel (WebSocket) idles longer.
+    ...(o.upgrade ? [`proxy_read_timeout ${UPGRADE_IDLE_TIMEOUT};`, `proxy_send_timeout ${UPGRADE_IDLE_TIMEOUT};`] : [`proxy_read_timeout ${o.readTimeout ?? 300}s;`]),
     // Never re-run a request on another worker: what a dead worker was handed fails with 502 (a request
     // that kills workers must not take them all down in turn). nginx cannot tell a connect error from
     // a failure after sending (both are "error" in ngx_http_upstream_next); none is left to retry: the
@@ -235,7 +244,18 @@ export function serverPart(o: SiteOptions): string {
       `  proxy_set_header X-Tsgi-Phase access;`,
       ...proxyCommon(o).map((l) => `  ${l}`),
       `}`,
+      `# an upgrade request (WebSocket): the worker runs authenticate, authorize and upgrade, then the`,
+      `# socket; nginx relays it with the upgrade location's timeouts (request.url comes from X-Tsgi-Request)`,
+      `location = ${UPGRADE_LOCATION} {`,
+      `  internal;`,
+      ...body,
+      ...log,
+      `  proxy_pass http://${UPSTREAM}$request_uri;`,
+      `  proxy_set_header X-Tsgi-Phase "";`,
+      ...proxyCommon({ ...o, basePath: mountPrefix(loc), upgrade: true }).map((l) => `  ${l}`),
+      `}`,
       ...mountLocations(loc, (base) => [
+        `  if ($http_upgrade) { rewrite ^ ${UPGRADE_LOCATION} last; }`,
         ...body,
         ...log,
         `  proxy_pass http://${UPSTREAM};`,

@@ -9,11 +9,11 @@
  * Graceful reload: a new set of workers on fresh sockets, nginx reloaded onto
  * them once all are ready, then the old workers drain and exit.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, unlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { STALL_GRACE_MS, WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type OpsSettings, type PoolWorker } from '@tsgi/core/node';
+import { DEFAULT_GRACEFUL_MS, STALL_GRACE_MS, WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type OpsSettings, type PoolWorker } from '@tsgi/core/node';
 import type { WorkerConfig } from './worker.js';
 
 /** A slot's socket: its path (nginx's config lists them), and closing it removes the file. */
@@ -114,6 +114,12 @@ export function workerEnv(
   return env;
 }
 
+/** Supervisor -> worker: close the open WebSockets with 1001 after `afterMs` (socketsGoingAway). */
+export interface SocketsGoingAway {
+  tsgi: 'sockets-going-away';
+  afterMs: number;
+}
+
 /** The socket of slot `index` with `stableSockets` (what `tsgi nginx conf --socket-dir` lists). */
 export const stableSocketPath = (dir: string, index: number): string => join(dir, `worker-${index}.sock`);
 
@@ -212,13 +218,16 @@ export class Supervisor {
     this.entries[next] = entry ?? this.entries[this.pool.generation]!;
     let ok: boolean;
     let nginxFailed: unknown;
+    const old = this.pool.workers.map((w) => w.child);
     try {
-      ok = await this.pool.reload(() =>
-        reloadNginx(this.sockets).catch((err: unknown) => {
+      ok = await this.pool.reload(() => {
+        // The old nginx workers wait for the WebSocket tunnels they relay: the old workers end theirs (1001).
+        this.goingAway(old, DEFAULT_GRACEFUL_MS);
+        return reloadNginx(this.sockets).catch((err: unknown) => {
           nginxFailed = err;
           throw err;
-        }),
-      );
+        });
+      });
     } catch (err) {
       if (err === nginxFailed) throw err;
       this.log(`reload: the new worker failed to start, keeping the old one: ${startupReason(err)}`);
@@ -226,6 +235,21 @@ export class Supervisor {
     }
     if (ok) await this.pool.settled();
     return ok;
+  }
+
+  /**
+   * Tells every worker that its open WebSockets get `afterMs` more, then close code 1001 (a graceful
+   * stop: nginx waits for the tunnels it relays, so the workers must end them; worker.ts).
+   */
+  socketsGoingAway(afterMs: number): void {
+    this.goingAway(
+      this.pool.workers.map((w) => w.child),
+      afterMs,
+    );
+  }
+
+  private goingAway(children: (ChildProcess | undefined)[], afterMs: number): void {
+    for (const c of children) if (c?.connected) c.send({ tsgi: 'sockets-going-away', afterMs } satisfies SocketsGoingAway, () => {});
   }
 
   async stop(graceMs = 10_000): Promise<void> {

@@ -15,9 +15,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
 import { Server as NetServer } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type Handler } from '@tsgi/core';
 import { EXIT_STARTUP, Operations, linkWorker, loadFailure, shutdown, startupReason, type OpsSettings, type ShutdownSteps } from '@tsgi/core/node';
-import { toNodeListener } from '@tsgi/node-http';
+import { refuseOnSocket, toNodeListener } from '@tsgi/node-http';
 
 /** What the supervisor sends over IPC before the worker listens (never in the environment). */
 export interface WorkerConfig {
@@ -210,17 +211,23 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   };
 
   let stopping = false;
-  const serve = (req: IncomingMessage, res: ServerResponse): void => {
-    if (!fromNginx(req)) return refuse(res, 403, FORBIDDEN_TEXT);
+  /** The checks before the handler (the secret, an absolute-form target's authority): a refusal, or undefined. */
+  const admit = (req: IncomingMessage): [number, string] | undefined => {
+    if (!fromNginx(req)) return [403, FORBIDDEN_TEXT];
     const path = req.url ?? '/';
     const target = clientTarget(req.headers['x-tsgi-request'], path);
     if (target !== path) {
       // Absolute-form (rare): core's rule on the target as sent; its authority becomes Host (and so request.url).
       const host = req.headers.host;
       const where = requestAuthority(target, host === undefined ? [] : [host], true, cfg.authority);
-      if ('status' in where) return refuse(res, 400, BAD_REQUEST_TEXT);
+      if ('status' in where) return [400, BAD_REQUEST_TEXT];
       replaceHost(req, where.authority);
     }
+    return undefined;
+  };
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
+    const refused = admit(req);
+    if (refused) return refuse(res, refused[0], refused[1]);
     // Draining: answer, then close (Connection: close), so nginx does not keep the connection.
     if (stopping) res.shouldKeepAlive = false;
     listener(req, res);
@@ -241,6 +248,12 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     },
     serve,
   );
+  // An upgrade (config.ts: nginx's upgrade location passes Upgrade/Connection): the same checks, then node-http's websocket.ts.
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const refused = admit(req);
+    if (refused) return refuseOnSocket(req, socket, refused[0], refused[1]);
+    listener.upgrade(req, socket, head);
+  });
   server.listen({ fd: 3 }, () => {
     if (ops) ops.ready = true;
     process.send?.({ tsgi: 'ready' });
@@ -266,7 +279,11 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
       },
       lifecycle: listener.lifecycle,
       timeoutMs: timeLeft(),
-      forceClose: () => server.closeAllConnections(),
+      forceClose: async () => {
+        // Open WebSockets had the graceful timeout: now they get 1001 (the tunnels through nginx end with them).
+        await listener.closeSockets();
+        server.closeAllConnections();
+      },
       handler,
       log,
     };
@@ -276,6 +293,12 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop());
+  // nginx is stopping gracefully and waits for its tunnels: no new upgrades, and the open sockets get 1001 in time.
+  process.on('message', (m: { tsgi?: string; afterMs?: number }) => {
+    if (m?.tsgi !== 'sockets-going-away') return;
+    listener.draining = true;
+    setTimeout(() => void listener.closeSockets(), m.afterMs ?? 0).unref();
+  });
   // Ctrl-C reaches the whole process group; the supervisor decides when workers stop.
   process.on('SIGINT', () => {});
   process.off('disconnect', orphaned);

@@ -68,6 +68,19 @@ describe('tsgi nginx build and run (embedded): a handler that cannot work stops 
     }
   });
 
+  it('a handler with websocket hooks: build and embedded run refuse it with one line pointing to workers mode', async () => {
+    const want = /^tsgi nginx: .*websocket\.ts has websocket hooks, which embedded nginx cannot carry \(njs has no WebSocket server\); run it in workers mode instead: tsgi nginx run .*websocket\.ts --workers N$/;
+    const b = await runCli(['nginx', 'build', f('websocket.ts'), '-o', join(out, 'ws')]);
+    const r = await runCli(['nginx', 'run', f('websocket.ts'), '--port', String(await freePort())]);
+    for (const x of [b, r]) {
+      expect(x.code, x.stderr).toBe(1);
+      const lines = failureLines(x.stderr);
+      expect(lines, x.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(want);
+      expect(x.stderr).not.toContain('ready');
+    }
+  });
+
   it('build does not run init; run does: a failing init stops it with one line, nothing left behind', async () => {
     const b = await runCli(['nginx', 'build', f('init-fails.ts'), '-o', join(out, 'init-fails')]);
     expect(b.code, b.stderr).toBe(0);

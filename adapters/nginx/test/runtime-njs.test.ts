@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request as httpRequest } from 'node:http';
-import { fixtureHandlerPath } from '@tsgi/conformance';
+import { httpOnlyFixturePath } from '@tsgi/conformance';
 import { buildNjs as productBuild } from '../src/build.js';
 import { buildNjs, RUNTIME_DIR, startNginx, type Nginx } from './runtime-helpers.js';
 import { probe, cases } from './runtime-probe.js';
@@ -42,7 +42,7 @@ function content(r) {
 export default { content };
 `;
   const probeJs = await buildNjs(probeEntry, RUNTIME_DIR);
-  const fixtureJs = await buildProduct(fixtureHandlerPath);
+  const fixtureJs = await buildProduct(httpOnlyFixturePath);
   const logJs = await buildProduct(resolve(here, 'fixtures/runtime-log-handler.ts'));
   ngx = await startNginx(
     { probe: probeJs, tsgi: fixtureJs, lg: logJs },

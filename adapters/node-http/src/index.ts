@@ -3,3 +3,4 @@ export { toNodeListener, DEFAULT_MAX_BODY, type NodeAdapterOptions, type NodeLis
 export { fastifyTsgi, type FastifyTsgiOptions } from './fastify.js';
 export { NodeRequest, BodyTooLargeError } from './request.js';
 export { sendResponse } from './send.js';
+export { WebSocketHost, refuseOnSocket, DEFAULT_WS_MAX_BUFFERED, WS_CLOSE_WAIT_MS, type WebSocketOptions } from './websocket.js';

@@ -24,8 +24,9 @@ import {
   type WorkerLink,
 } from '@tsgi/core/node';
 import { toNodeListener, type NodeAdapterOptions, type NodeListener } from './listener.js';
+import type { WebSocketOptions } from './websocket.js';
 
-export interface ServeOptions extends NodeAdapterOptions {
+export interface ServeOptions extends NodeAdapterOptions, WebSocketOptions {
   port?: number;
   host?: string;
   unixSocket?: string;
@@ -153,7 +154,8 @@ const retirements = new WeakMap<NodeListener, Promise<boolean>>();
 function retire(g: NodeListener, timeout: number, log: ErrorLogger): Promise<boolean> {
   let p = retirements.get(g);
   if (!p) {
-    p = shutdown({ stopAccepting: () => {}, lifecycle: g.lifecycle, timeoutMs: timeout, handler: g.handler, log });
+    // Its WebSockets had the graceful timeout to end; the rest get 1001 (websocket.ts).
+    p = shutdown({ stopAccepting: () => {}, lifecycle: g.lifecycle, timeoutMs: timeout, forceClose: g.closeSockets, handler: g.handler, log });
     retirements.set(g, p);
   }
   return p;
@@ -195,6 +197,7 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
     generations.add(current);
     if (stopping) return; // stopped during init: serve nothing, close() still runs
     const s = createServer({ keepAliveTimeout: KEEP_ALIVE_MS }, (req, res) => current!(req, res));
+    s.on('upgrade', (req, socket, head: Buffer) => current!.upgrade(req, socket, head));
     try {
       url = await listen(s, at, worker);
     } catch (err) {
@@ -223,6 +226,7 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
         lifecycle: { drain: (ms) => Promise.all(gens.map((g) => g.lifecycle.drain(ms))).then((all) => all.every(Boolean)) },
         timeoutMs: timeout,
         forceClose: async () => {
+          await Promise.all(gens.map((g) => g.closeSockets()));
           if (!s) return;
           // A worker being replaced lets idle keep-alive connections end on their own timer first.
           if (gentle) await Promise.race([closed, sleep(KEEP_ALIVE_MS)]);

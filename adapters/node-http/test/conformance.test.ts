@@ -49,6 +49,7 @@ beforeAll(async () => {
   const listener = toNodeListener(handler, { maxBodySize: CONFORMANCE_MAX_BODY, onError });
   await listener.ready;
   plain = createServer(listener);
+  plain.on('upgrade', listener.upgrade);
   plain.listen(0, '127.0.0.1');
   await once(plain, 'listening');
   plainURL = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`;
@@ -72,4 +73,4 @@ afterAll(async () => {
 describeConformance({ name: 'tsgi serve (CLI process)', server: 'node', baseURL: () => serveURL });
 describeConformance({ name: 'tsgi serve --location /app', server: 'node', baseURL: () => mountedURL, basePath: '/app' });
 describeConformance({ name: 'toNodeListener on http.Server', server: 'node', baseURL: () => plainURL });
-describeConformance({ name: 'Fastify mount (fastifyTsgi)', server: 'node', baseURL: () => fastifyURL });
+describeConformance({ name: 'Fastify mount (fastifyTsgi)', server: 'node', mode: 'fastify', baseURL: () => fastifyURL });

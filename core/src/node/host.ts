@@ -168,6 +168,12 @@ export interface Launch {
   reload(server: ChildProcess): Promise<void>;
   /** Shown in the ready line after the pid and the server root. */
   details?: string[];
+  /**
+   * A graceful stop begins (called before the server gets its graceful signal). nginx workers mode:
+   * nginx waits for its open WebSocket tunnels, so the workers are told to close theirs (1001) when
+   * the graceful timeout ends.
+   */
+  stopping?(): void;
 }
 
 export interface PrivateServer {
@@ -293,6 +299,7 @@ class PrivateRun {
     clearTimeout(this.stopTimer);
     const [graceful, fast] = this.o.stopSignals;
     const [sig, after] = this.stopLevel === 1 ? [graceful, this.o.gracefulMs + 10_000] : this.stopLevel === 2 ? [fast, FAST_STOP_MS] : (['SIGKILL', 0] as const);
+    if (this.stopLevel === 1) this.launch?.stopping?.();
     try {
       // KILL goes to the whole process group (the server's own children too), the others to the server, which stops its children.
       process.kill(sig === 'SIGKILL' ? -pid : pid, sig);
