@@ -280,6 +280,8 @@ export class Exchange {
   readonly start: number;
   /** end() ran (a request-timeout may end it before the handler answers). */
   private ended = false;
+  /** Its entry under the request deadline (ops.ts), when one is set. */
+  deadline: object | undefined = undefined;
 
   constructor(
     readonly host: NodeHost,

@@ -98,14 +98,18 @@ export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, r
   return false;
 }
 
-/** An exchange under the deadline: when it is next checked, and its connection's byte count then. */
+/** An exchange under the deadline: when it is next checked (0: not seen by a sweep yet), and its connection's byte count then. */
 interface Watched {
   x: Exchange;
   due: number;
   last: number;
 }
 
-/** The exchanges of one Operations under request-timeout, checked by one timer (no timer per request). */
+/**
+ * The exchanges of one Operations under request-timeout, checked by one timer (no timer per request).
+ * Adding one costs a Set insert: its clock starts at the first sweep that sees it (within `every` of its
+ * start), so the hot path reads neither the clock nor the socket's byte counts.
+ */
 class Deadlines {
   readonly live = new Set<Watched>();
   private timer: NodeJS.Timeout | undefined;
@@ -121,7 +125,7 @@ class Deadlines {
   }
 
   add(x: Exchange): Watched {
-    const w = { x, due: Date.now() + this.ms, last: progress(x) };
+    const w: Watched = { x, due: 0, last: 0 };
     this.live.add(w);
     if (!this.timer) {
       this.timer = setInterval(() => this.sweep(), this.every);
@@ -133,6 +137,12 @@ class Deadlines {
   private sweep(): void {
     const now = Date.now();
     for (const w of this.live) {
+      if (w.due === 0) {
+        // First seen: it started at most `every` ago.
+        w.due = now + this.ms - this.every;
+        w.last = progress(w.x);
+        continue;
+      }
       if (now < w.due) continue;
       const p = progress(w.x);
       if (p !== w.last) {
@@ -163,7 +173,16 @@ class Deadlines {
 const progress = (x: Exchange): number => x.req.socket.bytesRead + x.req.socket.bytesWritten;
 
 const deadlines = new WeakMap<Operations, Deadlines>();
-const watched = new WeakMap<Exchange, Watched>();
+/** One Operations per process in practice: the last one used, without a map lookup per request. */
+let current: { ops: Operations; d: Deadlines } | undefined;
+
+function deadlinesOf(ops: Operations, ms: number): Deadlines {
+  if (current?.ops === ops) return current.d;
+  let d = deadlines.get(ops);
+  if (!d) deadlines.set(ops, (d = new Deadlines(ops, ms)));
+  current = { ops, d };
+  return d;
+}
 
 /**
  * The request deadline: an exchange without progress (no response head, and no byte read or written
@@ -173,15 +192,13 @@ const watched = new WeakMap<Exchange, Watched>();
 export function opsTimer(x: Exchange, ops: Operations): void {
   const ms = ops.s.requestTimeoutMs;
   if (ms <= 0) return;
-  let d = deadlines.get(ops);
-  if (!d) deadlines.set(ops, (d = new Deadlines(ops, ms)));
-  watched.set(x, d.add(x));
+  x.deadline = deadlinesOf(ops, ms).add(x);
 }
 
 /** The exchange ended (answered, cut, or timed out): off the deadline. */
 export function opsEnded(x: Exchange, ops: Operations): void {
-  const w = watched.get(x);
-  if (w) deadlines.get(ops)?.live.delete(w);
+  const w = x.deadline as Watched | undefined;
+  if (w) deadlinesOf(ops, ops.s.requestTimeoutMs).live.delete(w);
 }
 
 /** The response as written: with Server-Timing (queue, auth, fetch) when asked for. */
