@@ -95,7 +95,7 @@ async function up(port, child) {
 const dir = process.env.KEEP ?? mkdtempSync(join(tmpdir(), 'tsgi-node-instr-'));
 const SERVERS = {
   'raw node:http': (port) => ({ args: [resolve(process.env.RAW ?? here('servers/raw-node.mjs'))], env: { PORT: String(port) } }),
-  'tsgi serve': (port) => ({ args: [resolve(process.env.TSGI ?? here('../cli/bin/tsgi.js')), 'serve', HANDLER, '--port', String(port)], env: {} }),
+  'tsgi serve': (port) => ({ args: [resolve(process.env.TSGI ?? here('../cli/bin/tsgi.js')), 'serve', HANDLER, '--port', String(port), ...(process.env.SERVE_ARGS ?? '--no-access-log').split(' ').filter(Boolean)], env: {} }),
 };
 
 let child;
