@@ -103,7 +103,8 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
         dir,
         host: '127.0.0.1',
         port,
-        location: '= /tsgi',
+        // The tsgi location is the root one (no mount prefix, as before mounts existed); the anchors' exact locations win.
+        location: '/',
         maxBody: 1 << 20,
         bundle,
         user: user?.name,
