@@ -482,7 +482,6 @@ export default {
 // ---- Operations (issue 12): one test body per behaviour, on every host that registers the matrix. ----
 
 const NJS_NO_OPS = 'embedded nginx runs the handler in njs, with no Node process to time, queue, count or recycle (tsgi nginx run refuses these options without --workers)';
-const APACHE_OPS_PENDING = "mod_tsgi's worker does not take core's Operations yet (health, metrics, Server-Timing wait for the Apache restructuring on branch apache)";
 const ONE_PROCESS_LOOP = 'one process: a CPU loop blocks the whole server and no supervisor can see it (run --workers N for stall detection)';
 
 /** The operations handler: / answers its pid, /hang never answers, /spin loops forever, /sleep?ms=N. */
@@ -646,7 +645,7 @@ export const operationsCases: LifecycleCase[] = [
   {
     id: 'ops.max-heap',
     title: 'max-heap: a leaking handler is recycled under a bounded load with zero failed requests',
-    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: '--max-heap is not a TsgiDaemon setting yet (mod_tsgi recycles on max-requests only)' },
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
       const src = `const kept: number[][] = [];
 export default {
@@ -705,7 +704,7 @@ export default {
   {
     id: 'ops.health',
     title: 'the health path: 200 while serving, never shed by max-inflight, not counted',
-    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: APACHE_OPS_PENDING },
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
       const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--health', '/healthz', '--max-inflight', '1', '--queue-timeout', '0', '--metrics', '/metrics']);
       try {
@@ -729,7 +728,7 @@ export default {
   {
     id: 'ops.metrics',
     title: 'the metrics path: Prometheus text with the one schema, its counters match the requests sent',
-    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: APACHE_OPS_PENDING },
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
       const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--metrics', '/metrics', '--request-timeout', '1']);
       try {
@@ -755,7 +754,7 @@ export default {
   {
     id: 'ops.server-timing',
     title: '--server-timing: a Server-Timing header with queue, auth (when the handler has access hooks) and fetch',
-    optOut: { 'nginx:embedded': NJS_NO_OPS, apache: APACHE_OPS_PENDING },
+    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
       const src = `export default {
   authenticate: () => ({ user: 'u' }),
