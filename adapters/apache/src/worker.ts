@@ -259,8 +259,16 @@ export class Worker implements ConnectionHost, Responder {
     body?.cancel();
     this.log(`refusing a request: ${why}`);
     conn.sendError(503, 1, why);
-    this.ops?.finished(503, Date.now() - m.startUs / 1000);
-    this.peers?.changed();
+    if (this.ops) {
+      this.syncGauge();
+      this.ops.finished(503, Date.now() - m.startUs / 1000);
+      this.peers?.changed();
+    }
+  }
+
+  /** Admission is the worker's own check, not core's: the in-flight gauge is copied from the lifecycle (probes aside). */
+  private syncGauge(): void {
+    this.ops!.admission.inflight = this.lifecycle.inflight - this.probing;
   }
 
   /** A health or metrics probe: core's Operations answers it, before admission, uncounted. */
@@ -272,8 +280,7 @@ export class Worker implements ConnectionHost, Responder {
     this.probing++;
     this.lifecycle.begin();
     conn.begin(req);
-    // Admission is the worker's own check: the gauge is what is in flight now, this probe aside.
-    ops.admission.inflight = this.lifecycle.inflight - this.probing;
+    this.syncGauge();
     void ops.answer(probe, m.clientIp).then((a) => {
       const headers: [string, string][] = [['content-type', a.type], ['cache-control', 'no-store'], ...(a.headers ?? [])];
       respond(conn, req, new Response(a.body, { status: a.status, headers }), this);
@@ -324,6 +331,7 @@ export class Worker implements ConnectionHost, Responder {
   private count(req: ApacheRequest, status: number): void {
     if (this.counted.has(req)) return;
     this.counted.add(req);
+    this.syncGauge();
     this.ops!.finished(status, Date.now() - req._m.startUs / 1000);
     this.peers?.changed();
   }
