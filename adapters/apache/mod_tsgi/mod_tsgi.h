@@ -83,12 +83,18 @@ typedef struct {
     apr_interval_time_t connect_timeout;
     apr_interval_time_t graceful_timeout;
     apr_off_t max_body;
+    apr_off_t max_heap;            /* max-heap: the worker recycles itself beyond this V8 heap (0: never) */
+    const char *health_path;       /* health=PATH, metrics=PATH: answered by the worker (issue 12) */
+    const char *metrics_path;
+    int metrics_public;            /* metrics-public: metrics to every client, not only loopback ones */
+    int server_timing;             /* server-timing: the worker adds a Server-Timing header */
     int clear_env;                 /* clear-env: only env= names of Apache's environment */
     apr_array_header_t *env_keep;  /* env=NAME (const char *) */
     server_rec *s;
     /* parent, set in post_config */
     apr_pool_t *pconf;     /* other-child registrations live here (see worker_maintenance) */
     const char *socket_path;
+    const char *ops_dir;   /* where the workers share their metrics (metrics=), owned by their user */
     int listen_fd;
     tsgi_worker **workers;
     /* child, set in child_init */

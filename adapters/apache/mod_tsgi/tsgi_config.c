@@ -184,7 +184,13 @@ static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, c
         return parse_seconds(cmd, key, val, &d->graceful_timeout);
     else if (!strcasecmp(key, "max-body"))
         return parse_size(cmd, key, val, &d->max_body);
-    else if (!strcasecmp(key, "socket-dir"))
+    else if (!strcasecmp(key, "max-heap"))
+        return parse_size(cmd, key, val, &d->max_heap);
+    else if (!strcasecmp(key, "health") || !strcasecmp(key, "metrics")) {
+        if (*val != '/' || ap_strchr_c(val, ' ') || ap_strchr_c(val, '\t'))
+            return apr_psprintf(cmd->pool, "TsgiDaemon %s: %s=%s is not a URL path starting with /", d->name, key, val);
+        *(strcasecmp(key, "health") ? &d->metrics_path : &d->health_path) = val;
+    } else if (!strcasecmp(key, "socket-dir"))
         d->socket_dir = ap_server_root_relative(cmd->pool, val);
     else if (!strcasecmp(key, "env")) {
         if (!env_name_ok(val))
@@ -194,7 +200,8 @@ static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, c
     } else
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: unknown option '%s' (handler, processes, node, worker, user, "
                             "group, max-requests, max-inflight, request-timeout, queue-timeout, connect-timeout, "
-                            "graceful-timeout, max-body, socket-dir, clear-env, env)", d->name, key);
+                            "graceful-timeout, max-body, max-heap, health, metrics, socket-dir, clear-env, metrics-public, "
+                            "server-timing, env)", d->name, key);
     return NULL;
 }
 
@@ -226,6 +233,14 @@ static const char *daemon_options(cmd_parms *cmd, tsgi_daemon *d, const char *ar
         char *eq = strchr(word, '=');
         if (!strcasecmp(word, "clear-env")) {
             d->clear_env = 1;
+            continue;
+        }
+        if (!strcasecmp(word, "metrics-public")) {
+            d->metrics_public = 1;
+            continue;
+        }
+        if (!strcasecmp(word, "server-timing")) {
+            d->server_timing = 1;
             continue;
         }
         if (!eq || eq == word)

@@ -16,7 +16,9 @@
 #include "apr_strings.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -75,9 +77,26 @@ const unsigned char *tsgi_secret_get(process_rec *proc)
 typedef struct {
     const char *path;
     const char *dir;
+    const char *ops_dir; /* made when a generation first has metrics= */
     pid_t owner;
     int fd;
 } tsgi_listener;
+
+/* Removes a directory of plain files (the workers' metrics files). */
+static void remove_flat_dir(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    struct dirent *e;
+    char path[PATH_MAX];
+    if (dp) {
+        while ((e = readdir(dp)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < (int)sizeof(path))
+                unlink(path);
+        closedir(dp);
+    }
+    rmdir(dir);
+}
 
 static apr_status_t listener_cleanup(void *data)
 {
@@ -89,6 +108,8 @@ static apr_status_t listener_cleanup(void *data)
     l->fd = -1;
     unlink(l->path);
     rmdir(l->dir);
+    if (l->ops_dir)
+        remove_flat_dir(l->ops_dir);
     return APR_SUCCESS;
 }
 
@@ -144,7 +165,7 @@ static apr_status_t socket_listen(server_rec *s, const char *path, uid_t owner, 
 
 /* The daemon's listening socket: made once per Apache start (process pool),
  * reused by every generation so a graceful restart never refuses a connect. */
-static apr_status_t listener_get(server_rec *s, tsgi_daemon *d)
+static apr_status_t listener_get(server_rec *s, tsgi_daemon *d, uid_t worker_uid)
 {
     apr_pool_t *pp = s->process->pool;
     const char *key = apr_pstrcat(s->process->pconf, "mod_tsgi.listener.", d->name, NULL);
@@ -178,6 +199,18 @@ static apr_status_t listener_get(server_rec *s, tsgi_daemon *d)
     apr_pool_cleanup_register(s->process->pconf, l, listener_exit_cleanup, apr_pool_cleanup_null);
     d->socket_path = l->path;
     d->listen_fd = l->fd;
+    /* The workers' shared metrics (TSGI_OPS_DIR): beside the socket's directory, which they may not enter;
+     * 0700 and theirs; kept across graceful restarts so the counters go on. */
+    if (d->metrics_path && !l->ops_dir) {
+        const char *ops = apr_psprintf(pp, "%s.%s.ops", dir, d->name);
+        if ((mkdir(ops, 0700) != 0 && errno != EEXIST) || chmod(ops, 0700) != 0 ||
+            (geteuid() == 0 && chown(ops, worker_uid, (gid_t)-1) != 0))
+            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, "mod_tsgi: daemon %s: cannot make %s: each worker's "
+                         "metrics will count that worker alone", d->name, ops);
+        else
+            l->ops_dir = ops;
+    }
+    d->ops_dir = d->metrics_path ? l->ops_dir : NULL;
     return APR_SUCCESS;
 }
 
@@ -586,6 +619,17 @@ static char **build_env(apr_pool_t *p, tsgi_daemon *d, tsgi_worker *w)
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_GRACEFUL_TIMEOUT=%g",
                                               (double)d->graceful_timeout / APR_USEC_PER_SEC);
     APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_BODY=%" APR_OFF_T_FMT, d->max_body);
+    APR_ARRAY_PUSH(env, char *) = apr_psprintf(p, "TSGI_MAX_HEAP=%" APR_OFF_T_FMT, d->max_heap);
+    if (d->health_path)
+        APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_HEALTH=", d->health_path, NULL);
+    if (d->metrics_path)
+        APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_METRICS=", d->metrics_path, NULL);
+    if (d->ops_dir)
+        APR_ARRAY_PUSH(env, char *) = apr_pstrcat(p, "TSGI_OPS_DIR=", d->ops_dir, NULL);
+    if (d->metrics_public)
+        APR_ARRAY_PUSH(env, char *) = "TSGI_METRICS_PUBLIC=1";
+    if (d->server_timing)
+        APR_ARRAY_PUSH(env, char *) = "TSGI_SERVER_TIMING=1";
     APR_ARRAY_PUSH(env, char *) = NULL;
     return (char **)env->elts;
 }
@@ -682,7 +726,7 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
                      d->name, d->worker_js);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (listener_get(s, d) != APR_SUCCESS)
+    if (listener_get(s, d, uid) != APR_SUCCESS)
         return HTTP_INTERNAL_SERVER_ERROR;
     d->pconf = pconf;
     d->workers = apr_pcalloc(pconf, sizeof(tsgi_worker *) * d->processes);

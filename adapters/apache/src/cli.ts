@@ -43,6 +43,12 @@ const DAEMON = {
   'connect-timeout': { type: 'duration', value: 'DURATION', help: "how long a request may wait for a worker that is starting: 503 (default: mod_tsgi's)" },
   'max-requests': commonOptions['max-requests'],
   'max-inflight': commonOptions['max-inflight'],
+  // Answered by each worker (per-worker figures: see README.md, "Operations").
+  'max-heap': commonOptions['max-heap'],
+  health: commonOptions.health,
+  metrics: commonOptions.metrics,
+  'metrics-public': commonOptions['metrics-public'],
+  'server-timing': commonOptions['server-timing'],
   'clear-env': commonOptions['clear-env'],
   env: commonOptions.env,
 } as const;
@@ -154,6 +160,11 @@ function daemonFrom(v: Values<typeof DAEMON>, handler: string, worker: string, w
     connectTimeout: seconds(v['connect-timeout']),
     gracefulTimeout: seconds(v['graceful-timeout']),
     maxBody: v['max-body'],
+    maxHeap: v['max-heap'] || undefined,
+    health: v.health,
+    metrics: v.metrics,
+    metricsPublic: v['metrics-public'],
+    serverTiming: v['server-timing'],
     clearEnv: v['clear-env'],
     // mod_tsgi keeps the TSGI_ names for its contract with the worker.
     env: envAllowList(v['clear-env'], v.env, 'TSGI_'),

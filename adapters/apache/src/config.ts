@@ -22,6 +22,12 @@ export interface DaemonOptions {
   connectTimeout?: number;
   gracefulTimeout?: number;
   maxBody?: number;
+  /** Operations (issue 12) the worker does itself: recycle beyond this V8 heap (bytes), the probes, Server-Timing. */
+  maxHeap?: number;
+  health?: string;
+  metrics?: string;
+  metricsPublic?: boolean;
+  serverTiming?: boolean;
   /** Workers get only PATH, `env` and their identity from Apache's environment (`clear-env`). */
   clearEnv?: boolean;
   /** The names `clear-env` keeps (`env=NAME` each). */
@@ -48,6 +54,9 @@ const DAEMON_KEYS: [keyof DaemonOptions, string][] = [
   ['connectTimeout', 'connect-timeout'],
   ['gracefulTimeout', 'graceful-timeout'],
   ['maxBody', 'max-body'],
+  ['maxHeap', 'max-heap'],
+  ['health', 'health'],
+  ['metrics', 'metrics'],
 ];
 
 export function daemonDirective(d: DaemonOptions): string {
@@ -56,6 +65,8 @@ export function daemonDirective(d: DaemonOptions): string {
     const v = d[key];
     if (v !== undefined && v !== '') parts.push(quote(`${word}=${v}`));
   }
+  if (d.metricsPublic) parts.push('metrics-public');
+  if (d.serverTiming) parts.push('server-timing');
   if (d.clearEnv) parts.push('clear-env');
   for (const name of d.env ?? []) parts.push(quote(`env=${name}`));
   return parts.join(' ');

@@ -40,6 +40,8 @@ export interface ConnectionHost {
   readonly log: ErrorLogger;
   /** mod_tsgi's request-timeout (ms): what the TimeoutError of its ABORT (reason 2) says. */
   readonly requestTimeoutMs?: number;
+  /** Apache's request-timeout ended `ex` (it answers 504 itself): for the metrics. */
+  timedOut?(ex: Exchange): void;
   /** A REQUEST frame arrived; `body` receives its BODY frames (null: none, or nobody may read them). */
   request(conn: Connection, m: RequestMsg, body: BodySource | null): void;
   /** The connection is gone. */
@@ -164,6 +166,7 @@ export class Connection implements BodyFlow {
         const m = decodePayload(type, flags, buf, start, end);
         const reason = m.type === 'abort' ? m.reason : 0;
         // mod_tsgi's request-timeout is the deadline of every Node host: a TimeoutError (core's timeoutError).
+        if (reason === 2 && this.ex) this.host.timedOut?.(this.ex);
         this.destroy(reason === 2 ? timeoutError(this.host.requestTimeoutMs ?? 0) : abortError(`tsgi: ${ABORT_WHY[reason] ?? 'Apache aborted the request'}`));
         return;
       }

@@ -25,6 +25,8 @@ export interface Responder {
   readonly log: ErrorLogger;
   /** Called once the answer to `req` is written (or abandoned): its status and the body bytes sent. */
   finished(conn: Connection, req: ApacheRequest, status: number, bytes: number): void;
+  /** The response as it goes on the wire (Server-Timing added), when the host changes it. */
+  wire?(req: ApacheRequest, raw: RawResponse): RawResponse;
 }
 
 /** Longer reason phrases are not sent (the server's standard one is): RESPONSE_HEAD carries a str16. */
@@ -68,6 +70,7 @@ export function respond(conn: Connection, req: ApacheRequest, res: Response, hos
     host.log(`request ${req._ctx.id}: invalid response`, err);
     raw = toRawResponse(internalError());
   }
+  if (host.wire) raw = host.wire(req, raw);
   const body = raw.body;
   if (!conn.writable(req)) {
     if (body instanceof ReadableStream) void body.cancel(req._aborted).catch(() => {});

@@ -14,11 +14,28 @@
 import { closeSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone } from '@tsgi/core';
-import { EXIT_STARTUP, Lifecycle, RequestContext, StartupError, initHandler, loadFailure, loadHandler, shutdown, startupReason } from '@tsgi/core/node';
-import { Connection, type ConnectionHost } from './connection.js';
+import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone, type RawResponse } from '@tsgi/core';
+import {
+  EXIT_STARTUP,
+  Lifecycle,
+  Operations,
+  RequestContext,
+  StartupError,
+  authMs,
+  initHandler,
+  loadFailure,
+  loadHandler,
+  serverTimingValue,
+  shutdown,
+  startupReason,
+  timedHandler,
+  type Probe,
+  type RestartReason,
+} from '@tsgi/core/node';
+import { Connection, type ConnectionHost, type Exchange } from './connection.js';
 import { Phase, type RequestMsg } from './protocol.js';
 import { ApacheRequest, requestTarget, requestUrl, type BodySource } from './request.js';
+import { Peers } from './peers.js';
 import { respond, type Responder } from './respond.js';
 
 export interface WorkerOptions {
@@ -36,6 +53,16 @@ export interface WorkerOptions {
   /** mod_tsgi's request-timeout (it sends ABORT reason 2 at it): what the TimeoutError says. */
   requestTimeoutMs: number;
   gracefulTimeoutMs: number;
+  /** Recycle after a response when the V8 heap used exceeds this many bytes (0 = never). */
+  maxHeapBytes?: number;
+  /** Probe paths this worker answers itself (core's Operations), and whether metrics go to every client. */
+  healthPath?: string;
+  metricsPath?: string;
+  metricsPublic?: boolean;
+  /** Add Server-Timing (queue, auth, fetch) to every response. */
+  serverTiming?: boolean;
+  /** Where the workers share their metrics (peers.ts); none: each worker's metrics are its own. */
+  opsDir?: string;
 }
 
 const num = (v: string | undefined, dflt: number): number => {
@@ -64,6 +91,12 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerOpti
     queueTimeoutMs: num(env.TSGI_QUEUE_TIMEOUT, 0) * 1000,
     requestTimeoutMs: num(env.TSGI_REQUEST_TIMEOUT, 60) * 1000,
     gracefulTimeoutMs: num(env.TSGI_GRACEFUL_TIMEOUT, 15) * 1000,
+    maxHeapBytes: num(env.TSGI_MAX_HEAP, 0),
+    healthPath: env.TSGI_HEALTH || undefined,
+    metricsPath: env.TSGI_METRICS || undefined,
+    metricsPublic: env.TSGI_METRICS_PUBLIC === '1',
+    serverTiming: env.TSGI_SERVER_TIMING === '1',
+    opsDir: env.TSGI_OPS_DIR || undefined,
   };
 }
 
@@ -87,6 +120,20 @@ export class Worker implements ConnectionHost, Responder {
   private hasLog: boolean;
   /** Resolves the wait for the connections to go (stopAccepting), when the last one closed. */
   private connsGone: (() => void) | null = null;
+  /**
+   * Core's Operations for what the worker does itself (probes, metrics, Server-Timing, max-heap); undefined
+   * when none is asked for. mod_tsgi has the deadline; admission and max-requests stay the worker's own checks.
+   */
+  readonly ops: Operations | undefined;
+  /** The handler as the pipeline runs it (its access hooks timed for Server-Timing). */
+  private readonly pipeline: Handler;
+  /** The requests already counted by the metrics (a timed-out one whose handler answers late counts once). */
+  private readonly counted = new WeakSet<ApacheRequest>();
+  /** Probes in flight: answered, never counted. */
+  private readonly probes = new WeakSet<ApacheRequest>();
+  private probing = 0;
+  /** The other workers' counters, for the metrics path (peers.ts). */
+  private peers: Peers | undefined;
 
   constructor(
     readonly handler: Handler,
@@ -101,6 +148,30 @@ export class Worker implements ConnectionHost, Responder {
     this.requestTimeoutMs = opts.requestTimeoutMs;
     this.lifecycle = new Lifecycle(this.log);
     this.hasLog = typeof handler.log === 'function';
+    const o = opts;
+    if (o.maxHeapBytes || o.healthPath || o.metricsPath || o.serverTiming) {
+      const ops = new Operations({
+        requestTimeoutMs: 0,
+        maxInflight: 0,
+        maxRequests: 0,
+        maxHeapBytes: o.maxHeapBytes ?? 0,
+        healthPath: o.healthPath,
+        metricsPath: o.metricsPath,
+        metricsPublic: o.metricsPublic ?? false,
+        serverTiming: o.serverTiming ?? false,
+      });
+      ops.ready = true; // a Worker exists once init has run
+      ops.onRecycle = (why) => {
+        this.log(`recycled: ${why}; draining (mod_tsgi starts a new worker)`);
+        void this.drain('recycle');
+      };
+      this.ops = ops;
+      if (o.metricsPath) {
+        const peers = (this.peers = Peers.open(o.opsDir, ops));
+        if (peers) ops.poolMetrics = () => Promise.resolve(peers.metrics());
+      }
+    }
+    this.pipeline = o.serverTiming ? timedHandler(handler) : handler;
   }
 
   listen(): Promise<void> {
@@ -135,19 +206,29 @@ export class Worker implements ConnectionHost, Responder {
       return;
     }
     const o = this.opts;
+    const ops = this.ops;
+    if (ops?.probes && m.phase === Phase.FULL) {
+      const q = m.uri.indexOf('?');
+      const probe = ops.probe(q < 0 ? m.uri : m.uri.slice(0, q));
+      // Before admission: a probe is never shed.
+      if (probe) {
+        this.probe(conn, m, body, probe);
+        return;
+      }
+    }
     if (o.maxInflight > 0 && this.lifecycle.inflight >= o.maxInflight) {
-      this.refuse(conn, body, `${this.lifecycle.inflight} requests in flight (max ${o.maxInflight})`);
+      this.refuse(conn, body, `${this.lifecycle.inflight} requests in flight (max ${o.maxInflight})`, m);
       return;
     }
     if (o.queueTimeoutMs > 0 && Date.now() - m.startUs / 1000 > o.queueTimeoutMs) {
-      this.refuse(conn, body, `request waited longer than queue-timeout (${o.queueTimeoutMs / 1000} s)`);
+      this.refuse(conn, body, `request waited longer than queue-timeout (${o.queueTimeoutMs / 1000} s)`, m);
       return;
     }
     const target = requestTarget(m);
     this.lifecycle.begin();
     const refused = 'status' in target;
     const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
-    const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target, ctx, this.hasLog ? performance.now() : 0);
+    const req = new ApacheRequest(m, body, refused ? { authority: 'localhost', path: '/' } : target, ctx, this.hasLog || ops?.counts ? performance.now() : 0);
     conn.begin(req);
     if (refused) {
       // Refused before any hook runs, as Node and nginx refuse it while parsing.
@@ -155,7 +236,7 @@ export class Worker implements ConnectionHost, Responder {
       respond(conn, req, plainResponse(400, BAD_REQUEST_TEXT), this);
       return;
     }
-    const out = runPhase(this.handler, PHASES[m.phase]!, req as unknown as Request, ctx, this.log, DONE[(m.flags >> 2) & 3]);
+    const out = runPhase(this.pipeline, PHASES[m.phase]!, req as unknown as Request, ctx, this.log, DONE[(m.flags >> 2) & 3]);
     // runPhase never rejects; a synchronous handler answers without a promise hop.
     if (out instanceof Promise) void out.then((res) => this.answer(conn, req, res));
     else this.answer(conn, req, out);
@@ -174,10 +255,36 @@ export class Worker implements ConnectionHost, Responder {
     this.finished(conn, req, 0, 0);
   }
 
-  private refuse(conn: Connection, body: BodySource | null, why: string): void {
+  private refuse(conn: Connection, body: BodySource | null, why: string, m: RequestMsg): void {
     body?.cancel();
     this.log(`refusing a request: ${why}`);
     conn.sendError(503, 1, why);
+    if (this.ops) {
+      this.syncGauge();
+      this.ops.finished(503, Date.now() - m.startUs / 1000);
+      this.peers?.changed();
+    }
+  }
+
+  /** Admission is the worker's own check, not core's: the in-flight gauge is copied from the lifecycle (probes aside). */
+  private syncGauge(): void {
+    this.ops!.admission.inflight = this.lifecycle.inflight - this.probing;
+  }
+
+  /** A health or metrics probe: core's Operations answers it, before admission, uncounted. */
+  private probe(conn: Connection, m: RequestMsg, body: BodySource | null, probe: Probe): void {
+    const ops = this.ops!;
+    const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
+    const req = new ApacheRequest(m, body, { authority: 'localhost', path: '/' }, ctx);
+    this.probes.add(req);
+    this.probing++;
+    this.lifecycle.begin();
+    conn.begin(req);
+    this.syncGauge();
+    void ops.answer(probe, m.clientIp).then((a) => {
+      const headers: [string, string][] = [['content-type', a.type], ['cache-control', 'no-store'], ...(a.headers ?? [])];
+      respond(conn, req, new Response(a.body, { status: a.status, headers }), this);
+    });
   }
 
   private logPhase(m: RequestMsg): void {
@@ -195,6 +302,12 @@ export class Worker implements ConnectionHost, Responder {
   finished(conn: Connection, req: ApacheRequest, status: number, bytes: number): void {
     this.lifecycle.end();
     conn.done(req);
+    if (this.probes.delete(req)) {
+      this.probing--;
+      return;
+    }
+    // An access phase that let the request go on (status 0) is not an answer: the content phase counts it.
+    if (this.ops?.counts && (status > 0 || req._m.phase === Phase.FULL)) this.count(req, status);
     if (this.hasLog && req._m.phase === Phase.FULL) {
       const ctx = req._ctx;
       runLog(
@@ -206,8 +319,30 @@ export class Worker implements ConnectionHost, Responder {
     }
     if (++this.served === this.opts.maxRequests) {
       this.log(`served ${this.served} requests (max-requests): recycling`);
-      void this.drain();
+      void this.drain('recycle');
     }
+  }
+
+  /** Apache's request-timeout answered `ex` with 504. */
+  timedOut(ex: Exchange): void {
+    if (this.ops?.counts && ex instanceof ApacheRequest) this.count(ex, 504);
+  }
+
+  private count(req: ApacheRequest, status: number): void {
+    if (this.counted.has(req)) return;
+    this.counted.add(req);
+    this.syncGauge();
+    this.ops!.finished(status, Date.now() - req._m.startUs / 1000);
+    this.peers?.changed();
+  }
+
+  /** The response with Server-Timing: queue (from Apache's arrival to this worker), auth, fetch. */
+  wire(req: ApacheRequest, raw: RawResponse): RawResponse {
+    if (!this.opts.serverTiming || this.probes.has(req)) return raw;
+    const fetchAll = performance.now() - req._start;
+    const auth = authMs(req._ctx);
+    const queueMs = Date.now() - fetchAll - req._m.startUs / 1000;
+    return { ...raw, headers: [...raw.headers, 'server-timing', serverTimingValue({ queueMs, authMs: auth, fetchMs: fetchAll - (auth ?? 0) })] };
   }
 
   /**
@@ -217,9 +352,11 @@ export class Worker implements ConnectionHost, Responder {
    * waitUntil work drain, what is left at graceful-timeout is cut, `close` runs,
    * and the process exits 0.
    */
-  async drain(): Promise<void> {
+  async drain(why: RestartReason = 'reload'): Promise<void> {
     if (this.draining) return;
     this.draining = true;
+    if (this.ops) this.ops.draining = true;
+    this.peers?.changed();
     const deadline = Date.now() + this.opts.gracefulTimeoutMs;
     const drained = await shutdown({
       stopAccepting: () => this.letGo(deadline),
@@ -234,6 +371,7 @@ export class Worker implements ConnectionHost, Responder {
       log: this.log,
     });
     if (!drained) this.log(`graceful-timeout (${this.opts.gracefulTimeoutMs / 1000} s) reached with work still pending`);
+    this.peers?.leave(why);
     process.exit(0);
   }
 

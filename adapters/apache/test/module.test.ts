@@ -452,7 +452,7 @@ describe('directive validation', () => {
   const daemon = `TsgiDaemon app handler=h.mjs worker=${root}/fake-worker.mjs`;
 
   it('accepts a complete configuration', () => {
-    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M user=www-data group=www-data clear-env env=DATABASE_URL env=TZ
+    const r = check(`${daemon} processes=2 max-requests=100 max-inflight=10 request-timeout=2.5 queue-timeout=5 connect-timeout=1 graceful-timeout=3 max-body=8M max-heap=512M health=/healthz metrics=/metrics metrics-public server-timing user=www-data group=www-data clear-env env=DATABASE_URL env=TZ
 <Location /a>
   SetHandler tsgi
   TsgiDaemonName app
@@ -472,6 +472,9 @@ describe('directive validation', () => {
     ['a negative timeout', `${daemon} request-timeout=-1`, /request-timeout=-1 is not a number of seconds/],
     ['a bad size suffix', `${daemon} max-body=12Q`, /max-body=12Q is not a size/],
     ['an unknown option', `${daemon} colour=blue`, /unknown option 'colour'/],
+    ['a bad max-heap', `${daemon} max-heap=lots`, /max-heap=lots is not a size/],
+    ['a health path without /', `${daemon} health=healthz`, /health=healthz is not a URL path starting with \//],
+    ['a metrics path without /', `${daemon} metrics=m`, /metrics=m is not a URL path starting with \//],
     ['an option without a value', `${daemon} processes`, /expected key=value, got 'processes'/],
     ['a missing node', `${daemon} node=/nope/node`, /node executable not found: \/nope\/node/],
     ['an unknown user', `${daemon} user=no-such-user-tsgi`, /unknown user 'no-such-user-tsgi'/],

@@ -28,7 +28,7 @@ const DB_DOWN = 'database at 10.0.0.1 unreachable';
 const home = (user: string) => spawnSync('getent', ['passwd', user], { encoding: 'utf8' }).stdout.split(':')[5]!;
 const cwdOf = (pid: number) => readlinkSync(`/proc/${pid}/cwd`);
 const contract = (env: Record<string, string>) => Object.keys(env).filter((k) => k.startsWith('TSGI_')).sort();
-const CONTRACT = ['TSGI_DAEMON', 'TSGI_GRACEFUL_TIMEOUT', 'TSGI_HANDLER', 'TSGI_LISTEN_FD', 'TSGI_MAX_BODY', 'TSGI_MAX_INFLIGHT',
+const CONTRACT = ['TSGI_DAEMON', 'TSGI_GRACEFUL_TIMEOUT', 'TSGI_HANDLER', 'TSGI_LISTEN_FD', 'TSGI_MAX_BODY', 'TSGI_MAX_HEAP', 'TSGI_MAX_INFLIGHT',
   'TSGI_MAX_REQUESTS', 'TSGI_QUEUE_TIMEOUT', 'TSGI_REQUEST_TIMEOUT', 'TSGI_SECRET_FD', 'TSGI_STATUS_FD', 'TSGI_WORKER_INDEX'];
 
 function expectIdentity(env: Record<string, string>, pid: number): void {
