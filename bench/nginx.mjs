@@ -117,7 +117,9 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
           `upstream raw_node { server unix:${rawSock}; keepalive 64; }`,
         ].join('\n'),
         extraServer: [
-          `location = /njs { js_content hand.hello; }`,
+          // postpone_output 0 as in the tsgi location (config.ts, for streamed chunks): both njs handlers then write the head and
+          // body in two writev calls, as they did while it sat at http level (moved into the location by 300b661)
+          `location = /njs { postpone_output 0; js_content hand.hello; }`,
           `location = /return { default_type 'text/plain;charset=UTF-8'; return 200 'Hello, world!\\n'; }`,
           `location = /workers {\n  proxy_pass http://tsgi_workers;\n  proxy_set_header X-Tsgi-Phase "";\n${proxy}\n}`,
           `location = /raw {\n  proxy_pass http://raw_node;\n${proxy}\n}`,
