@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { accessLogLine, timeLocal } from '@tsgi/core/node';
-import { startTsgi, waitFor, type RunningTsgi } from '@tsgi/conformance/testing';
+import { freePort, startTsgi, waitFor, type RunningTsgi } from '@tsgi/conformance/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsgi-access-log-test-'));
 chmodSync(dir, 0o755);
@@ -38,21 +38,25 @@ describe('access log', () => {
     expect(accessLogLine({ ip: '', method: 'GET', target: '/\u00e9\n', httpVersion: '1.1', status: 200, bytes: 3, durationMs: 0, at })).toContain('"GET /\\xE9\\x0A HTTP/1.1"');
   });
 
-  it('tsgi serve prints the line tsgi nginx run prints, on stdout', { timeout: 120_000 }, async () => {
+  it('tsgi serve, tsgi nginx run and tsgi apache run print the same line, on stdout', { timeout: 120_000 }, async () => {
     const serve = await startTsgi(['serve', handler, '--port', '0']);
     const nginx = await startTsgi(['nginx', 'run', handler, '--port', '0']);
+    const apache = await startTsgi(['apache', 'run', handler, '--port', String(await freePort())]);
     try {
-      await ask(serve, '/x?q=1');
-      await ask(nginx, '/x?q=1');
-      await waitFor(() => serve.stdout().includes('\n') && nginx.stdout().includes('\n'), 10_000, 'both access log lines');
+      for (const s of [serve, nginx, apache]) await ask(s, '/x?q=1');
+      await waitFor(() => [serve, nginx, apache].every((s) => s.stdout().includes('\n')), 10_000, 'the three access log lines');
       const [a] = serve.stdout().trim().split('\n');
       const [b] = nginx.stdout().trim().split('\n');
+      const [c] = apache.stdout().trim().split('\n');
       expect(a).toMatch(LINE);
+      expect(c).toMatch(LINE);
       expect(shape(a!)).toBe(shape(b!));
+      expect(shape(c!)).toBe(shape(b!));
       expect(serve.stderr()).not.toContain('GET /x');
     } finally {
       await serve.stop();
       await nginx.stop();
+      await apache.stop();
     }
   });
 

@@ -23,6 +23,16 @@ import { DEFAULT_MPM, serverConf, snippet, type DaemonOptions } from './config.j
 import { install, installedPaths, isInstalled, type Installed } from './install.js';
 import { MsgType } from './protocol.js';
 
+/**
+ * An Apache access log line as nginx writes it: the last field, Apache's %D (microseconds), in seconds
+ * ($request_time), and Apache's escapes (`\"`, `\\`, `\xhh`) as nginx's (`\x22`, `\x5C`, `\xHH`).
+ */
+export function secondsLast(line: string): string {
+  const m = /^(.* )(\d+)$/.exec(line);
+  const text = m ? `${m[1]}${(Number(m[2]) / 1e6).toFixed(3)}` : line;
+  return text.replace(/\\(["\\]|x[0-9a-f]{2})/g, (_, c: string) => (c === '"' ? '\\x22' : c === '\\' ? '\\x5C' : `\\x${c.slice(1).toUpperCase()}`));
+}
+
 /** The worker script shipped with this package (dist/worker.js). */
 export const WORKER_SCRIPT = fileURLToPath(new URL('./worker.js', import.meta.url));
 
@@ -298,7 +308,9 @@ async function run(argv: string[]): Promise<number> {
       // unlike piped loggers. The error log is held back until a worker is ready: a worker that
       // cannot start then gives its reason as the one line (decision 9).
       const errorLog = site.fifo('run/error.fifo', 'stderr', { hold: true });
-      const accessLog = v['no-access-log'] ? undefined : site.fifo('run/access.fifo', 'stdout');
+      // Apache cannot print a duration in fractional seconds: its %D (µs) becomes nginx's $request_time
+      // here, so every private server (and tsgi serve) prints the same line.
+      const accessLog = v['no-access-log'] ? undefined : site.fifo('run/access.fifo', 'stdout', { line: secondsLast });
       const account: Account | undefined = site.account;
       const daemon = daemonFrom(v, app, app, { user: account?.name, group: account?.group });
       const mpm = { ...DEFAULT_MPM };

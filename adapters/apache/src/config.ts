@@ -196,7 +196,7 @@ export function serverConf(o: ServerOptions): string {
     `LogLevel ${o.logLevel ?? 'warn'}`,
     ...(o.accessLog === false
       ? []
-      : [`LogFormat "%a %l %u %t \\"%r\\" %>s %b %D" tsgi`, `CustomLog ${quote(o.accessLogFile ?? '/dev/stdout')} tsgi`]),
+      : [`LogFormat "%a - %u %t \\"%r\\" %>s %B \\"%{Referer}i\\" \\"%{User-Agent}i\\" %D" tsgi`, `CustomLog ${quote(o.accessLogFile ?? '/dev/stdout')} tsgi`]),
     `Timeout 60`,
     // Apache's defaults for mod_reqtimeout, spelled out: a head must arrive within 20 s
     // (40 s at most while it comes at 500 bytes/s or more), a body at 500 bytes/s.

@@ -145,7 +145,7 @@ export interface Site {
    * lines are copied to our stdout or stderr. `hold`: kept back until the
    * server is ready and scanned for the launch's `startFailure`.
    */
-  fifo(name: string, to: 'stdout' | 'stderr', opts?: { hold?: boolean }): string;
+  fifo(name: string, to: 'stdout' | 'stderr', opts?: { hold?: boolean; line?: (line: string) => string }): string;
   /** One line unless the worker user can read `file`. */
   assertReadable(file: string): void;
   /** One line unless the worker user can run `file` and reach it. */
@@ -219,12 +219,15 @@ class Relay {
   private sock: Socket;
   private wfd: number;
   held: Buffer[] | null;
+  /** With a line rewrite: the part of the last chunk after its last newline. */
+  private partial = '';
 
   constructor(
     path: string,
     private out: NodeJS.WriteStream,
     hold: boolean,
     private onHeld: (text: string) => void,
+    private line?: (line: string) => string,
   ) {
     if (spawnSync('mkfifo', ['-m', '0600', path]).status !== 0) throw new StartupError(`cannot create the FIFO ${path} (mkfifo)`);
     // Our own write end: the server reopening its log (a restart) never makes us read EOF.
@@ -234,10 +237,21 @@ class Relay {
     this.sock.on('error', () => {});
     this.held = hold ? [] : null;
     this.sock.on('data', (d: Buffer) => {
+      if (this.line) return this.rewrite(d);
       if (!this.held) return void this.out.write(d);
       this.held.push(d);
       this.onHeld(Buffer.concat(this.held).toString('utf8'));
     });
+  }
+
+  /** Whole lines only, each rewritten (a server's log line into the common format). */
+  private rewrite(d: Buffer): void {
+    const text = this.partial + d.toString('latin1');
+    const end = text.lastIndexOf('\n');
+    this.partial = text.slice(end + 1);
+    if (end < 0) return;
+    const lines = text.slice(0, end).split('\n').map((l) => this.line!(l));
+    this.out.write(Buffer.from(lines.join('\n') + '\n', 'latin1'));
   }
 
   release(): void {
@@ -402,7 +416,7 @@ class PrivateRun {
       },
       fifo: (name, to, opts) => {
         const p = join(dir, name);
-        this.relays.push(new Relay(p, to === 'stdout' ? process.stdout : process.stderr, opts?.hold === true, this.onHeld));
+        this.relays.push(new Relay(p, to === 'stdout' ? process.stdout : process.stderr, opts?.hold === true, this.onHeld, opts?.line));
         return p;
       },
       assertReadable: (file) => {
