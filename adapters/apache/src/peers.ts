@@ -9,9 +9,9 @@
  * left says why in its file, so its counters still count and the restarts
  * are known.
  */
-import { lstatSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { mergeSnapshots, renderPrometheus, type MetricsSnapshot, type Operations, type PoolFigures, type RestartReason } from '@tsgi/core/node';
+import { mergeSnapshots, renderPrometheus, writeFileBeside, type MetricsSnapshot, type Operations, type PoolFigures, type RestartReason } from '@tsgi/core/node';
 
 /** One worker's file. */
 interface PeerFile {
@@ -68,10 +68,8 @@ export class Peers {
 
   private write(left?: RestartReason): void {
     const f: PeerFile = { stats: this.ops.snapshot(), state: this.ops.draining ? 'draining' : 'ready', left };
-    const tmp = `${this.file}.tmp`;
     try {
-      writeFileSync(tmp, JSON.stringify(f), { mode: 0o600 });
-      renameSync(tmp, this.file);
+      writeFileBeside(this.file, JSON.stringify(f), 0o600);
     } catch {
       // Apache is stopping (it removes the directory): nothing to share any more
     }

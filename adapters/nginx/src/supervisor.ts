@@ -11,9 +11,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, unlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_GRACEFUL_MS, STALL_GRACE_MS, WorkerPool, bindUnixHandle, startupReason, type ListenHandle, type OpsSettings, type PoolWorker } from '@tsgi/core/node';
+import { DEFAULT_GRACEFUL_MS, STALL_GRACE_MS, WorkerPool, bindUnixHandle, startupReason, writeFileBeside, type ListenHandle, type OpsSettings, type PoolWorker } from '@tsgi/core/node';
 import type { WorkerConfig } from './worker.js';
 
 /** A slot's socket: its path (nginx's config lists them), and closing it removes the file. */
@@ -194,9 +194,7 @@ export class Supervisor {
   private writeState(): void {
     if (!this.o.stateFile) return;
     // Written beside, then renamed: a reader never sees a half-written file.
-    const tmp = `${this.o.stateFile}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
-    renameSync(tmp, this.o.stateFile);
+    writeFileBeside(this.o.stateFile, JSON.stringify({ pids: this.pids, sockets: this.sockets, respawns: this.respawns }) + '\n');
   }
 
   /** Starts the workers; rejects with the one line (the worker's own reason) when the first cannot start. */

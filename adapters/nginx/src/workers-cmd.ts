@@ -16,7 +16,7 @@
  * drain (nginx is not reloaded). SIGTERM/SIGINT: the workers drain and run `close`; a second SIGINT: at once.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stop as stopEsbuild } from 'esbuild';
@@ -30,6 +30,7 @@ import {
   workerAccount,
   type Account,
   type CommandSpec,
+  writeFileBeside,
 } from '@tsgi/core/node';
 import { SECRET_FILE } from './config.js';
 import { Supervisor, stableSocketPath } from './supervisor.js';
@@ -111,10 +112,7 @@ function secretOf(dir: string): { secret: string; made: boolean } {
     /* missing: made below */
   }
   const secret = randomBytes(32).toString('hex');
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `proxy_set_header X-Tsgi-Secret ${secret};\n`, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, file);
+  writeFileBeside(file, `proxy_set_header X-Tsgi-Secret ${secret};\n`, 0o600);
   return { secret, made: true };
 }
 

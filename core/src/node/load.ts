@@ -11,12 +11,11 @@ import {
   readFileSync,
   readSync,
   readdirSync,
-  renameSync,
   rmSync,
   statSync,
   unlinkSync,
-  writeFileSync,
 } from 'node:fs';
+import { writeFileBeside } from './files.js';
 import { isBuiltin } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
@@ -249,9 +248,7 @@ export async function compileHandler(path: string): Promise<Compiled> {
   const target = join(dir, name);
   if (!existsSync(target)) {
     // Written aside and renamed: another worker importing the same name never reads half a file.
-    const tmp = `${target}.${process.pid}.tmp`;
-    writeFileSync(tmp, text, { mode: 0o600 });
-    renameSync(tmp, target);
+    writeFileBeside(target, text, 0o600);
   }
   if (cache) prune(dir, name, prefix);
   return { file: target, dispose };
