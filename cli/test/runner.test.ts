@@ -316,9 +316,9 @@ describe('signals', () => {
   });
 });
 
-/** The `tsgi` commands started with TMPDIR=tmp. */
+/** The `tsgi` command started with TMPDIR=tmp: not a child it forked (between fork and exec a child still shows the command's cmdline and environment). */
 function pidsWithTmp(tmp: string): number[] {
-  return readdirSync('/proc')
+  const matched = readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .filter((p) => {
       try {
@@ -329,6 +329,17 @@ function pidsWithTmp(tmp: string): number[] {
       }
     })
     .map(Number);
+  return matched.filter((p) => !matched.includes(parentOf(p)));
+}
+
+function parentOf(pid: number): number {
+  try {
+    // The field after the parenthesised command name: state, then the parent's pid.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return 0;
+  }
 }
 
 describe('tsgi nginx run --log-level', () => {

@@ -214,6 +214,16 @@ const FAST_STOP_MS = 30_000;
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((f) => existsSync(f));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** mkfifo(1), tried again if a signal meant for us (a hang-up sent to the whole group while starting) killed it. */
+function makeFifo(path: string): void {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const r = spawnSync('mkfifo', ['-m', '0600', path]);
+    if (r.status === 0) return;
+    if (!r.signal) break;
+  }
+  throw new StartupError(`cannot create the FIFO ${path} (mkfifo)`);
+}
+
 /** A log FIFO copied to one of our streams. */
 class Relay {
   private sock: Socket;
@@ -229,7 +239,7 @@ class Relay {
     private onHeld: (text: string) => void,
     private line?: (line: string) => string,
   ) {
-    if (spawnSync('mkfifo', ['-m', '0600', path]).status !== 0) throw new StartupError(`cannot create the FIFO ${path} (mkfifo)`);
+    makeFifo(path);
     // Our own write end: the server reopening its log (a restart) never makes us read EOF.
     const rfd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     this.wfd = openSync(path, constants.O_WRONLY);
