@@ -1,6 +1,6 @@
 // The private-server runner's pieces (core/src/node/host.ts) on their own; the runner
 // itself runs real servers in cli/test/runner.test.ts.
-import { chmodSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, cpSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimPort, hostPort, lookupGroup, lookupUser, workerAccount } from '@tsgi/core/node';
 import { createLocalUser, removeLocalUser, runAsUser } from '@tsgi/conformance/testing';
+import { Relay } from '../src/node/host.js';
 
 const isRoot = process.getuid?.() === 0;
 const OTHER = 'tsgi-t-run';
@@ -95,5 +96,41 @@ describe('claimPort', () => {
   it('hostPort brackets IPv6 addresses', () => {
     expect(hostPort('::1', 80)).toBe('[::1]:80');
     expect(hostPort('127.0.0.1', 80)).toBe('127.0.0.1:80');
+  });
+});
+
+describe('Relay (a server log FIFO copied to one of our streams)', () => {
+  const collect = (): { out: NodeJS.WriteStream; text: () => string } => {
+    const chunks: Buffer[] = [];
+    const out = { write: (d: Buffer) => chunks.push(Buffer.from(d)) } as unknown as NodeJS.WriteStream;
+    return { out, text: () => Buffer.concat(chunks).toString('latin1') };
+  };
+  const writeTo = (path: string, text: string): void => {
+    const fd = openSync(path, 'w');
+    writeSync(fd, text);
+    closeSync(fd);
+  };
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+
+  it('with a line rewrite: whole lines rewritten, held until released, an unterminated last line shown at close', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsgi-relay-'));
+    try {
+      const { out, text } = collect();
+      const held: string[] = [];
+      const relay = new Relay(join(dir, 'log'), out, true, (t) => held.push(t), (l) => l.toUpperCase());
+      writeTo(join(dir, 'log'), 'one\ntw');
+      await settle();
+      expect(text()).toBe('');
+      expect(held.at(-1)).toBe('ONE\n');
+      relay.release();
+      expect(text()).toBe('ONE\n');
+      writeTo(join(dir, 'log'), 'o\nthree');
+      await settle();
+      expect(text()).toBe('ONE\nTWO\n');
+      relay.close();
+      expect(text()).toBe('ONE\nTWO\nTHREE\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -224,8 +224,8 @@ function makeFifo(path: string): void {
   throw new StartupError(`cannot create the FIFO ${path} (mkfifo)`);
 }
 
-/** A log FIFO copied to one of our streams. */
-class Relay {
+/** A log FIFO copied to one of our streams (exported for its test). */
+export class Relay {
   private sock: Socket;
   private wfd: number;
   held: Buffer[] | null;
@@ -246,12 +246,13 @@ class Relay {
     this.sock = new Socket({ fd: rfd, readable: true, writable: false });
     this.sock.on('error', () => {});
     this.held = hold ? [] : null;
-    this.sock.on('data', (d: Buffer) => {
-      if (this.line) return this.rewrite(d);
-      if (!this.held) return void this.out.write(d);
-      this.held.push(d);
-      this.onHeld(Buffer.concat(this.held).toString('utf8'));
-    });
+    this.sock.on('data', (d: Buffer) => (this.line ? this.rewrite(d) : this.emit(d)));
+  }
+
+  private emit(d: Buffer): void {
+    if (!this.held) return void this.out.write(d);
+    this.held.push(d);
+    this.onHeld(Buffer.concat(this.held).toString('utf8'));
   }
 
   /** Whole lines only, each rewritten (a server's log line into the common format). */
@@ -261,7 +262,7 @@ class Relay {
     this.partial = text.slice(end + 1);
     if (end < 0) return;
     const lines = text.slice(0, end).split('\n').map((l) => this.line!(l));
-    this.out.write(Buffer.from(lines.join('\n') + '\n', 'latin1'));
+    this.emit(Buffer.from(lines.join('\n') + '\n', 'latin1'));
   }
 
   release(): void {
@@ -270,6 +271,9 @@ class Relay {
   }
 
   close(): void {
+    // A last line the server did not end (it died mid-write) is still shown.
+    if (this.line && this.partial) this.emit(Buffer.from(this.line(this.partial) + '\n', 'latin1'));
+    this.partial = '';
     this.sock.destroy();
     try {
       closeSync(this.wfd);
