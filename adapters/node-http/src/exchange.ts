@@ -380,7 +380,7 @@ export class Exchange {
     this.ended = true;
     const host = this.host;
     host.lifecycle.end();
-    if (host.ops) opsEnded(this, host.ops);
+    if (this.deadline) opsEnded(this);
     if (host.accessLog) host.logAccess(this.req, this.res, status, bytes, this.ctx.user, this.start);
     if (!host.hasLog) return;
     const run = (): void =>
