@@ -64,6 +64,8 @@ export const CONF = {
     out: OUT,
     preload: commonOptions.preload,
     'socket-dir': SOCKET_DIR,
+    // workers: nginx's proxy_read_timeout outlasts the workers' deadline (give what tsgi nginx workers gets).
+    'request-timeout': commonOptions['request-timeout'],
     part: {
       type: 'string',
       value: 'PART',
@@ -135,7 +137,8 @@ function cmdConf(argv: string[]): number {
   const dir = v['socket-dir'];
   const n = v.workers ?? 0;
   // The paths `tsgi nginx workers` makes: one socket per slot and the secret include.
-  const workersCommand = `tsgi nginx workers ${args[0]!} --socket-dir ${dir} --processes ${n} --user www-data`;
+  const timeout = v['request-timeout'] !== DEFAULT_OPS.requestTimeoutMs ? ` --request-timeout ${v['request-timeout']}ms` : '';
+  const workersCommand = `tsgi nginx workers ${args[0]!} --socket-dir ${dir} --processes ${n} --user www-data${timeout}`;
   process.stdout.write(
     snippet({
       mode,
@@ -146,6 +149,7 @@ function cmdConf(argv: string[]): number {
       bundle: join(buildDir, 'tsgi.js'),
       preload: preloads(v.preload),
       sockets: n ? Array.from({ length: n }, (_, i) => stableSocketPath(dir, i)) : undefined,
+      readTimeout: nginxReadTimeout(v['request-timeout']),
       secretFile: n ? join(dir, SECRET_FILE) : undefined,
       // A system nginx logs at http level already: embedded mode's location logs itself, in the tsgi format, instead.
       locationAccessLog: mode === 'embedded' ? DEBIAN_ACCESS_LOG : undefined,

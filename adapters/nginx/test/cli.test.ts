@@ -114,6 +114,19 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('auth_request /_tsgi_auth;');
   });
 
+  it('workers: --request-timeout keeps nginx waiting past the workers\' deadline and their stall limit, and goes into the printed workers command', async () => {
+    const long = await runCli(['nginx', 'conf', hello, '--workers', '1', '--request-timeout', '10m']);
+    expect(long.code, long.stderr).toBe(0);
+    expect(long.stdout).toContain('proxy_read_timeout 613s;');
+    expect(long.stdout).toContain('--request-timeout 600000ms');
+    const usual = await runCli(['nginx', 'conf', hello, '--workers', '1']);
+    expect(usual.stdout).toContain('proxy_read_timeout 300s;');
+    expect(usual.stdout).not.toContain('--request-timeout');
+    const bad = await runCli(['nginx', 'conf', hello, '--workers', '1', '--request-timeout', 'x']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe("tsgi nginx: --request-timeout must be a duration (seconds, or with ms, s, m or h), got 'x'");
+  });
+
   it('--preload gives js_preload_object', async () => {
     const json = join(fixturesDir, 'config.json');
     const r = await runCli(['nginx', 'conf', hello, '--preload', `appConfig=${json}`]);

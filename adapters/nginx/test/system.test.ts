@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alive, createLocalUser, freePort, removeLocalUser, runCli, startCli, uidOf, waitFor, type RunningCli } from '@tsgi/conformance/testing';
 import { fixturesDir } from './helpers.js';
+import { parsePrometheus } from '@tsgi/core/node';
 import { nginxBinary } from '../src/nginx.js';
 
 const root = process.getuid?.() === 0;
 const hello = join(fixturesDir, 'hello.ts');
 const probe = join(fixturesDir, 'probe.ts');
+const hang = join(fixturesDir, 'hang.ts');
 const USER = 'tsgisys';
 
 let base: string;
@@ -179,6 +181,38 @@ describe.runIf(root)('tsgi nginx workers behind a system nginx (Debian layout)',
     }
   }, 180_000);
 
+  it('the operations options, as tsgi nginx run --workers takes them: --request-timeout 1s gives 504, --metrics Prometheus text (issue 12)', async () => {
+    const dir = join(base, 'ops');
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    const sockets = join(dir, 'run');
+    const port = await freePort();
+    const { http, server } = await parts([hang, '--workers', '1', '--socket-dir', sockets, '--request-timeout', '1s']);
+    const conf = debianCopy(dir, port, http, server);
+    const ops = ['--request-timeout', '1s', '--metrics', '/metrics', '--health', '/healthz'];
+    const workers = await startCli(['nginx', 'workers', hang, '--socket-dir', sockets, '--processes', '1', '--user', USER, ...ops], READY);
+    let nginx: ChildProcess | undefined;
+    try {
+      nginx = await startNginx(dir, conf, port);
+      const count = async (status: string): Promise<number> => {
+        const m = await get(port, '/metrics');
+        expect(m.status).toBe(200);
+        return parsePrometheus(m.body).find((x) => x.name === 'tsgi_requests_total' && x.labels.status === status)?.value ?? 0;
+      };
+      const before = await count('200');
+      // The workers' deadline (nginx's own proxy_read_timeout is 300 s, past this test's time limit).
+      const timedOut = await get(port, '/hang');
+      expect(timedOut.status).toBe(504);
+      expect(await get(port, '/')).toEqual({ status: 200, body: 'ok\n' });
+      expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
+      expect(await count('504')).toBe(1);
+      expect(await count('200')).toBe(before + 1);
+    } finally {
+      await stopNginx(nginx);
+      await workers.stop();
+    }
+  }, 120_000);
+
   it('bad input: one line, nothing started', async () => {
     const dir = join(base, 'bad');
     mkdirSync(dir);
@@ -192,6 +226,15 @@ describe.runIf(root)('tsgi nginx workers behind a system nginx (Debian layout)',
       const r = await runCli(args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr.trim().split('\n')[0]).toMatch(line);
+    }
+    // The operations options: the same one line as tsgi nginx run --workers gives (one parser entry each).
+    for (const bad of [['--request-timeout', 'soon'], ['--max-inflight', 'x'], ['--max-heap', 'lots'], ['--metrics', 'metrics'], ['--queue-timeout', '2d']]) {
+      const [w, r] = await Promise.all([runCli(['nginx', 'workers', hello, ...bad]), runCli(['nginx', 'run', hello, '--workers', '1', '--port', '1', ...bad])]);
+      expect(w.code, bad.join(' ')).toBe(1);
+      const line = w.stderr.trim().split('\n');
+      expect(line, bad.join(' ')).toHaveLength(1);
+      expect(line[0]).toMatch(new RegExp(`^tsgi nginx: ${bad[0]} must be `));
+      expect(line).toEqual(r.stderr.trim().split('\n'));
     }
     // A socket dir someone else owns is refused (they could swap the include nginx's master reads).
     const theirs = join(dir, 'theirs');
