@@ -76,18 +76,22 @@ async function stopNginx(proc: ChildProcess | undefined): Promise<void> {
   clearTimeout(t);
 }
 
-function get(port: number, path: string, socketPath?: string): Promise<{ status: number; body: string }> {
+/** GET `path` (Host example.test) on one connection: status, body and headers. */
+function getFull(port: number, path: string, socketPath?: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((res, rej) => {
     const req = httpRequest({ host: '127.0.0.1', port, path, socketPath, agent: false, headers: { host: 'example.test' } }, (r) => {
       let body = '';
       r.setEncoding('utf8');
       r.on('data', (d) => (body += d));
-      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
+      r.on('end', () => res({ status: r.statusCode ?? 0, body, headers: r.headers }));
     });
     req.on('error', rej);
     req.end();
   });
 }
+
+const get = (port: number, path: string, socketPath?: string): Promise<{ status: number; body: string }> =>
+  getFull(port, path, socketPath).then(({ status, body }) => ({ status, body }));
 
 async function parts(args: string[]): Promise<{ http: string; server: string }> {
   const [h, s] = await Promise.all(['http', 'server'].map((p) => runCli(['nginx', 'conf', ...args, '--part', p])));
@@ -269,6 +273,31 @@ describe.runIf(root)('tsgi nginx conf (embedded) on a system nginx (Debian layou
       await waitFor(() => readFileSync(join(dir, 'log', 'access.log'), 'utf8').includes('/once-logged'), 10_000, 'logged');
       const lines = readFileSync(join(dir, 'log', 'access.log'), 'utf8').split('\n').filter((l) => l.includes('/once-logged'));
       expect(lines).toHaveLength(1);
+    } finally {
+      await stopNginx(nginx);
+    }
+  }, 120_000);
+
+  it('tsgi nginx build --request-timeout --server-timing: the bundle answers a never-answering handler 504 at its deadline, with Server-Timing (issue 12)', async () => {
+    const dir = join(base, 'embedded-ops');
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    const build = join(dir, 'build');
+    const b = await runCli(['nginx', 'build', hang, '-o', build, '--request-timeout', '1s', '--server-timing']);
+    expect(b.code, b.stderr).toBe(0);
+    const port = await freePort();
+    const { http, server } = await parts([hang, '-o', build]);
+    const nginx = await startNginx(dir, debianCopy(dir, port, http, server), port);
+    try {
+      // Without the deadline njs ends a request whose promise never settles at once, with nginx's 500.
+      const r = await getFull(port, '/hang');
+      expect(r.status).toBe(504);
+      expect(r.body).toBe('Gateway Timeout\n');
+      expect(r.headers['content-type']).toBe('text/plain;charset=UTF-8');
+      await waitFor(() => readFileSync(join(dir, 'log', 'error.log'), 'utf8').includes('request-timeout (1 s) reached before the response: 504'), 10_000, 'the timeout logged');
+      const ok = await getFull(port, '/');
+      expect(ok.status).toBe(200);
+      expect(ok.headers['server-timing']).toMatch(/^queue;dur=0, fetch;dur=\d+$/);
     } finally {
       await stopNginx(nginx);
     }
