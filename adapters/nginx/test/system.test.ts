@@ -8,7 +8,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alive, createLocalUser, freePort, removeLocalUser, runCli, startCli, uidOf, waitFor, type RunningCli } from '@tsgi/conformance/testing';
+import { alive, createLocalUser, freePort, removeLocalUser, runCli, sleep, startCli, uidOf, waitFor, type RunningCli } from '@tsgi/conformance/testing';
 import { fixturesDir } from './helpers.js';
 import { parsePrometheus } from '@tsgi/core/node';
 import { nginxBinary } from '../src/nginx.js';
@@ -295,6 +295,10 @@ describe.runIf(root)('tsgi nginx conf (embedded) on a system nginx (Debian layou
       expect(r.body).toBe('Gateway Timeout\n');
       expect(r.headers['content-type']).toBe('text/plain;charset=UTF-8');
       await waitFor(() => readFileSync(join(dir, 'log', 'error.log'), 'utf8').includes('request-timeout (1 s) reached before the response: 504'), 10_000, 'the timeout logged');
+      // An answer after the deadline is dropped: the client had its 504, nothing is sent twice.
+      expect((await getFull(port, '/late')).status).toBe(504);
+      await sleep(1_500);
+      expect(readFileSync(join(dir, 'log', 'error.log'), 'utf8')).not.toMatch(/cannot send|\[alert\]|\[crit\]/);
       const ok = await getFull(port, '/');
       expect(ok.status).toBe(200);
       expect(ok.headers['server-timing']).toMatch(/^queue;dur=0, fetch;dur=\d+$/);
