@@ -159,6 +159,7 @@ function authOnly(r: NjsRequest): void {
       if ('status' in authorityOf(r)) out = pipeline().plainResponse(400, BAD_REQUEST_TEXT);
       else {
         const req = lazyRequest(r, String(r.variables.request_method || r.method), null, urlOf, headersOf);
+        curReq = req; // its signal aborts at the deadline
         out = pipeline().runPhase(H, 'access', req, c, errorLog);
       }
     } catch (e) {
