@@ -112,6 +112,19 @@ describe('tsgi systemd serve', () => {
   });
 });
 
+describe('tsgi systemd nginx-workers: the operations options', () => {
+  it('pass through to ExecStart as typed (non-default values only); a bad one is the command\'s own line', async () => {
+    const ops = ['--request-timeout', '5s', '--max-requests', '100', '--max-heap', '256M', '--metrics', '/metrics', '--server-timing'];
+    const r = await runCli(['systemd', 'nginx-workers', handler, ...ops]);
+    expect(r.code, r.stderr).toBe(0);
+    const words = execWords(fields(r.stdout).ExecStart!);
+    expect(words.slice(2)).toEqual(['nginx', 'workers', handler, '--request-timeout', '5000ms', '--max-requests', '100', '--max-heap', String(256 * 2 ** 20), '--metrics', '/metrics', '--server-timing']);
+    const bad = await runCli(['systemd', 'nginx-workers', handler, '--max-inflight', 'many']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.split('\n')[0]).toBe("tsgi systemd: --max-inflight must be an integer from 0 to 1000000, got 'many'");
+  });
+});
+
 describe.runIf(root)('tsgi systemd nginx-workers', () => {
   it('prints a unit ordered before nginx, run as root with --user for the workers; its ExecStart serves on the sockets', async () => {
     const sockets = join(dir, 'run');

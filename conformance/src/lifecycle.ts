@@ -482,10 +482,27 @@ export default {
 // ---- Operations (issue 12): one test body per behaviour, on every host that registers the matrix. ----
 
 const NJS_NO_OPS = 'embedded nginx runs the handler in njs, with no Node process to time, queue, count or recycle (tsgi nginx run refuses these options without --workers)';
+const NJS_CPU_LOOP =
+  'njs cannot interrupt a CPU loop: the request has its own VM in the nginx worker process, without preemption, and no second process watches it (the request deadline is an njs timer, which a loop never lets run)';
 const ONE_PROCESS_LOOP = 'one process: a CPU loop blocks the whole server and no supervisor can see it (run --workers N for stall detection)';
 
+/**
+ * The marker of embedded nginx (njs has no node:fs, and sees only the environment nginx.conf lists): a
+ * line in nginx's error log, which is the command's stderr; markers() reads it from there.
+ */
+const NJS_MARK_TAG = 'tsgi-lifecycle-mark: ';
+const MARK_NJS = `declare const ngx: { log(level: number, message: string): void; WARN: number };
+const mark = (line: string): void => ngx.log(ngx.WARN, '${NJS_MARK_TAG}' + line);
+`;
+/** The marker lines embedded nginx logged (njs's ngx.log adds nothing after the message). */
+const njsMarks = (stderr: string): string[] =>
+  stderr
+    .split('\n')
+    .map((l) => /tsgi-lifecycle-mark: (.*)$/.exec(l)?.[1])
+    .filter((m): m is string => m !== undefined);
+
 /** The operations handler: / answers its pid, /hang never answers, /spin loops forever, /sleep?ms=N. */
-const OPS_HANDLER = `${MARK}
+const opsHandler = (target: LifecycleTarget): string => `${target.mode === 'embedded' ? MARK_NJS : MARK}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export default {
   async fetch(request: Request) {
@@ -542,9 +559,8 @@ export const operationsCases: LifecycleCase[] = [
   {
     id: 'ops.request-timeout',
     title: 'a never-answering handler: request.signal aborts with TimeoutError, 504 at the deadline, the next request is fine',
-    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--request-timeout', '1']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--request-timeout', '1']);
       try {
         const r = await fetch(s.url + '/hang');
         assert.equal(r.status, 504, await r.text());
@@ -561,9 +577,8 @@ export const operationsCases: LifecycleCase[] = [
   {
     id: 'ops.request-timeout-stream',
     title: 'a stream that stops making progress after its head: the signal aborts with TimeoutError and the connection is cut (the body never looks complete)',
-    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--request-timeout', '1']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--request-timeout', '1']);
       try {
         const r = await fetch(s.url + '/stall');
         assert.equal(r.status, 200);
@@ -582,9 +597,9 @@ export const operationsCases: LifecycleCase[] = [
   {
     id: 'ops.cpu-loop',
     title: 'a CPU-looping handler: its worker is replaced after the grace period, the request fails (never re-run), the server keeps serving',
-    optOut: { 'nginx:embedded': NJS_NO_OPS, node: ONE_PROCESS_LOOP },
+    optOut: { 'nginx:embedded': NJS_CPU_LOOP, node: ONE_PROCESS_LOOP },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--request-timeout', '1']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--request-timeout', '1']);
       try {
         const l = load(s.url + '/', 2);
         const spun = await fetch(s.url + '/spin').then(
@@ -611,7 +626,7 @@ export const operationsCases: LifecycleCase[] = [
     title: 'a burst beyond max-inflight: 503 with a numeric Retry-After for the shed, 200 for every admitted request',
     optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--max-inflight', '1', '--queue-timeout', '5']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--max-inflight', '1', '--queue-timeout', '5']);
       try {
         const all = await burst(s.url + '/sleep?ms=1500', 16);
         const by = (st: number): number => all.filter((x) => x.status === st).length;
@@ -630,7 +645,7 @@ export const operationsCases: LifecycleCase[] = [
     title: 'max-requests: workers are recycled under a bounded load with zero failed requests',
     optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--max-requests', '20']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--max-requests', '20']);
       try {
         const l = load(s.url + '/', 4, true);
         await waitFor(async () => Object.keys(l.peek().bodies).length >= 4, 60_000, 'four generations of workers');
@@ -710,7 +725,7 @@ export default {
     title: 'the health path: 200 while serving, never shed by max-inflight, not counted',
     optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--health', '/healthz', '--max-inflight', '1', '--queue-timeout', '0', '--metrics', '/metrics']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--health', '/healthz', '--max-inflight', '1', '--queue-timeout', '0', '--metrics', '/metrics']);
       try {
         const h = await fetch(s.url + '/healthz');
         assert.equal(h.status, 200);
@@ -734,7 +749,7 @@ export default {
     title: 'the metrics path: Prometheus text with the one schema, its counters match the requests sent',
     optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
-      const s = await t.start(t.handler('ops.ts', OPS_HANDLER), ['--metrics', '/metrics', '--request-timeout', '1']);
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--metrics', '/metrics', '--request-timeout', '1']);
       try {
         const sent = 25;
         for (let i = 0; i < sent; i++) assert.equal((await fetch(s.url + `/?n=${i}`)).status, 200);
@@ -758,7 +773,6 @@ export default {
   {
     id: 'ops.server-timing',
     title: '--server-timing: a Server-Timing header with queue, auth (when the handler has access hooks) and fetch',
-    optOut: { 'nginx:embedded': NJS_NO_OPS },
     async run(t) {
       const src = `export default {
   authenticate: () => ({ user: 'u' }),
@@ -858,7 +872,7 @@ export function describeLifecycle(target: LifecycleTarget): void {
               return { code: e.code ?? null, lines: outputLines(`${e.stdout ?? ''}\n${e.stderr}`), ms };
             }
           },
-          markers: () => (existsSync(markers) ? readFileSync(markers, 'utf8').split('\n').filter(Boolean) : []),
+          markers: () => [...(existsSync(markers) ? readFileSync(markers, 'utf8').split('\n').filter(Boolean) : []), ...started.flatMap((x) => njsMarks(x.stderr()))],
         };
         try {
           await c.run(ctx);

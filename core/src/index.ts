@@ -1,6 +1,7 @@
 export * from './contract.js';
 export { Response, FastResponse, toRawResponse, type RawResponse } from './response.js';
 export * from './wire.js';
+export * from './server-timing.js';
 export { handlerProblem } from './handler-shape.js';
 export {
   runPipeline,

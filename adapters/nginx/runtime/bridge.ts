@@ -28,6 +28,7 @@ import {
   isHopByHop,
   sendsBody,
 } from '@tsgi/core/src/wire.js';
+import { GATEWAY_TIMEOUT_TEXT, serverTimingValue } from '@tsgi/core/src/server-timing.js';
 import type { Authority } from './incoming.js';
 import { incoming } from './incoming.js';
 import { fetchThen, pipeline } from './pipeline.js';
@@ -58,6 +59,10 @@ let sent = -1; // body bytes the bridge wrote, -1: none written by us
 let sentText: string | null = null; // a text body sent by r.return: its byte length is counted only if `log` asks
 // The handler, set by bridge() as the module loads (so: again for every request).
 let H: RuntimeHandler = null as unknown as RuntimeHandler;
+// Operations (issue 12), build-time constants handed to bridge() (the rest of their state is coldPath()'s):
+let deadlineMs = 0; // the request deadline (ms; 0: none; -1: it passed, whatever the handler answers later is dropped)
+let timing = false; // Server-Timing
+let deadline: ReturnType<typeof setTimeout> | null = null; // the deadline's timer, while an answer is awaited
 
 // ================================================================ entry points
 
@@ -72,8 +77,10 @@ let H: RuntimeHandler = null as unknown as RuntimeHandler;
  * The entry points are top-level declarations, not closures over `h`: a declaration is the
  * cheapest function for njs 0.7.9 to re-create per request.
  */
-export function bridge(h: RuntimeHandler): Record<string, (r: NjsRequest) => unknown> {
+export function bridge(h: RuntimeHandler, requestTimeoutMs?: number, serverTiming?: boolean): Record<string, (r: NjsRequest) => unknown> {
   H = h;
+  if (requestTimeoutMs) deadlineMs = requestTimeoutMs;
+  if (serverTiming) timing = true;
   return { content: content, plain: plainContent, fetch: fetchOnly, auth: authOnly, log: logHook, check: checkEntry };
 }
 
@@ -87,6 +94,13 @@ function content(r: NjsRequest): void {
   const ctx = curCtx!;
   if (typeof H.init === 'function') coldPath().afterInit(r, ctx, contentStep);
   else contentStep(ctx);
+  // Not answered yet (an async handler): a deadline. Its timer is also what keeps njs from ending
+  // the request at once (with 500) when the handler's promise never settles.
+  if (deadlineMs > 0 && sent < 0 && sentText === null) {
+    deadline = setTimeout(function () {
+      coldPath().expire();
+    }, deadlineMs);
+  }
 }
 
 /** js_content inside `if ($tsgi_plain_host)` (the generated config): the config's map vetted
@@ -97,9 +111,10 @@ function plainContent(r: NjsRequest): void {
 }
 
 function contentStep(ctx: RuntimeContext): void {
-  const h = H;
+  let h = H;
   // The usual handler has no access hooks: fetch alone, its outcome straight to answer().
   if (!h.authenticate && !h.authorize) return fetchThen(h, curReq!, ctx, errorLog, answer);
+  if (timing) h = coldPath().timedHandler();
   const out = pipeline().runPipeline(h, curReq!, ctx, errorLog);
   if (out instanceof (Response as unknown as ResponseCtor)) answer(out);
   else out.then(answer);
@@ -124,8 +139,11 @@ function fetchOnly(r: NjsRequest): void {
   if (typeof u === 'string' && u !== '') ctx.user = u;
   coldPath().afterInit(r, ctx, function (c: RuntimeContext) {
     const req = requestOf(r);
-    if (req !== null) fetchThen(H, req, c, errorLog, answer);
+    if (req === null) return;
+    curReq = req;
+    fetchThen(H, req, c, errorLog, answer);
   });
+  if (deadlineMs > 0 && sent < 0 && sentText === null) coldPath().arm();
 }
 
 /** js_content of an internal auth_request location: authenticate + authorize only (core runPhase
@@ -141,6 +159,7 @@ function authOnly(r: NjsRequest): void {
       if ('status' in authorityOf(r)) out = pipeline().plainResponse(400, BAD_REQUEST_TEXT);
       else {
         const req = lazyRequest(r, String(r.variables.request_method || r.method), null, urlOf, headersOf);
+        curReq = req; // its signal aborts at the deadline
         out = pipeline().runPhase(H, 'access', req, c, errorLog);
       }
     } catch (e) {
@@ -151,6 +170,8 @@ function authOnly(r: NjsRequest): void {
       coldPath().accessAnswer(r, refused, c);
     });
   });
+  // At the deadline auth_request gets 504, which it turns into 500 (as with workers mode's own 504).
+  if (deadlineMs > 0 && sent < 0) coldPath().arm();
 }
 
 /** js_set handler for a variable used in log_format: runs `log` (core runLog), returns ''. */
@@ -218,6 +239,7 @@ function startRequest(r: NjsRequest): RuntimeContext {
   cur = r;
   // Only `log` reads the duration: Date.now() is not free in njs 0.7.9.
   if (typeof H.log === 'function') t0 = Date.now();
+  if (timing) coldPath().startTiming();
   // Every handler builds a Response: its prototype now saves moving the first one's.
   installResponse();
   let id: string | null = null;
@@ -377,8 +399,17 @@ function setHead(r: NjsRequest, status: number, l: HeaderList, bodyLen: number, 
 
 /** Sends `res` on r. Never throws: any failure becomes a bare 500 (or an ended response). */
 function respond(r: NjsRequest, res: Res, ctx: RuntimeContext): void {
+  if (deadlineMs !== 0) {
+    // Answered after the deadline (504 sent, or the connection cut): dropped.
+    if (deadlineMs < 0) return;
+    if (deadline !== null) {
+      clearTimeout(deadline);
+      deadline = null;
+    }
+  }
   let headSent = false;
   try {
+    if (timing) coldPath().timingHeader(r);
     const fb = res._body;
     const fs = res.status;
     const hl = res._headers ? res._headers._list : res._list!;
@@ -491,6 +522,16 @@ interface ColdPath {
   /** U+0080..U+00FF as one byte each (latin1, wire.ts). */
   wireValue(v: string | string[]): unknown;
   pump(r: NjsRequest, stream: RuntimeStream, ctx: RuntimeContext, status: number, l: HeaderList): void;
+  /** Arms the request deadline (--request-timeout) from now. */
+  arm(): void;
+  /** The request deadline passed: request.signal aborts (TimeoutError), then 504, or a stream is cut. */
+  expire(): void;
+  /** --server-timing: the pipeline starts now. */
+  startTiming(): void;
+  /** --server-timing: the Server-Timing header (core serverTimingValue) into r.headersOut. */
+  timingHeader(r: NjsRequest): void;
+  /** --server-timing: the handler with its access hooks timed (core ops/timing.ts timedHandler). */
+  timedHandler(): RuntimeHandler;
 }
 
 let cold: ColdPath | null = null;
@@ -499,7 +540,22 @@ let cold: ColdPath | null = null;
  * costs nothing until its factory runs; a top-level one is re-created for every request). */
 function coldPath(): ColdPath {
   if (cold !== null) return cold;
+  let streamExpire: (() => boolean) | null = null; // a stream being pumped: cuts it at the deadline (false: its head has not left)
+  let tStart = 0; // Server-Timing: when the request's pipeline started (ms)
+  let authSpent = 0; // Server-Timing: ms spent in authenticate/authorize
+  function arm(): void {
+    deadline = setTimeout(expire, deadlineMs);
+  }
+  function startTiming(): void {
+    tStart = Date.now();
+  }
+  function disarm(): void {
+    if (deadline !== null) clearTimeout(deadline);
+    deadline = null;
+  }
   function fail500(r: NjsRequest): void {
+    if (deadlineMs < 0) return;
+    disarm();
     try {
       r.headersOut['Content-Type'] = PLAIN_TEXT_TYPE;
       sent = INTERNAL_ERROR_TEXT.length;
@@ -547,6 +603,9 @@ function coldPath(): ColdPath {
     }
   }
   function accessAnswer(r: NjsRequest, refused: Res | undefined, ctx: RuntimeContext): void {
+    if (deadlineMs < 0) return;
+    disarm();
+    sent = 0;
     try {
       const reply = pipeline().accessReply(refused, ctx.user);
       const out = r.headersOut as unknown as Record<string, string>;
@@ -619,6 +678,22 @@ function coldPath(): ColdPath {
     let head = false;
     let over = false; // the response ended (cut, failed or finished): late callbacks do nothing
     sent = 0;
+    // The deadline counts from the last progress (the head, a chunk sent), as request-timeout does on every host.
+    function progress(): void {
+      if (deadlineMs <= 0) return;
+      disarm();
+      arm();
+    }
+    streamExpire = function (): boolean {
+      if (over) return true;
+      over = true;
+      stopTimer();
+      reader.cancel(undefined).then(undefined, function () {});
+      if (!head) return false;
+      cut(ctx, new Error('request-timeout reached with no progress on the response'));
+      return true;
+    };
+    progress();
     let timer: ReturnType<typeof setTimeout> | null = setTimeout(function () {
       timer = null;
       if (!head && !over) sendHead(-1);
@@ -643,12 +718,14 @@ function coldPath(): ColdPath {
       // The client is gone: stop the source.
       over = true;
       stopTimer();
+      disarm();
       reader.cancel(undefined).then(undefined, function () {});
       t1 = Date.now();
     }
     function failed(why: string, e: unknown): void {
       over = true;
       stopTimer();
+      disarm();
       if (head) cut(ctx, e);
       else {
         errorLog('request ' + ctx.id + ': ' + why, e);
@@ -664,6 +741,7 @@ function coldPath(): ColdPath {
             if (want >= 0 && sent !== want) return failed('response stream ended after ' + sent + ' of its declared ' + want + ' bytes', undefined);
             if (!head && !sendHead(0)) return;
             over = true;
+            disarm();
             try {
               r.finish();
             } catch (_e) {
@@ -690,6 +768,7 @@ function coldPath(): ColdPath {
             return gone();
           }
           sent += c.length;
+          progress();
           step();
         },
         function (e: unknown) {
@@ -699,7 +778,83 @@ function coldPath(): ColdPath {
     }
     step();
   }
+  function expire(): void {
+    deadline = null;
+    if (deadlineMs <= 0) return;
+    // core ops timeoutError's reason and message (njs 0.7.9 has no DOMException: an Error named TimeoutError).
+    const why = 'request-timeout (' + deadlineMs / 1000 + ' s) reached';
+    deadlineMs = -1;
+    const r = cur;
+    const reason = new Error(why);
+    reason.name = 'TimeoutError';
+    if (curReq !== null) {
+      try {
+        (curReq as unknown as { signal: { _abort(reason: unknown): void } }).signal._abort(reason);
+      } catch (e) {
+        errorLog('request ' + curCtx!.id + ': an abort listener threw', e);
+      }
+    }
+    const s = streamExpire;
+    if (s !== null && s()) return;
+    errorLog('request ' + curCtx!.id + ': ' + why + ' before the response: 504');
+    try {
+      r.headersOut['Content-Type'] = PLAIN_TEXT_TYPE;
+      sentText = GATEWAY_TIMEOUT_TEXT;
+      r.return(504, GATEWAY_TIMEOUT_TEXT);
+    } catch (_e) {
+      /* the client is gone */
+    }
+    t1 = Date.now();
+  }
+  function timingHeader(r: NjsRequest): void {
+    const h = H;
+    // No queue of its own: nginx runs js_content as soon as it has read the request (0, so the header has one shape on every host).
+    const auth = h.authenticate || h.authorize ? authSpent : undefined;
+    r.headersOut['Server-Timing'] = serverTimingValue({ queueMs: 0, authMs: auth, fetchMs: Date.now() - tStart - authSpent });
+  }
+  function timedHook(hook: (req: RuntimeRequest, ctx: RuntimeContext) => unknown): (req: RuntimeRequest, ctx: RuntimeContext) => unknown {
+    return function (req: RuntimeRequest, ctx: RuntimeContext): unknown {
+      const t = Date.now();
+      const spent = function (): void {
+        authSpent += Date.now() - t;
+      };
+      let out: unknown;
+      try {
+        out = hook.call(H, req, ctx);
+      } catch (e) {
+        spent();
+        throw e;
+      }
+      if (out === null || typeof out !== 'object' || typeof (out as PromiseLike<unknown>).then !== 'function') {
+        spent();
+        return out;
+      }
+      return Promise.resolve(out).then(
+        function (v: unknown) {
+          spent();
+          return v;
+        },
+        function (e: unknown) {
+          spent();
+          throw e;
+        },
+      );
+    };
+  }
+  function timedHandler(): RuntimeHandler {
+    const h = H;
+    // A new object inheriting from the handler (`this` and every other member are its own; the handler is never changed).
+    const t = { __proto__: h } as unknown as RuntimeHandler;
+    if (h.authenticate) t.authenticate = timedHook(h.authenticate);
+    if (h.authorize) t.authorize = timedHook(h.authorize);
+    return t;
+  }
   cold = {
+    arm: arm,
+    expire: expire,
+    startTiming: startTiming,
+    timingHeader: timingHeader,
+    timedHandler: timedHandler,
     fail500: fail500,
     refuse: refuse,
     afterInit: afterInit,

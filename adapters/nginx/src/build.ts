@@ -43,6 +43,9 @@ export interface BuildOptions {
   minify?: boolean;
   /** Progress lines while the build takes seconds (`tsgi nginx build` prints them on stderr). */
   progress?: (line: string) => void;
+  /** --request-timeout (ms; 0 or absent: none) and --server-timing, baked into the bundle (issue 12). */
+  requestTimeoutMs?: number;
+  serverTiming?: boolean;
 }
 
 export interface LoadTimeCounts {
@@ -515,10 +518,12 @@ export async function compileForNjs(entry: string, resolveDir: string): Promise<
   return (await compile(entry, resolveDir, 'entry', runtimeFiles(), false)).code;
 }
 
-function entryFor(handler: string, rt: RuntimeFiles): string {
+/** The bundle's entry; the operations settings are constants in it (reading nginx variables costs per request). */
+function entryFor(handler: string, rt: RuntimeFiles, ops: { requestTimeoutMs?: number; serverTiming?: boolean } = {}): string {
+  const args = ops.requestTimeoutMs || ops.serverTiming ? `, ${ops.requestTimeoutMs ?? 0}, ${ops.serverTiming === true}` : '';
   return `import handler from ${JSON.stringify(handler)};
 import { bridge as tsgiBridge } from ${JSON.stringify(rt.bridge)};
-export default tsgiBridge(handler);
+export default tsgiBridge(handler${args});
 `;
 }
 
@@ -666,7 +671,7 @@ export async function buildNjs(opts: BuildOptions): Promise<BuildResult> {
   const label = relative(process.cwd(), handler) || handler;
   const started = Date.now();
   opts.progress?.(`bundling ${label} for njs 0.7.9 (esbuild, then Babel)...`);
-  const { code, scan: s } = await compile(entryFor(handler, rt), dirname(handler), label, rt, minify);
+  const { code, scan: s } = await compile(entryFor(handler, rt, opts), dirname(handler), label, rt, minify);
 
   if (s.nodeGlobals.length) {
     throw new StartupError(`${label} uses the Node-only ${s.nodeGlobals.join(', ')}, which njs cannot run; ${workersHint(label)}`);

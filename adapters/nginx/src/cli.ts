@@ -42,15 +42,25 @@ export function nginxReadTimeout(requestTimeoutMs: number): number {
   return Math.max(300, Math.ceil((requestTimeoutMs + STALL_GRACE_MS) / 1000) + 10);
 }
 
+/** Whether `--name` was typed (an option whose default embedded mode does not take). */
+const typedOption = (argv: readonly string[], name: string): boolean => argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+
 /** The option each operations setting comes from (for the embedded-mode refusal). */
-const OPS_FLAG = { maxInflight: 'max-inflight', maxRequests: 'max-requests', maxHeapBytes: 'max-heap', healthPath: 'health', metricsPath: 'metrics', serverTiming: 'server-timing' } as const;
+const OPS_FLAG = { maxInflight: 'max-inflight', maxRequests: 'max-requests', maxHeapBytes: 'max-heap', healthPath: 'health', metricsPath: 'metrics' } as const;
 const NGINX_LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'crit', 'alert', 'emerg'];
 
 export const BUILD = {
   command: 'tsgi nginx build',
   summary: 'bundle the handler and the njs bridge into DIR/tsgi.js (njs 0.7.9) and print the load-time report',
   args: HANDLER,
-  options: { out: OUT, preload: commonOptions.preload },
+  options: {
+    out: OUT,
+    preload: commonOptions.preload,
+    // What njs can honour of the operations options (issue 12), baked into the bundle: the same entries,
+    // so the same defaults (README.md, "Operations": what the deadline costs in njs, and --request-timeout 0).
+    'request-timeout': commonOptions['request-timeout'],
+    'server-timing': commonOptions['server-timing'],
+  },
 } as const satisfies CommandSpec;
 
 export const CONF = {
@@ -64,6 +74,8 @@ export const CONF = {
     out: OUT,
     preload: commonOptions.preload,
     'socket-dir': SOCKET_DIR,
+    // workers: nginx's proxy_read_timeout outlasts the workers' deadline (give what tsgi nginx workers gets).
+    'request-timeout': commonOptions['request-timeout'],
     part: {
       type: 'string',
       value: 'PART',
@@ -122,7 +134,7 @@ async function cmdBuild(argv: string[]): Promise<number> {
   if (!v.out) throw new UsageError('build needs -o <dir>', `${usageLine(BUILD)} -o DIR`);
   // The report goes to stdout; what the build is doing meanwhile to stderr.
   const progress = (line: string): void => void process.stderr.write(`tsgi nginx build: ${line}\n`);
-  const r = await buildNjs({ handler: args[0]!, outDir: v.out, preload: preloads(v.preload), progress });
+  const r = await buildNjs({ handler: args[0]!, outDir: v.out, preload: preloads(v.preload), progress, requestTimeoutMs: v['request-timeout'], serverTiming: v['server-timing'] });
   console.log(formatReport(r));
   return 0;
 }
@@ -135,7 +147,10 @@ function cmdConf(argv: string[]): number {
   const dir = v['socket-dir'];
   const n = v.workers ?? 0;
   // The paths `tsgi nginx workers` makes: one socket per slot and the secret include.
-  const workersCommand = `tsgi nginx workers ${args[0]!} --socket-dir ${dir} --processes ${n} --user www-data`;
+  const timeout = v['request-timeout'] !== DEFAULT_OPS.requestTimeoutMs ? ` --request-timeout ${v['request-timeout']}ms` : '';
+  const workersCommand = `tsgi nginx workers ${args[0]!} --socket-dir ${dir} --processes ${n} --user www-data${timeout}`;
+  // Embedded: the deadline is baked into the bundle, by the build.
+  const buildCommand = `tsgi nginx build ${args[0]!} -o ${buildDir}${timeout}`;
   process.stdout.write(
     snippet({
       mode,
@@ -146,11 +161,13 @@ function cmdConf(argv: string[]): number {
       bundle: join(buildDir, 'tsgi.js'),
       preload: preloads(v.preload),
       sockets: n ? Array.from({ length: n }, (_, i) => stableSocketPath(dir, i)) : undefined,
+      readTimeout: nginxReadTimeout(v['request-timeout']),
       secretFile: n ? join(dir, SECRET_FILE) : undefined,
       // A system nginx logs at http level already: embedded mode's location logs itself, in the tsgi format, instead.
       locationAccessLog: mode === 'embedded' ? DEBIAN_ACCESS_LOG : undefined,
       part: v.part as Part,
       workersCommand,
+      buildCommand,
     }),
   );
   return 0;
@@ -216,13 +233,16 @@ async function cmdRun(argv: string[]): Promise<number> {
   const clearEnv = v['clear-env'] ? { keep } : undefined;
   const ops = opsSettings(v);
   if (!workers) {
-    // Embedded nginx runs no Node process: what needs one is refused, not silently ignored.
-    // The timeouts have non-zero defaults: refused only when typed (the njs bridge has no request deadline yet).
-    const typed = (['request-timeout', 'queue-timeout'] as const).find((o) => argv.some((a) => a === `--${o}` || a.startsWith(`--${o}=`)));
-    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'serverTiming'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
+    // Embedded nginx runs no Node process: what needs one is refused, not silently ignored. The bridge
+    // has the request deadline and Server-Timing (njs's timer, Date.now()); no queue: --queue-timeout
+    // (non-zero by default) is refused only when typed.
+    const typed = typedOption(argv, 'queue-timeout') ? 'queue-timeout' : undefined;
+    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
     if (need) throw new StartupError(`--${need} needs --workers N (embedded nginx runs the handler in njs, without a Node process to time, queue or recycle)`);
   }
   const preload = preloads(v.preload);
+  // What the njs bridge honours, baked into its bundle.
+  const embeddedOps = { requestTimeoutMs: ops.requestTimeoutMs, serverTiming: ops.serverTiming };
   const mode: Mode = workers ? 'workers' : 'embedded';
   const nginx = nginxBinary();
   const jsModule = mode === 'embedded' ? findJsModule() : undefined;
@@ -285,7 +305,7 @@ async function cmdRun(argv: string[]): Promise<number> {
       };
       if (mode === 'embedded') {
         // Loaded in njs before nginx starts: a handler that cannot work stops here with one line.
-        const r = await buildNjs({ handler, outDir: dir, validate: true, init: true, preload }).finally(stopEsbuild);
+        const r = await buildNjs({ handler, outDir: dir, validate: true, init: true, preload, ...embeddedOps }).finally(stopEsbuild);
         for (const w of r.report.warnings) site.say(`warning: ${w}`);
         bundle = r.file;
       } else {
@@ -334,7 +354,7 @@ async function cmdRun(argv: string[]): Promise<number> {
             if (!ok) throw new StartupError('a new worker did not start');
           } else {
             // Built next to the live bundle; only a bundle njs accepts replaces it.
-            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true, init: true, preload }).finally(stopEsbuild);
+            const next = await buildNjs({ handler, outDir: dir, fileName: 'tsgi.next.js', validate: true, init: true, preload, ...embeddedOps }).finally(stopEsbuild);
             renameSync(next.file, bundle!);
             await reloadNginx(master);
           }

@@ -355,13 +355,13 @@ export const PART_MARK = { http: '# ---- http part: in the http {} block (Debian
  * they are (the js module is loaded there already; the http part goes in conf.d/, the server part in a
  * site's server {}; no second access log).
  */
-export function snippet(o: SiteOptions & { buildDir?: string; handler: string; part?: Part; workersCommand?: string }): string {
+export function snippet(o: SiteOptions & { buildDir?: string; handler: string; part?: Part; workersCommand?: string; buildCommand?: string }): string {
   const part = o.part ?? 'both';
   const guide =
     o.mode === 'embedded'
       ? [
           `# tsgi embedded (njs) for ${o.handler}`,
-          `# 1. tsgi nginx build ${o.handler} -o ${o.buildDir}`,
+          `# 1. ${o.buildCommand ?? `tsgi nginx build ${o.handler} -o ${o.buildDir}`}`,
           `# 2. the js module: Debian's libnginx-mod-http-js loads it (modules-enabled/50-mod-http-js.conf); elsewhere, in`,
           `#    the main context: load_module modules/ngx_http_js_module.so;  (optional there: pcre_jit on;)`,
         ]

@@ -25,6 +25,8 @@ import {
   commonOptions,
   envAllowList,
   lookupGroup,
+  opsOptions,
+  opsSettings,
   parseCommand,
   startupReason,
   workerAccount,
@@ -71,6 +73,8 @@ export const WORKERS = {
     },
     'clear-env': commonOptions['clear-env'],
     env: commonOptions.env,
+    // The same entries as tsgi nginx run --workers (issue 12): same names, defaults and messages.
+    ...opsOptions,
   },
 } as const satisfies CommandSpec;
 
@@ -143,6 +147,7 @@ export async function cmdWorkers(argv: string[]): Promise<number> {
   const group = socketGroup(v['nginx-group']);
   const dir = resolve(v['socket-dir']);
   const n = v.workers ?? 1;
+  const ops = opsSettings(v);
 
   // A stop asked for while starting ends the start cleanly.
   let stopLevel = 0;
@@ -205,6 +210,7 @@ export async function cmdWorkers(argv: string[]): Promise<number> {
       cwd: work,
       stateFile: join(work, 'workers.json'),
       log: say,
+      ops,
     });
     await sup.start();
     if (stopLevel) {

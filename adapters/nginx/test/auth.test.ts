@@ -37,7 +37,7 @@ beforeAll(async () => {
   const config = join(files, 'config.json');
   writeFileSync(config, JSON.stringify({ greeting: 'hi from preload', list: [1, 2, 3] }));
   const handler = join(fixturesDir, 'auth.ts');
-  const common = ['--include-server', guard, '--preload', `tsgiConfig=${config}`];
+  const common = ['--include-server', guard, '--preload', `tsgiConfig=${config}`, '--request-timeout', '1'];
   const [e, w] = await Promise.all([startNginx(handler, common), startNginx(handler, [...common, '--workers', '1'])]);
   servers.embedded = e;
   servers.workers = w;
@@ -60,6 +60,8 @@ const MAPPING: { case: string; token?: string; auth: number; refused: string | n
   { case: 'authorize refuses with a 429 of its own', token: 'limited', auth: 403, refused: '429', client: 403 },
   { case: 'authorize refuses with a 500 of its own: a 500 stays 500', token: 'broken', auth: 500, refused: null, client: 500 },
   { case: 'authenticate throws: the bare 500 stays 500', token: 'boom', auth: 500, refused: null, client: 500 },
+  // The auth subrequest's own deadline (issue 12): its 504 is what auth_request turns into 500.
+  { case: 'authenticate never answers: 504 at the request deadline', token: 'hang', auth: 504, refused: null, client: 500 },
 ];
 
 for (const mode of ['embedded', 'workers'] as const) {

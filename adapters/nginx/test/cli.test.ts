@@ -84,8 +84,9 @@ describe('tsgi nginx: bad input', () => {
 });
 
 describe('tsgi nginx run: operations options in embedded mode', () => {
+  // --request-timeout and --server-timing are the bridge's own (the lifecycle matrix runs them on embedded nginx).
   it('what needs a Node process is refused with one line, before anything starts (issue 12)', async () => {
-    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--server-timing'], ['--request-timeout', '5'], ['--queue-timeout=5']]) {
+    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--queue-timeout=5']]) {
       const r = await runCli(['nginx', 'run', hello, '--port', '1', flag!, ...value]);
       expect(r.code, flag).toBe(1);
       const name = flag!.split('=')[0]!;
@@ -112,6 +113,19 @@ describe('tsgi nginx conf', () => {
     expect(s).toContain('client_body_buffer_size 1048576;');
     expect(s).toContain('postpone_output 0;');
     expect(s).toContain('auth_request /_tsgi_auth;');
+  });
+
+  it('workers: --request-timeout keeps nginx waiting past the workers\' deadline and their stall limit, and goes into the printed workers command', async () => {
+    const long = await runCli(['nginx', 'conf', hello, '--workers', '1', '--request-timeout', '10m']);
+    expect(long.code, long.stderr).toBe(0);
+    expect(long.stdout).toContain('proxy_read_timeout 613s;');
+    expect(long.stdout).toContain('--request-timeout 600000ms');
+    const usual = await runCli(['nginx', 'conf', hello, '--workers', '1']);
+    expect(usual.stdout).toContain('proxy_read_timeout 300s;');
+    expect(usual.stdout).not.toContain('--request-timeout');
+    const bad = await runCli(['nginx', 'conf', hello, '--workers', '1', '--request-timeout', 'x']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe("tsgi nginx: --request-timeout must be a duration (seconds, or with ms, s, m or h), got 'x'");
   });
 
   it('--preload gives js_preload_object', async () => {

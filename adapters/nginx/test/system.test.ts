@@ -8,13 +8,15 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alive, createLocalUser, freePort, removeLocalUser, runCli, startCli, uidOf, waitFor, type RunningCli } from '@tsgi/conformance/testing';
+import { alive, createLocalUser, freePort, removeLocalUser, runCli, sleep, startCli, uidOf, waitFor, type RunningCli } from '@tsgi/conformance/testing';
 import { fixturesDir } from './helpers.js';
+import { parsePrometheus } from '@tsgi/core/node';
 import { nginxBinary } from '../src/nginx.js';
 
 const root = process.getuid?.() === 0;
 const hello = join(fixturesDir, 'hello.ts');
 const probe = join(fixturesDir, 'probe.ts');
+const hang = join(fixturesDir, 'hang.ts');
 const USER = 'tsgisys';
 
 let base: string;
@@ -74,18 +76,22 @@ async function stopNginx(proc: ChildProcess | undefined): Promise<void> {
   clearTimeout(t);
 }
 
-function get(port: number, path: string, socketPath?: string): Promise<{ status: number; body: string }> {
+/** GET `path` (Host example.test) on one connection: status, body and headers. */
+function getFull(port: number, path: string, socketPath?: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((res, rej) => {
     const req = httpRequest({ host: '127.0.0.1', port, path, socketPath, agent: false, headers: { host: 'example.test' } }, (r) => {
       let body = '';
       r.setEncoding('utf8');
       r.on('data', (d) => (body += d));
-      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
+      r.on('end', () => res({ status: r.statusCode ?? 0, body, headers: r.headers }));
     });
     req.on('error', rej);
     req.end();
   });
 }
+
+const get = (port: number, path: string, socketPath?: string): Promise<{ status: number; body: string }> =>
+  getFull(port, path, socketPath).then(({ status, body }) => ({ status, body }));
 
 async function parts(args: string[]): Promise<{ http: string; server: string }> {
   const [h, s] = await Promise.all(['http', 'server'].map((p) => runCli(['nginx', 'conf', ...args, '--part', p])));
@@ -179,6 +185,38 @@ describe.runIf(root)('tsgi nginx workers behind a system nginx (Debian layout)',
     }
   }, 180_000);
 
+  it('the operations options, as tsgi nginx run --workers takes them: --request-timeout 1s gives 504, --metrics Prometheus text (issue 12)', async () => {
+    const dir = join(base, 'ops');
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    const sockets = join(dir, 'run');
+    const port = await freePort();
+    const { http, server } = await parts([hang, '--workers', '1', '--socket-dir', sockets, '--request-timeout', '1s']);
+    const conf = debianCopy(dir, port, http, server);
+    const ops = ['--request-timeout', '1s', '--metrics', '/metrics', '--health', '/healthz'];
+    const workers = await startCli(['nginx', 'workers', hang, '--socket-dir', sockets, '--processes', '1', '--user', USER, ...ops], READY);
+    let nginx: ChildProcess | undefined;
+    try {
+      nginx = await startNginx(dir, conf, port);
+      const count = async (status: string): Promise<number> => {
+        const m = await get(port, '/metrics');
+        expect(m.status).toBe(200);
+        return parsePrometheus(m.body).find((x) => x.name === 'tsgi_requests_total' && x.labels.status === status)?.value ?? 0;
+      };
+      const before = await count('200');
+      // The workers' deadline (nginx's own proxy_read_timeout is 300 s, past this test's time limit).
+      const timedOut = await get(port, '/hang');
+      expect(timedOut.status).toBe(504);
+      expect(await get(port, '/')).toEqual({ status: 200, body: 'ok\n' });
+      expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
+      expect(await count('504')).toBe(1);
+      expect(await count('200')).toBe(before + 1);
+    } finally {
+      await stopNginx(nginx);
+      await workers.stop();
+    }
+  }, 120_000);
+
   it('bad input: one line, nothing started', async () => {
     const dir = join(base, 'bad');
     mkdirSync(dir);
@@ -192,6 +230,15 @@ describe.runIf(root)('tsgi nginx workers behind a system nginx (Debian layout)',
       const r = await runCli(args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr.trim().split('\n')[0]).toMatch(line);
+    }
+    // The operations options: the same one line as tsgi nginx run --workers gives (one parser entry each).
+    for (const bad of [['--request-timeout', 'soon'], ['--max-inflight', 'x'], ['--max-heap', 'lots'], ['--metrics', 'metrics'], ['--queue-timeout', '2d']]) {
+      const [w, r] = await Promise.all([runCli(['nginx', 'workers', hello, ...bad]), runCli(['nginx', 'run', hello, '--workers', '1', '--port', '1', ...bad])]);
+      expect(w.code, bad.join(' ')).toBe(1);
+      const line = w.stderr.trim().split('\n');
+      expect(line, bad.join(' ')).toHaveLength(1);
+      expect(line[0]).toMatch(new RegExp(`^tsgi nginx: ${bad[0]} must be `));
+      expect(line).toEqual(r.stderr.trim().split('\n'));
     }
     // A socket dir someone else owns is refused (they could swap the include nginx's master reads).
     const theirs = join(dir, 'theirs');
@@ -226,6 +273,35 @@ describe.runIf(root)('tsgi nginx conf (embedded) on a system nginx (Debian layou
       await waitFor(() => readFileSync(join(dir, 'log', 'access.log'), 'utf8').includes('/once-logged'), 10_000, 'logged');
       const lines = readFileSync(join(dir, 'log', 'access.log'), 'utf8').split('\n').filter((l) => l.includes('/once-logged'));
       expect(lines).toHaveLength(1);
+    } finally {
+      await stopNginx(nginx);
+    }
+  }, 120_000);
+
+  it('tsgi nginx build --request-timeout --server-timing: the bundle answers a never-answering handler 504 at its deadline, with Server-Timing (issue 12)', async () => {
+    const dir = join(base, 'embedded-ops');
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    const build = join(dir, 'build');
+    const b = await runCli(['nginx', 'build', hang, '-o', build, '--request-timeout', '1s', '--server-timing']);
+    expect(b.code, b.stderr).toBe(0);
+    const port = await freePort();
+    const { http, server } = await parts([hang, '-o', build]);
+    const nginx = await startNginx(dir, debianCopy(dir, port, http, server), port);
+    try {
+      // Without the deadline njs ends a request whose promise never settles at once, with nginx's 500.
+      const r = await getFull(port, '/hang');
+      expect(r.status).toBe(504);
+      expect(r.body).toBe('Gateway Timeout\n');
+      expect(r.headers['content-type']).toBe('text/plain;charset=UTF-8');
+      await waitFor(() => readFileSync(join(dir, 'log', 'error.log'), 'utf8').includes('request-timeout (1 s) reached before the response: 504'), 10_000, 'the timeout logged');
+      // An answer after the deadline is dropped: the client had its 504, nothing is sent twice.
+      expect((await getFull(port, '/late')).status).toBe(504);
+      await sleep(1_500);
+      expect(readFileSync(join(dir, 'log', 'error.log'), 'utf8')).not.toMatch(/cannot send|\[alert\]|\[crit\]/);
+      const ok = await getFull(port, '/');
+      expect(ok.status).toBe(200);
+      expect(ok.headers['server-timing']).toMatch(/^queue;dur=0, fetch;dur=\d+$/);
     } finally {
       await stopNginx(nginx);
     }

@@ -6,7 +6,7 @@
  * the client gone), whatever path it took.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { PLAIN_TEXT_TYPE, type RawResponse } from '@tsgi/core';
+import { GATEWAY_TIMEOUT_TEXT, PLAIN_TEXT_TYPE, type RawResponse } from '@tsgi/core';
 import { authMs, serverTimingValue, timeoutError, type Operations, type ProbeAnswer } from '@tsgi/core/node';
 import type { Exchange, NodeHost } from './exchange.js';
 
@@ -175,7 +175,7 @@ class Deadlines {
     const res = x.res;
     if (!res.headersSent) {
       x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached before the response: 504`);
-      write(res, { status: 504, type: PLAIN_TEXT_TYPE, body: 'Gateway Timeout\n' }, true);
+      write(res, { status: 504, type: PLAIN_TEXT_TYPE, body: GATEWAY_TIMEOUT_TEXT }, true);
       x.end(504, 0);
     } else {
       x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached with no progress on the response: connection cut`);

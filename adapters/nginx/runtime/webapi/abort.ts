@@ -1,7 +1,8 @@
 /**
- * AbortController and AbortSignal. In embedded mode request.signal never
- * aborts: njs 0.7.9 tears the request's VM down on a client abort without
- * running JS (njs #955); handlers can still abort signals of their own.
+ * AbortController and AbortSignal. In embedded mode request.signal aborts at
+ * the request deadline only (bridge.ts): njs 0.7.9 tears the request's VM down
+ * on a client abort without running JS (njs #955); handlers can still abort
+ * signals of their own.
  */
 
 interface Signal {

@@ -33,14 +33,8 @@ export function isLoopback(ip: string): boolean {
   return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 }
 
-/** Server-Timing: `queue;dur=…, auth;dur=…, fetch;dur=…` (milliseconds, 3 decimals); auth only when the handler has access hooks. */
-export function serverTimingValue(t: { queueMs: number; authMs?: number; fetchMs: number }): string {
-  const d = (ms: number): string => String(Math.round(Math.max(0, ms) * 1000) / 1000);
-  const parts = [`queue;dur=${d(t.queueMs)}`];
-  if (t.authMs !== undefined) parts.push(`auth;dur=${d(t.authMs)}`);
-  parts.push(`fetch;dur=${d(t.fetchMs)}`);
-  return parts.join(', ');
-}
+// Bundled into the njs runtime as well: its own module, free of Node.
+export { serverTimingValue } from '../../server-timing.js';
 
 const text = (status: number, body: string): ProbeAnswer => ({ status, type: 'text/plain;charset=UTF-8', body });
 
