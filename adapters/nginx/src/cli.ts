@@ -43,7 +43,16 @@ export function nginxReadTimeout(requestTimeoutMs: number): number {
 }
 
 /** The option each operations setting comes from (for the embedded-mode refusal). */
-const OPS_FLAG = { maxInflight: 'max-inflight', maxRequests: 'max-requests', maxHeapBytes: 'max-heap', healthPath: 'health', metricsPath: 'metrics', serverTiming: 'server-timing' } as const;
+const OPS_FLAG = {
+  maxInflight: 'max-inflight',
+  maxRequests: 'max-requests',
+  maxHeapBytes: 'max-heap',
+  healthPath: 'health',
+  metricsPath: 'metrics',
+  serverTiming: 'server-timing',
+  // No health path to flip in njs (no state shared across its VMs), so a drain period would only delay the stop.
+  drainDelayMs: 'drain-delay',
+} as const;
 const NGINX_LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'crit', 'alert', 'emerg'];
 
 export const BUILD = {
@@ -219,7 +228,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     // Embedded nginx runs no Node process: what needs one is refused, not silently ignored.
     // The timeouts have non-zero defaults: refused only when typed (the njs bridge has no request deadline yet).
     const typed = (['request-timeout', 'queue-timeout'] as const).find((o) => argv.some((a) => a === `--${o}` || a.startsWith(`--${o}=`)));
-    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'serverTiming'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
+    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'serverTiming', 'drainDelayMs'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
     if (need) throw new StartupError(`--${need} needs --workers N (embedded nginx runs the handler in njs, without a Node process to time, queue or recycle)`);
   }
   const preload = preloads(v.preload);
@@ -231,6 +240,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     name: 'nginx',
     ...serverOptions(v),
     gracefulMs: DEFAULT_GRACEFUL_MS,
+    drainDelayMs: ops.drainDelayMs,
     watch: v.watch ? { handler, preload } : undefined,
     // QUIT: graceful (in-flight requests finish); TERM: fast.
     stopSignals: ['SIGQUIT', 'SIGTERM'],
@@ -322,6 +332,8 @@ async function cmdRun(argv: string[]): Promise<number> {
         details: [workers ? `${workers} Node worker${workers > 1 ? 's' : ''}` : 'embedded', `conf ${conf}`],
         // nginx's graceful stop waits for its WebSocket tunnels: the workers end them (1001) after the graceful timeout.
         stopping: () => sup?.socketsGoingAway(DEFAULT_GRACEFUL_MS),
+        // --drain-delay: nginx keeps serving; the workers' health path answers 503 until nginx is told to quit.
+        draining: () => sup?.announceDrain(),
         async reload(master) {
           if (sup) {
             // Rebuilt from the handler as it is now; the new workers run the new bundle.

@@ -85,7 +85,7 @@ describe('tsgi nginx: bad input', () => {
 
 describe('tsgi nginx run: operations options in embedded mode', () => {
   it('what needs a Node process is refused with one line, before anything starts (issue 12)', async () => {
-    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--server-timing'], ['--request-timeout', '5'], ['--queue-timeout=5']]) {
+    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--server-timing'], ['--request-timeout', '5'], ['--queue-timeout=5'], ['--drain-delay', '5']]) {
       const r = await runCli(['nginx', 'run', hello, '--port', '1', flag!, ...value]);
       expect(r.code, flag).toBe(1);
       const name = flag!.split('=')[0]!;
