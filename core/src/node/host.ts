@@ -333,7 +333,11 @@ class PrivateRun {
     const delay = this.o.drainDelayMs ?? 0;
     if (this.stopLevel === 1 && delay > 0 && this.ready) {
       // The server keeps serving, its health path at 503, until a load balancer has taken it out.
-      this.launch?.draining?.();
+      try {
+        this.launch?.draining?.();
+      } catch (err) {
+        this.say(`the drain period cannot tell the workers: ${startupReason(err)}`);
+      }
       const period = (this.period = drainPeriod(delay, this.say));
       void period.over.then(() => this.stopLevel === 1 && this.signalStop());
       return;
