@@ -311,6 +311,14 @@ describe('tsgi serve --drain-delay', () => {
       expect(await health(), srv.stderr()).toBe(200);
       srv.proc.kill('SIGINT');
       await waitFor(async () => (await health()) === 503, 30_000, 'the health path to say 503');
+      // The probe's connection is not kept; the application's answers are as before.
+      const head = await new Promise<{ status?: number; connection?: string; retryAfter?: string | string[] }>((resolve, reject) =>
+        httpGet(`${srv.ready}/healthz`, { agent: new Agent({ keepAlive: true }) }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode, connection: res.headers.connection, retryAfter: res.headers['retry-after'] });
+        }).on('error', reject),
+      );
+      expect(head).toEqual({ status: 503, connection: 'close', retryAfter: '1' });
       expect((await fetch(`${srv.ready}/`)).status).toBe(200);
       expect(srv.stderr()).toMatch(/tsgi serve: draining for 600 s/);
       srv.proc.kill('SIGINT');
