@@ -293,7 +293,8 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
       period = drainPeriod(ms, (line) => console.error(`tsgi serve: ${line}`));
       void period.over.then(exitAfter(false));
     };
-    off = onSignals({ SIGTERM: term, SIGINT: term, SIGHUP: hup });
+    // A reload during the drain period would only start what is about to stop.
+    off = onSignals({ SIGTERM: term, SIGINT: term, SIGHUP: () => period || hup() });
   }
 
   try {
@@ -377,7 +378,7 @@ async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
     }
     void close().then(() => process.exit(0));
   };
-  const off = opts.handleSignals === false ? () => {} : onSignals({ SIGTERM: exit, SIGINT: exit, SIGHUP: () => void reload() });
+  const off = opts.handleSignals === false ? () => {} : onSignals({ SIGTERM: exit, SIGINT: exit, SIGHUP: () => stopping || void reload() });
 
   try {
     await pool.start();
