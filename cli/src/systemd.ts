@@ -6,7 +6,7 @@
  * Type=simple (the command stays in the foreground; it has no sd_notify); KillSignal=SIGTERM with
  * KillMode=mixed: only the supervisor gets SIGTERM and drains its workers (a SIGTERM to every process
  * at once could have it respawn a worker that stopped first); SIGKILL to what is left after
- * TimeoutStopSec (the graceful timeout + 15 s). ExecReload sends SIGHUP: the graceful reload onto the
+ * TimeoutStopSec (the drain delay + the graceful timeout + 15 s). ExecReload sends SIGHUP: the graceful reload onto the
  * handler as it is now. Restart=on-failure, limited by systemd's start limit (a handler that cannot start
  * exits 1 at once each time).
  */
@@ -117,7 +117,8 @@ function serveUnit(argv: string[]): number {
   if (help) return printed(help);
   const exec = [...tsgiCommand(), 'serve', args[0]!, ...optionWords(SYSTEMD_SERVE.options, v, ['unit-user'])];
   process.stdout.write(
-    unitText({ description: `tsgi serve ${basename(args[0]!)}`, after: ['network.target'], user: v['unit-user'], exec, gracefulMs: v['graceful-timeout'] }),
+    // A stop first waits the drain period (--drain-delay), then drains: systemd must wait for both.
+    unitText({ description: `tsgi serve ${basename(args[0]!)}`, after: ['network.target'], user: v['unit-user'], exec, gracefulMs: v['graceful-timeout'] + v['drain-delay'] }),
   );
   return 0;
 }

@@ -86,6 +86,9 @@ describe('tsgi systemd serve', () => {
     expect(words[0]).toBe(process.execPath);
     expect(words.slice(2)).toEqual(['serve', handler, '--port', String(port), '--max-body', '1048576', '--graceful-timeout', '3000ms']);
     verify('tsgi-serve-test.service', r.stdout);
+    // A stop waits the drain period first: systemd waits for it too.
+    const d = await runCli(['systemd', 'serve', handler, '--graceful-timeout', '3s', '--health', '/h', '--drain-delay', '30s']);
+    expect(fields(d.stdout).TimeoutStopSec, d.stderr).toBe('48');
     if (!root) return;
 
     const s = run(words, 'www-data');

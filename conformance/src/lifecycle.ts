@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import { parsePrometheus, type Sample } from '@tsgi/core/node';
 import WebSocket from 'ws';
-import { alive, freePort, load, sleep, startTsgi, waitFor, type RunningTsgi } from './testing.js';
+import { alive, descendantsOf, freePort, load, sleep, startTsgi, waitFor, type RunningTsgi } from './testing.js';
 
 export interface LifecycleTarget {
   /** Shown in test names. */
@@ -742,6 +742,49 @@ export default {
       } finally {
         await s.stop();
       }
+    },
+  },
+  {
+    id: 'ops.health-draining',
+    title: '--drain-delay: after SIGTERM the health path answers 503 draining while the other paths are still served, then the graceful stop; nothing is left',
+    optOut: {
+      'nginx:embedded': 'embedded nginx has no health path (no Node process; njs 0.7.9 shares no state across its VMs to flip), so tsgi nginx run refuses --drain-delay without --workers',
+    },
+    async run(t) {
+      const s = await t.start(t.handler('ops.ts', opsHandler(t.target)), ['--health', '/healthz', '--metrics', '/metrics', '--drain-delay', '2']);
+      const fresh = { headers: { connection: 'close' } };
+      const h = await fetch(s.url + '/healthz', fresh);
+      assert.equal(h.status, 200);
+      assert.equal(await h.text(), 'ok\n');
+      const tree = descendantsOf(s.proc.pid!);
+      let exited = false;
+      void s.exited.then(() => (exited = true));
+      s.proc.kill('SIGTERM');
+      // What a load balancer's health check sees: 503 draining, on a listener that is still open.
+      let seen: { status: number; body: string; retryAfter: string | null } | undefined;
+      await waitFor(
+        async () => {
+          assert.ok(!exited, `the server stopped without a drain period (health kept answering ${seen?.status ?? 'nothing'}):\n${s.stderr()}`);
+          const r = await fetch(s.url + '/healthz', fresh).catch(() => undefined);
+          if (!r) return false;
+          seen = { status: r.status, body: await r.text(), retryAfter: r.headers.get('retry-after') };
+          return seen.status === 503;
+        },
+        30_000,
+        'the health path to answer 503',
+      );
+      assert.equal(seen!.body, 'draining\n');
+      assert.match(seen!.retryAfter ?? '', /^\d+$/);
+      // Meanwhile the application is served as before, and the metrics say the workers drain.
+      const [app, metrics] = await Promise.all([fetch(s.url + '/', fresh), fetch(s.url + '/metrics', fresh)]);
+      assert.equal(app.status, 200);
+      assert.match(await app.text(), /^pid \d+$/);
+      const samples = parsePrometheus(await metrics.text());
+      assert.ok((metricValue(samples, 'tsgi_workers', { state: 'draining' }) ?? 0) >= 1, `tsgi_workers: ${JSON.stringify(samples.filter((x) => x.name === 'tsgi_workers'))}`);
+      assert.equal(metricValue(samples, 'tsgi_workers', { state: 'ready' }) ?? 0, 0);
+      const end = await s.exited;
+      assert.equal(end.code, 0, `exit ${end.signal ?? end.code}:\n${s.stderr()}`);
+      await waitFor(() => !tree.some(alive), 10_000, `every process of the server to end (left: ${tree.filter(alive).join(', ')})`);
     },
   },
   {

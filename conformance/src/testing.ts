@@ -91,6 +91,17 @@ export function childrenOf(pid: number): number[] {
   return readFileSync(path, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
+/** Every process below `pid` (children, theirs, ...), as they are now. */
+export function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (let todo = childrenOf(pid); todo.length; ) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...childrenOf(p));
+  }
+  return out;
+}
+
 /** A process's command line, '' when it is gone. */
 export function cmdline(pid: number): string {
   try {

@@ -162,6 +162,8 @@ describe('Operations', () => {
     expect(DEFAULT_OPS).toMatchObject({ requestTimeoutMs: 60_000, queueTimeoutMs: 45_000, maxInflight: 0, maxRequests: 0, maxHeapBytes: 0, serverTiming: false });
     const v = parseCommand(spec, ['--request-timeout', '1.5', '--max-heap', '512M', '--health', '/healthz', '--metrics', '/metrics', '--server-timing']).values;
     expect(opsSettings(v)).toMatchObject({ requestTimeoutMs: 1500, maxHeapBytes: 512 * 2 ** 20, healthPath: '/healthz', metricsPath: '/metrics', serverTiming: true });
+    expect(opsSettings(parseCommand(spec, ['--drain-delay', '2.5']).values).drainDelayMs).toBe(2500);
+    expect(() => parseCommand(spec, ['--drain-delay', '2h'])).toThrow("--drain-delay must be a duration from 0s to 3600s, got '2h'");
     expect(() => parseCommand(spec, ['--health', 'healthz'])).toThrow("--health must be a URL path starting with /, got 'healthz'");
     expect(() => parseCommand(spec, ['--max-inflight', '-1'])).toThrow();
   });

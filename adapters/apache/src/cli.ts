@@ -21,6 +21,7 @@ import {
 } from '@tsgi/core/node';
 import { DEFAULT_MPM, serverConf, snippet, type DaemonOptions } from './config.js';
 import { install, installedPaths, isInstalled, type Installed } from './install.js';
+import { drainFlagPath } from './peers.js';
 import { MsgType } from './protocol.js';
 
 /**
@@ -105,6 +106,8 @@ export const RUN = {
     'server-root': commonOptions['server-root'],
     'no-access-log': commonOptions['no-access-log'],
     watch: commonOptions.watch,
+    // The runner's, not TsgiDaemon's: `apachectl graceful-stop` has no drain period (README.md, "Operations").
+    'drain-delay': commonOptions['drain-delay'],
   },
 } as const satisfies CommandSpec;
 
@@ -284,6 +287,7 @@ async function run(argv: string[]): Promise<number> {
     name: 'apache',
     ...serverOptions(v),
     gracefulMs: v['graceful-timeout'],
+    drainDelayMs: v['drain-delay'],
     watch: v.watch ? { handler } : undefined,
     // graceful-stop lets in-flight requests finish; TERM stops at once.
     stopSignals: ['SIGWINCH', 'SIGTERM'],
@@ -365,6 +369,8 @@ async function run(argv: string[]): Promise<number> {
           server.kill('SIGUSR1');
         },
         details: [`${n} Node worker${n > 1 ? 's' : ''}`],
+        // --drain-delay: Apache keeps serving; the workers see the flag (peers.ts) and answer the health path 503.
+        draining: () => writeFileSync(drainFlagPath(app), '', { mode: 0o644, flag: 'wx' }),
       };
     },
   });

@@ -13,6 +13,13 @@ import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeSnapshots, renderPrometheus, writeFileBeside, type MetricsSnapshot, type Operations, type PoolFigures, type RestartReason } from '@tsgi/core/node';
 
+/**
+ * `tsgi apache run`'s drain period (--drain-delay): the runner creates this file beside the bundle
+ * (TSGI_HANDLER) before it asks Apache to stop; a worker that sees it answers its health path 503.
+ * Anyone may do the same for an installed daemon before `apachectl graceful-stop`.
+ */
+export const drainFlagPath = (handler: string): string => `${handler}.draining`;
+
 /** One worker's file. */
 interface PeerFile {
   stats: MetricsSnapshot;
@@ -100,8 +107,8 @@ export class Peers {
     return out;
   }
 
-  /** Every worker's figures as the metrics text; this worker's own are current. */
-  metrics(): string {
+  /** Every worker's figures as the metrics text; this worker's own are current. `allDraining`: the drain flag is up. */
+  metrics(allDraining = false): string {
     const all: MetricsSnapshot[] = [];
     const pool: PoolFigures = { workers: {}, restarts: {} };
     const add = <K extends string>(r: Partial<Record<K, number>>, k: K): void => void (r[k] = (r[k] ?? 0) + 1);
@@ -113,7 +120,7 @@ export class Peers {
         // Gone: what it served counts, what it held or used does not.
         all.push({ ...f.stats, inflight: 0, queued: 0, heap: 0 });
       } else {
-        add(pool.workers, f.state);
+        add(pool.workers, allDraining ? 'draining' : f.state);
         all.push(f.stats);
       }
     }

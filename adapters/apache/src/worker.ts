@@ -11,7 +11,7 @@
  * one bundle (core's bundleWorker) whose entry calls runWorker — what
  * `tsgi apache run` generates, so an unprivileged worker reads one file.
  */
-import { closeSync, readFileSync, realpathSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone, type RawResponse } from '@tsgi/core';
@@ -35,7 +35,7 @@ import {
 import { Connection, type ConnectionHost, type Exchange } from './connection.js';
 import { Phase, type RequestMsg } from './protocol.js';
 import { ApacheRequest, requestTarget, requestUrl, type BodySource } from './request.js';
-import { Peers } from './peers.js';
+import { Peers, drainFlagPath } from './peers.js';
 import { respond, type Responder } from './respond.js';
 
 export interface WorkerOptions {
@@ -63,6 +63,8 @@ export interface WorkerOptions {
   serverTiming?: boolean;
   /** Where the workers share their metrics (peers.ts); none: each worker's metrics are its own. */
   opsDir?: string;
+  /** The drain flag (peers.ts drainFlagPath): once it exists, the health path answers 503. */
+  drainFlag?: string;
 }
 
 const num = (v: string | undefined, dflt: number): number => {
@@ -97,6 +99,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerOpti
     metricsPublic: env.TSGI_METRICS_PUBLIC === '1',
     serverTiming: env.TSGI_SERVER_TIMING === '1',
     opsDir: env.TSGI_OPS_DIR || undefined,
+    drainFlag: env.TSGI_HANDLER ? drainFlagPath(env.TSGI_HANDLER) : undefined,
   };
 }
 
@@ -134,6 +137,8 @@ export class Worker implements ConnectionHost, Responder {
   private probing = 0;
   /** The other workers' counters, for the metrics path (peers.ts). */
   private peers: Peers | undefined;
+  /** The runner's drain flag was seen (drainFlagged). */
+  private announced = false;
 
   constructor(
     readonly handler: Handler,
@@ -168,7 +173,7 @@ export class Worker implements ConnectionHost, Responder {
       this.ops = ops;
       if (o.metricsPath) {
         const peers = (this.peers = Peers.open(o.opsDir, ops));
-        if (peers) ops.poolMetrics = () => Promise.resolve(peers.metrics());
+        if (peers) ops.poolMetrics = () => Promise.resolve(peers.metrics(this.drainFlagged()));
       }
     }
     this.pipeline = o.serverTiming ? timedHandler(handler) : handler;
@@ -271,9 +276,21 @@ export class Worker implements ConnectionHost, Responder {
     this.ops!.admission.inflight = this.lifecycle.inflight - this.probing;
   }
 
+  /** The runner's drain period has begun (its flag exists): from then on this worker's health path says 503. */
+  private drainFlagged(): boolean {
+    const f = this.opts.drainFlag;
+    if (!this.announced && f && existsSync(f)) {
+      this.announced = true;
+      this.ops!.draining = true;
+      this.peers?.changed();
+    }
+    return this.announced;
+  }
+
   /** A health or metrics probe: core's Operations answers it, before admission, uncounted. */
   private probe(conn: Connection, m: RequestMsg, body: BodySource | null, probe: Probe): void {
     const ops = this.ops!;
+    this.drainFlagged();
     const ctx = new RequestContext('apache', m.clientIp, this.lifecycle, m.id || undefined, m.user || undefined, m.basePath);
     const req = new ApacheRequest(m, body, { authority: 'localhost', path: '/' }, ctx);
     this.probes.add(req);

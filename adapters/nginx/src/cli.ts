@@ -46,7 +46,15 @@ export function nginxReadTimeout(requestTimeoutMs: number): number {
 const typedOption = (argv: readonly string[], name: string): boolean => argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
 
 /** The option each operations setting comes from (for the embedded-mode refusal). */
-const OPS_FLAG = { maxInflight: 'max-inflight', maxRequests: 'max-requests', maxHeapBytes: 'max-heap', healthPath: 'health', metricsPath: 'metrics' } as const;
+const OPS_FLAG = {
+  maxInflight: 'max-inflight',
+  maxRequests: 'max-requests',
+  maxHeapBytes: 'max-heap',
+  healthPath: 'health',
+  metricsPath: 'metrics',
+  // No health path to flip in njs (no state shared across its VMs), so a drain period would only delay the stop.
+  drainDelayMs: 'drain-delay',
+} as const;
 const NGINX_LEVELS = ['debug', 'info', 'notice', 'warn', 'error', 'crit', 'alert', 'emerg'];
 
 export const BUILD = {
@@ -237,7 +245,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     // has the request deadline and Server-Timing (njs's timer, Date.now()); no queue: --queue-timeout
     // (non-zero by default) is refused only when typed.
     const typed = typedOption(argv, 'queue-timeout') ? 'queue-timeout' : undefined;
-    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
+    const need = typed ?? (['maxInflight', 'maxRequests', 'maxHeapBytes', 'healthPath', 'metricsPath', 'drainDelayMs'] as const).map((k) => (ops[k] !== DEFAULT_OPS[k] ? OPS_FLAG[k] : undefined)).find(Boolean);
     if (need) throw new StartupError(`--${need} needs --workers N (embedded nginx runs the handler in njs, without a Node process to time, queue or recycle)`);
   }
   const preload = preloads(v.preload);
@@ -251,6 +259,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     name: 'nginx',
     ...serverOptions(v),
     gracefulMs: DEFAULT_GRACEFUL_MS,
+    drainDelayMs: ops.drainDelayMs,
     watch: v.watch ? { handler, preload } : undefined,
     // QUIT: graceful (in-flight requests finish); TERM: fast.
     stopSignals: ['SIGQUIT', 'SIGTERM'],
@@ -342,6 +351,8 @@ async function cmdRun(argv: string[]): Promise<number> {
         details: [workers ? `${workers} Node worker${workers > 1 ? 's' : ''}` : 'embedded', `conf ${conf}`],
         // nginx's graceful stop waits for its WebSocket tunnels: the workers end them (1001) after the graceful timeout.
         stopping: () => sup?.socketsGoingAway(DEFAULT_GRACEFUL_MS),
+        // --drain-delay: nginx keeps serving; the workers' health path answers 503 until nginx is told to quit.
+        draining: () => sup?.announceDrain(),
         async reload(master) {
           if (sup) {
             // Rebuilt from the handler as it is now; the new workers run the new bundle.

@@ -250,6 +250,11 @@ export class Supervisor {
     for (const c of children) if (c?.connected) c.send({ tsgi: 'sockets-going-away', afterMs } satisfies SocketsGoingAway, () => {});
   }
 
+  /** A drain period before the stop (--drain-delay): the workers' health path answers 503 (core's WorkerPool tells them). */
+  announceDrain(): void {
+    this.pool.announceDrain();
+  }
+
   async stop(graceMs = 10_000): Promise<void> {
     await this.pool.stop(graceMs);
     for (const h of this.stable.splice(0)) h.close();

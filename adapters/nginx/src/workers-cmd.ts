@@ -23,6 +23,7 @@ import { stop as stopEsbuild } from 'esbuild';
 import {
   StartupError,
   commonOptions,
+  drainPeriod,
   envAllowList,
   lookupGroup,
   opsOptions,
@@ -32,6 +33,7 @@ import {
   workerAccount,
   type Account,
   type CommandSpec,
+  type DrainPeriod,
   writeFileBeside,
 } from '@tsgi/core/node';
 import { SECRET_FILE } from './config.js';
@@ -159,11 +161,27 @@ export async function cmdWorkers(argv: string[]): Promise<number> {
   let generation = 0;
   let work: string | undefined;
 
+  let drain: DrainPeriod | undefined;
+  let stopping = false;
   const stop = (fast: boolean): void => {
     stopLevel = fast ? 2 : Math.max(stopLevel, 1);
     // While starting: the start ends at its next step (and stops what it started).
     if (!sup || !ready) return;
-    void sup.stop(fast ? 1_000 : undefined).then(() => done(0));
+    const s = sup;
+    const stopNow = (): void => {
+      if (stopping && !fast) return;
+      stopping = true;
+      void s.stop(fast ? 1_000 : undefined).then(() => done(0));
+    };
+    if (fast || ops.drainDelayMs === 0) {
+      drain?.cut();
+      return stopNow();
+    }
+    if (drain) return;
+    // --drain-delay: the workers keep serving, their health path at 503, while nginx's balancer looks.
+    drain = drainPeriod(ops.drainDelayMs, say);
+    s.announceDrain();
+    void drain.over.then(stopNow);
   };
   const onInt = (): void => stop(stopLevel >= 1);
   const onTerm = (): void => stop(false);

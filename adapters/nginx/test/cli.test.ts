@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { buildNjs } from '../src/build.js';
 import { guardExample, httpPart, serverPart } from '../src/config.js';
 import { findJsModule, nginxBinary } from '../src/nginx.js';
-import { fixturesDir, runCli } from './helpers.js';
+import { fixturesDir, runCli, sleep, startNginx, waitFor } from './helpers.js';
 
 const hello = join(fixturesDir, 'hello.ts');
 const runDirs = (): string[] => readdirSync(tmpdir()).filter((d) => d.startsWith('tsgi-nginx-'));
@@ -86,7 +86,7 @@ describe('tsgi nginx: bad input', () => {
 describe('tsgi nginx run: operations options in embedded mode', () => {
   // --request-timeout and --server-timing are the bridge's own (the lifecycle matrix runs them on embedded nginx).
   it('what needs a Node process is refused with one line, before anything starts (issue 12)', async () => {
-    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--queue-timeout=5']]) {
+    for (const [flag, ...value] of [['--max-inflight', '4'], ['--max-requests', '10'], ['--max-heap', '64M'], ['--health', '/h'], ['--metrics', '/m'], ['--queue-timeout=5'], ['--drain-delay', '5']]) {
       const r = await runCli(['nginx', 'run', hello, '--port', '1', flag!, ...value]);
       expect(r.code, flag).toBe(1);
       const name = flag!.split('=')[0]!;
@@ -196,5 +196,28 @@ http {
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^usage: tsgi nginx run <handler> \[options\]$/m);
     expect(run.stdout).toMatch(/^ {2}--include-server FILE {2,}/m);
+  });
+});
+
+describe('tsgi nginx run --workers --drain-delay (core runner)', () => {
+  it('Ctrl-C: nginx keeps serving with the health path at 503; a second Ctrl-C stops at once, the temp dir removed', async () => {
+    const before = runDirs();
+    // Far longer than the test: only the second Ctrl-C can end it in time.
+    const s = await startNginx(hello, ['--workers', '1', '--health', '/healthz', '--drain-delay', '10m']);
+    try {
+      const health = (): Promise<number> => fetch(`${s.url}/healthz`, { headers: { connection: 'close' } }).then((r) => r.status, () => 0);
+      expect(await health()).toBe(200);
+      const exited = new Promise<number | null>((r) => s.proc.once('exit', (code) => r(code)));
+      s.proc.kill('SIGINT');
+      await waitFor(async () => (await health()) === 503, 30_000, 'the health path to say 503');
+      expect((await fetch(`${s.url}/`)).status).toBe(200);
+      expect(s.stderr()).toMatch(/tsgi nginx: draining for 600 s/);
+      s.proc.kill('SIGINT');
+      const code = await Promise.race([exited, sleep(30_000).then(() => 'still running')]);
+      expect(code, s.stderr()).toBe(0);
+      expect(runDirs().filter((d) => !before.includes(d))).toEqual([]);
+    } finally {
+      await s.stop();
+    }
   });
 });

@@ -193,7 +193,7 @@ describe.runIf(root)('tsgi nginx workers behind a system nginx (Debian layout)',
     const port = await freePort();
     const { http, server } = await parts([hang, '--workers', '1', '--socket-dir', sockets, '--request-timeout', '1s']);
     const conf = debianCopy(dir, port, http, server);
-    const ops = ['--request-timeout', '1s', '--metrics', '/metrics', '--health', '/healthz'];
+    const ops = ['--request-timeout', '1s', '--metrics', '/metrics', '--health', '/healthz', '--drain-delay', '2'];
     const workers = await startCli(['nginx', 'workers', hang, '--socket-dir', sockets, '--processes', '1', '--user', USER, ...ops], READY);
     let nginx: ChildProcess | undefined;
     try {
@@ -211,6 +211,12 @@ describe.runIf(root)('tsgi nginx workers behind a system nginx (Debian layout)',
       expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
       expect(await count('504')).toBe(1);
       expect(await count('200')).toBe(before + 1);
+      // --drain-delay: after SIGTERM the health path says 503 while requests are still served, then the stop.
+      const stopped = workers.stop();
+      await waitFor(() => get(port, '/healthz').then((r) => r.status === 503 && r.body === 'draining\n'), 5_000, 'health 503 draining');
+      expect(await get(port, '/')).toEqual({ status: 200, body: 'ok\n' });
+      expect(await stopped).toBe(0);
+      expect(workers.stderr()).toContain('draining for 2 s');
     } finally {
       await stopNginx(nginx);
       await workers.stop();

@@ -57,7 +57,8 @@ export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, r
     const ip = (host.trustProxy && typeof req.headers['x-real-ip'] === 'string' && req.headers['x-real-ip']) || req.socket.remoteAddress || '';
     const start = performance.now();
     void ops.answer(probe, ip).then((a) => {
-      write(res, a, host.draining);
+      // Draining (also a --drain-delay's period): the probe's connection is not kept (a balancer's next check opens a new one).
+      write(res, a, host.draining || ops.draining);
       host.logAccess(req, res, a.status, Buffer.byteLength(a.body), undefined, start);
     });
     return false;

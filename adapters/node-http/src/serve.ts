@@ -14,12 +14,14 @@ import {
   needsSupervisor,
   bindListenHandle,
   checkBoundPort,
+  drainPeriod,
   listenError,
   loadHandler,
   reportReady,
   reportStartupFailure,
   shutdown,
   startupReason,
+  type DrainPeriod,
   type OpsSettings,
   type WorkerLink,
 } from '@tsgi/core/node';
@@ -281,7 +283,18 @@ async function serveHere(source: Handler | string, opts: ServeOptions, worker: b
     process.on('disconnect', exitAfter(false));
   } else if (opts.handleSignals !== false) {
     const hup = typeof source === 'string' ? () => void reload() : exitAfter(false);
-    off = onSignals({ SIGTERM: exitAfter(false), SIGINT: exitAfter(false), SIGHUP: hup });
+    // --drain-delay: serving goes on, the health path says 503, then the stop; a second signal cuts it short.
+    let period: DrainPeriod | undefined;
+    const term = (): void => {
+      if (period) return period.cut();
+      const ms = ops?.s.drainDelayMs ?? 0;
+      if (stopping || ms <= 0 || !ops?.ready) return exitAfter(false)();
+      ops.draining = true;
+      period = drainPeriod(ms, (line) => console.error(`tsgi serve: ${line}`));
+      void period.over.then(exitAfter(false));
+    };
+    // A reload during the drain period would only start what is about to stop.
+    off = onSignals({ SIGTERM: term, SIGINT: term, SIGHUP: () => period || hup() });
   }
 
   try {
@@ -351,11 +364,21 @@ async function servePrimary(opts: ServeOptions): Promise<TsgiServer> {
     }));
 
   let stopping = false;
+  let period: DrainPeriod | undefined;
   const exit = (): void => {
+    if (period) return period.cut();
     stopping = true;
+    const ms = opts.operations?.drainDelayMs ?? 0;
+    if (ms > 0 && pool.served) {
+      // --drain-delay: the workers keep serving with their health path at 503, then the stop; a second signal cuts it short.
+      pool.announceDrain();
+      period = drainPeriod(ms, (line) => console.error(`tsgi serve: ${line}`));
+      void period.over.then(close).then(() => process.exit(0));
+      return;
+    }
     void close().then(() => process.exit(0));
   };
-  const off = opts.handleSignals === false ? () => {} : onSignals({ SIGTERM: exit, SIGINT: exit, SIGHUP: () => void reload() });
+  const off = opts.handleSignals === false ? () => {} : onSignals({ SIGTERM: exit, SIGINT: exit, SIGHUP: () => stopping || void reload() });
 
   try {
     await pool.start();

@@ -296,3 +296,40 @@ describe('tsgi serve: the environment workers see', () => {
     expect(r.stderr).toMatch(/--env needs --clear-env/);
   });
 });
+
+describe('tsgi serve --drain-delay', () => {
+  for (const extra of [[], ['--workers', '2']]) {
+    const mode = extra.length ? 'with --workers 2' : 'single process';
+    it(`${mode}: SIGHUP has no drain period; on Ctrl-C the health path says 503, a second Ctrl-C stops without waiting for the rest`, async () => {
+      const file = versioned(`drain-${extra.length ? 'workers' : 'single'}`, 'v1');
+      // Far longer than the test: only the second Ctrl-C can end it in time.
+      const srv = await start(file, ['--health', '/healthz', '--drain-delay', '10m', ...extra]);
+      const health = (): Promise<number> => fetch(`${srv.ready}/healthz`, { headers: { connection: 'close' } }).then((r) => r.status, () => 0);
+      expect(await health()).toBe(200);
+      srv.proc.kill('SIGHUP');
+      await waitFor(() => /reloaded/.test(srv.stderr()), 30_000, 'the reload');
+      expect(await health(), srv.stderr()).toBe(200);
+      srv.proc.kill('SIGINT');
+      await waitFor(async () => (await health()) === 503, 30_000, 'the health path to say 503');
+      // The probe's connection is not kept; the application's answers are as before.
+      const head = await new Promise<{ status?: number; connection?: string; retryAfter?: string | string[] }>((resolve, reject) =>
+        httpGet(`${srv.ready}/healthz`, { agent: new Agent({ keepAlive: true }) }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode, connection: res.headers.connection, retryAfter: res.headers['retry-after'] });
+        }).on('error', reject),
+      );
+      expect(head).toEqual({ status: 503, connection: 'close', retryAfter: '1' });
+      expect((await fetch(`${srv.ready}/`)).status).toBe(200);
+      expect(srv.stderr()).toMatch(/tsgi serve: draining for 600 s/);
+      srv.proc.kill('SIGINT');
+      const end = await Promise.race([srv.exited, sleep(30_000).then(() => undefined)]);
+      expect(end, srv.stderr()).toEqual({ code: 0, signal: null });
+    });
+  }
+
+  it('a bad value: one line, exit 1', async () => {
+    const r = await runCli(['serve', versioned('drain-bad', 'v1'), '--drain-delay', 'soon'], 20_000, env);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual(["tsgi serve: --drain-delay must be a duration (seconds, or with ms, s, m or h), got 'soon'"]);
+  });
+});

@@ -149,6 +149,13 @@ export const commonOptions = {
   metrics: { type: 'string', value: 'PATH', pattern: /^\/\S*$/, wants: 'a URL path starting with /', help: 'Prometheus metrics at PATH (loopback clients only unless --metrics-public); off by default' },
   'metrics-public': { type: 'boolean', help: 'serve --metrics to every client, not only loopback ones' },
   'server-timing': { type: 'boolean', help: 'add a Server-Timing header (queue, auth, fetch) to every response' },
+  'drain-delay': {
+    type: 'duration',
+    value: 'DURATION',
+    default: 0,
+    max: 3_600_000,
+    help: 'on SIGTERM/SIGINT keep serving this long while --health answers 503 draining (a load balancer takes the instance out), then stop gracefully; a second Ctrl-C ends it; 0: stop at once',
+  },
   // ---- the development loop (issue 11)
   watch: { type: 'boolean', help: 'reload gracefully (as SIGHUP does) when the handler or a file it imports changes' },
   'no-access-log': { type: 'boolean', help: 'no access log line per request on stdout' },

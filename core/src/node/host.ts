@@ -23,6 +23,7 @@ import { StartupError, type Preload } from './load.js';
 import { watchHandler, type Watching } from './watch.js';
 import { DEFAULT_WORKER_USERS } from './args.js';
 import { startupReason } from './policy.js';
+import { drainPeriod, type DrainPeriod } from './shutdown.js';
 
 /** Who the workers (and the server's own children) run as. */
 export interface Account {
@@ -174,6 +175,8 @@ export interface Launch {
    * the graceful timeout ends.
    */
   stopping?(): void;
+  /** The drain period (PrivateServer.drainDelayMs) begins: the workers' health path answers 503 from now on. */
+  draining?(): void;
 }
 
 export interface PrivateServer {
@@ -187,6 +190,11 @@ export interface PrivateServer {
   /** Where the temp dir is made (--server-root); default TMPDIR, else /tmp. */
   serverRoot?: string;
   gracefulMs: number;
+  /**
+   * --drain-delay: a stop first keeps the server serving this long (Launch.draining: the health path says
+   * 503, for load balancers), then signals it to stop gracefully. A second Ctrl-C meanwhile: the fast stop.
+   */
+  drainDelayMs?: number;
   /** The server's graceful and fast stop signals (Apache: WINCH, TERM; nginx: QUIT, TERM). */
   stopSignals: readonly [NodeJS.Signals, NodeJS.Signals];
   /** Checks before anything is made (the handler loads, ...). */
@@ -293,6 +301,8 @@ class PrivateRun {
   /** 0 running; 1 graceful stop asked; 2 fast; 3 KILL. */
   private stopLevel = 0;
   private stopTimer?: NodeJS.Timeout;
+  /** --drain-delay's period, while the first stop signal waits for it. */
+  private period?: DrainPeriod;
   private server?: ChildProcess;
   private exit?: { code: number | null; signal: NodeJS.Signals | null; error?: Error };
   private exited?: Promise<void>;
@@ -318,13 +328,32 @@ class PrivateRun {
     this.reloading = this.reloading.then(() => this.reload());
   };
 
-  /** Graceful, then fast (after the graceful timeout and a margin, or a second signal), then KILL. */
+  /** Graceful (after the drain period, if any), then fast (after the graceful timeout and a margin, or a second signal), then KILL. */
   private requestStop(level: number): void {
     if (level <= this.stopLevel || this.exit) return;
     this.stopLevel = Math.min(level, 3);
-    const pid = this.server?.pid;
-    if (pid === undefined) return; // not started yet: run() stops after the current step
+    if (this.server?.pid === undefined) return; // not started yet: run() stops after the current step
     clearTimeout(this.stopTimer);
+    const delay = this.o.drainDelayMs ?? 0;
+    if (this.stopLevel === 1 && delay > 0 && this.ready) {
+      // The server keeps serving, its health path at 503, until a load balancer has taken it out.
+      try {
+        this.launch?.draining?.();
+      } catch (err) {
+        this.say(`the drain period cannot tell the workers: ${startupReason(err)}`);
+      }
+      const period = (this.period = drainPeriod(delay, this.say));
+      void period.over.then(() => this.stopLevel === 1 && this.signalStop());
+      return;
+    }
+    this.period?.cut();
+    this.signalStop();
+  }
+
+  /** Sends the signal of the current stop level, and arms the next level. */
+  private signalStop(): void {
+    const pid = this.server?.pid;
+    if (pid === undefined || this.exit) return;
     const [graceful, fast] = this.o.stopSignals;
     const [sig, after] = this.stopLevel === 1 ? [graceful, this.o.gracefulMs + 10_000] : this.stopLevel === 2 ? [fast, FAST_STOP_MS] : (['SIGKILL', 0] as const);
     if (this.stopLevel === 1) this.launch?.stopping?.();
@@ -497,6 +526,7 @@ class PrivateRun {
       await this.exited;
     }
     clearTimeout(this.stopTimer);
+    this.period?.cut();
     await this.reloading;
     if (this.relays.length) await sleep(100);
     for (const r of this.relays) {

@@ -111,6 +111,8 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
   private totals = emptySnapshot();
   private stallTimer: NodeJS.Timeout | undefined;
   private asks = 0;
+  /** The drain period before a stop (announceDrain): every worker, also one started now, drains. */
+  private draining = false;
 
   constructor(private o: WorkerPoolOptions<H>) {}
 
@@ -165,6 +167,7 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
         s.ready = m;
         s.beatAt = Date.now();
         this.served = true;
+        if (this.draining) this.tellDraining(child);
         this.o.onChange?.();
         resolve();
       });
@@ -314,7 +317,7 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
     const n: Record<WorkerState, number> = { starting: 0, ready: 0, draining: 0 };
     for (const s of this.live) {
       if (!s.child) continue;
-      if (s.retired || this.stopping) n.draining++;
+      if (s.retired || this.stopping || this.draining) n.draining++;
       else if (s.ready) n.ready++;
       else n.starting++;
     }
@@ -407,6 +410,20 @@ export class WorkerPool<H extends ListenHandle = ListenHandle> {
       if (!s.handedOver) s.handle.close();
       this.live.delete(s);
     })());
+  }
+
+  /**
+   * The drain period before stop() (--drain-delay) begins: every worker keeps serving but its health
+   * path answers 503 (told over the worker link), so a load balancer stops sending; the metrics count
+   * them as draining.
+   */
+  announceDrain(): void {
+    this.draining = true;
+    for (const s of this.live) if (s.child && s.ready) this.tellDraining(s.child);
+  }
+
+  private tellDraining(child: ChildProcess): void {
+    if (child.connected) child.send({ tsgi: 'draining' } satisfies LinkMessage, () => {});
   }
 
   /** Stops every worker (SIGTERM: each drains and runs close; SIGKILL after graceMs) and closes the handles. */

@@ -40,3 +40,29 @@ export async function shutdown(s: ShutdownSteps): Promise<boolean> {
   }
   return drained;
 }
+
+/** A drain period under way: over once its time has passed, or at once after cut(). */
+export interface DrainPeriod {
+  readonly over: Promise<void>;
+  /** Ends it now (a second Ctrl-C). */
+  cut(): void;
+}
+
+/**
+ * The drain period before a graceful stop (--drain-delay): the process keeps
+ * serving, with its health path at 503 (the caller marks it draining), so a
+ * load balancer takes it out of rotation while requests still succeed; only
+ * then does the stop close the listener. `say` gets the one line that tells.
+ */
+export function drainPeriod(ms: number, say?: (line: string) => void): DrainPeriod {
+  let cut = (): void => {};
+  const over = new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    cut = () => {
+      clearTimeout(t);
+      resolve();
+    };
+  });
+  say?.(`draining for ${ms / 1000} s (the health path answers 503, requests are still served; a second Ctrl-C stops now)`);
+  return { over, cut };
+}

@@ -21,6 +21,8 @@ export interface OpsSettings {
   /** Serve metricsPath to non-loopback clients too. */
   metricsPublic: boolean;
   serverTiming: boolean;
+  /** --drain-delay: how long a stop keeps serving with the health path at 503 first (0: none). */
+  drainDelayMs: number;
 }
 
 export const DEFAULT_OPS: OpsSettings = {
@@ -31,6 +33,7 @@ export const DEFAULT_OPS: OpsSettings = {
   maxHeapBytes: 0,
   metricsPublic: false,
   serverTiming: false,
+  drainDelayMs: 0,
 };
 
 /** The operations options, to spread into a command's options. */
@@ -44,6 +47,7 @@ export const opsOptions = {
   metrics: commonOptions.metrics,
   'metrics-public': commonOptions['metrics-public'],
   'server-timing': commonOptions['server-timing'],
+  'drain-delay': commonOptions['drain-delay'],
 } as const;
 
 /** The parsed values of `opsOptions` as settings. Throws StartupError-free: the parser checked every value. */
@@ -57,6 +61,7 @@ export function opsSettings(v: {
   metrics?: string;
   'metrics-public': boolean;
   'server-timing': boolean;
+  'drain-delay': number;
 }): OpsSettings {
   return {
     requestTimeoutMs: v['request-timeout'],
@@ -68,6 +73,7 @@ export function opsSettings(v: {
     metricsPath: v.metrics,
     metricsPublic: v['metrics-public'],
     serverTiming: v['server-timing'],
+    drainDelayMs: v['drain-delay'],
   };
 }
 

@@ -19,7 +19,9 @@ export type LinkMessage =
   | { tsgi: 'recycle'; why: string }
   | { tsgi: 'metrics?'; id: number }
   | { tsgi: 'metrics'; id: number; text: string }
-  | { tsgi: 'snapshot?'; id: number };
+  | { tsgi: 'snapshot?'; id: number }
+  /** The supervisor's drain period began (--drain-delay): the health path says 503 from now on. */
+  | { tsgi: 'draining' };
 
 type Send = (m: LinkMessage, cb?: () => void) => void;
 
@@ -48,6 +50,7 @@ export function linkWorker(ops: Operations, send: Send | undefined = process.sen
   const waiting = new Map<number, (text: string) => void>();
   const onMessage = (m: LinkMessage): void => {
     if (m?.tsgi === 'snapshot?') safe(beat());
+    else if (m?.tsgi === 'draining') ops.draining = true;
     else if (m?.tsgi === 'metrics') {
       waiting.get(m.id)?.(m.text);
       waiting.delete(m.id);
