@@ -136,7 +136,7 @@ function workersUnit(argv: string[]): number {
       // root: the socket dir is root's with nginx's group, and the workers drop to --user.
       user: 'root',
       exec,
-      gracefulMs: DEFAULT_GRACEFUL_MS,
+      gracefulMs: DEFAULT_GRACEFUL_MS + v['drain-delay'],
     }),
   );
   return 0;

@@ -122,6 +122,9 @@ describe('tsgi systemd nginx-workers: the operations options', () => {
     expect(r.code, r.stderr).toBe(0);
     const words = execWords(fields(r.stdout).ExecStart!);
     expect(words.slice(2)).toEqual(['nginx', 'workers', handler, '--request-timeout', '5000ms', '--max-requests', '100', '--max-heap', String(256 * 2 ** 20), '--metrics', '/metrics', '--server-timing']);
+    const base = Number(fields(r.stdout).TimeoutStopSec);
+    const d = await runCli(['systemd', 'nginx-workers', handler, '--drain-delay', '30s']);
+    expect(Number(fields(d.stdout).TimeoutStopSec), d.stderr).toBe(base + 30);
     const bad = await runCli(['systemd', 'nginx-workers', handler, '--max-inflight', 'many']);
     expect(bad.code).toBe(1);
     expect(bad.stderr.split('\n')[0]).toBe("tsgi systemd: --max-inflight must be an integer from 0 to 1000000, got 'many'");
