@@ -100,6 +100,8 @@ const kill = (pid, sig = 'SIGKILL') => {
 const FAULTS = {
   timeout: {
     args: ['--request-timeout', '2'],
+    // The njs bridge has the request deadline too (its timer).
+    embeddedToo: true,
     async inject(base) {
       const r = await get(base + '/hang', false, false);
       return { own: 1, ownFailed: r.status === 504 ? 0 : 1, note: `hung request: ${r.status ?? r.error}` };
@@ -171,7 +173,7 @@ try {
     for (const f of faults) {
       const fault = FAULTS[f];
       if (!fault) throw new Error(`unknown fault ${f} (${Object.keys(FAULTS).join(', ')})`);
-      if ((fault.needsWorkers && !host.workers) || ((fault.needsNode || fault.args) && host.embedded)) {
+      if ((fault.needsWorkers && !host.workers) || ((fault.needsNode || (fault.args && !fault.embeddedToo)) && host.embedded)) {
         rows.push({ host: h, fault: f, sent: '', failed: '', recovery: '', slowest: '', note: fault.needsWorkers && !host.workers ? 'n/a: one process' : 'n/a: no Node process (njs)' });
         continue;
       }
