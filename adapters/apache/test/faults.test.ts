@@ -6,7 +6,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { load, sleep } from '@tsgi/conformance/testing';
+import { load as backgroundLoad, sleep } from '@tsgi/conformance/testing';
 import { fixture, freePort, runCli, startApache, uidOf, waitFor, workerPids, type RunningApache } from './helpers.js';
 
 const PROCESSES = 2;
@@ -301,7 +301,7 @@ export default {
 `;
     try {
       const before = workerPids(app.pid);
-      const l = load(app.url, 2, true);
+      const l = backgroundLoad(app.url, 2, true);
       writeFileSync(join(dir, 'handler.mjs'), slow('v5'));
       app.proc.kill('SIGHUP');
       let first: number[] = [];
