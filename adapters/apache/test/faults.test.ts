@@ -279,6 +279,8 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     await sleep(3_000);
     const said = app.errors().slice(from).split('\n').filter((l) => /init-fails-on-reload/.test(l));
     expect(said, app.errors().slice(from)).toEqual([expect.stringMatching(/mod_tsgi: daemon \S+: reload failed: .*init-fails-on-reload.*; still serving the previous handler$/)]);
+    // Nothing claims it reloaded.
+    expect(app.errors().slice(from)).not.toMatch(/reloaded/);
     expect(await text()).toBe('v2');
     expect(workerPids(app.pid)).toEqual(before);
 
@@ -286,6 +288,7 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     app.proc.kill('SIGHUP');
     await waitFor(async () => (await text()) === 'v4', 30_000, 'the fixed handler');
     await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the previous worker to go');
+    expect(app.errors().slice(from)).toMatch(/mod_tsgi: daemon \S+: reloaded: 1 new worker ready; the previous 1 drains$/m);
   });
 
   it('a second reload while the first one\'s workers still run init: the previous serves throughout, then only the last handler', async () => {
