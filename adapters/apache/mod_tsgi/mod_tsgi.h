@@ -6,7 +6,7 @@
  *
  * One file per job, in the order a request meets them:
  *   tsgi_config.c      directives (TsgiDaemon, TsgiDaemonName, ...), per-directory config
- *   tsgi_supervisor.c  parent: the listening socket, spawning, back-off, retiring workers
+ *   tsgi_supervisor.c  parent: the listening socket, spawning, back-off, the reload gate, retiring workers
  *   tsgi_pool.c        child: connections to the workers, pooled per process; framed I/O
  *   tsgi_exchange.c    child: one request's exchange (REQUEST, body, reply) and its relay
  *   mod_tsgi.c         hooks, register_hooks and the module record

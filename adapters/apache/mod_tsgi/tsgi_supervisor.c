@@ -3,7 +3,9 @@
  * listening Unix socket per daemon (kept across graceful restarts), forking
  * and exec'ing the Node workers (identity, environment, fds 3-5 of the
  * worker contract in ../PROTOCOL.md), restarting them with the shared
- * back-off (tsgi_policy.h), and retiring them when their generation ends.
+ * back-off (tsgi_policy.h), and retiring them when their generation ends:
+ * on a graceful restart only once the next generation's workers are all
+ * ready (the reload gate: gate_check, gate_fail, gate_open; PROTOCOL.md).
  */
 #include "mod_tsgi.h"
 
