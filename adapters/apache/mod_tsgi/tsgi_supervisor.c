@@ -606,9 +606,11 @@ static void gate_check(tsgi_daemon *d)
     }
     d->gate = TSGI_GATE_LIVE;
     watcher_stop(d, 1);
-    kept = kept_workers(d->s->process, d, 1);
+    /* The line first: it must not come after the old workers' ends. */
+    kept = kept_workers(d->s->process, d, 0);
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, d->s, "mod_tsgi: daemon %s: reloaded: %d new worker%s ready; the previous "
                  "%d drain%s", d->name, d->processes, d->processes > 1 ? "s" : "", kept, kept == 1 ? "s" : "");
+    kept_workers(d->s->process, d, 1);
 }
 
 /*

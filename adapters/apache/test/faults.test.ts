@@ -248,13 +248,28 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  // A fresh connection each time: a graceful restart closes idle keep-alive ones (see "graceful restart").
+  const text = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      httpGet(app.url, { agent: false, headers: { connection: 'close' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve(body));
+        res.on('error', reject);
+      }).on('error', reject);
+    });
+
   it('serves the handler as it is now: rebuilt, new workers, the old ones drain', async () => {
-    expect(await (await fetch(app.url)).text()).toBe('v1');
+    expect(await text()).toBe('v1');
     const before = workerPids(app.pid);
     writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v2') };\n");
+    const from = app.errors().length;
     app.proc.kill('SIGHUP');
-    await waitFor(async () => (await (await fetch(app.url)).text()) === 'v2', 30_000, 'the new handler');
+    await waitFor(async () => (await text()) === 'v2', 30_000, 'the new handler');
     await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the old worker to go');
+    // mod_tsgi's gate says so (before it tells the old worker to go).
+    await waitFor(() => /mod_tsgi: daemon \S+: reloaded: 1 new worker ready; the previous 1 drains$/m.test(app.errors().slice(from)), 10_000, 'the reloaded line');
   });
 
   it('a handler that no longer builds: one line, and the previous one keeps serving', async () => {
@@ -263,12 +278,10 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     app.proc.kill('SIGHUP');
     await waitFor(() => /reload failed/.test(app.errors().slice(from)), 30_000, 'the reload failure');
     expect(app.errors().slice(from).trim().split('\n')).toEqual([expect.stringMatching(/^tsgi apache: reload failed: cannot bundle handler .*; still serving the previous handler$/)]);
-    expect(await (await fetch(app.url)).text()).toBe('v2');
+    expect(await text()).toBe('v2');
   });
 
   // The reload gate (issue 12): the previous workers serve until every new one said ready.
-  const text = async (): Promise<string> => (await fetch(app.url)).text();
-
   it('a handler whose init fails: one line names it, nothing respawns in a loop, the previous keeps serving; fixed, it is served', async () => {
     const before = workerPids(app.pid);
     writeFileSync(join(dir, 'handler.mjs'), "export default { async init() { throw new Error('init-fails-on-reload'); }, fetch: () => new Response('v3') };\n");
@@ -288,7 +301,7 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     app.proc.kill('SIGHUP');
     await waitFor(async () => (await text()) === 'v4', 30_000, 'the fixed handler');
     await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the previous worker to go');
-    expect(app.errors().slice(from)).toMatch(/mod_tsgi: daemon \S+: reloaded: 1 new worker ready; the previous 1 drains$/m);
+    await waitFor(() => /mod_tsgi: daemon \S+: reloaded: 1 new worker ready; the previous 1 drains$/m.test(app.errors().slice(from)), 10_000, 'the reloaded line');
   });
 
   it('a second reload while the first one\'s workers still run init: the previous serves throughout, then only the last handler', async () => {
