@@ -686,15 +686,7 @@ export default {
   {
     id: 'ops.reload-init-fails',
     title: 'SIGHUP onto a handler whose init fails, under load: one line says why, the old code keeps serving, nothing fails',
-    optOut: {
-      'nginx:embedded': NJS_INIT_PER_REQUEST,
-      // Seen here: {"200":573,"503":4}. The old generation is told to drain by a pconf cleanup (retire_workers) at
-      // the restart itself, before the new one exists; a worker's readiness (its status pipe closing without a
-      // line) reaches the parent only in an other-child callback, which Unix MPMs call on a death only (the
-      // monitor hook runs about every 10 s): deferring the retirement needs a watcher in Apache's parent.
-      apache:
-        'open bug: apachectl graceful retires the old workers before the new ones finished init (mod_tsgi has no readiness signal in the parent yet); requests that reach no ready worker meanwhile get 503 (seen: 4 in 577 with a failing init)',
-    },
+    optOut: { 'nginx:embedded': NJS_INIT_PER_REQUEST },
     async run(t) {
       const version = (v: string, fails: boolean): string => `export default {
   ${fails ? "async init() { throw new Error('init-boom-on-reload'); }," : ''}

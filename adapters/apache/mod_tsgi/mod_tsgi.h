@@ -6,7 +6,7 @@
  *
  * One file per job, in the order a request meets them:
  *   tsgi_config.c      directives (TsgiDaemon, TsgiDaemonName, ...), per-directory config
- *   tsgi_supervisor.c  parent: the listening socket, spawning, back-off, retiring workers
+ *   tsgi_supervisor.c  parent: the listening socket, spawning, back-off, the reload gate, retiring workers
  *   tsgi_pool.c        child: connections to the workers, pooled per process; framed I/O
  *   tsgi_exchange.c    child: one request's exchange (REQUEST, body, reply) and its relay
  *   mod_tsgi.c         hooks, register_hooks and the module record
@@ -64,6 +64,16 @@ typedef struct {
     int batch;              /* TsgiSchedBatch took effect: no per-exchange switch */
 } tsgi_cpool;
 
+/*
+ * A daemon's reload gate (tsgi_supervisor.c): a graceful restart keeps the
+ * previous generation's ready workers serving until every new worker said
+ * ready (LIVE then), or one could not start (FAILED: the new ones are parked,
+ * the previous keep serving until the next restart).
+ */
+#define TSGI_GATE_LIVE 0
+#define TSGI_GATE_PENDING 1
+#define TSGI_GATE_FAILED 2
+
 /* One TsgiDaemon: its options (config), its workers (parent), its connections (child). */
 typedef struct {
     const char *name;
@@ -97,6 +107,9 @@ typedef struct {
     const char *ops_dir;   /* where the workers share their metrics (metrics=), owned by their user */
     int listen_fd;
     tsgi_worker **workers;
+    int gate;              /* TSGI_GATE_*: whether the previous generation's workers still serve (reload) */
+    apr_proc_t watcher;    /* the process waiting on the starting workers' status pipes (pid 0: none) */
+    pid_t watcher_parent;
     /* child, set in child_init */
     tsgi_cpool *cpool;
 } tsgi_daemon;

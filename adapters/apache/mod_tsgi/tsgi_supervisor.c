@@ -3,7 +3,9 @@
  * listening Unix socket per daemon (kept across graceful restarts), forking
  * and exec'ing the Node workers (identity, environment, fds 3-5 of the
  * worker contract in ../PROTOCOL.md), restarting them with the shared
- * back-off (tsgi_policy.h), and retiring them when their generation ends.
+ * back-off (tsgi_policy.h), and retiring them when their generation ends:
+ * on a graceful restart only once the next generation's workers are all
+ * ready (the reload gate: gate_check, gate_fail, gate_open; PROTOCOL.md).
  */
 #include "mod_tsgi.h"
 
@@ -20,9 +22,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,9 +44,14 @@ struct tsgi_worker {
     tsgi_daemon *d;       /* only valid while !retired */
     process_rec *process;
     int index;
-    int retired;
+    int retired;          /* its generation ended (it may still serve: see told) */
+    int told;             /* SIGTERM sent: it drains and exits */
+    int ready;            /* said "ready" on its status pipe: init succeeded, it accepts */
+    int parked;           /* of a reload that failed: not respawned while the previous generation serves */
     int crashes;          /* deaths in a row, for the back-off (tsgi_policy.h) */
     int status_fd;        /* read end of the worker's status pipe (fd 5 there), -1 when none */
+    char said[512];       /* the line it wrote there when it could not start, "" when none */
+    const char *daemon;   /* its daemon's name (the next generation's daemon of that name takes over) */
     apr_time_t started;   /* when node was exec'd (after any back-off delay) */
     pid_t parent_pid;
     char **argv;
@@ -404,6 +413,8 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
     w->proc.pid = pid;
     w->proc.in = w->proc.out = w->proc.err = NULL;
     w->started = apr_time_now() + delay;
+    w->ready = w->told = w->parked = 0;
+    w->said[0] = '\0';
     /* Registered on pconf, never on a longer-lived pool: worker_maintenance
      * lives in this DSO, which Apache unloads and reloads on every restart. */
     apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, w->d->pconf);
@@ -412,21 +423,46 @@ static apr_status_t spawn_worker(tsgi_worker *w, server_rec *s, const unsigned c
     return APR_SUCCESS;
 }
 
-/* What a worker that could not start wrote on its status pipe (one line),
- * or "" when it wrote nothing; the pipe is closed either way. */
-static const char *status_reason(tsgi_worker *w, char *buf, size_t size)
+/*
+ * Reads the worker's status pipe if it said something: "ready" (init ran, it
+ * accepts) marks it ready; any other line is why it could not start (kept in
+ * w->said). The pipe is closed once it said something or reached EOF; returns
+ * whether it is closed.
+ */
+static int status_read(tsgi_worker *w)
 {
-    ssize_t n = -1;
-    if (w->status_fd >= 0) {
-        n = read(w->status_fd, buf, size - 1);
-        close(w->status_fd);
-        w->status_fd = -1;
-    }
+    char buf[sizeof(w->said)];
+    ssize_t n;
+    if (w->status_fd < 0)
+        return 1;
+    do {
+        n = read(w->status_fd, buf, sizeof(buf) - 1);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN)
+        return 0;
+    close(w->status_fd);
+    w->status_fd = -1;
     if (n <= 0)
-        n = 0;
+        return 1;
     buf[n] = '\0';
     buf[strcspn(buf, "\r\n")] = '\0';
-    return buf;
+    if (!strcmp(buf, "ready"))
+        w->ready = 1;
+    else
+        apr_cpystrn(w->said, buf, sizeof(w->said));
+    return 1;
+}
+
+/* At a worker's death: what it wrote on its status pipe when it could not
+ * start, or "" when nothing (the pipe is closed either way). */
+static const char *status_reason(tsgi_worker *w)
+{
+    status_read(w);
+    if (w->status_fd >= 0) {
+        close(w->status_fd); /* a child of the worker still holds the write end */
+        w->status_fd = -1;
+    }
+    return w->said;
 }
 
 /*
@@ -441,9 +477,7 @@ static apr_interval_time_t restart_delay(tsgi_worker *w, int status)
     server_rec *s = ap_server_conf;
     apr_time_t now = apr_time_now();
     apr_interval_time_t delay;
-    const char *said;
-    char why[512];
-    said = status_reason(w, why, sizeof(why));
+    const char *said = status_reason(w);
     if (status == 0) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_tsgi: daemon %s: worker #%d (pid %d) exited cleanly; "
                      "restarting", w->d->name, w->index, (int)w->proc.pid);
@@ -463,32 +497,237 @@ static apr_interval_time_t restart_delay(tsgi_worker *w, int status)
     return delay;
 }
 
+/* Tells a worker to drain and exit (SIGTERM), once. */
+static void tell(tsgi_worker *w)
+{
+    if (!w->told && w->proc.pid > 0)
+        kill(w->proc.pid, SIGTERM);
+    w->told = 1;
+}
+
+/* How many workers of past generations still serve in place of daemon d's (its
+ * reload gate keeps them: same name, same listening socket); told, they drain now. */
+static int kept_workers(process_rec *proc, tsgi_daemon *d, int drain)
+{
+    apr_array_header_t *list = retired_list(proc);
+    int i, n = 0;
+    for (i = 0; i < list->nelts; i++) {
+        tsgi_worker *w = APR_ARRAY_IDX(list, i, tsgi_worker *);
+        if (!w || w->told || strcmp(w->daemon, d->name) || w->listen_fd != d->listen_fd)
+            continue;
+        if (drain)
+            tell(w);
+        n++;
+    }
+    return n;
+}
+
+/* This generation's daemon that a kept worker of a past one stands in for, if any. */
+static tsgi_daemon *daemon_of(tsgi_worker *w)
+{
+    tsgi_registry *reg = tsgi_registry_get(w->process->pconf);
+    int i;
+    for (i = 0; i < reg->list->nelts; i++) {
+        tsgi_daemon *d = APR_ARRAY_IDX(reg->list, i, tsgi_daemon *);
+        if (d->workers && !strcmp(d->name, w->daemon) && d->listen_fd == w->listen_fd)
+            return d;
+    }
+    return NULL;
+}
+
+static void watcher_maintenance(int reason, void *data, int status);
+
+/*
+ * The watcher: a forked copy of the parent that only waits (poll) for one of
+ * the starting workers to write on or close its status pipe, then exits. Its
+ * death is what the MPM tells the parent about within a second (a readiness
+ * alone reaches no hook: the monitor hook runs every 10 s); the parent reads
+ * the pipes itself (gate_check) and starts another watcher while some are left.
+ */
+static void watcher_start(tsgi_daemon *d)
+{
+    struct pollfd *fds = malloc(sizeof(*fds) * (size_t)d->processes);
+    int i, n = 0;
+    pid_t pid;
+    if (!fds)
+        return;
+    for (i = 0; i < d->processes; i++) {
+        tsgi_worker *w = d->workers[i];
+        if (w && !w->ready && w->status_fd >= 0 && w->proc.pid > 0) {
+            fds[n].fd = w->status_fd;
+            fds[n].events = POLLIN;
+            fds[n].revents = 0;
+            n++;
+        }
+    }
+    pid = n ? fork() : -1;
+    if (pid == 0) {
+        child_signals();
+        while (poll(fds, (nfds_t)n, -1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    free(fds);
+    if (pid < 0) {
+        if (n)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, d->s, "mod_tsgi: daemon %s: cannot fork the readiness "
+                         "watcher; the previous workers drain at the next worker death or restart", d->name);
+        return;
+    }
+    d->watcher.pid = pid;
+    d->watcher.in = d->watcher.out = d->watcher.err = NULL;
+    d->watcher_parent = getpid();
+    apr_proc_other_child_register(&d->watcher, watcher_maintenance, d, NULL, d->pconf);
+}
+
+/* Ends the watcher; `registered`: its other-child record is still there (not in a pconf cleanup). */
+static void watcher_stop(tsgi_daemon *d, int registered)
+{
+    if (d->watcher.pid <= 0 || d->watcher_parent != getpid())
+        return;
+    if (registered)
+        apr_proc_other_child_unregister(d);
+    kill(d->watcher.pid, SIGKILL);
+    while (waitpid(d->watcher.pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    d->watcher.pid = 0;
+}
+
+/* While the gate is pending: once every new worker said ready, the previous generation drains. */
+static void gate_check(tsgi_daemon *d)
+{
+    int i, kept;
+    if (d->gate != TSGI_GATE_PENDING)
+        return;
+    for (i = 0; i < d->processes; i++) {
+        status_read(d->workers[i]);
+        if (!d->workers[i]->ready)
+            return;
+    }
+    d->gate = TSGI_GATE_LIVE;
+    watcher_stop(d, 1);
+    /* The line first: it must not come after the old workers' ends. */
+    kept = kept_workers(d->s->process, d, 0);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, d->s, "mod_tsgi: daemon %s: reloaded: %d new worker%s ready; the previous "
+                 "%d drain%s", d->name, d->processes, d->processes > 1 ? "s" : "", kept, kept == 1 ? "s" : "");
+    kept_workers(d->s->process, d, 1);
+}
+
+/*
+ * A new worker ended before it was ready while the previous generation still
+ * serves: the reload failed. One line says why; the other new workers are
+ * told to go and none is respawned (parked) while the previous ones serve,
+ * as the Node hosts' pool keeps its old workers; the next graceful restart
+ * tries again.
+ */
+static void gate_fail(tsgi_daemon *d, tsgi_worker *w, int status)
+{
+    const char *said = status_reason(w);
+    char why[64];
+    int i;
+    d->gate = TSGI_GATE_FAILED;
+    watcher_stop(d, 1);
+    if (!*said) {
+        snprintf(why, sizeof(why), "a new worker ended with exit code or signal %d", status);
+        said = why;
+    }
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, d->s, "mod_tsgi: daemon %s: reload failed: %s; still serving the previous "
+                 "handler", d->name, said);
+    w->told = 1; /* it is gone (and reaped) */
+    for (i = 0; i < d->processes; i++) {
+        d->workers[i]->parked = 1;
+        tell(d->workers[i]);
+    }
+}
+
+/* The previous generation is gone (its kept workers all ended): this one is
+ * supervised as usual again; parked slots start with the back-off. */
+static void gate_open(tsgi_daemon *d)
+{
+    const unsigned char *secret = tsgi_secret_get(d->s->process);
+    int i, was = d->gate;
+    d->gate = TSGI_GATE_LIVE;
+    watcher_stop(d, 1);
+    if (was != TSGI_GATE_FAILED)
+        return;
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s, "mod_tsgi: daemon %s: the previous handler's workers have all "
+                 "ended; starting this generation's again", d->name);
+    for (i = 0; i < d->processes; i++) {
+        tsgi_worker *w = d->workers[i];
+        w->parked = 0;
+        if (w->proc.pid > 0)
+            continue; /* still draining: its death respawns it */
+        if (!secret || spawn_worker(w, d->s, secret, (apr_interval_time_t)tsgi_backoff_next(&w->crashes,
+                                    (int64_t)w->started, (int64_t)apr_time_now())) != APR_SUCCESS)
+            ap_log_error(APLOG_MARK, APLOG_CRIT, errno, d->s, "mod_tsgi: daemon %s: cannot restart worker #%d",
+                         d->name, w->index);
+    }
+}
+
+static void watcher_maintenance(int reason, void *data, int status)
+{
+    tsgi_daemon *d = data;
+    if (getpid() != d->watcher_parent || (reason != APR_OC_REASON_DEATH && reason != APR_OC_REASON_LOST))
+        return;
+    apr_proc_other_child_unregister(d);
+    d->watcher.pid = 0;
+    gate_check(d);
+    if (d->gate == TSGI_GATE_PENDING)
+        watcher_start(d);
+}
+
+/* A worker of a past generation ended: when it was the last one standing in
+ * for this generation's daemon, that daemon's gate opens. */
+static void retired_ended(tsgi_worker *w)
+{
+    tsgi_daemon *d = !w->told ? daemon_of(w) : NULL;
+    status_reason(w);
+    retired_forget(w->process, w);
+    if (d && d->gate != TSGI_GATE_LIVE && kept_workers(d->s->process, d, 0) == 0)
+        gate_open(d);
+}
+
 /* The MPM's other-child callback: a worker died (or was lost). */
 static void worker_maintenance(int reason, void *data, int status)
 {
     tsgi_worker *w = data;
+    tsgi_daemon *d = w->d;
     server_rec *s = ap_server_conf;
     int mpm_state = AP_MPMQ_STOPPING;
     const unsigned char *secret;
     apr_interval_time_t delay;
-    char why[512];
     /* APR_OC_REASON_RESTART needs nothing: retire_workers (a pconf cleanup)
-     * already told this generation to drain. */
+     * already decided which of this generation's workers drain. */
     if (getpid() != w->parent_pid || (reason != APR_OC_REASON_DEATH && reason != APR_OC_REASON_LOST))
         return;
     apr_proc_other_child_unregister(w);
     ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state);
-    if (w->retired || mpm_state == AP_MPMQ_STOPPING) {
-        status_reason(w, why, sizeof(why));
-        if (w->retired)
-            retired_forget(w->process, w);
+    if (w->retired) {
+        retired_ended(w);
+        return;
+    }
+    if (mpm_state == AP_MPMQ_STOPPING) {
+        status_reason(w);
+        return;
+    }
+    status_read(w);
+    if (d->gate == TSGI_GATE_PENDING && !w->ready)
+        gate_fail(d, w, status);
+    if (w->parked) {
+        status_reason(w);
+        w->proc.pid = 0;
         return;
     }
     delay = restart_delay(w, status);
-    secret = tsgi_secret_get(w->d->s->process);
+    secret = tsgi_secret_get(d->s->process);
     if (!secret || spawn_worker(w, s, secret, delay) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_tsgi: daemon %s: cannot restart worker #%d",
-                     w->d->name, w->index);
+                     d->name, w->index);
+    else if (d->gate == TSGI_GATE_PENDING) {
+        /* A new worker that was ready crashed: watch its replacement too. */
+        watcher_stop(d, 1);
+        watcher_start(d);
+    }
 }
 
 typedef struct {
@@ -496,36 +735,61 @@ typedef struct {
     pid_t parent_pid;
 } tsgi_generation;
 
-/* pconf cleanup: the generation that spawned these workers is over (graceful
- * restart or stop): SIGTERM lets them finish in-flight work and exit. */
+/*
+ * pconf cleanup: the generation that spawned these workers is over (graceful
+ * restart or stop). On a stop every worker drains (SIGTERM: in-flight work
+ * finishes, then it exits). On a restart the gate: a live generation's ready
+ * workers keep serving until the next generation's are ready (gate_check);
+ * the others drain now, and workers kept from before stay kept.
+ */
 static apr_status_t retire_workers(void *data)
 {
     tsgi_generation *g = data;
+    tsgi_daemon *d = g->d;
+    int exiting = ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING;
+    apr_array_header_t *list;
     int i;
     if (getpid() != g->parent_pid)
         return APR_SUCCESS;
-    for (i = 0; i < g->d->processes; i++) {
-        tsgi_worker *w = g->d->workers[i];
-        if (w && !w->retired) {
-            w->retired = 1;
-            w->d = NULL;
-            kill(w->proc.pid, SIGTERM);
-            retired_add(w->process, w);
+    watcher_stop(d, 0);
+    for (i = 0; i < d->processes; i++) {
+        tsgi_worker *w = d->workers[i];
+        if (!w || w->retired)
+            continue;
+        w->retired = 1;
+        w->d = NULL;
+        if (w->proc.pid <= 0) {
+            d->workers[i] = NULL;
+            apr_pool_destroy(w->pool);
+            continue;
         }
+        status_read(w);
+        if (exiting || d->gate != TSGI_GATE_LIVE || !w->ready)
+            tell(w);
+        retired_add(w->process, w);
+    }
+    if (exiting) {
+        list = retired_list(d->s->process);
+        for (i = 0; i < list->nelts; i++)
+            if (APR_ARRAY_IDX(list, i, tsgi_worker *))
+                tell(APR_ARRAY_IDX(list, i, tsgi_worker *));
     }
     return APR_SUCCESS;
 }
 
 /* pconf cleanup registered before the daemons' retire_workers, so it runs
- * after all of them: on stop (not on graceful restart) wait for the workers
- * to drain, and SIGKILL those still there graceful-timeout + 2 s later. */
+ * after all of them (every worker is in the retired list then): on stop (not
+ * on graceful restart) wait for the workers to drain, and SIGKILL those still
+ * there graceful-timeout + 2 s later. */
 static apr_status_t reap_on_exit(void *data)
 {
     tsgi_registry *reg = data;
+    apr_array_header_t *list;
     apr_time_t deadline = apr_time_now();
-    int i, j, left;
-    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING)
+    int i, left;
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING || !reg->list->nelts)
         return APR_SUCCESS;
+    list = retired_list(APR_ARRAY_IDX(reg->list, 0, tsgi_daemon *)->s->process);
     for (i = 0; i < reg->list->nelts; i++) {
         tsgi_daemon *d = APR_ARRAY_IDX(reg->list, i, tsgi_daemon *);
         if (apr_time_now() + d->graceful_timeout + apr_time_from_sec(2) > deadline)
@@ -533,24 +797,21 @@ static apr_status_t reap_on_exit(void *data)
     }
     do {
         left = 0;
-        for (i = 0; i < reg->list->nelts; i++) {
-            tsgi_daemon *d = APR_ARRAY_IDX(reg->list, i, tsgi_daemon *);
-            for (j = 0; d->workers && j < d->processes; j++) {
-                tsgi_worker *w = d->workers[j];
-                if (!w || w->proc.pid <= 0 || w->parent_pid != getpid())
-                    continue;
-                if (waitpid(w->proc.pid, NULL, WNOHANG) != 0) {
-                    w->proc.pid = -1; /* exited (or not our child any more) */
-                    continue;
-                }
-                if (apr_time_now() >= deadline) {
-                    kill(w->proc.pid, SIGKILL);
-                    waitpid(w->proc.pid, NULL, 0);
-                    w->proc.pid = -1;
-                    continue;
-                }
-                left++;
+        for (i = 0; i < list->nelts; i++) {
+            tsgi_worker *w = APR_ARRAY_IDX(list, i, tsgi_worker *);
+            if (!w || w->proc.pid <= 0 || w->parent_pid != getpid())
+                continue;
+            if (waitpid(w->proc.pid, NULL, WNOHANG) != 0) {
+                w->proc.pid = -1; /* exited (or not our child any more) */
+                continue;
             }
+            if (apr_time_now() >= deadline) {
+                kill(w->proc.pid, SIGKILL);
+                waitpid(w->proc.pid, NULL, 0);
+                w->proc.pid = -1;
+                continue;
+            }
+            left++;
         }
         if (left)
             apr_sleep(apr_time_from_msec(20));
@@ -670,6 +931,7 @@ static tsgi_worker *worker_new(server_rec *s, tsgi_daemon *d, int index, uid_t u
     w->d = d;
     w->process = s->process;
     w->index = index;
+    w->daemon = apr_pstrdup(wp, d->name);
     w->status_fd = -1;
     w->parent_pid = getpid();
     w->node = apr_pstrdup(wp, d->node);
@@ -741,6 +1003,10 @@ static int start_daemon(apr_pool_t *pconf, server_rec *s, tsgi_daemon *d, const 
     g->d = d;
     g->parent_pid = getpid();
     apr_pool_cleanup_register(pconf, g, retire_workers, apr_pool_cleanup_null);
+    /* A graceful restart: the previous workers serve until these are ready. */
+    d->gate = kept_workers(s->process, d, 0) ? TSGI_GATE_PENDING : TSGI_GATE_LIVE;
+    if (d->gate == TSGI_GATE_PENDING)
+        watcher_start(d);
     return OK;
 }
 
@@ -758,6 +1024,18 @@ static void adopt_retired(apr_pool_t *pconf, process_rec *proc)
             apr_proc_other_child_register(&w->proc, worker_maintenance, w, NULL, pconf);
         else
             retired_forget(proc, w);
+    }
+}
+
+/* Kept workers whose daemon this generation no longer has (or has on another socket) drain now. */
+static void drain_orphans(process_rec *proc)
+{
+    apr_array_header_t *list = retired_list(proc);
+    int i;
+    for (i = 0; i < list->nelts; i++) {
+        tsgi_worker *w = APR_ARRAY_IDX(list, i, tsgi_worker *);
+        if (w && !w->told && !daemon_of(w))
+            tell(w);
     }
 }
 
@@ -779,6 +1057,7 @@ int tsgi_supervisor_start(apr_pool_t *pconf, server_rec *s)
     for (i = 0; i < reg->list->nelts; i++)
         if ((rc = start_daemon(pconf, s, APR_ARRAY_IDX(reg->list, i, tsgi_daemon *), secret)) != OK)
             return rc;
+    drain_orphans(s->process);
     return OK;
 }
 

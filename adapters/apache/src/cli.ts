@@ -367,6 +367,8 @@ async function run(argv: string[]): Promise<number> {
             throw err;
           }
           server.kill('SIGUSR1');
+          // mod_tsgi's reload gate says the outcome in the error log: `reloaded: N new workers ready` or `reload failed`.
+          return 'reloading: graceful restart made; the previous workers serve until the new ones are ready';
         },
         details: [`${n} Node worker${n > 1 ? 's' : ''}`],
         // --drain-delay: Apache keeps serving; the workers see the flag (peers.ts) and answer the health path 503.

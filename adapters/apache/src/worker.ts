@@ -418,7 +418,7 @@ export async function startWorker(mod: unknown, opts?: WorkerOptions): Promise<W
     await initHandler(handler, { server: 'apache', env: process.env });
     const w = new Worker(handler, o);
     await w.listen();
-    closeStatusFd();
+    sayReady();
     const stop = () => void w.drain();
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -443,15 +443,22 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   return startWorker(mod);
 }
 
-/** The status pipe is only for a start-up failure: once started, the handler's child processes must not inherit it. */
-function closeStatusFd(): void {
+/**
+ * Listening, init done: "ready" on the status pipe (mod_tsgi's reload gate waits for it before the previous
+ * workers drain), then it is closed, so the handler's child processes do not inherit it.
+ */
+function sayReady(): void {
   const fd = Number(process.env.TSGI_STATUS_FD);
-  if (Number.isInteger(fd) && fd > 2) {
-    try {
-      closeSync(fd);
-    } catch {
-      // not open
-    }
+  if (!Number.isInteger(fd) || fd <= 2) return;
+  try {
+    writeSync(fd, 'ready\n');
+  } catch {
+    // not open
+  }
+  try {
+    closeSync(fd);
+  } catch {
+    // not open
   }
 }
 

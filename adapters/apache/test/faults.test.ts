@@ -6,6 +6,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { load as backgroundLoad, sleep } from '@tsgi/conformance/testing';
 import { fixture, freePort, runCli, startApache, uidOf, waitFor, workerPids, type RunningApache } from './helpers.js';
 
 const PROCESSES = 2;
@@ -247,13 +248,28 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  // A fresh connection each time: a graceful restart closes idle keep-alive ones (see "graceful restart").
+  const text = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      httpGet(app.url, { agent: false, headers: { connection: 'close' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve(body));
+        res.on('error', reject);
+      }).on('error', reject);
+    });
+
   it('serves the handler as it is now: rebuilt, new workers, the old ones drain', async () => {
-    expect(await (await fetch(app.url)).text()).toBe('v1');
+    expect(await text()).toBe('v1');
     const before = workerPids(app.pid);
     writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v2') };\n");
+    const from = app.errors().length;
     app.proc.kill('SIGHUP');
-    await waitFor(async () => (await (await fetch(app.url)).text()) === 'v2', 30_000, 'the new handler');
+    await waitFor(async () => (await text()) === 'v2', 30_000, 'the new handler');
     await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the old worker to go');
+    // mod_tsgi's gate says so (before it tells the old worker to go).
+    await waitFor(() => /mod_tsgi: daemon \S+: reloaded: 1 new worker ready; the previous 1 drains$/m.test(app.errors().slice(from)), 10_000, 'the reloaded line');
   });
 
   it('a handler that no longer builds: one line, and the previous one keeps serving', async () => {
@@ -262,7 +278,67 @@ describe('reload (SIGHUP to tsgi apache run, decision 10)', () => {
     app.proc.kill('SIGHUP');
     await waitFor(() => /reload failed/.test(app.errors().slice(from)), 30_000, 'the reload failure');
     expect(app.errors().slice(from).trim().split('\n')).toEqual([expect.stringMatching(/^tsgi apache: reload failed: cannot bundle handler .*; still serving the previous handler$/)]);
-    expect(await (await fetch(app.url)).text()).toBe('v2');
+    expect(await text()).toBe('v2');
+  });
+
+  // The reload gate (issue 12): the previous workers serve until every new one said ready.
+  it('a handler whose init fails: one line names it, nothing respawns in a loop, the previous keeps serving; fixed, it is served', async () => {
+    const before = workerPids(app.pid);
+    writeFileSync(join(dir, 'handler.mjs'), "export default { async init() { throw new Error('init-fails-on-reload'); }, fetch: () => new Response('v3') };\n");
+    const from = app.errors().length;
+    app.proc.kill('SIGHUP');
+    await waitFor(() => /init-fails-on-reload/.test(app.errors().slice(from)), 30_000, 'the reload failure');
+    // Long enough for a respawn loop to show (the back-off: 0, 0.1, 0.2, 0.4, 0.8 s).
+    await sleep(3_000);
+    const said = app.errors().slice(from).split('\n').filter((l) => /init-fails-on-reload/.test(l));
+    expect(said, app.errors().slice(from)).toEqual([expect.stringMatching(/mod_tsgi: daemon \S+: reload failed: .*init-fails-on-reload.*; still serving the previous handler$/)]);
+    // Nothing claims it reloaded.
+    expect(app.errors().slice(from)).not.toMatch(/reloaded/);
+    expect(await text()).toBe('v2');
+    expect(workerPids(app.pid)).toEqual(before);
+
+    writeFileSync(join(dir, 'handler.mjs'), "export default { fetch: () => new Response('v4') };\n");
+    app.proc.kill('SIGHUP');
+    await waitFor(async () => (await text()) === 'v4', 30_000, 'the fixed handler');
+    await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the previous worker to go');
+    await waitFor(() => /mod_tsgi: daemon \S+: reloaded: 1 new worker ready; the previous 1 drains$/m.test(app.errors().slice(from)), 10_000, 'the reloaded line');
+  });
+
+  it('a second reload while the first one\'s workers still run init: the previous serves throughout, then only the last handler', async () => {
+    const gates = mkdtempSync('/tmp/tsgi-apache-gate-');
+    chmodSync(gates, 0o755);
+    const open = join(gates, 'open');
+    // init waits for a file: the new workers stay in init until the test lets them go.
+    const slow = (v: string): string => `import { existsSync } from 'node:fs';
+export default {
+  async init() { while (!existsSync(${JSON.stringify(open)})) await new Promise((r) => setTimeout(r, 50)); },
+  fetch: () => new Response('${v}'),
+};
+`;
+    try {
+      const before = workerPids(app.pid);
+      const l = backgroundLoad(app.url, 2, true);
+      writeFileSync(join(dir, 'handler.mjs'), slow('v5'));
+      app.proc.kill('SIGHUP');
+      let first: number[] = [];
+      await waitFor(() => (first = workerPids(app.pid).filter((p) => !before.includes(p))).length > 0, 30_000, 'the first reload\'s worker');
+      expect(await text()).toBe('v4');
+      writeFileSync(join(dir, 'handler.mjs'), slow('v6'));
+      app.proc.kill('SIGHUP');
+      await waitFor(() => {
+        const now = workerPids(app.pid);
+        return first.every((p) => !now.includes(p)) && now.some((p) => !before.includes(p));
+      }, 30_000, 'the second reload\'s worker in place of the first one\'s');
+      expect(await text()).toBe('v4');
+      writeFileSync(open, '');
+      await waitFor(async () => (await text()) === 'v6', 30_000, 'the last handler');
+      await waitFor(() => workerPids(app.pid).every((p) => !before.includes(p)), 30_000, 'the previous worker to go');
+      const r = await l.stop();
+      expect(r.failed, JSON.stringify(r)).toBe(0);
+      expect(Object.keys(r.bodies).sort()).toEqual(['v4', 'v6']);
+    } finally {
+      rmSync(gates, { recursive: true, force: true });
+    }
   });
 });
 

@@ -165,8 +165,11 @@ export interface Launch {
   ready?(): Promise<boolean>;
   /** A line of the held log that means it cannot start: its group 1 is printed as the one line. */
   startFailure?: RegExp;
-  /** SIGHUP: onto the handler as it is now. A throw is printed; the old handler keeps serving. */
-  reload(server: ChildProcess): Promise<void>;
+  /**
+   * SIGHUP: onto the handler as it is now. A throw is printed; the old handler keeps serving. It may resolve
+   * with the line to print instead of `reloaded` (Apache: the new workers' readiness comes later, from mod_tsgi).
+   */
+  reload(server: ChildProcess): Promise<string | void>;
   /** Shown in the ready line after the pid and the server root. */
   details?: string[];
   /**
@@ -369,8 +372,8 @@ class PrivateRun {
   private async reload(): Promise<void> {
     if (this.stopLevel || !this.server || this.exit) return;
     try {
-      await this.launch!.reload(this.server);
-      if (!this.stopLevel) this.say('reloaded');
+      const said = await this.launch!.reload(this.server);
+      if (!this.stopLevel) this.say(said || 'reloaded');
     } catch (err) {
       // A stop during the reload ends it; that is no failure to report.
       if (!this.stopLevel) this.say(`reload failed: ${startupReason(err)}; still serving the previous handler`);
