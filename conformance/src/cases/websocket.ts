@@ -13,14 +13,11 @@ import { CONFORMANCE_MAX_BODY, EDGE_SIZES, bytesEqual, expectJSON, get, noise, n
 const NJS_NO_WEBSOCKET =
   'njs 0.7.9 has no WebSocket server API, so embedded mode cannot carry the websocket hooks; ' +
   'its build refuses such a handler and points to workers mode (this run serves fixture/http-only.ts)';
-const APACHE_NOT_YET =
-  'mod_tsgi does not tunnel upgrades yet: relaying the client connection to the worker after it accepted ' +
-  '(issue 13, Apache part) waits for the mod_tsgi.c split; until then an upgrade request is served by fetch as plain HTTP';
 const FASTIFY_NOT_COVERED =
   'the Fastify mount serves routes through Fastify, which has no upgrade handling of its own (that is the ' +
   '@fastify/websocket plugin); WebSocket is served by tsgi serve and toNodeListener (listener.upgrade)';
 
-const OPT_OUT = { 'nginx:embedded': NJS_NO_WEBSOCKET, apache: APACHE_NOT_YET, 'node:fastify': FASTIFY_NOT_COVERED };
+const OPT_OUT = { 'nginx:embedded': NJS_NO_WEBSOCKET, 'node:fastify': FASTIFY_NOT_COVERED };
 
 const SIZES = [1, ...EDGE_SIZES];
 

@@ -95,8 +95,8 @@ export interface SocketSession {
   hooks: WebSocketHooks;
   request: Request;
   ctx: Context;
-  /** The socket opened (ws wrote the 101 head). */
-  opened?(): void;
+  /** The socket opened (ws wrote the 101 head); `close` ends it as closeAll does (1001 by default). */
+  opened?(close: (code?: number, reason?: string) => Promise<void>): void;
   /**
    * The exchange is over: 101 and the message bytes sent once an open socket
    * closed (after its close hook), or 400 when ws refused the handshake
@@ -171,7 +171,7 @@ export class WebSocketKit {
       if (ws.readyState === WebSocket.OPEN) ws.close(INTERNAL, 'internal error');
     };
     this.open.add(ws);
-    s.opened?.();
+    s.opened?.((code, reason) => closeSocket(ws, code, reason));
     ws.on('message', (data, isBinary) => {
       runSocketHook(hooks, 'message', peer, isBinary ? bytesOf(data) : data.toString(), log, fail);
     });
@@ -191,13 +191,19 @@ export class WebSocketKit {
    * is left. Resolves when all are closed (their close hooks have run).
    */
   closeAll(code = WS_GOING_AWAY, reason = 'server shutting down'): Promise<void> {
-    const all = [...this.open];
-    if (!all.length) return Promise.resolve();
-    const done = all.map((ws) => new Promise<void>((r) => (ws.readyState === WebSocket.CLOSED ? r() : ws.once('close', () => r()))));
-    for (const ws of all) ws.close(code, reason);
-    const timer = setTimeout(() => {
-      for (const ws of all) ws.terminate();
-    }, WS_CLOSE_WAIT_MS);
-    return Promise.all(done).then(() => clearTimeout(timer));
+    return Promise.all([...this.open].map((ws) => closeSocket(ws, code, reason))).then(() => {});
   }
+}
+
+/** Sends the close frame, waits up to WS_CLOSE_WAIT_MS for the client's, then cuts the connection. */
+function closeSocket(ws: WebSocket, code = WS_GOING_AWAY, reason = 'server shutting down'): Promise<void> {
+  if (ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => ws.terminate(), WS_CLOSE_WAIT_MS);
+    ws.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    ws.close(code, reason);
+  });
 }
