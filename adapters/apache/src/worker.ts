@@ -257,7 +257,7 @@ export class Worker implements ConnectionHost, Responder {
 
   /**
    * A WebSocket upgrade mod_tsgi can tunnel (PROTOCOL.md, "WebSocket tunnel"):
-   * the handshake checks every Node host makes (a body is refused too), then
+   * the handshake checks every Node host makes (core's handshakeRefusal), then
    * authenticate, authorize and the upgrade hook; a refusal is an ordinary
    * response. Accepted: TUNNEL, and ws takes the connection; the request holds
    * its in-flight slot until the socket closes, then `log` runs with 101.
@@ -267,9 +267,7 @@ export class Worker implements ConnectionHost, Responder {
     const headers = headerRecord(m.headers);
     const no = this.draining
       ? { status: 503, text: 'Service Unavailable\n', headers: {} }
-      : m.hasBody
-        ? { status: 400, text: BAD_REQUEST_TEXT, headers: {} }
-        : handshakeRefusal(m.method, headers['sec-websocket-key'], headers['sec-websocket-version']);
+      : handshakeRefusal(m.method, headers['sec-websocket-key'], headers['sec-websocket-version'], m.hasBody);
     if (no) {
       respond(conn, req, plainResponse(no.status, no.text, no.headers), this);
       return;

@@ -62,7 +62,9 @@ export class WebSocketHost {
     // Not a WebSocket handler or not a WebSocket upgrade: an ordinary request for fetch (the Upgrade header is ignored).
     if (!hooks || !isWebSocketUpgrade(req.headers.upgrade)) return host.serve(req, res);
     if (host.draining) return sendOwn(res, 503, 'Service Unavailable\n', true);
-    const no = handshakeRefusal(req.method ?? '', req.headers['sec-websocket-key'], req.headers['sec-websocket-version']);
+    const h = req.headers;
+    const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+    const no = handshakeRefusal(req.method ?? '', h['sec-websocket-key'], h['sec-websocket-version'], hasBody);
     if (no) {
       for (const [k, v] of Object.entries(no.headers)) res.setHeader(k, v);
       return sendOwn(res, no.status, no.text, true);

@@ -38,11 +38,12 @@ export interface HandshakeRefusal {
 
 /**
  * The checks every host makes on a WebSocket upgrade request before its hooks
- * run: GET only (a body or another method is 400, as RFC 6455 4.1 asks), a
- * well-formed Sec-WebSocket-Key, version 13 (else 426). Null: acceptable.
+ * run: GET only (RFC 6455 4.1), no body (a handshake has none; its bytes would
+ * be read as frames), a well-formed Sec-WebSocket-Key: else 400; version 13,
+ * else 426. Null: acceptable.
  */
-export function handshakeRefusal(method: string, key: string | undefined, version: string | undefined): HandshakeRefusal | null {
-  if (method !== 'GET' || !KEY.test(key ?? '')) return { status: 400, text: 'Bad Request\n', headers: {} };
+export function handshakeRefusal(method: string, key: string | undefined, version: string | undefined, hasBody: boolean): HandshakeRefusal | null {
+  if (method !== 'GET' || hasBody || !KEY.test(key ?? '')) return { status: 400, text: 'Bad Request\n', headers: {} };
   if (version !== '13') return { status: 426, text: 'Upgrade Required\n', headers: { 'sec-websocket-version': '13' } };
   return null;
 }
