@@ -20,6 +20,8 @@ export interface RunningApache {
   proc: ChildProcess;
   /** Everything the CLI and Apache wrote to stderr (the error log) so far. */
   errors(): string;
+  /** The access log lines printed so far (stdout). */
+  access(): string;
   stop(): Promise<void>;
 }
 
@@ -32,7 +34,8 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
     env: { ...process.env, ...env },
   });
   let err = '';
-  proc.stdout!.resume(); // the access log
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d)); // the access log
   proc.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const m = await new Promise<RegExpExecArray>((resolve, reject) => {
@@ -58,6 +61,7 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
     root: m[3]!,
     proc,
     errors: () => err,
+    access: () => out,
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill('SIGTERM');
