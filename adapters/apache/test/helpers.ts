@@ -111,7 +111,7 @@ ${body}
 }
 
 /**
- * @tsgi/apache's worker with what it imports (@tsgi/core, esbuild) copied under `dir`, as an
+ * @tsgi/apache's worker with what it imports (@tsgi/core, esbuild, ws) copied under `dir`, as an
  * application would have them installed: conf-mode workers (www-data) must read it, and a CI
  * checkout may sit in a 0700 directory. Returns the copied dist/worker.js.
  */
@@ -122,6 +122,7 @@ export function installWorker(dir: string): string {
   copy('core/package.json', 'node_modules/@tsgi/core/package.json');
   copy('core/dist', 'node_modules/@tsgi/core/dist');
   copy('node_modules/esbuild', 'node_modules/esbuild');
+  copy('node_modules/ws', 'node_modules/ws'); // @tsgi/core's WebSocket kit
   for (const p of readdirSync(join(repoRoot, 'node_modules/@esbuild'))) copy(`node_modules/@esbuild/${p}`, `node_modules/@esbuild/${p}`);
   return join(dir, 'node_modules/@tsgi/apache/dist/worker.js');
 }

@@ -1,10 +1,17 @@
 // WebSocket through mod_tsgi's tunnel, what only Apache has (the behaviour every host shares is in the
 // conformance matrix, conformance/src/cases/websocket.ts): the access log's 101, max-inflight counting open
-// sockets, the Apache thread freed when a client vanishes, a worker killed with a socket open.
+// sockets, the Apache thread freed when a client vanishes, a worker killed with a socket open; over TLS
+// (mod_ssl: the tunnel goes through the connection's filters) with ws-idle-timeout.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { noise } from '@tsgi/conformance/testing';
-import { fixture, startApache, waitFor, workerPids, type RunningApache } from './helpers.js';
+import { buildModule } from '../src/build.js';
+import { DEBIAN_MODULES } from '../src/config.js';
+import { apacheConf, fixture, freePort, installWorker, startApache, waitFor, workerPids, type RunningApache } from './helpers.js';
 
 let server: RunningApache;
 let limited: RunningApache;
@@ -114,5 +121,63 @@ describe('WebSocket through Apache', () => {
     await echo(d, 300_000);
     d.ws.close(1000);
     expect(await d.closed).toBe(1000);
+  });
+});
+
+describe('WebSocket through Apache over TLS (mod_ssl)', () => {
+  let root: string;
+  let apache: ChildProcess;
+  let port: number;
+
+  beforeAll(async () => {
+    const so = (await buildModule()).so;
+    root = mkdtempSync(join(tmpdir(), 'tsgi-ws-tls-'));
+    chmodSync(root, 0o755);
+    copyFileSync(fixture('websocket.ts'), join(root, 'websocket.ts'));
+    const worker = installWorker(join(root, 'install'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+      '-keyout', join(root, 'key.pem'), '-out', join(root, 'cert.pem')], { stdio: 'ignore' });
+    port = await freePort();
+    writeFileSync(join(root, 'httpd.conf'), apacheConf(root, port, so, `
+LoadModule ssl_module ${DEBIAN_MODULES}/mod_ssl.so
+SSLEngine on
+SSLCertificateFile ${root}/cert.pem
+SSLCertificateKeyFile ${root}/key.pem
+TsgiDaemon ws handler=${root}/websocket.ts worker=${worker} processes=1 ws-idle-timeout=1
+<Location />
+  SetHandler tsgi
+  TsgiDaemonName ws
+</Location>
+`));
+    apache = spawn('apache2', ['-DFOREGROUND', '-f', join(root, 'httpd.conf')], { stdio: 'ignore' });
+    await waitFor(() => open().then((c) => (c.ws.terminate(), true), () => false), 60_000, 'Apache with TLS');
+  }, 90_000);
+
+  afterAll(async () => {
+    if (apache && apache.exitCode === null && apache.signalCode === null) {
+      apache.kill('SIGTERM');
+      await new Promise((r) => apache.once('exit', r));
+    }
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  function open(): Promise<Socket> {
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws?k=tls${++seq}`, { rejectUnauthorized: false, perMessageDeflate: false });
+    const got: Buffer[] = [];
+    const waiting: ((b: Buffer) => void)[] = [];
+    ws.on('message', (d: Buffer) => (waiting.length ? waiting.shift()!(d) : got.push(d)));
+    const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+    return new Promise((resolve, reject) => {
+      ws.on('error', reject);
+      ws.on('open', () => resolve({ ws, key: '', closed, next: () => (got.length ? Promise.resolve(got.shift()!) : new Promise((r) => waiting.push(r))) }));
+    });
+  }
+
+  it('echoes byte-exact across the 64 KiB chunk size, then ws-idle-timeout closes a quiet socket', async () => {
+    const c = await open();
+    for (const size of [1, 65_535, 65_536, 65_537, 300_000]) await echo(c, size);
+    // Nothing more either way: Apache ends the tunnel after ws-idle-timeout (1 s), the client sees the connection end.
+    expect(await c.closed).toBe(1006);
+    await waitFor(() => /^101 /m.test(readFileSync(join(root, 'access.log'), 'utf8')), 10_000, 'the 101 access log line');
   });
 });
