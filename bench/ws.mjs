@@ -3,7 +3,9 @@
 //   raw ws          the anchor: the ws package on node:http, echoing
 //   tsgi serve      node-http's websocket.ts, the handler bench/handlers/ws-echo.ts
 //   nginx workers   tsgi nginx run --workers 1: nginx relays the upgraded connection to one Node worker
-// (Apache: not measured until mod_tsgi tunnels upgrades.) Every server process is pinned to core 0, the
+//   apache          tsgi apache run --processes 1: mod_tsgi's tunnel relays it to one Node worker (one
+//                   Apache thread per socket)
+// Every server process is pinned to core 0, the
 // load (ws-load.mjs: C sockets, each sending a 32-byte text and waiting for its echo) to core 1.
 // Figures: messages/s and the server core's busy CPU per message (lib.mjs coreBusySeconds), median of
 // interleaved rounds. Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (50), BENCH_WS_BYTES (32).
@@ -19,6 +21,7 @@ const TARGETS = [
   { name: 'raw ws', args: [here('servers/raw-ws.mjs')], check: (r) => (r.headers.get('x-anchor') === 'raw-ws' ? '' : 'no x-anchor: raw-ws header') },
   { name: 'tsgi serve', args: [tsgi, 'serve', HANDLER], port: true },
   { name: 'nginx workers', args: [tsgi, 'nginx', 'run', HANDLER, '--workers', '1'], port: true },
+  { name: 'apache', args: [tsgi, 'apache', 'run', HANDLER, '--processes', '1', '--no-access-log'], port: true },
 ];
 
 /** One load run against `url`: messages, errors, server-core CPU per message (µs). */
@@ -73,7 +76,6 @@ export async function run(argv = []) {
         `| ${[t.name, Math.round(mps).toLocaleString('en-US'), `${(mps / a.mps).toFixed(2)}x`, us(cpu), `${(a.cpu / cpu).toFixed(2)}x`, t.mps.map((x) => Math.round(x)).join(', '), t.errors].join(' | ')} |`,
       );
     }
-    lines.push('', 'Apache: not measured (mod_tsgi does not tunnel upgrades yet).');
     const table = lines.join('\n');
     console.log(table);
     if (record) {

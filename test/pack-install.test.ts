@@ -100,7 +100,7 @@ describe('npm pack: each tarball holds what its commands need, nothing else', ()
     '@tsgi/core': ['dist/index.js', 'dist/node.js', 'dist/index.d.ts', 'src/wire.ts', 'src/handler-shape.ts', 'src/access-reply.ts'],
     '@tsgi/conformance': ['dist/index.js', 'dist/testing.js', 'dist/bin.js', 'bin/tsgi-conformance.js', 'fixture/handler.ts', 'src/data.ts'],
     '@tsgi/node-http': ['dist/index.js', 'dist/cli.js'],
-    '@tsgi/apache': ['dist/cli.js', 'dist/build.js', 'dist/worker.js', 'mod_tsgi/Makefile', 'mod_tsgi/mod_tsgi.c', 'mod_tsgi/mod_tsgi.h', 'mod_tsgi/tsgi_config.c', 'mod_tsgi/tsgi_exchange.c', 'mod_tsgi/tsgi_policy.h', 'mod_tsgi/tsgi_pool.c', 'mod_tsgi/tsgi_proto.c', 'mod_tsgi/tsgi_proto.h', 'mod_tsgi/tsgi_supervisor.c'],
+    '@tsgi/apache': ['dist/cli.js', 'dist/build.js', 'dist/worker.js', 'mod_tsgi/Makefile', 'mod_tsgi/mod_tsgi.c', 'mod_tsgi/mod_tsgi.h', 'mod_tsgi/tsgi_config.c', 'mod_tsgi/tsgi_exchange.c', 'mod_tsgi/tsgi_policy.h', 'mod_tsgi/tsgi_pool.c', 'mod_tsgi/tsgi_proto.c', 'mod_tsgi/tsgi_proto.h', 'mod_tsgi/tsgi_supervisor.c', 'mod_tsgi/tsgi_tunnel.c'],
     '@tsgi/nginx': ['dist/cli.js', 'dist/build.js', 'dist/worker.js', 'runtime/bridge.ts', 'runtime/globals.ts', 'runtime/pipeline.ts', 'runtime/webapi/headers.ts'],
     tsgi: ['bin/tsgi.js', 'dist/main.js'],
   };

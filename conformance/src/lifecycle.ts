@@ -344,7 +344,6 @@ export default {
     title: 'SIGTERM with a WebSocket open: it keeps working through the graceful period, then gets 1001; its close hook runs before close()',
     optOut: {
       'nginx:embedded': 'njs 0.7.9 has no WebSocket server API: the embedded build refuses a handler with websocket hooks',
-      apache: 'mod_tsgi does not tunnel upgrades yet (issue 13, Apache part; see cases/websocket.ts)',
     },
     async run(t) {
       const src = `${MARK}
@@ -382,7 +381,6 @@ export default {
     title: 'SIGHUP with a WebSocket open: the reload completes, new sockets reach the new handler, the old socket keeps its handler and gets 1001 after the graceful period',
     optOut: {
       'nginx:embedded': 'njs 0.7.9 has no WebSocket server API: the embedded build refuses a handler with websocket hooks',
-      apache: 'mod_tsgi does not tunnel upgrades yet (issue 13, Apache part; see cases/websocket.ts)',
     },
     async run(t) {
       const version = (v: string): string => `${MARK}

@@ -32,3 +32,5 @@ export { HEARTBEAT_MS, STALL_GRACE_MS, linkWorker, type LinkMessage, type Worker
 export { authMs, timedHandler } from './node/ops/timing.js';
 export { accessLogLine, timeLocal, type AccessEntry } from './node/access-log.js';
 export { watchHandler, WATCH_DEBOUNCE_MS, type WatchOptions, type Watching } from './node/watch.js';
+// WebSocket (issue 13): the ws-based kit every Node host's upgrade path uses.
+export { DEFAULT_WS_MAX_BUFFERED, WS_CLOSE_WAIT_MS, WS_GOING_AWAY, WebSocketKit, handshakeRefusal, type HandshakeRefusal, type SocketSession, type WebSocketKitOptions } from './node/websocket.js';

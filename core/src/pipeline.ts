@@ -172,11 +172,13 @@ export function runPhase(
  * HTTP request with it, open no socket); undefined accepts (`ctx.user` holds
  * what authenticate returned). Never rejects: a throw is the bare 500, logged
  * with `log`. The host runs the handler's `log` hook once the socket has
- * closed (or with the refusal's status once that answer is sent).
+ * closed (or with the refusal's status once that answer is sent). `done`: the
+ * hooks the server already ran (Apache's TsgiAuthenticate/TsgiAuthorize).
  */
-export async function runUpgrade(h: Handler, req: Request, ctx: Context, log: ErrorLogger): Promise<Response | undefined> {
+export async function runUpgrade(h: Handler, req: Request, ctx: Context, log: ErrorLogger, done: PhaseDone = {}): Promise<Response | undefined> {
   try {
-    const refused = await runAccess(h, req, ctx);
+    const refused =
+      (done.authenticate ? undefined : await runAuthenticate(h, req, ctx)) ?? (done.authorize ? undefined : await runAuthorize(h, req, ctx));
     if (refused) return refused;
     if (!h.upgrade) return undefined;
     const out = await h.upgrade(req, ctx);

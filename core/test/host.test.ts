@@ -48,6 +48,8 @@ describe.runIf(isRoot)('workerAccount (not root, as a second local user)', () =>
     chmodSync(copy, 0o755);
     cpSync(fileURLToPath(new URL('../dist', import.meta.url)), join(copy, 'dist'), { recursive: true });
     cpSync(fileURLToPath(new URL('../package.json', import.meta.url)), join(copy, 'package.json'));
+    // @tsgi/core/node's one runtime dependency loaded at import (the WebSocket kit).
+    cpSync(fileURLToPath(new URL('../../node_modules/ws', import.meta.url)), join(copy, 'node_modules', 'ws'), { recursive: true, dereference: true });
   });
   afterAll(() => {
     removeLocalUser(OTHER);

@@ -9,6 +9,7 @@
  *   tsgi_supervisor.c  parent: the listening socket, spawning, back-off, the reload gate, retiring workers
  *   tsgi_pool.c        child: connections to the workers, pooled per process; framed I/O
  *   tsgi_exchange.c    child: one request's exchange (REQUEST, body, reply) and its relay
+ *   tsgi_tunnel.c      child: an accepted WebSocket upgrade, relayed both ways until it ends
  *   mod_tsgi.c         hooks, register_hooks and the module record
  *   tsgi_proto.c       the wire codec (no APR), shared with the tests and the fuzzer
  * This header holds what they share.
@@ -92,6 +93,7 @@ typedef struct {
     apr_interval_time_t queue_timeout;
     apr_interval_time_t connect_timeout;
     apr_interval_time_t graceful_timeout;
+    apr_interval_time_t ws_idle_timeout; /* a WebSocket tunnel with no byte either way this long is closed (0: never) */
     apr_off_t max_body;
     apr_off_t max_heap;            /* max-heap: the worker recycles itself beyond this V8 heap (0: never) */
     const char *health_path;       /* health=PATH, metrics=PATH: answered by the worker (issue 12) */
@@ -177,6 +179,10 @@ apr_status_t tsgi_conn_writev(tsgi_conn *c, struct iovec *iov, int n, apr_time_t
 apr_status_t tsgi_conn_write(tsgi_conn *c, const void *p, size_t len, apr_time_t deadline);
 apr_status_t tsgi_conn_read(tsgi_conn *c, unsigned char *dst, size_t n, apr_time_t deadline);
 apr_status_t tsgi_read_frame(tsgi_conn *c, apr_pool_t *p, apr_time_t deadline, tsgi_in *in, int *proto_err);
+
+/* tsgi_tunnel.c (child) */
+int tsgi_tunnel_possible(request_rec *r);
+void tsgi_tunnel_run(request_rec *r, tsgi_daemon *d, tsgi_conn *w, const char *id);
 
 /* tsgi_exchange.c (child) */
 tsgi_outcome tsgi_exchange(request_rec *r, tsgi_daemon *d, int phase, int flags, int *status, const char **user);

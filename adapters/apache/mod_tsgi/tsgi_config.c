@@ -182,6 +182,8 @@ static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, c
         return parse_seconds(cmd, key, val, &d->connect_timeout);
     else if (!strcasecmp(key, "graceful-timeout"))
         return parse_seconds(cmd, key, val, &d->graceful_timeout);
+    else if (!strcasecmp(key, "ws-idle-timeout"))
+        return parse_seconds(cmd, key, val, &d->ws_idle_timeout);
     else if (!strcasecmp(key, "max-body"))
         return parse_size(cmd, key, val, &d->max_body);
     else if (!strcasecmp(key, "max-heap"))
@@ -200,7 +202,7 @@ static const char *set_option(cmd_parms *cmd, tsgi_daemon *d, const char *key, c
     } else
         return apr_psprintf(cmd->pool, "TsgiDaemon %s: unknown option '%s' (handler, processes, node, worker, user, "
                             "group, max-requests, max-inflight, request-timeout, queue-timeout, connect-timeout, "
-                            "graceful-timeout, max-body, max-heap, health, metrics, socket-dir, clear-env, metrics-public, "
+                            "graceful-timeout, ws-idle-timeout, max-body, max-heap, health, metrics, socket-dir, clear-env, metrics-public, "
                             "server-timing, env)", d->name, key);
     return NULL;
 }
@@ -217,6 +219,7 @@ static tsgi_daemon *daemon_new(cmd_parms *cmd, const char *name)
     d->queue_timeout = apr_time_from_sec(45);
     d->connect_timeout = apr_time_from_sec(15);
     d->graceful_timeout = apr_time_from_sec(15);
+    d->ws_idle_timeout = apr_time_from_sec(3600);
     d->uid = (uid_t)-1; /* Apache's User/Group unless set; resolved at start */
     d->gid = (gid_t)-1;
     d->listen_fd = -1;

@@ -2,7 +2,8 @@
  * mod_tsgi exchange, in an Apache child: one request's conversation with a
  * worker (PROTOCOL.md): REQUEST built from request_rec, the client's body as
  * BODY frames, then the reply: a response head applied to r and its body
- * relayed to the client, a DECISION for an access phase, or an ERROR; with
+ * relayed to the client, a DECISION for an access phase, an ERROR, or a
+ * TUNNEL (an accepted WebSocket upgrade, relayed by tsgi_tunnel.c); with
  * request-timeout, client hang-ups and worker failures mapped to the statuses
  * PROTOCOL.md lists. While it waits, the thread runs as SCHED_BATCH.
  */
@@ -78,6 +79,7 @@ typedef struct {
     const char *id;
     apr_time_t deadline;
     int phase;
+    int upgrade;         /* REQUEST offered the worker a tunnel (TSGI_RF_UPGRADE) */
     apr_off_t declared;  /* Content-Length from the worker, -1 if none */
     apr_off_t relayed;   /* body bytes received from the worker */
 } tsgi_call;
@@ -583,6 +585,14 @@ static tsgi_outcome reply_frame(tsgi_call *k, tsgi_in *in, int *status, const ch
         relay_body(k);
         *status = OK;
         return TSGI_OUT_RESPONSE;
+    case TSGI_TUNNEL:
+        if (!k->upgrade)
+            break;
+        /* The worker accepted the upgrade: its 101 head and the socket's bytes follow raw. */
+        tsgi_tunnel_run(r, k->d, k->c, k->id);
+        k->c = NULL;
+        *status = OK;
+        return TSGI_OUT_RESPONSE;
     case TSGI_DECISION:
         if (k->phase != TSGI_PHASE_AUTHN && k->phase != TSGI_PHASE_AUTHZ)
             break;
@@ -664,6 +674,10 @@ static tsgi_outcome exchange(request_rec *r, tsgi_daemon *d, int phase, int flag
     }
     if (with_body)
         flags |= TSGI_RF_HAS_BODY;
+    if (phase == TSGI_PHASE_FULL && tsgi_tunnel_possible(r)) {
+        flags |= TSGI_RF_UPGRADE;
+        k.upgrade = 1;
+    }
     for (attempt = 0;; attempt++) {
         int again = 0;
         tsgi_outcome out;

@@ -217,7 +217,7 @@ static void decode_request(rd *r, tsgi_request *q)
     q->nheaders = count;
     if (!r->err && q->phase > TSGI_PHASE_LOG)
         r->err = TSGI_EVALUE;
-    if (!r->err && (q->flags & ~0x0f))
+    if (!r->err && (q->flags & ~TSGI_RF_ALL))
         r->err = TSGI_EFLAGS;
     if (q->phase == TSGI_PHASE_LOG) {
         q->log_status = rd16(r);
@@ -246,6 +246,7 @@ int tsgi_decode(const tsgi_frame *f, const unsigned char *payload, tsgi_msg *m)
     switch (f->type) {
     case TSGI_END:
     case TSGI_GOAWAY:
+    case TSGI_TUNNEL:
         break;
     case TSGI_HELLO:
         m->u.hello.pid = rd32(&r);
@@ -552,6 +553,7 @@ size_t tsgi_encode_msg(unsigned char *out, size_t outcap, const tsgi_msg *m)
         return outcap >= TSGI_HDR_LEN + 4 ? tsgi_encode_welcome(out, m->u.welcome.pid) : 0;
     case TSGI_END:
     case TSGI_GOAWAY:
+    case TSGI_TUNNEL:
         return outcap >= TSGI_HDR_LEN ? tsgi_encode_empty(out, m->type) : 0;
     default:
         return 0;

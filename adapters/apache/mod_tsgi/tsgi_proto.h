@@ -28,7 +28,8 @@ enum tsgi_type {
     TSGI_RESPONSE_HEAD = 0x82,
     TSGI_DECISION = 0x83,
     TSGI_ERROR = 0x84,
-    TSGI_GOAWAY = 0x85
+    TSGI_GOAWAY = 0x85,
+    TSGI_TUNNEL = 0x86
 };
 
 enum tsgi_phase { TSGI_PHASE_FULL = 0, TSGI_PHASE_AUTHN = 1, TSGI_PHASE_AUTHZ = 2, TSGI_PHASE_LOG = 3 };
@@ -37,6 +38,9 @@ enum tsgi_phase { TSGI_PHASE_FULL = 0, TSGI_PHASE_AUTHN = 1, TSGI_PHASE_AUTHZ = 
 #define TSGI_RF_HAS_BODY 0x02
 #define TSGI_RF_AUTHN_DONE 0x04
 #define TSGI_RF_AUTHZ_DONE 0x08
+/* A WebSocket upgrade mod_tsgi can tunnel: the worker may answer TUNNEL. */
+#define TSGI_RF_UPGRADE 0x10
+#define TSGI_RF_ALL 0x1f
 #define TSGI_BODY_FLUSH 0x01
 
 enum tsgi_abort_reason { TSGI_ABORT_CLIENT_GONE = 1, TSGI_ABORT_TIMEOUT = 2, TSGI_ABORT_TOO_LARGE = 3, TSGI_ABORT_ERROR = 4 };
@@ -147,7 +151,7 @@ size_t tsgi_error_size(const tsgi_str *message);
 size_t tsgi_encode_error(unsigned char *out, uint16_t status, uint16_t retry_after, const tsgi_str *message);
 size_t tsgi_encode_abort(unsigned char *out, uint8_t reason);     /* 9 bytes */
 size_t tsgi_encode_welcome(unsigned char *out, uint32_t pid);     /* 12 bytes */
-size_t tsgi_encode_empty(unsigned char *out, uint8_t type);       /* END, GOAWAY: 8 bytes */
+size_t tsgi_encode_empty(unsigned char *out, uint8_t type);       /* END, GOAWAY, TUNNEL: 8 bytes */
 /* BODY frame header; the data follows it (len <= TSGI_MAX_FRAME). */
 size_t tsgi_encode_body_header(unsigned char *out, size_t len, int flush);
 /* Re-encodes a decoded message (any type) into out; 0 when it does not fit outcap. */

@@ -3,9 +3,13 @@
  * socket: reading and frame reassembly, HELLO and the secret, the request body
  * and its flow control, ABORT, GOAWAY, and every frame the worker sends.
  * Exchanges on it are sequential (PROTOCOL.md, "Conversation on one connection").
+ * After an accepted WebSocket upgrade it is a tunnel (PROTOCOL.md, "WebSocket
+ * tunnel"): `ws` gets a stream whose writes go to Apache raw and whose reads
+ * are the client's bytes from Apache's BODY frames.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import type { ErrorLogger } from '@tsgi/core';
 import { timeoutError } from '@tsgi/core/node';
 import {
@@ -26,6 +30,7 @@ import {
   encodeGoAway,
   encodeResponse,
   encodeResponseHead,
+  encodeTunnel,
   encodeWelcome,
   type RequestMsg,
 } from './protocol.js';
@@ -65,6 +70,35 @@ const LINGER_MS = 250;
 /** Body bytes up to this size are copied into the frame buffer (one write); larger ones go out as views. */
 const COPY_LIMIT = 64 << 10;
 
+/**
+ * A tunneled connection as `ws` sees its socket: what ws writes goes to Apache
+ * as raw bytes for the client (a write waits while the socket is full, so ws's
+ * bufferedAmount sees the backlog); what it reads is the client's bytes.
+ */
+class TunnelStream extends Duplex {
+  constructor(private readonly conn: Connection) {
+    super();
+  }
+
+  override _read(): void {
+    this.conn.resumeReading();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.conn.tunnelWrite(chunk, cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.conn.tunnelEnd();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.conn.destroy();
+    cb(err);
+  }
+}
+
 const ABORT_WHY: Record<number, string> = {
   1: 'the client disconnected',
   2: 'request-timeout',
@@ -89,6 +123,10 @@ export class Connection implements BodyFlow {
   };
   private drainWait: (() => void) | null = null;
   private linger: NodeJS.Timeout | null = null;
+  /** A WebSocket tunnel: the stream ws reads and writes, and what Apache's GOAWAY (its child stops) does. */
+  private tunneled: TunnelStream | null = null;
+  private onApacheGoAway: (() => void) | null = null;
+  private tunnelWait: (() => void) | null = null;
 
   constructor(
     private readonly sock: Socket,
@@ -126,6 +164,10 @@ export class Connection implements BodyFlow {
   }
 
   private frame(type: number, flags: number, buf: Buffer, start: number, end: number): void {
+    if (this.tunneled) {
+      this.tunnelFrame(type, flags, buf, start, end);
+      return;
+    }
     if (type === MsgType.BODY) {
       if (!this.bodyOpen) throw new ProtocolError('BODY outside a request body');
       bodyFlush(flags);
@@ -175,6 +217,30 @@ export class Connection implements BodyFlow {
     }
   }
 
+  /** Apache's side of a tunnel: BODY (the client's bytes), END (its FIN), GOAWAY (the child stops), ABORT. */
+  private tunnelFrame(type: number, flags: number, buf: Buffer, start: number, end: number): void {
+    const t = this.tunneled!;
+    switch (type) {
+      case MsgType.BODY:
+        bodyFlush(flags);
+        if (!t.push(buf.subarray(start, end))) this.pauseReading();
+        return;
+      case MsgType.END:
+        decodePayload(type, flags, buf, start, end);
+        t.push(null);
+        return;
+      case MsgType.GOAWAY:
+        decodePayload(type, flags, buf, start, end);
+        this.onApacheGoAway?.();
+        return;
+      case MsgType.ABORT:
+        this.destroy(abortError('tsgi: the client disconnected'));
+        return;
+      default:
+        throw new ProtocolError(`unexpected frame type 0x${type.toString(16)} in a tunnel`);
+    }
+  }
+
   private hello(m: ReturnType<typeof decodePayload>): void {
     if (m.type !== 'hello') throw new ProtocolError(`expected HELLO, got ${m.type}`);
     const s = this.host.secret;
@@ -210,6 +276,31 @@ export class Connection implements BodyFlow {
   /** After an exchange or a request body: a draining worker says GOAWAY on an idle connection. */
   private settled(): void {
     if (this.idle && this.host.draining) this.goAway();
+  }
+
+  /**
+   * The exchange's WebSocket upgrade is accepted: TUNNEL goes out, and the
+   * stream returned is the socket for ws (it writes the 101 head first).
+   * `goAway` runs when Apache says its child is stopping.
+   */
+  tunnel(goAway: () => void): Duplex {
+    this.sock.write(encodeTunnel());
+    this.onApacheGoAway = goAway;
+    const t = (this.tunneled = new TunnelStream(this));
+    if (this.closed) t.destroy();
+    return t;
+  }
+
+  /** ws's bytes for the client; `done` once the socket took them (or is gone). */
+  tunnelWrite(chunk: Buffer, done: () => void): void {
+    // The stream writes one chunk at a time: at most one waits, woken by 'drain' or the end.
+    if (this.closed || this.sock.write(chunk)) done();
+    else this.tunnelWait = done;
+  }
+
+  /** ws ended the socket: Apache sees EOF and ends the tunnel. */
+  tunnelEnd(): void {
+    if (!this.closed) this.sock.end();
   }
 
   // ---------------------------------------------------------------- writing
@@ -275,6 +366,11 @@ export class Connection implements BodyFlow {
   }
 
   private wakeDrain(): void {
+    const w = this.tunnelWait;
+    if (w) {
+      this.tunnelWait = null;
+      w();
+    }
     const d = this.drainWait;
     if (d) {
       this.drainWait = null;
@@ -286,7 +382,7 @@ export class Connection implements BodyFlow {
 
   /** Draining: tell Apache not to reuse this connection; close it once idle (after a short linger). */
   goAway(): void {
-    if (this.closed) return;
+    if (this.closed || this.tunneled) return;
     if (!this.goaway) {
       this.goaway = true;
       this.sock.write(GOAWAY);
@@ -312,6 +408,7 @@ export class Connection implements BodyFlow {
     if (this.linger) clearTimeout(this.linger);
     this.body?.fail(reason);
     this.ex?._abort(reason);
+    this.tunneled?.destroy();
     this.wakeDrain();
   }
 

@@ -32,12 +32,14 @@ export const MsgType = {
   DECISION: 0x83,
   ERROR: 0x84,
   GOAWAY: 0x85,
+  TUNNEL: 0x86,
 } as const;
 
 export const Phase = { FULL: 0, AUTHENTICATE: 1, AUTHORIZE: 2, LOG: 3 } as const;
 export type PhaseCode = (typeof Phase)[keyof typeof Phase];
 
-export const RequestFlags = { TLS: 1, HAS_BODY: 2, AUTHN_DONE: 4, AUTHZ_DONE: 8 } as const;
+export const RequestFlags = { TLS: 1, HAS_BODY: 2, AUTHN_DONE: 4, AUTHZ_DONE: 8, UPGRADE: 16 } as const;
+const ALL_REQUEST_FLAGS = 0x1f;
 export const BODY_FLUSH = 1;
 
 export const AbortReason = { CLIENT_GONE: 1, TIMEOUT: 2, BODY_TOO_LARGE: 3, ERROR: 4 } as const;
@@ -67,6 +69,8 @@ export interface RequestMsg {
   hasBody: boolean;
   authnDone: boolean;
   authzDone: boolean;
+  /** A WebSocket upgrade mod_tsgi can tunnel (the worker may answer TUNNEL). */
+  upgrade: boolean;
   clientPort: number;
   serverPort: number;
   /** -1 when unknown (chunked). */
@@ -137,8 +141,13 @@ export interface GoAwayMsg {
   type: 'goaway';
 }
 
+/** The worker accepted a WebSocket upgrade: from here on the connection carries raw bytes both ways. */
+export interface TunnelMsg {
+  type: 'tunnel';
+}
+
 export type ApacheMessage = HelloMsg | RequestMsg | BodyMsg | EndMsg | AbortMsg;
-export type WorkerMessage = WelcomeMsg | ResponseHeadMsg | BodyMsg | EndMsg | DecisionMsg | ErrorMsg | GoAwayMsg;
+export type WorkerMessage = WelcomeMsg | ResponseHeadMsg | BodyMsg | EndMsg | DecisionMsg | ErrorMsg | GoAwayMsg | TunnelMsg;
 export type Message = ApacheMessage | WorkerMessage;
 
 
@@ -382,6 +391,7 @@ function emptyFrame(type: number, flags = 0): Buffer {
 
 const END = emptyFrame(MsgType.END);
 const GOAWAY = emptyFrame(MsgType.GOAWAY);
+const TUNNEL = emptyFrame(MsgType.TUNNEL);
 const FLUSH = emptyFrame(MsgType.BODY, BODY_FLUSH);
 
 /** END frame. Returns a shared buffer: do not modify it. */
@@ -392,6 +402,11 @@ export function encodeEnd(): Buffer {
 /** GOAWAY frame (shared buffer). */
 export function encodeGoAway(): Buffer {
   return GOAWAY;
+}
+
+/** TUNNEL frame (shared buffer). */
+export function encodeTunnel(): Buffer {
+  return TUNNEL;
 }
 
 /** An empty BODY frame with FLUSH (shared buffer): Apache sends a stream's head on it, before the first chunk. */
@@ -407,8 +422,9 @@ export function encodeHello(pid: number, secret: Uint8Array): Buffer {
   return w.done();
 }
 
-export type RequestInit = Omit<RequestMsg, 'type' | 'flags' | 'tls' | 'hasBody' | 'authnDone' | 'authzDone'> & {
+export type RequestInit = Omit<RequestMsg, 'type' | 'flags' | 'tls' | 'hasBody' | 'authnDone' | 'authzDone' | 'upgrade'> & {
   tls?: boolean;
+  upgrade?: boolean;
   hasBody?: boolean;
   authnDone?: boolean;
   authzDone?: boolean;
@@ -419,7 +435,8 @@ export function encodeRequest(r: RequestInit): Buffer {
     (r.tls ? RequestFlags.TLS : 0) |
     (r.hasBody ? RequestFlags.HAS_BODY : 0) |
     (r.authnDone ? RequestFlags.AUTHN_DONE : 0) |
-    (r.authzDone ? RequestFlags.AUTHZ_DONE : 0);
+    (r.authzDone ? RequestFlags.AUTHZ_DONE : 0) |
+    (r.upgrade ? RequestFlags.UPGRADE : 0);
   const isLog = r.phase === Phase.LOG;
   if (isLog && !r.log) throw new TypeError('tsgi: a LOG request needs log info');
   const size =
@@ -617,6 +634,7 @@ class LazyRequestMsg implements RequestMsg {
   hasBody: boolean;
   authnDone: boolean;
   authzDone: boolean;
+  upgrade: boolean;
   clientPort: number;
   serverPort: number;
   contentLength: number;
@@ -645,6 +663,7 @@ class LazyRequestMsg implements RequestMsg {
     this.hasBody = (flags & RequestFlags.HAS_BODY) !== 0;
     this.authnDone = (flags & RequestFlags.AUTHN_DONE) !== 0;
     this.authzDone = (flags & RequestFlags.AUTHZ_DONE) !== 0;
+    this.upgrade = (flags & RequestFlags.UPGRADE) !== 0;
     this.clientPort = u16();
     this.serverPort = u16();
     at += 2; // header count, read by decodeRequest
@@ -688,10 +707,10 @@ class LazyRequestMsg implements RequestMsg {
 
   /** Every field, as a plain message (JSON.stringify, test comparisons). */
   toJSON(): RequestMsg {
-    const { type, phase, flags, tls, hasBody, authnDone, authzDone, clientPort, serverPort, contentLength, startUs } = this;
+    const { type, phase, flags, tls, hasBody, authnDone, authzDone, upgrade, clientPort, serverPort, contentLength, startUs } = this;
     const { method, uri, protocol, scheme, host, clientIp, serverIp, user, id, basePath, headers, log } = this;
     return {
-      ...{ type, phase, flags, tls, hasBody, authnDone, authzDone, clientPort, serverPort, contentLength, startUs },
+      ...{ type, phase, flags, tls, hasBody, authnDone, authzDone, upgrade, clientPort, serverPort, contentLength, startUs },
       ...{ method, uri, protocol, scheme, host, clientIp, serverIp, user, id, basePath, headers },
       ...(log ? { log } : {}),
     };
@@ -705,7 +724,7 @@ export function decodeRequest(buf: Buffer, start: number, end: number): RequestM
   const phase = buf[start]!;
   const flags = buf[start + 1]!;
   if (phase > Phase.LOG) throw new ProtocolError('tsgi: bad phase');
-  if (flags & ~0x0f) throw new ProtocolError('tsgi: unknown request flags');
+  if (flags & ~ALL_REQUEST_FLAGS) throw new ProtocolError('tsgi: unknown request flags');
   at = start + 2;
   const m = new LazyRequestMsg(phase, flags, buf[start + 6]! | (buf[start + 7]! << 8));
   if (phase === Phase.LOG) {
@@ -741,6 +760,9 @@ export function decodePayload(type: number, flags: number, buf: Buffer, start: n
       break;
     case MsgType.GOAWAY:
       m = { type: 'goaway' };
+      break;
+    case MsgType.TUNNEL:
+      m = { type: 'tunnel' };
       break;
     case MsgType.HELLO:
       m = { type: 'hello', pid: u32(), secret: bytes16() };

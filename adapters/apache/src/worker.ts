@@ -14,14 +14,16 @@
 import { closeSync, existsSync, readFileSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone, type RawResponse } from '@tsgi/core';
+import { BAD_REQUEST_TEXT, assertHandler, plainResponse, runLog, runPhase, runUpgrade, type ErrorLogger, type Handler, type Phase as PipelinePhase, type PhaseDone, type RawResponse, type WebSocketHooks } from '@tsgi/core';
 import {
   EXIT_STARTUP,
   Lifecycle,
   Operations,
   RequestContext,
   StartupError,
+  WebSocketKit,
   authMs,
+  handshakeRefusal,
   initHandler,
   loadFailure,
   loadHandler,
@@ -65,6 +67,8 @@ export interface WorkerOptions {
   opsDir?: string;
   /** The drain flag (peers.ts drainFlagPath): once it exists, the health path answers 503. */
   drainFlag?: string;
+  /** max-body: also the largest WebSocket message (0 = no limit). */
+  maxBody?: number;
 }
 
 const num = (v: string | undefined, dflt: number): number => {
@@ -100,6 +104,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerOpti
     serverTiming: env.TSGI_SERVER_TIMING === '1',
     opsDir: env.TSGI_OPS_DIR || undefined,
     drainFlag: env.TSGI_HANDLER ? drainFlagPath(env.TSGI_HANDLER) : undefined,
+    maxBody: num(env.TSGI_MAX_BODY, 0),
   };
 }
 
@@ -139,6 +144,8 @@ export class Worker implements ConnectionHost, Responder {
   private peers: Peers | undefined;
   /** The runner's drain flag was seen (drainFlagged). */
   private announced = false;
+  /** The WebSocket sockets this worker carries through mod_tsgi's tunnel (core's kit). */
+  private readonly sockets: WebSocketKit;
 
   constructor(
     readonly handler: Handler,
@@ -177,6 +184,7 @@ export class Worker implements ConnectionHost, Responder {
       }
     }
     this.pipeline = o.serverTiming ? timedHandler(handler) : handler;
+    this.sockets = new WebSocketKit({ maxPayload: o.maxBody ?? 0, log: this.log });
   }
 
   listen(): Promise<void> {
@@ -241,10 +249,54 @@ export class Worker implements ConnectionHost, Responder {
       respond(conn, req, plainResponse(400, BAD_REQUEST_TEXT), this);
       return;
     }
+    const hooks = this.handler.websocket;
+    if (m.upgrade && hooks) {
+      this.upgrade(conn, req, hooks);
+      return;
+    }
     const out = runPhase(this.pipeline, PHASES[m.phase]!, req as unknown as Request, ctx, this.log, DONE[(m.flags >> 2) & 3]);
     // runPhase never rejects; a synchronous handler answers without a promise hop.
     if (out instanceof Promise) void out.then((res) => this.answer(conn, req, res));
     else this.answer(conn, req, out);
+  }
+
+  /**
+   * A WebSocket upgrade mod_tsgi can tunnel (PROTOCOL.md, "WebSocket tunnel"):
+   * the handshake checks every Node host makes (core's handshakeRefusal), then
+   * authenticate, authorize and the upgrade hook; a refusal is an ordinary
+   * response. Accepted: TUNNEL, and ws takes the connection; the request holds
+   * its in-flight slot until the socket closes, then `log` runs with 101.
+   */
+  private upgrade(conn: Connection, req: ApacheRequest, hooks: WebSocketHooks): void {
+    const m = req._m;
+    const headers = headerRecord(m.headers);
+    const no = this.draining
+      ? { status: 503, text: 'Service Unavailable\n', headers: {} }
+      : handshakeRefusal(m.method, headers['sec-websocket-key'], headers['sec-websocket-version'], m.hasBody);
+    if (no) {
+      respond(conn, req, plainResponse(no.status, no.text, no.headers), this);
+      return;
+    }
+    void runUpgrade(this.pipeline, req as unknown as Request, req._ctx, this.log, DONE[(m.flags >> 2) & 3]).then((refused) => {
+      if (refused) return respond(conn, req, refused, this);
+      if (!conn.writable(req)) return this.finished(conn, req, 499, 0);
+      let close: (() => Promise<void>) | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      // Apache's child is stopping: the socket keeps working for graceful-timeout, then gets 1001.
+      const stream = conn.tunnel(() => {
+        timer ??= setTimeout(() => void close?.(), this.opts.gracefulTimeoutMs);
+      });
+      this.sockets.accept({ method: m.method, headers }, stream, Buffer.alloc(0), {
+        hooks,
+        request: req as unknown as Request,
+        ctx: req._ctx,
+        opened: (c) => (close = c),
+        ended: (status, bytes) => {
+          clearTimeout(timer);
+          this.finished(conn, req, status, bytes);
+        },
+      });
+    });
   }
 
   /** A Response to write, or an access phase that let the request go on: its DECISION. */
@@ -376,7 +428,8 @@ export class Worker implements ConnectionHost, Responder {
     this.peers?.changed();
     const deadline = Date.now() + this.opts.gracefulTimeoutMs;
     const drained = await shutdown({
-      stopAccepting: () => this.letGo(deadline),
+      // Open WebSockets keep working until the deadline, then get 1001 (their close hooks run before `close`).
+      stopAccepting: () => this.letGo(deadline).then(() => this.sockets.closeAll()),
       lifecycle: this.lifecycle,
       get timeoutMs() {
         return Math.max(LAST_WAIT_MS, deadline - Date.now());
@@ -405,6 +458,16 @@ export class Worker implements ConnectionHost, Responder {
       };
     });
   }
+}
+
+/** A request's headers by lower-case name (repeats joined with ', '), as node:http gives them to ws. */
+function headerRecord(flat: readonly string[]): Record<string, string> {
+  const h: Record<string, string> = {};
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]!.toLowerCase();
+    h[k] = h[k] === undefined ? flat[i + 1]! : `${h[k]}, ${flat[i + 1]!}`;
+  }
+  return h;
 }
 
 /**

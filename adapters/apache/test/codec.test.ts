@@ -113,7 +113,7 @@ function randomMessage(g: Gen): P.Message {
       return { type: 'hello', pid: g.int(0xffffffff), secret: Buffer.from(g.bytes(64), 'latin1') };
     case 1: {
       const phase = g.int(3) as P.PhaseCode;
-      const flags = g.int(15);
+      const flags = g.int(31);
       const m: P.RequestMsg = {
         type: 'request',
         phase,
@@ -122,6 +122,7 @@ function randomMessage(g: Gen): P.Message {
         hasBody: (flags & 2) !== 0,
         authnDone: (flags & 4) !== 0,
         authzDone: (flags & 8) !== 0,
+        upgrade: (flags & 16) !== 0,
         clientPort: g.int(0xffff),
         serverPort: g.int(0xffff),
         contentLength: g.int(3) === 0 ? -1 : g.u53(),
@@ -146,7 +147,7 @@ function randomMessage(g: Gen): P.Message {
       return { type: 'body', flush: g.int(1) === 1, data: Buffer.from(g.bytes(n), 'latin1') };
     }
     case 3:
-      return g.int(1) ? { type: 'end' } : { type: 'goaway' };
+      return g.pick([{ type: 'end' }, { type: 'goaway' }, { type: 'tunnel' }] as const);
     case 4:
       return { type: 'abort', reason: g.int(255) };
     case 5:
@@ -172,6 +173,8 @@ function encode(m: P.Message): Buffer {
       return P.encodeEnd();
     case 'goaway':
       return P.encodeGoAway();
+    case 'tunnel':
+      return P.encodeTunnel();
     case 'abort':
       return P.encodeAbort(m.reason);
     case 'welcome':
@@ -192,7 +195,7 @@ const hexU = (s: string) => Buffer.from(s, 'utf8').toString('hex');
 function expectedDescription(m: P.Message): Record<string, unknown> {
   const typeCode: Record<P.Message['type'], number> = {
     hello: 1, request: 2, body: 3, end: 4, abort: 5, welcome: 0x81, response: 0x82, decision: 0x83, error: 0x84,
-    goaway: 0x85,
+    goaway: 0x85, tunnel: 0x86,
   };
   const d: Record<string, unknown> = { type: typeCode[m.type], flags: m.type === 'body' && m.flush ? 1 : 0, end: true };
   switch (m.type) {
@@ -393,7 +396,7 @@ describe('the REQUEST decoder (decodeRequest: header strings decoded when first 
     badPhase[8] = 4;
     expect(() => P.decodeRequest(badPhase, 8, badPhase.length)).toThrow(P.ProtocolError);
     const badFlags = Buffer.from(f);
-    badFlags[9] = 0x10;
+    badFlags[9] = 0x20;
     expect(() => P.decodeRequest(badFlags, 8, badFlags.length)).toThrow(P.ProtocolError);
   });
 

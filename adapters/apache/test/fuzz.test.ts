@@ -38,6 +38,13 @@ beforeAll(async () => {
     P.encodeDecision(),
     P.encodeError(503, 1, 'queue full'),
     P.encodeGoAway(),
+    // A WebSocket upgrade accepted: REQUEST with the UPGRADE flag, then TUNNEL.
+    P.encodeRequest({
+      phase: P.Phase.FULL, upgrade: true, clientPort: 1, serverPort: 80, contentLength: 0, startUs: 1, method: 'GET',
+      uri: '/ws', protocol: 'HTTP/1.1', scheme: 'http', host: 'h', clientIp: '::1', serverIp: '::1', user: '', id: 'i', basePath: '',
+      headers: ['Upgrade', 'websocket', 'Connection', 'Upgrade', 'Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version', '13'],
+    }),
+    P.encodeTunnel(),
   ];
   seeds.forEach((s, i) => writeFileSync(join(corpus, `seed${i}`), s));
   writeFileSync(join(corpus, 'exchange'), Buffer.concat(seeds));

@@ -20,6 +20,8 @@ export interface RunningApache {
   proc: ChildProcess;
   /** Everything the CLI and Apache wrote to stderr (the error log) so far. */
   errors(): string;
+  /** The access log lines printed so far (stdout). */
+  access(): string;
   stop(): Promise<void>;
 }
 
@@ -32,7 +34,8 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
     env: { ...process.env, ...env },
   });
   let err = '';
-  proc.stdout!.resume(); // the access log
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d)); // the access log
   proc.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const m = await new Promise<RegExpExecArray>((resolve, reject) => {
@@ -58,6 +61,7 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
     root: m[3]!,
     proc,
     errors: () => err,
+    access: () => out,
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill('SIGTERM');
@@ -107,7 +111,7 @@ ${body}
 }
 
 /**
- * @tsgi/apache's worker with what it imports (@tsgi/core, esbuild) copied under `dir`, as an
+ * @tsgi/apache's worker with what it imports (@tsgi/core, esbuild, ws) copied under `dir`, as an
  * application would have them installed: conf-mode workers (www-data) must read it, and a CI
  * checkout may sit in a 0700 directory. Returns the copied dist/worker.js.
  */
@@ -118,6 +122,7 @@ export function installWorker(dir: string): string {
   copy('core/package.json', 'node_modules/@tsgi/core/package.json');
   copy('core/dist', 'node_modules/@tsgi/core/dist');
   copy('node_modules/esbuild', 'node_modules/esbuild');
+  copy('node_modules/ws', 'node_modules/ws'); // @tsgi/core's WebSocket kit
   for (const p of readdirSync(join(repoRoot, 'node_modules/@esbuild'))) copy(`node_modules/@esbuild/${p}`, `node_modules/@esbuild/${p}`);
   return join(dir, 'node_modules/@tsgi/apache/dist/worker.js');
 }

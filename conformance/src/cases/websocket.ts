@@ -13,14 +13,11 @@ import { CONFORMANCE_MAX_BODY, EDGE_SIZES, bytesEqual, expectJSON, get, noise, n
 const NJS_NO_WEBSOCKET =
   'njs 0.7.9 has no WebSocket server API, so embedded mode cannot carry the websocket hooks; ' +
   'its build refuses such a handler and points to workers mode (this run serves fixture/http-only.ts)';
-const APACHE_NOT_YET =
-  'mod_tsgi does not tunnel upgrades yet: relaying the client connection to the worker after it accepted ' +
-  '(issue 13, Apache part) waits for the mod_tsgi.c split; until then an upgrade request is served by fetch as plain HTTP';
 const FASTIFY_NOT_COVERED =
   'the Fastify mount serves routes through Fastify, which has no upgrade handling of its own (that is the ' +
   '@fastify/websocket plugin); WebSocket is served by tsgi serve and toNodeListener (listener.upgrade)';
 
-const OPT_OUT = { 'nginx:embedded': NJS_NO_WEBSOCKET, apache: APACHE_NOT_YET, 'node:fastify': FASTIFY_NOT_COVERED };
+const OPT_OUT = { 'nginx:embedded': NJS_NO_WEBSOCKET, 'node:fastify': FASTIFY_NOT_COVERED };
 
 const SIZES = [1, ...EDGE_SIZES];
 
@@ -213,6 +210,48 @@ export const websocketCases: ConformanceCase[] = [
       const plain = await t.exchange(get(t, '/text', 'Connection: Upgrade\r\nUpgrade: h2c\r\n'));
       assert.equal(plain.status, 200, plain.head);
       assert.equal(plain.body.toString(), 'Hello, tsgi!');
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'ws.handshake-refused',
+    title: 'a malformed handshake is refused before any hook: another method or a body 400, a bad key 400, version 12 426 naming 13',
+    optOut: OPT_OUT,
+    async run(t) {
+      const key = t.key('wsh');
+      const up = (extra: string): string =>
+        `Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n${extra}`;
+      const good = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+      const path = `/ws/echo?key=${key}`;
+      const post = await t.exchange(`POST ${path} HTTP/1.1\r\nHost: ${t.host}\r\n${up(good)}Content-Length: 0\r\n\r\n`);
+      assert.equal(post.status, 400, post.head);
+      const body = await t.exchange(`GET ${path} HTTP/1.1\r\nHost: ${t.host}\r\n${up(good)}Content-Length: 5\r\n\r\nhello`);
+      assert.equal(body.status, 400, body.head);
+      const badKey = await t.exchange(get(t, path, up('Sec-WebSocket-Key: short\r\n')));
+      assert.equal(badKey.status, 400, badKey.head);
+      const v12 = await t.exchange(get(t, path, `Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 12\r\n${good}`));
+      assert.equal(v12.status, 426, v12.head);
+      assert.equal(v12.get('sec-websocket-version'), '13', v12.head);
+      assert.equal((await stats(t, key)).opened, 0, 'a socket opened for a refused handshake');
+      await stillFine(t);
+    },
+  },
+  {
+    id: 'ws.garbage',
+    title: 'bytes that are not WebSocket frames after the upgrade: the server closes with 1002 and keeps serving',
+    optOut: OPT_OUT,
+    async run(t) {
+      const key = t.key('wsg');
+      const c = await openWs(t, `/ws/echo?key=${key}`);
+      c.ws.send('x');
+      await c.next();
+      // An unmasked frame with a reserved opcode (0x3): a protocol error from a client.
+      const sock = (c.ws as unknown as { _socket: import('node:net').Socket })._socket;
+      sock.write(Buffer.from([0x83, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]));
+      const got = await c.closed;
+      assert.equal(got.code, 1002, JSON.stringify(got));
+      // The server stops reading at the bad frame, so its close hook sees the connection end, not the client's reply.
+      await closedStats(t, key);
       await stillFine(t);
     },
   },
