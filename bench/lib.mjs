@@ -30,7 +30,8 @@ export function freePort() {
 }
 
 /** Spawns `cmd args` pinned to the server core; resolves once `url` answers. */
-export async function startPinned(cmd, args, { url, env, cpu = SERVER_CPU, quiet = true } = {}) {
+/** `ready`, when given, replaces the check that `url` answers (a server on a Unix socket). */
+export async function startPinned(cmd, args, { url, ready, env, cpu = SERVER_CPU, quiet = true } = {}) {
   const child = spawn('taskset', ['-c', cpu, cmd, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'],
@@ -41,11 +42,15 @@ export async function startPinned(cmd, args, { url, env, cpu = SERVER_CPU, quiet
   for (;;) {
     if (exited) throw new Error(`${cmd} ${args.join(' ')} exited before answering ${url}`);
     try {
+      if (ready) {
+        if (ready()) break;
+        throw new Error('not yet');
+      }
       const r = await fetch(url);
       await r.arrayBuffer();
       break;
     } catch {
-      if (Date.now() > deadline) throw new Error(`${url} did not answer within 30 s`);
+      if (Date.now() > deadline) throw new Error(`${url ?? cmd} did not answer within 30 s`);
       await sleep(100);
     }
   }

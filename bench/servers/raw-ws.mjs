@@ -12,4 +12,6 @@ server.on('upgrade', (req, socket, head) => {
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   });
 });
-server.listen(Number(process.env.PORT), '127.0.0.1');
+// SOCKET: a Unix socket (the proxies' floors in bench/ws.mjs); else PORT on loopback.
+if (process.env.SOCKET) server.listen(process.env.SOCKET);
+else server.listen(Number(process.env.PORT), '127.0.0.1');
