@@ -54,7 +54,7 @@ http {
 `;
 }
 
-/** Apache (the MPM sizing tsgi apache run uses) proxying to the raw ws server on `sock`, upgrades through mod_proxy_http. */
+/** Apache (`mpm`: the sizing lines tsgi apache run writes) proxying to the raw ws server on `sock`, upgrades through mod_proxy_http. */
 function apacheProxyConf(dir, port, sock, mpm) {
   const user = process.getuid?.() === 0 ? 'User www-data\nGroup www-data\n' : '';
   return `ServerRoot ${dir}
@@ -69,13 +69,7 @@ LoadModule mpm_event_module ${M}/mod_mpm_event.so
 LoadModule authz_core_module ${M}/mod_authz_core.so
 LoadModule proxy_module ${M}/mod_proxy.so
 LoadModule proxy_http_module ${M}/mod_proxy_http.so
-${user}StartServers ${mpm.startServers}
-ServerLimit ${mpm.serverLimit}
-ThreadsPerChild ${mpm.threadsPerChild}
-ThreadLimit ${mpm.threadsPerChild}
-MaxRequestWorkers ${mpm.maxRequestWorkers}
-MinSpareThreads ${mpm.minSpareThreads}
-MaxSpareThreads ${mpm.maxSpareThreads}
+${user}${mpm.join('\n')}
 ProxyPass / "unix:${sock}|http://localhost/" upgrade=websocket
 `;
 }
@@ -107,9 +101,9 @@ const TARGETS = [
     check: isRawWs,
     async server(dir, port) {
       const raw = await rawOnSocket(join(dir, 'raw-apache.sock'));
-      const { DEFAULT_MPM } = await import(here('../adapters/apache/dist/config.js'));
+      const { DEFAULT_MPM, mpmLines } = await import(here('../adapters/apache/dist/config.js'));
       const conf = join(dir, 'httpd.conf');
-      writeFileSync(conf, apacheProxyConf(dir, port, join(dir, 'raw-apache.sock'), DEFAULT_MPM));
+      writeFileSync(conf, apacheProxyConf(dir, port, join(dir, 'raw-apache.sock'), mpmLines(DEFAULT_MPM)));
       return { cmd: '/usr/sbin/apache2', args: ['-DFOREGROUND', '-d', dir, '-f', conf], also: raw };
     },
   },

@@ -173,6 +173,19 @@ export function moduleLines(names: string[]): string[] {
   return names.map((m) => `<IfModule !${m}_module>\n  LoadModule ${m}_module ${DEBIAN_MODULES}/mod_${m}.so\n</IfModule>`);
 }
 
+/** The event MPM's sizing directives. */
+export function mpmLines(mpm: MpmOptions): string[] {
+  return [
+    `StartServers ${mpm.startServers}`,
+    `ServerLimit ${mpm.serverLimit}`,
+    `ThreadsPerChild ${mpm.threadsPerChild}`,
+    `ThreadLimit ${mpm.threadsPerChild}`,
+    `MaxRequestWorkers ${mpm.maxRequestWorkers}`,
+    `MinSpareThreads ${mpm.minSpareThreads}`,
+    `MaxSpareThreads ${mpm.maxSpareThreads}`,
+  ];
+}
+
 /** A whole httpd.conf for a private server rooted in o.root, logging to the terminal. */
 export function serverConf(o: ServerOptions): string {
   const mpm = o.mpm ?? DEFAULT_MPM;
@@ -205,13 +218,7 @@ export function serverConf(o: ServerOptions): string {
     `MaxKeepAliveRequests 0`,
     `KeepAliveTimeout 5`,
     `GracefulShutdownTimeout ${o.gracefulShutdownTimeout ?? 20}`,
-    `StartServers ${mpm.startServers}`,
-    `ServerLimit ${mpm.serverLimit}`,
-    `ThreadsPerChild ${mpm.threadsPerChild}`,
-    `ThreadLimit ${mpm.threadsPerChild}`,
-    `MaxRequestWorkers ${mpm.maxRequestWorkers}`,
-    `MinSpareThreads ${mpm.minSpareThreads}`,
-    `MaxSpareThreads ${mpm.maxSpareThreads}`,
+    ...mpmLines(mpm),
     `MaxConnectionsPerChild 0`,
     `DocumentRoot ${quote(o.root + '/htdocs')}`,
     `<Directory />`,
