@@ -325,10 +325,19 @@ void tsgi_conn_release(tsgi_daemon *d, tsgi_conn *c, int reusable)
 }
 
 /* Tells the worker to abort request.signal, then drops the connection. */
+/* How long ABORT may wait for room on a worker socket that request body bytes
+ * still fill: the worker reads them quickly and then learns why it ended. */
+#define TSGI_ABORT_WAIT_MS 100
+
 void tsgi_conn_abort(tsgi_conn *c, int reason)
 {
     unsigned char buf[TSGI_HDR_LEN + 1];
+    struct pollfd p;
     tsgi_encode_abort(buf, (uint8_t)reason);
-    (void)!send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
+    p.fd = c->fd;
+    p.events = POLLOUT;
+    p.revents = 0;
+    if (send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EAGAIN && poll(&p, 1, TSGI_ABORT_WAIT_MS) > 0)
+        (void)!send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
     tsgi_conn_close(c);
 }
