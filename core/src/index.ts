@@ -1,5 +1,5 @@
 export * from './contract.js';
-export { Response, FastResponse, toRawResponse, type RawResponse } from './response.js';
+export { Response, FastResponse, toRawResponse, withHeaders, type RawResponse } from './response.js';
 export * from './wire.js';
 export * from './server-timing.js';
 export { handlerProblem } from './handler-shape.js';

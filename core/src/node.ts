@@ -1,5 +1,5 @@
 // Node-only helpers (process, fs, esbuild); kept out of the main entry so the njs bundle never sees them.
-export { Lifecycle, RequestContext } from './node/lifecycle.js';
+export { Lifecycle, RequestContext, type ClientAddress } from './node/lifecycle.js';
 export {
   loadHandler,
   loadFailure,

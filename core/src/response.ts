@@ -25,8 +25,8 @@ const NativeResponse = globalThis.Response;
 export interface RawResponse {
   status: number;
   statusText: string;
-  /** A fresh array each time: the writer may add to it. */
-  headers: string[];
+  /** May be the Response's own list (core's fast Response): a writer that adds to it adds to a copy. */
+  headers: readonly string[];
   body: string | Uint8Array | ReadableStream<Uint8Array> | null;
   /**
    * True when no header name is a hop-by-hop one or Content-Length (core's
@@ -50,6 +50,8 @@ interface FastState {
   statusText: string;
   /** Flat [name, value, ...], validated. */
   headers: string[];
+  /** Within core's header limits (headersFit), known at construction. */
+  fits: boolean;
   /** No name is hop-by-hop or Content-Length (RawResponse.plain). */
   plain: boolean;
   /** Every value is ASCII (RawResponse.ascii). */
@@ -93,11 +95,12 @@ function makeState(body: BodyInit | null | undefined, init: ResponseInit | undef
   }
   const plain = (seen & SEEN_FRAMING) === 0;
   const ascii = (seen & SEEN_NON_ASCII) === 0;
-  if (fixed !== undefined) return { status, statusText, headers, plain, ascii, body: fixed, native: undefined };
+  const fits = headersFit(headers);
+  if (fixed !== undefined) return { status, statusText, headers, fits, plain, ascii, body: fixed, native: undefined };
   // A body only undici can read (stream, Blob, FormData, URLSearchParams): build the native one now.
   const h = new Headers();
   for (let i = 0; i < headers.length; i += 2) h.append(headers[i]!, headers[i + 1]!);
-  return { status, statusText, headers, plain, ascii, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
+  return { status, statusText, headers, fits, plain, ascii, body: null, native: new NativeResponse(body, { status, statusText, headers: h }) };
 }
 
 export class FastResponse {
@@ -306,7 +309,9 @@ function validStatus(status: number, statusText: string): void {
 export function toRawResponse(res: globalThis.Response): RawResponse {
   const fast = (res as unknown as FastResponse)[kFast];
   if (fast && !fast.native) {
-    return { status: fast.status, statusText: fast.statusText, headers: fitting(fast.headers.slice()), body: fast.body, plain: fast.plain, ascii: fast.ascii };
+    // Its list is shared, not copied: the state is a snapshot nobody changes (writers copy to add).
+    if (!fast.fits) throw tooMany();
+    return { status: fast.status, statusText: fast.statusText, headers: fast.headers, body: fast.body, plain: fast.plain, ascii: fast.ascii };
   }
   const n: globalThis.Response = fast ? fast.native! : res;
   validStatus(n.status, n.statusText);
@@ -316,10 +321,28 @@ export function toRawResponse(res: globalThis.Response): RawResponse {
   return { status: n.status, statusText: n.statusText, headers: fitting(headers), body: src ?? n.body };
 }
 
-function fitting(headers: string[]): string[] {
-  if (!headersFit(headers)) {
-    throw new TypeError(`response headers over the limit (${MAX_RESPONSE_HEADERS} lines, ${MAX_RESPONSE_HEADER_BYTES} bytes)`);
+/**
+ * `list` and then `name: value` (and `name2: value2`), in a new array allocated at its size: how a
+ * writer adds its own framing to a RawResponse's list, which may be the Response's own. Cheaper than
+ * concat (a runtime call on Node 20) or slice and push (a copy, then a grown copy).
+ */
+export function withHeaders(list: readonly string[], name: string, value: string, name2?: string, value2?: string): string[] {
+  const n = list.length;
+  const out = new Array<string>(name2 === undefined ? n + 2 : n + 4);
+  for (let i = 0; i < n; i++) out[i] = list[i]!;
+  out[n] = name;
+  out[n + 1] = value;
+  if (name2 !== undefined) {
+    out[n + 2] = name2;
+    out[n + 3] = value2!;
   }
+  return out;
+}
+
+const tooMany = (): TypeError => new TypeError(`response headers over the limit (${MAX_RESPONSE_HEADERS} lines, ${MAX_RESPONSE_HEADER_BYTES} bytes)`);
+
+function fitting(headers: string[]): string[] {
+  if (!headersFit(headers)) throw tooMany();
   return headers;
 }
 

@@ -203,7 +203,7 @@ export class ApacheRequest extends LazyRequest implements Exchange {
     /** @internal performance.now() at the start (0 when nobody logs) */
     readonly _start = 0,
   ) {
-    super();
+    super(undefined);
     this._m = m;
     this._body = body;
     this._target = target;

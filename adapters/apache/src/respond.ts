@@ -14,6 +14,7 @@ import {
   sendsBody,
   statusHasNoBody,
   toRawResponse,
+  withHeaders,
   type ErrorLogger,
   type RawResponse,
 } from '@tsgi/core';
@@ -43,7 +44,7 @@ const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.fro
  * byte count, or -1 for a stream). Names are only lower-cased when their length
  * could match, so the common headers cost a length check.
  */
-export function wireHeaders(h: string[], status: number, length: number): string[] {
+export function wireHeaders(h: readonly string[], status: number, length: number): readonly string[] {
   const rule = contentLengthRule(status, length >= 0);
   let out: string[] | null = null;
   for (let i = 0; i < h.length; i += 2) {
@@ -55,9 +56,11 @@ export function wireHeaders(h: string[], status: number, length: number): string
     if (drop && !out) out = h.slice(0, i);
     else if (!drop && out) out.push(name, h[i + 1]!);
   }
-  const res = out ?? h;
-  if (rule === 'server') res.push('content-length', String(length));
-  return res;
+  if (rule !== 'server') return out ?? h;
+  // `h` may be the Response's own list (toRawResponse shares it): added to as a copy.
+  if (!out) return withHeaders(h, 'content-length', String(length));
+  out.push('content-length', String(length));
+  return out;
 }
 
 /** Writes `res` as the answer to `req`; string and byte bodies go out in one write, streams chunk by chunk. */
@@ -109,7 +112,7 @@ function stream(
   req: ApacheRequest,
   status: number,
   reason: string,
-  headers: string[],
+  headers: readonly string[],
   body: ReadableStream<Uint8Array>,
   host: Responder,
 ): void {

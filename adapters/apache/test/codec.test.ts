@@ -580,6 +580,15 @@ describe("the worker's response encoders, read by the C decoder as mod_tsgi read
       expect(frames).toEqual([WELCOME, headFrame(200, 'Fine Thanks', expectedHeaders(make(), Buffer.byteLength(text))), ...bodyFramesOf(Buffer.from(text), false), END_FRAME]);
     });
 
+    it("one fast Response answered three times: Content-Length goes on a copy, never on the Response's own header list", async () => {
+      const reused = new CoreResponse('same', { headers: { 'x-once': '1' } }) as unknown as Response;
+      for (let i = 0; i < 3; i++) {
+        const frames = await exchange('GET', () => reused);
+        expect(frames, `answer ${i + 1}`).toEqual([WELCOME, headFrame(200, '', ['x-once', '1', 'content-type', 'text/plain;charset=UTF-8', 'content-length', '4']), ...bodyFramesOf(Buffer.from('same'), false), END_FRAME]);
+      }
+      expect([...reused.headers]).toEqual([['content-type', 'text/plain;charset=UTF-8'], ['x-once', '1']]);
+    });
+
     it('streams: each chunk one flushed BODY (split at 1 MiB), the head at once, END; HEAD cancels an endless one', async () => {
       const g = new Gen(mulberry32(0x57e4));
       for (let i = 0; i < 12; i++) {

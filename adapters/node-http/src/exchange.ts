@@ -65,14 +65,6 @@ export interface NodeAdapterOptions {
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
 const NOT_FOUND_TEXT = 'Not Found\n';
 
-function clientIp(req: IncomingMessage, trustProxy: boolean): string {
-  if (trustProxy) {
-    const real = req.headers['x-real-ip'];
-    if (typeof real === 'string' && real) return real;
-  }
-  return req.socket.remoteAddress ?? '';
-}
-
 /**
  * The path a mount prefix is matched on, as Apache and nginx match their locations: dot segments
  * resolved (as request.url shows them) and %XX decoded. Only a path that needs it pays.
@@ -88,23 +80,6 @@ function mountPath(path: string): string {
     }
   } catch {
     return path;
-  }
-}
-
-/** ctx of a node:http request: the client's address is read from the socket only when asked for. */
-class NodeContext extends RequestContext {
-  constructor(
-    kind: ServerKind,
-    private readonly req: IncomingMessage,
-    private readonly trustProxy: boolean,
-    lifecycle: Lifecycle,
-    basePath: string,
-  ) {
-    super(kind, undefined, lifecycle, undefined, undefined, basePath);
-  }
-
-  protected override clientIp(): string {
-    return clientIp(this.req, this.trustProxy);
   }
 }
 
@@ -186,7 +161,7 @@ export class NodeHost {
       scheme: options.https === undefined ? undefined : options.https ? 'https' : 'http',
       trustProxy: this.trustProxy,
       hidden: options.hiddenHeaders?.length ? options.hiddenHeaders : undefined,
-      onTooLarge: (r) => refuseBody(r._req, r._res, undefined),
+      onTooLarge: (r) => refuseBody(r._src.req, r._src.res, undefined),
     };
     this.ready = initHandler(handler, { server: this.kind, env: process.env }).then(() => {
       this.initialized = true;
@@ -216,8 +191,9 @@ export class NodeHost {
       }
     } else base = this.mount(req);
     this.lifecycle.begin();
-    const request = new NodeRequest(req, res, this.requestOptions, target);
-    const ctx = new NodeContext(this.kind, req, this.trustProxy, this.lifecycle, base);
+    const request = new NodeRequest({ req, res, opts: this.requestOptions, target });
+    // The client's address is read from the socket only when asked for.
+    const ctx = new RequestContext(this.kind, request, this.lifecycle, undefined, undefined, base);
     // A log hook runs once the client may be gone (and its address with the socket): read it now.
     if (this.hasLog) void ctx.ip;
     const x = new Exchange(this, req, res, request, ctx);

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { requestAuthority, type UrlRefusal } from '@tsgi/core';
-import { LazyRequest, originUrl } from '@tsgi/core/node';
+import { LazyRequest, originUrl, type ClientAddress } from '@tsgi/core/node';
 
 /** Thrown by body reads past the limit; the adapter answers 413 when it still can. */
 export class BodyTooLargeError extends Error {
@@ -67,13 +67,18 @@ export function requestTarget(req: IncomingMessage, decided?: string): RequestTa
   }
   const target = req.url ?? '/';
   if (decided !== undefined) return { authority: decided, path: target, length, coded };
+  // The usual request: origin-form, with the one Host the last such request had (checked then).
+  if (host !== undefined && host === lastHost && hosts === undefined && target.charCodeAt(0) === 47) return { authority: host, path: target, length, coded };
   const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
   const where = requestAuthority(target, hosts ?? (host === undefined ? NO_HOST : [host]), http10, host === undefined ? localAuthority(req) : '');
   if ('status' in where) return where;
+  if (host !== undefined && hosts === undefined && where.authority === host && where.path === target) lastHost = host;
   return { authority: where.authority, path: where.path, length, coded };
 }
 
 const NO_HOST: readonly string[] = [];
+/** The last Host header requestAuthority accepted as it was (untrimmed, for an origin-form target). */
+let lastHost: string | undefined;
 
 /** `name` lower-cased is `lower` (a name of its length); no new string when it is spelled so. */
 const lowerIs = (name: string, lower: string): boolean => name === lower || name.toLowerCase() === lower;
@@ -81,41 +86,45 @@ const lowerIs = (name: string, lower: string): boolean => name === lower || name
 /** An absolute-form target (RFC 9112 3.2.2): its authority is the request's, and the handler's Host header too. */
 const isAbsoluteForm = (target: string | undefined): boolean => target !== undefined && target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target);
 
-/** A Request served straight from node's IncomingMessage (see LazyRequest). */
-export class NodeRequest extends LazyRequest {
-  readonly _req: IncomingMessage;
-  readonly _res: ServerResponse;
-  private _opts: RequestOptions;
-  private _target: RequestTarget;
+/** What a NodeRequest is served from: the exchange's node objects, the host's options, the checked target. */
+export interface NodeSource {
+  req: IncomingMessage;
+  res: ServerResponse;
+  opts: RequestOptions;
+  target: RequestTarget;
+}
 
-  /** `target` comes from requestTarget (already checked). */
-  constructor(req: IncomingMessage, res: ServerResponse, opts: RequestOptions, target: RequestTarget) {
-    super();
-    this._req = req;
-    this._res = res;
-    this._opts = opts;
-    this._target = target;
+/** A Request served straight from node's IncomingMessage (see LazyRequest; no constructor of its own, as it says). */
+export class NodeRequest extends LazyRequest<NodeSource> implements ClientAddress {
+  /** ctx.ip: X-Real-IP behind a trusted proxy, else the socket's peer. */
+  clientIp(): string {
+    const { req, opts } = this._src;
+    if (opts.trustProxy) {
+      const real = req.headers['x-real-ip'];
+      if (typeof real === 'string' && real) return real;
+    }
+    return req.socket.remoteAddress ?? '';
   }
 
   get method(): string {
-    return this._req.method ?? 'GET';
+    return this._src.req.method ?? 'GET';
   }
 
   protected makeUrl(): string {
     // The scheme is the connection's (or a trusted proxy's), never the request target's.
-    const req = this._req;
-    let scheme = this._opts.scheme ?? ((req.socket as TLSSocket).encrypted ? 'https' : 'http');
-    if (this._opts.trustProxy) {
+    const req = this._src.req;
+    let scheme = this._src.opts.scheme ?? ((req.socket as TLSSocket).encrypted ? 'https' : 'http');
+    if (this._src.opts.trustProxy) {
       const p = req.headers['x-forwarded-proto'];
       if (p === 'https' || p === 'http') scheme = p;
     }
-    return originUrl(scheme, this._target.authority, this._target.path);
+    return originUrl(scheme, this._src.target.authority, this._src.target.path);
   }
 
   protected rawHeaders(): readonly string[] {
-    const raw = this._req.rawHeaders;
-    const hidden = this._opts.hidden;
-    const absolute = isAbsoluteForm(this._req.url);
+    const raw = this._src.req.rawHeaders;
+    const hidden = this._src.opts.hidden;
+    const absolute = isAbsoluteForm(this._src.req.url);
     if (!hidden && !absolute) return raw;
     const out: string[] = [];
     let host = false;
@@ -124,16 +133,16 @@ export class NodeRequest extends LazyRequest {
       if (hidden?.includes(lower)) continue;
       if (absolute && lower === 'host') {
         // At most one Host reaches here (requestTarget refuses two).
-        out.push(raw[i]!, this._target.authority);
+        out.push(raw[i]!, this._src.target.authority);
         host = true;
       } else out.push(raw[i]!, raw[i + 1]!);
     }
-    if (absolute && !host) out.push('host', this._target.authority);
+    if (absolute && !host) out.push('host', this._src.target.authority);
     return out;
   }
 
   protected watchAbort(ac: AbortController): void {
-    const res = this._res;
+    const res = this._src.res;
     const gone = (): void => {
       if (!res.writableFinished) ac.abort(new DOMException('The client disconnected', 'AbortError'));
     };
@@ -144,7 +153,7 @@ export class NodeRequest extends LazyRequest {
   protected hasBody(): boolean {
     const m = this.method;
     if (m === 'GET' || m === 'HEAD') return false;
-    const t = this._target;
+    const t = this._src.target;
     return t.coded || (t.length !== undefined && t.length !== '0');
   }
 
@@ -154,8 +163,8 @@ export class NodeRequest extends LazyRequest {
 
   /** The IncomingMessage, or a pass-through that errors past the limit. */
   private limitedSource(): Readable {
-    const req = this._req;
-    const limit = this._opts.maxBodySize;
+    const req = this._src.req;
+    const limit = this._src.opts.maxBodySize;
     if (!Number.isFinite(limit)) return req;
     let seen = 0;
     const out = new Readable({ read: () => req.resume() });
@@ -164,7 +173,7 @@ export class NodeRequest extends LazyRequest {
       if (seen > limit) {
         req.off('data', onData);
         req.pause();
-        this._opts.onTooLarge(this);
+        this._src.opts.onTooLarge(this);
         out.destroy(new BodyTooLargeError(limit));
       } else if (!out.push(chunk)) req.pause();
     };
@@ -181,8 +190,8 @@ export class NodeRequest extends LazyRequest {
 
   /** Collects the body without Web streams (srvx/Hono do the same), converted as it completes. */
   protected override readBodyAs<T>(convert: (body: Buffer) => T): Promise<T> {
-    const req = this._req;
-    const limit = this._opts.maxBodySize;
+    const req = this._src.req;
+    const limit = this._src.opts.maxBodySize;
     // Small bodies usually arrive with the headers: take them from the buffer, no listeners.
     if (req.complete && req.readableLength <= limit) {
       const chunks: Buffer[] = [];
@@ -210,7 +219,7 @@ export class NodeRequest extends LazyRequest {
         if (seen > limit) {
           cleanup();
           req.pause();
-          this._opts.onTooLarge(this);
+          this._src.opts.onTooLarge(this);
           reject(new BodyTooLargeError(limit));
         } else if (first === undefined) first = c;
         else (chunks ??= [first]).push(c);

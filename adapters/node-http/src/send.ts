@@ -1,6 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { setTimeout } from 'node:timers';
-import { FIRST_CHUNK_WAIT_MS, contentLengthRule, isAscii, isHopByHop, statusHasNoBody, type RawResponse } from '@tsgi/core';
+import { FIRST_CHUNK_WAIT_MS, contentLengthRule, isAscii, isHopByHop, statusHasNoBody, withHeaders, type RawResponse } from '@tsgi/core';
 
 // STATUS_CODES as an array: an object with integer keys is slow to index on every response.
 const REASONS: string[] = [];
@@ -10,8 +10,8 @@ for (const code of Object.keys(STATUS_CODES)) REASONS[Number(code)] = STATUS_COD
 export interface WireHead {
   /** The handler's statusText, or the standard phrase (never a leftover res.statusMessage). */
   reason: string;
-  /** Flat [name, value, ...]: no hop-by-hop names, Content-Length per contentLengthRule. */
-  headers: string[];
+  /** Flat [name, value, ...]: no hop-by-hop names, Content-Length per contentLengthRule; may be the Response's own list (read only). */
+  headers: readonly string[];
   /** A stream's own Content-Length: the stream is cut if it delivers another count. */
   declared: number | undefined;
 }
@@ -25,10 +25,11 @@ export function wireHead(raw: RawResponse, fixedLength: number | undefined, clos
   const rule = contentLengthRule(raw.status, fixedLength !== undefined);
   const reason = raw.statusText || REASONS[raw.status] || '';
   if (raw.plain) {
-    // Nothing to take out (core's fast Response checked the names when it was built); the list is ours to add to.
-    if (rule === 'server') src.push('content-length', `${fixedLength!}`);
-    if (close) src.push('connection', 'close');
-    return { reason, headers: src, declared: undefined };
+    // Nothing to take out (core's fast Response checked the names when it was built). The list may be the
+    // Response's own: what is added goes on a copy.
+    const length = rule === 'server' ? `${fixedLength!}` : undefined;
+    if (length === undefined) return { reason, headers: close ? withHeaders(src, 'connection', 'close') : src, declared: undefined };
+    return { reason, headers: withHeaders(src, 'content-length', length, close ? 'connection' : undefined, 'close'), declared: undefined };
   }
   const headers: string[] = [];
   let declared: number | undefined;
@@ -78,14 +79,14 @@ export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: bool
   if (statusHasNoBody(status)) {
     if (body instanceof ReadableStream) void body.cancel().catch(() => {});
     const head = wireHead(raw, 0, close);
-    res.writeHead(status, head.reason, head.headers);
+    res.writeHead(status, head.reason, head.headers as string[]);
     res.end();
     return 0;
   }
   if (body === null || typeof body === 'string' || body instanceof Uint8Array) {
     const len = body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     const head = wireHead(raw, len, close);
-    res.writeHead(status, head.reason, head.headers);
+    res.writeHead(status, head.reason, head.headers as string[]);
     if (isHead || len === 0) {
       res.end();
       return 0;
@@ -98,7 +99,7 @@ export function sendResponse(res: ServerResponse, raw: RawResponse, isHead: bool
   const head = wireHead(raw, undefined, close);
   if (isHead) {
     // An endless stream must not keep a HEAD waiting.
-    res.writeHead(status, head.reason, head.headers);
+    res.writeHead(status, head.reason, head.headers as string[]);
     void body.cancel().catch(() => {});
     res.end();
     return 0;
@@ -144,7 +145,7 @@ async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, statu
     ]);
     if (gone) return 0;
     if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
-    res.writeHead(status, head.reason, head.headers);
+    res.writeHead(status, head.reason, head.headers as string[]);
     if (!early) res.flushHeaders();
     const declared = head.declared;
     let bytes = 0;

@@ -54,6 +54,9 @@ function readBody(req: Request, url: URL): Promise<Response> {
   );
 }
 
+/** One fast Response answered every time: the writers share its header list (toRawResponse) and must add to a copy. */
+const reused = new FastResponse('same', { headers: { 'x-once': '1' } });
+
 const handler: Handler = {
   fetch(req) {
     const url = new URL(req.url);
@@ -96,6 +99,8 @@ const handler: Handler = {
             ['x-private', 'kept'],
           ],
         });
+      case '/reused':
+        return reused;
       case '/silent':
         silent.open++;
         return new Response(
@@ -183,6 +188,18 @@ for (const name of ['toNodeListener', 'Fastify']) {
           c.close();
         }
       }
+    });
+
+    it("a writer adds Content-Length (and Connection: close) to a copy, never to the Response's own header list", async () => {
+      const t = ctx();
+      for (let i = 0; i < 3; i++) {
+        const r = await t.exchange(get(t, '/reused', 'Connection: close\r\n'));
+        expect(r.all('content-length'), `answer ${i + 1}`).toEqual(['4']);
+        expect(r.all('x-once'), `answer ${i + 1}`).toEqual(['1']);
+        expect(r.all('connection'), `answer ${i + 1}`).toEqual(['close']);
+        expect(r.body.toString()).toBe('same');
+      }
+      expect([...reused.headers]).toEqual([['content-type', 'text/plain;charset=UTF-8'], ['x-once', '1']]);
     });
 
     it('a stream keeps a declared Content-Length it matches', async () => {

@@ -66,15 +66,20 @@ let seq = 0;
 const prefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
 
 /** The Context of Node-hosted adapters (node-http, Apache workers, nginx workers). */
+/** Where a ctx reads the client's address on first use (reading a socket's address costs). */
+export interface ClientAddress {
+  clientIp(): string;
+}
+
 export class RequestContext implements Context {
   user: string | undefined;
   private _id: string | undefined;
-  private _ip: string | undefined;
+  private _ip: string | ClientAddress | undefined;
 
-  /** `ip` undefined: read on first use, from clientIp() (a subclass's; reading a socket's address costs). */
+  /** `ip`: the address, or where to read it on first use (undefined: ''). */
   constructor(
     readonly server: ServerKind,
-    ip: string | undefined,
+    ip: string | ClientAddress | undefined,
     private lifecycle: Lifecycle,
     id?: string,
     user?: string,
@@ -87,11 +92,9 @@ export class RequestContext implements Context {
   }
 
   get ip(): string {
-    return (this._ip ??= this.clientIp());
-  }
-
-  protected clientIp(): string {
-    return '';
+    const ip = this._ip;
+    if (typeof ip === 'string') return ip;
+    return (this._ip = ip ? ip.clientIp() : '');
   }
 
   get id(): string {
