@@ -148,7 +148,7 @@ export const median = (xs) => {
  * Interleaved rounds: every round runs each scenario once, in a rotated order,
  * so drift on a shared machine hits all of them alike.
  */
-export async function interleave(scenarios, { rounds = 3, warmup = 1, ...opts } = {}) {
+export async function interleave(scenarios, { rounds = 3, warmup = Number(process.env.BENCH_WARMUP ?? 1), ...opts } = {}) {
   const results = Object.fromEntries(scenarios.map((s) => [s.name, { rps: [], cpuUs: [], p50Ms: [], p99Ms: [], socketErrors: 0, non2xx: 0 }]));
   for (const s of scenarios) wrk(s.url, { ...opts, ...s.wrk, duration: warmup });
   for (let r = 0; r < rounds; r++) {

@@ -8,6 +8,8 @@
 //           callgrind behind a native nginx: a window of N requests (8 keep-alive connections) counted
 //           after a warm-up, node run with --single-threaded (no concurrent compiler or GC threads), which
 //           makes the count repeat to about 0.2%.
+//   floor   a third upstream, a Node server that parses nothing and writes canned bytes per request: the
+//           least any Node worker behind nginx could cost, so the best ratio workers mode could reach.
 // Only user-space instructions: both sides make the same system calls per request (strace: nginx 2 writev,
 // 2 recvfrom, 1 getsockopt; node 1 read, 1 writev), so the kernel's share is the same for both.
 // usage (root; valgrind, nginx; after npm run build): node adapters/nginx/measure-workers.mjs [nginx|node]
@@ -34,6 +36,23 @@ const RAW = `import { createServer } from 'node:http';
 createServer({ keepAliveTimeout: 75000 }, (req, res) => {
   res.writeHead(200, { 'content-type': 'text/plain;charset=UTF-8', 'content-length': 14, 'x-anchor': 'raw-node' });
   res.end(${JSON.stringify(HELLO)});
+}).listen(process.argv[2]);
+`;
+
+// The floor: the least any Node upstream can do per request over HTTP. It parses nothing (counts the
+// ends of request heads; nginx sends GETs without a body) and writes a canned response per request.
+const FLOOR = `import net from 'node:net';
+const ONE = Buffer.from('HTTP/1.1 200 OK\\r\\ncontent-type: text/plain;charset=UTF-8\\r\\ncontent-length: 14\\r\\n\\r\\n' + ${JSON.stringify(HELLO)});
+net.createServer((s) => {
+  let tail = '';
+  s.on('data', (d) => {
+    const t = tail + d.toString('latin1');
+    let n = 0;
+    for (let i = t.indexOf('\\r\\n\\r\\n'); i >= 0; i = t.indexOf('\\r\\n\\r\\n', i + 4)) n++;
+    tail = t.slice(-3);
+    if (n === 1) s.write(ONE);
+    else if (n > 1) s.write(Buffer.concat(Array(n).fill(ONE)));
+  });
 }).listen(process.argv[2]);
 `;
 
@@ -112,11 +131,12 @@ async function tsgiWorker(sock, wrap = []) {
   c.send({ tsgi: 'config', secret: SECRET, authority: '127.0.0.1:1', maxBody: 1 << 20 });
   return c;
 }
-function rawNode(sock, wrap = []) {
-  writeFileSync(join(dir, 'raw.mjs'), RAW);
+function rawNode(sock, wrap = [], script = RAW, name = 'raw.mjs') {
+  writeFileSync(join(dir, name), script);
   rmSync(sock, { force: true });
-  return start(wrap[0] ?? process.execPath, [...wrap.slice(1), ...(wrap.length ? [process.execPath] : []), '--single-threaded', join(dir, 'raw.mjs'), sock]);
+  return start(wrap[0] ?? process.execPath, [...wrap.slice(1), ...(wrap.length ? [process.execPath] : []), '--single-threaded', join(dir, name), sock]);
 }
+const floorNode = (sock, wrap = []) => rawNode(sock, wrap, FLOOR, 'floor.mjs');
 function nginxConf(port, sockets, single) {
   const proxy = proxyCommon({ secret: SECRET }).map((l) => `  ${l}`).join('\n');
   const conf = mainConf({
@@ -132,10 +152,11 @@ function nginxConf(port, sockets, single) {
     group: 'root',
     accessLog: 'off',
     errorLogLevel: 'crit',
-    extraHttp: `upstream raw_node { server unix:${sockets.raw}; keepalive 64; }`,
+    extraHttp: `upstream raw_node { server unix:${sockets.raw}; keepalive 64; }\nupstream floor_node { server unix:${sockets.floor}; keepalive 64; }`,
     extraServer: [
       `location = /workers {\n  proxy_pass http://tsgi_workers;\n  proxy_set_header X-Tsgi-Phase "";\n${proxy}\n}`,
       `location = /raw {\n  proxy_pass http://raw_node;\n${proxy}\n}`,
+      `location = /floor {\n  proxy_pass http://floor_node;\n${proxy}\n}`,
     ].join('\n'),
   });
   const file = join(dir, 'nginx.conf');
@@ -144,13 +165,15 @@ function nginxConf(port, sockets, single) {
 }
 
 try {
-  const sockets = { tsgi: join(dir, 'tsgi.sock'), raw: join(dir, 'raw.sock') };
+  const sockets = { tsgi: join(dir, 'tsgi.sock'), raw: join(dir, 'raw.sock'), floor: join(dir, 'floor.sock') };
+  const figures = {};
   if (only !== 'node') {
     await tsgiWorker(sockets.tsgi);
     rawNode(sockets.raw);
+    floorNode(sockets.floor);
     const port = await freePort();
     const conf = nginxConf(port, sockets, true);
-    for (const path of ['/workers', '/raw']) {
+    for (const path of ['/workers', '/raw', '/floor']) {
       const run = async (n) => {
         const out = join(dir, `cg-nginx-${n}.out`);
         const vg = start('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, 'nginx', '-p', dir, '-c', conf]);
@@ -162,19 +185,21 @@ try {
       };
       const a = await run(100);
       const b = await run(600);
+      figures[`nginx ${path}`] = (b - a) / 500;
       console.log(`nginx ${path}: ${Math.round((b - a) / 500)} instructions per request`);
     }
     for (const c of children.splice(0)) c.kill('SIGKILL');
     for (const h of handles.splice(0)) h.close();
   }
   if (only !== 'nginx') {
-    for (const which of ['workers', 'raw']) {
+    for (const which of ['workers', 'raw', 'floor']) {
       const out = join(dir, `cg-node-${which}.out`);
       const wrap = ['valgrind', '--tool=callgrind', `--callgrind-out-file=${out}`, '--instr-atstart=no'];
-      const vg = which === 'workers' ? await tsgiWorker(sockets.tsgi, wrap) : rawNode(sockets.raw, wrap);
-      // the other server natively, so nginx starts with both upstreams there
-      if (which === 'workers') rawNode(sockets.raw);
-      else await tsgiWorker(sockets.tsgi);
+      // the one measured under callgrind, the others natively, so nginx starts with every upstream there
+      const vg = which === 'workers' ? await tsgiWorker(sockets.tsgi, wrap) : which === 'raw' ? rawNode(sockets.raw, wrap) : floorNode(sockets.floor, wrap);
+      if (which !== 'workers') await tsgiWorker(sockets.tsgi);
+      if (which !== 'raw') rawNode(sockets.raw);
+      if (which !== 'floor') floorNode(sockets.floor);
       const port = await freePort();
       const ngx = start('nginx', ['-p', dir, '-c', nginxConf(port, sockets, false)]);
       await up(port, `/${which}`, vg);
@@ -185,12 +210,18 @@ try {
       await sleep(500);
       const dumped = readdirSync(dir).filter((f) => f.startsWith(`cg-node-${which}.out.`));
       const total = Math.max(0, ...dumped.map((f) => totals(join(dir, f))));
-      console.log(`node (${which === 'workers' ? 'tsgi worker' : 'raw node:http'}): ${Math.round(total / n)} instructions per request (${n} requests)`);
+      figures[`node ${which}`] = total / n;
+      console.log(`node (${which === 'workers' ? 'tsgi worker' : which === 'raw' ? 'raw node:http' : 'floor: canned bytes on net.Socket'}): ${Math.round(total / n)} instructions per request (${n} requests)`);
       ngx.kill('SIGQUIT');
       for (const c of children.splice(0)) c.kill('SIGKILL');
       for (const h of handles.splice(0)) h.close();
       await sleep(300);
     }
+  }
+  if (!only) {
+    const cost = (w) => figures[`nginx /${w}`] + figures[`node ${w}`];
+    console.log(`per request, nginx + node: workers ${Math.round(cost('workers'))}, proxy_pass to raw node:http ${Math.round(cost('raw'))}, to the floor ${Math.round(cost('floor'))}`);
+    console.log(`workers mode is ${(cost('raw') / cost('workers')).toFixed(2)}x the anchor; a worker that did nothing but write canned bytes would be ${(cost('raw') / cost('floor')).toFixed(2)}x`);
   }
 } finally {
   for (const c of children) c.kill('SIGKILL');
