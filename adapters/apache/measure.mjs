@@ -13,7 +13,7 @@
 // usage (root; valgrind, Debian apache2; after npm run build): node adapters/apache/measure.mjs
 // Env: N (3000), WARM (2000), ONLY (get|post), DEBUG (keep the dumps).
 import { execFile, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -112,7 +112,9 @@ writeFileSync(
   `#!/bin/sh\nexec valgrind --tool=callgrind ${VGDB(dir)} --callgrind-out-file=${dir}/cg-worker.%p.out ${process.execPath} --single-threaded "$@"\n`,
 );
 chmodSync(wrapper, 0o755);
-const so = await modulePath();
+// A copy in the run's directory: the build cache (~/.cache/tsgi of root) is no place www-data may read.
+const so = join(dir, 'mod_tsgi.so');
+copyFileSync(await modulePath(), so);
 writeFileSync(join(dir, 'echo.ts'), ECHO);
 rows[0].handler = join(here, '../../bench/handlers/hello-fast.ts');
 rows[1].handler = join(dir, 'echo.ts');
