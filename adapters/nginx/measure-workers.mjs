@@ -212,7 +212,9 @@ try {
       const total = Math.max(0, ...dumped.map((f) => totals(join(dir, f))));
       figures[`node ${which}`] = total / n;
       console.log(`node (${which === 'workers' ? 'tsgi worker' : which === 'raw' ? 'raw node:http' : 'floor: canned bytes on net.Socket'}): ${Math.round(total / n)} instructions per request (${n} requests)`);
+      // A graceful stop, awaited (bounded): a master killed at once leaves its workers behind.
       ngx.kill('SIGQUIT');
+      await Promise.race([new Promise((r) => (ngx.exitCode !== null ? r() : ngx.once('exit', r))), sleep(10_000)]);
       for (const c of children.splice(0)) c.kill('SIGKILL');
       for (const h of handles.splice(0)) h.close();
       await sleep(300);
