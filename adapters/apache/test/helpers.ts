@@ -82,24 +82,35 @@ export function workerPids(apachePid: number): number[] {
   return childrenOf(apachePid).filter((p) => cmdline(p).includes('app.mjs'));
 }
 
+/** The MPM lines of apacheConf: event (one child of 16 threads), or prefork (Debian's MPM beside mod_php: 2 to 16 processes, one connection each). */
+const MPM = {
+  event: `LoadModule mpm_event_module ${DEBIAN_MODULES}/mod_mpm_event.so
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16`,
+  prefork: `LoadModule mpm_prefork_module ${DEBIAN_MODULES}/mod_mpm_prefork.so
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 4
+ServerLimit 16
+MaxRequestWorkers 16`,
+};
+
 /** A plain Apache config (Debian modules, www-data children, logs in `root`) around `body`. */
-export function apacheConf(root: string, port: number, so: string, body: string): string {
+export function apacheConf(root: string, port: number, so: string, body: string, mpm: keyof typeof MPM = 'event'): string {
   mkdirSync(join(root, 'run'), { recursive: true });
   return `ServerRoot ${root}
 Listen 127.0.0.1:${port}
 ServerName localhost
 PidFile ${root}/httpd.pid
 DefaultRuntimeDir ${root}/run
-LoadModule mpm_event_module ${DEBIAN_MODULES}/mod_mpm_event.so
+${MPM[mpm]}
 LoadModule authz_core_module ${DEBIAN_MODULES}/mod_authz_core.so
 LoadModule authn_core_module ${DEBIAN_MODULES}/mod_authn_core.so
 LoadModule authz_user_module ${DEBIAN_MODULES}/mod_authz_user.so
 LoadModule alias_module ${DEBIAN_MODULES}/mod_alias.so
 LoadModule tsgi_module ${so}
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MaxRequestWorkers 16
 User www-data
 Group www-data
 ErrorLog ${root}/error.log
