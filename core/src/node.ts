@@ -15,7 +15,7 @@ export {
   type Preload,
   type WorkerBundleOptions,
 } from './node/load.js';
-export { LazyRequest, absoluteUrl, originUrl } from './node/lazy-request.js';
+export { LazyRequest, absoluteUrl, hostAuthority, originUrl } from './node/lazy-request.js';
 export { bindListenHandle, bindUnixHandle, checkBoundPort, listenError, type ListenHandle } from './node/listen-handle.js';
 export { EXIT_STARTUP, Backoff, BACKOFF_FIRST_MS, BACKOFF_MAX_MS, BACKOFF_RESET_MS, startupReason } from './node/policy.js';
 export { writeFileBeside } from './node/files.js';

@@ -1,7 +1,7 @@
 // The web Request a worker hands to the handler: a LazyRequest over the
 // decoded REQUEST frame, with the body fed by BODY frames.
 import { requestAuthority, type Context, type UrlRefusal } from '@tsgi/core';
-import { LazyRequest, originUrl } from '@tsgi/core/node';
+import { LazyRequest, hostAuthority, originUrl } from '@tsgi/core/node';
 import type { Exchange } from './connection.js';
 import type { RequestMsg } from './protocol.js';
 
@@ -151,20 +151,12 @@ export class BodySource {
  * (it refuses a second one), or its own name:port for HTTP/1.0 without one.
  */
 export function requestTarget(m: RequestMsg): RequestTarget | UrlRefusal {
-  // For an origin-form target the answer depends on the Host alone, and a
-  // connection's requests mostly repeat it: the last accepted one is remembered.
-  const origin = m.uri.charCodeAt(0) === 47; /* / */
-  if (origin && m.host === lastHost) return { authority: lastAuthority, path: m.uri };
-  const t = requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
-  if (origin && !('status' in t)) {
-    lastHost = m.host;
-    lastAuthority = t.authority;
+  if (m.uri.charCodeAt(0) === 47 /* / */) {
+    const authority = hostAuthority(m.host);
+    return typeof authority === 'string' ? { authority, path: m.uri } : authority;
   }
-  return t;
+  return requestAuthority(m.uri, [m.host], m.protocol === 'HTTP/1.0', m.host);
 }
-
-let lastHost: string | undefined;
-let lastAuthority = '';
 
 export type RequestTarget = { authority: string; path: string };
 

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { requestAuthority, type UrlRefusal } from '@tsgi/core';
-import { LazyRequest, originUrl, type ClientAddress } from '@tsgi/core/node';
+import { LazyRequest, hostAuthority, originUrl, type ClientAddress } from '@tsgi/core/node';
 
 /** Thrown by body reads past the limit; the adapter answers 413 when it still can. */
 export class BodyTooLargeError extends Error {
@@ -67,18 +67,18 @@ export function requestTarget(req: IncomingMessage, decided?: string): RequestTa
   }
   const target = req.url ?? '/';
   if (decided !== undefined) return { authority: decided, path: target, length, coded };
-  // The usual request: origin-form, with the one Host the last such request had (checked then).
-  if (host !== undefined && host === lastHost && hosts === undefined && target.charCodeAt(0) === 47) return { authority: host, path: target, length, coded };
+  // The usual request: origin-form with one Host (its check remembered).
+  if (host !== undefined && hosts === undefined && target.charCodeAt(0) === 47) {
+    const authority = hostAuthority(host);
+    return typeof authority === 'string' ? { authority, path: target, length, coded } : authority;
+  }
   const http10 = req.httpVersionMajor === 1 && req.httpVersionMinor === 0;
   const where = requestAuthority(target, hosts ?? (host === undefined ? NO_HOST : [host]), http10, host === undefined ? localAuthority(req) : '');
   if ('status' in where) return where;
-  if (host !== undefined && hosts === undefined && where.authority === host && where.path === target) lastHost = host;
   return { authority: where.authority, path: where.path, length, coded };
 }
 
 const NO_HOST: readonly string[] = [];
-/** The last Host header requestAuthority accepted as it was (untrimmed, for an origin-form target). */
-let lastHost: string | undefined;
 
 /** `name` lower-cased is `lower` (a name of its length); no new string when it is spelled so. */
 const lowerIs = (name: string, lower: string): boolean => name === lower || name.toLowerCase() === lower;

@@ -6,6 +6,8 @@
  * so `new Request(request)` works. No global is touched.
  */
 
+import { requestAuthority, type UrlRefusal } from '../wire.js';
+
 const NativeRequest = globalThis.Request;
 
 // Path and query made only of characters the URL parser leaves alone, with no
@@ -31,6 +33,22 @@ export function originUrl(scheme: 'http' | 'https', authority: string, path: str
   return safeURL(path, `${scheme}://${authority}`) ?? `${scheme}://localhost/`;
 }
 
+let lastHost: string | undefined;
+let lastAuthority = '';
+
+/**
+ * requestAuthority for an origin-form target with one Host header: the answer depends on the Host
+ * alone, and a connection's requests mostly repeat it, so the last one accepted is remembered (a
+ * Node host's state; the njs runtime keeps none across requests). Returns the authority.
+ */
+export function hostAuthority(host: string): string | UrlRefusal {
+  if (host === lastHost) return lastAuthority;
+  const where = requestAuthority('/', [host], false, '');
+  if ('status' in where) return where;
+  lastHost = host;
+  return (lastAuthority = where.authority);
+}
+
 /** The absolute request URL from the scheme, Host and raw request target, as the URL parser would give it. */
 export function absoluteUrl(scheme: 'http' | 'https', host: string | undefined, target: string): string {
   const h = host || 'localhost';
@@ -49,7 +67,7 @@ const utf8 = (b: Buffer): string => b.toString('utf8');
 const parseJson = (b: Buffer): unknown => JSON.parse(b.toString('utf8'));
 
 export abstract class LazyRequest<S = undefined> {
-  /** What the host serves this request from, read by its hooks below (a subclass has no constructor of its own: see below). */
+  /** What the host serves this request from, read by its hooks below (see the constructor). */
   readonly _src: S;
   private _url: string | undefined;
   private _headers: Headers | undefined;
