@@ -1,6 +1,6 @@
 // Starts `tsgi apache run` as users do (a separate process) and stops it.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEBIAN_MODULES } from '../src/config.js';
@@ -80,6 +80,15 @@ export async function startApache(handler: string, args: string[] = [], env: Rec
 /** The Node workers of a `tsgi apache run` (children of the Apache parent running app.mjs). */
 export function workerPids(apachePid: number): number[] {
   return childrenOf(apachePid).filter((p) => cmdline(p).includes('app.mjs'));
+}
+
+/** Stops an Apache started from apacheConf (SIGTERM, its exit awaited) and removes its server root. */
+export async function stopPlain(apache: ChildProcess | undefined, root: string | undefined): Promise<void> {
+  if (apache && apache.exitCode === null && apache.signalCode === null) {
+    apache.kill('SIGTERM');
+    await new Promise((r) => apache.once('exit', r));
+  }
+  if (root) rmSync(root, { recursive: true, force: true });
 }
 
 /** The MPM lines of apacheConf: event (one child of 16 threads), or prefork (Debian's MPM beside mod_php: 2 to 16 processes, one connection each). */

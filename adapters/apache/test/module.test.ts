@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { freePort } from '@tsgi/conformance/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildModule, packageDir } from '../src/build.js';
-import { apacheConf as conf } from './helpers.js';
+import { apacheConf as conf, stopPlain } from './helpers.js';
 
 const FIXTURES = resolve(packageDir, 'test', 'fixtures');
 const PROTOCOL_JS = resolve(packageDir, 'dist', 'protocol.js');
@@ -135,13 +135,7 @@ Alias /files ${root}/files
   await waitReady();
 });
 
-afterAll(async () => {
-  if (apache && apache.exitCode === null && apache.signalCode === null) {
-    apache.kill('SIGTERM');
-    await new Promise((r) => apache.once('exit', r));
-  }
-  if (root) rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => stopPlain(apache, root));
 
 const info = async (path = '/app/info', init?: Parameters<typeof request>[2]) => {
   const r = await request(port, path, init);

@@ -1,14 +1,14 @@
 // mod_tsgi under the prefork MPM (Debian's MPM beside mod_php; every other Apache test runs event): requests,
 // a WebSocket tunnel byte-exact across 64 KiB, and the reload gate of a graceful restart with requests running.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { noise } from '@tsgi/conformance/testing';
 import { buildModule } from '../src/build.js';
-import { apacheConf, childrenOf, cmdline, fixture, freePort, installWorker, waitFor } from './helpers.js';
+import { apacheConf, childrenOf, cmdline, fixture, freePort, installWorker, stopPlain, waitFor } from './helpers.js';
 
 let root: string;
 let apache: ChildProcess;
@@ -38,13 +38,7 @@ TsgiDaemon app handler=${root}/app.ts worker=${worker} processes=1
   await waitFor(async () => (await fetch(url, { signal: AbortSignal.timeout(5_000) }).catch(() => null))?.status === 200, 60_000, 'Apache (prefork) to answer');
 }, 90_000);
 
-afterAll(async () => {
-  if (apache && apache.exitCode === null && apache.signalCode === null) {
-    apache.kill('SIGTERM');
-    await new Promise((r) => apache.once('exit', r));
-  }
-  if (root) rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => stopPlain(apache, root));
 
 const errorLog = (): string => readFileSync(join(root, 'error.log'), 'utf8');
 /** A request that gives up after 10 s: a prefork process is held by each keep-alive connection, so none may wait forever. */

@@ -3,7 +3,7 @@
 // sockets, the Apache thread freed when a client vanishes, a worker killed with a socket open; over TLS
 // (mod_ssl: the tunnel goes through the connection's filters) with ws-idle-timeout.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ import WebSocket from 'ws';
 import { noise } from '@tsgi/conformance/testing';
 import { buildModule } from '../src/build.js';
 import { DEBIAN_MODULES } from '../src/config.js';
-import { apacheConf, fixture, freePort, installWorker, startApache, waitFor, workerPids, type RunningApache } from './helpers.js';
+import { apacheConf, fixture, freePort, installWorker, startApache, stopPlain, waitFor, workerPids, type RunningApache } from './helpers.js';
 
 let server: RunningApache;
 let limited: RunningApache;
@@ -158,13 +158,7 @@ TsgiDaemon ws handler=${root}/websocket.ts worker=${worker} processes=1 ws-idle-
     await waitFor(() => open().then((c) => (c.ws.terminate(), true), () => false), 60_000, 'Apache with TLS');
   }, 90_000);
 
-  afterAll(async () => {
-    if (apache && apache.exitCode === null && apache.signalCode === null) {
-      apache.kill('SIGTERM');
-      await new Promise((r) => apache.once('exit', r));
-    }
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
+  afterAll(() => stopPlain(apache, root));
 
   // The certificate is self-signed: not verified.
   const open = (): Promise<Socket> => openAt(`wss://127.0.0.1:${port}/`, true);

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { childrenOf, cmdline, environOf, freePort, runCli, waitFor } from '@tsgi/conformance/testing';
 import { buildModule, packageDir } from '../src/build.js';
 import { snippet } from '../src/config.js';
-import { apacheConf, fixture, installWorker, startApache, workerPids, type RunningApache } from './helpers.js';
+import { apacheConf, fixture, installWorker, startApache, stopPlain, workerPids, type RunningApache } from './helpers.js';
 
 // What the caller of `tsgi apache run` / apache2 has: root's identity and a shell's PWD.
 const CALLER = {
@@ -133,13 +133,7 @@ describe('a system Apache with the tsgi apache conf snippet (conf mode)', () => 
     await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/`).catch(() => null))?.status === 200, 60_000, 'the conf-mode server');
   });
 
-  afterAll(async () => {
-    if (apache && apache.exitCode === null && apache.signalCode === null) {
-      apache.kill('SIGTERM');
-      await new Promise((r) => apache.once('exit', r));
-    }
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
+  afterAll(() => stopPlain(apache, root));
 
   const workers = (daemon = 'confapp') =>
     childrenOf(apache.pid!).filter((p) => {
