@@ -27,10 +27,12 @@ export { WorkerPool, stopProcess, reportReady, reportStartupFailure, type PoolWo
 export { Admission, type Admit, type AdmissionOptions } from './node/ops/admission.js';
 export { DURATION_BUCKETS, Metrics, PROMETHEUS_TYPE, RESTART_REASONS, WORKER_STATES, emptySnapshot, mergeSnapshots, parsePrometheus, renderPrometheus, type MetricsSnapshot, type PoolFigures, type RestartReason, type Sample, type WorkerState } from './node/ops/metrics.js';
 export { DEFAULT_OPS, needsSupervisor, opsOptions, opsSettings, type OpsSettings } from './node/ops/options.js';
-export { Operations, RECYCLE_JITTER, isLoopback, serverTimingValue, timeoutError, type Probe, type ProbeAnswer } from './node/ops/operations.js';
+export { Deadlines, type Timed, type Watched } from './node/ops/deadlines.js';
+export { Operations, RECYCLE_JITTER, answerHeaders, isLoopback, serverTimingValue, timeoutError, type Probe, type ProbeAnswer } from './node/ops/operations.js';
 export { HEARTBEAT_MS, STALL_GRACE_MS, linkWorker, type LinkMessage, type WorkerLink } from './node/ops/worker-link.js';
-export { authMs, timedHandler } from './node/ops/timing.js';
+export { authMs, timedHandler, withServerTiming } from './node/ops/timing.js';
 export { accessLogLine, timeLocal, type AccessEntry } from './node/access-log.js';
 export { watchHandler, WATCH_DEBOUNCE_MS, type WatchOptions, type Watching } from './node/watch.js';
 // WebSocket (issue 13): the ws-based kit every Node host's upgrade path uses.
 export { DEFAULT_WS_MAX_BUFFERED, WS_CLOSE_WAIT_MS, WS_GOING_AWAY, WebSocketKit, handshakeRefusal, type HandshakeRefusal, type SocketSession, type WebSocketKitOptions } from './node/websocket.js';
+export { runAccess } from './node/access-run.js';

@@ -9,15 +9,12 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
   BAD_REQUEST_TEXT,
-  FastResponse,
   PLAIN_TEXT_TYPE,
-  accessReply,
   defaultErrorLogger,
   insideMount,
   mountPrefix,
   internalError,
   runLog,
-  runPhase,
   runPipeline,
   runPipelineThen,
   toRawResponse,
@@ -26,8 +23,8 @@ import {
   type RawResponse,
   type ServerKind,
 } from '@tsgi/core';
-import { Lifecycle, RequestContext, accessLogLine, initHandler, timedHandler, type Operations } from '@tsgi/core/node';
-import { opsEnded, opsGate, opsTimer, opsWire } from './ops.js';
+import { Deadlines, Lifecycle, runAccess, RequestContext, accessLogLine, initHandler, timedHandler, type Operations, type Timed, type Watched } from '@tsgi/core/node';
+import { opsExpire, opsGate, opsWire } from './ops.js';
 import { NodeRequest, requestTarget, type RequestOptions } from './request.js';
 import { clientGone, sendResponse } from './send.js';
 
@@ -198,7 +195,8 @@ export class NodeHost {
     if (this.hasLog) void ctx.ip;
     const x = new Exchange(this, req, res, request, ctx);
     const cl = target.length;
-    if (this.ops) opsTimer(x, this.ops);
+    const deadlines = this.ops?.deadlines;
+    if (deadlines) x.deadline = deadlines.add(x);
     if (cl !== undefined && Number(cl) > this.maxBody) {
       refuseBody(req, res, Number(cl));
       x.end(413, 0);
@@ -252,12 +250,12 @@ export class NodeHost {
 }
 
 /** One request: its Request and Context, the pipeline run, the response written, then the log hook. */
-export class Exchange {
+export class Exchange implements Timed {
   readonly start: number;
   /** end() ran (a request-timeout may end it before the handler answers). */
   private ended = false;
-  /** Its entry under the request deadline (ops.ts), when one is set. */
-  deadline: object | undefined = undefined;
+  /** Its entry under the request deadline (core's Deadlines), when one is set. */
+  deadline: Watched | undefined = undefined;
 
   constructor(
     readonly host: NodeHost,
@@ -269,6 +267,16 @@ export class Exchange {
     this.start = host.hasLog || host.accessLog ? performance.now() : 0;
   }
 
+  /** Bytes read and written on its connection: what the deadline counts as progress. */
+  progress(): number {
+    const socket = this.req.socket;
+    return socket.bytesRead + socket.bytesWritten;
+  }
+
+  expire(ms: number): void {
+    opsExpire(this, ms);
+  }
+
   /** The handler's answer (Fastify, and the access run); never rejects (failures are the bare 500, logged). */
   run(): Response | Promise<Response> {
     const host = this.host;
@@ -278,15 +286,7 @@ export class Exchange {
 
   /** nginx auth_request: authenticate + authorize alone, answered as embedded nginx answers (core's accessReply). */
   access(): Promise<Response> {
-    const { host, ctx } = this;
-    const refused = runPhase(host.handler, 'access', this.request as unknown as Request, ctx, host.log);
-    return Promise.resolve(refused).then((r) => {
-      const a = accessReply(r, ctx.user);
-      if (a.status === 500) return internalError();
-      const headers: [string, string][] = [];
-      for (let i = 0; i < a.headers.length; i += 2) headers.push([a.headers[i]!, a.headers[i + 1]!]);
-      return new FastResponse(null, { status: a.status, headers }) as unknown as Response;
-    });
+    return runAccess(this.host.handler, this.request as unknown as Request, this.ctx, this.host.log);
   }
 
   /**
@@ -356,7 +356,7 @@ export class Exchange {
     this.ended = true;
     const host = this.host;
     host.lifecycle.end();
-    if (this.deadline) opsEnded(this);
+    if (this.deadline) Deadlines.remove(this.deadline);
     if (host.accessLog) host.logAccess(this.req, this.res, status, bytes, this.ctx.user, this.start);
     if (!host.hasLog) return;
     const run = (): void =>

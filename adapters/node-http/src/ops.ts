@@ -1,13 +1,13 @@
 /**
  * core's Operations on node:http (issue 12), as three hooks of exchange.ts:
- * the gate before a request runs (probes, admission), the deadline of an
- * exchange, and the Server-Timing header. Each admitted request's slot is
+ * the gate before a request runs (probes, admission), what the deadline
+ * (core's Deadlines) does to an exchange, and the Server-Timing header. Each admitted request's slot is
  * freed, and the request counted, when its response closes (finished, cut, or
  * the client gone), whatever path it took.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GATEWAY_TIMEOUT_TEXT, PLAIN_TEXT_TYPE, type RawResponse } from '@tsgi/core';
-import { authMs, serverTimingValue, timeoutError, type Operations, type ProbeAnswer } from '@tsgi/core/node';
+import { answerHeaders, timeoutError, withServerTiming, type Operations, type ProbeAnswer } from '@tsgi/core/node';
 import type { Exchange, NodeHost } from './exchange.js';
 
 interface Ticket {
@@ -29,9 +29,7 @@ const pathOf = (url: string | undefined): string => {
 
 function write(res: ServerResponse, a: ProbeAnswer, close: boolean): void {
   if (res.headersSent) return;
-  const headers = ['content-type', a.type, 'content-length', String(Buffer.byteLength(a.body)), 'cache-control', 'no-store', ...(a.headers ?? []).flat()];
-  if (close) headers.push('connection', 'close');
-  res.writeHead(a.status, headers);
+  res.writeHead(a.status, answerHeaders(a, close));
   res.end(a.body);
 }
 
@@ -99,131 +97,27 @@ export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, r
   return false;
 }
 
-/** An exchange under the deadline: when it is next checked (0: not seen by a sweep yet), its connection's byte count then, and where it sits in the live list (-1: off it). */
-interface Watched {
-  x: Exchange;
-  due: number;
-  last: number;
-  slot: number;
-  /** The list it is on. */
-  on: Deadlines;
-}
-
 /**
- * The exchanges of one Operations under request-timeout, checked by one timer (no timer per request).
- * Adding one is an array push and removing it a swap with the last (a Set costs ~500 instructions a
- * request in hashing and rehashing); its clock starts at the first sweep that sees it (within `every`
- * of its start), so the hot path reads neither the clock nor the socket's byte counts.
+ * No progress for request-timeout (core's Deadlines): the signal aborts, then 504, or the connection is
+ * cut once the head left. The exchange ends there; the handler's late answer is dropped.
  */
-class Deadlines {
-  private readonly live: Watched[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  /** How often the set is swept: the deadline is met within this much. */
-  private readonly every: number;
-
-  constructor(
-    private ops: Operations,
-    private ms: number,
-  ) {
-    this.every = Math.min(1_000, Math.max(50, Math.floor(ms / 4)));
-    ops.held = () => this.live.map((w) => w.x.ctx.id);
+export function opsExpire(x: Exchange, ms: number): void {
+  x.request.abortSignal(timeoutError(ms));
+  const res = x.res;
+  if (!res.headersSent) {
+    x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached before the response: 504`);
+    write(res, { status: 504, type: PLAIN_TEXT_TYPE, body: GATEWAY_TIMEOUT_TEXT }, true);
+    x.end(504, 0);
+  } else {
+    x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached with no progress on the response: connection cut`);
+    res.destroy();
+    x.end(res.statusCode, 0);
   }
-
-  add(x: Exchange): Watched {
-    const w: Watched = { x, due: 0, last: 0, slot: this.live.length, on: this };
-    this.live.push(w);
-    if (!this.timer) {
-      this.timer = setInterval(() => this.sweep(), this.every);
-      this.timer.unref();
-    }
-    return w;
-  }
-
-  remove(w: Watched): void {
-    const i = w.slot;
-    if (i < 0) return;
-    w.slot = -1;
-    const last = this.live.pop()!;
-    if (last === w) return;
-    this.live[i] = last;
-    last.slot = i;
-  }
-
-  private sweep(): void {
-    const now = Date.now();
-    // Backwards: an expiry removes its exchange by moving the last one, already seen, into its place.
-    for (let i = this.live.length - 1; i >= 0; i--) {
-      const w = this.live[i]!;
-      if (w.due === 0) {
-        // First seen: it started at most `every` ago.
-        w.due = now + this.ms - this.every;
-        w.last = progress(w.x);
-        continue;
-      }
-      if (now < w.due) continue;
-      const p = progress(w.x);
-      if (p !== w.last) {
-        w.last = p;
-        w.due = now + this.ms;
-      } else this.expire(w.x);
-    }
-  }
-
-  /** No progress for request-timeout: the signal aborts, then 504, or the connection is cut once the head left. */
-  private expire(x: Exchange): void {
-    const ms = this.ms;
-    x.request.abortSignal(timeoutError(ms));
-    const res = x.res;
-    if (!res.headersSent) {
-      x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached before the response: 504`);
-      write(res, { status: 504, type: PLAIN_TEXT_TYPE, body: GATEWAY_TIMEOUT_TEXT }, true);
-      x.end(504, 0);
-    } else {
-      x.host.log(`request ${x.ctx.id}: request-timeout (${ms / 1000} s) reached with no progress on the response: connection cut`);
-      res.destroy();
-      x.end(res.statusCode, 0);
-    }
-  }
-}
-
-/** Bytes read and written on the exchange's connection: what counts as progress. */
-const progress = (x: Exchange): number => x.req.socket.bytesRead + x.req.socket.bytesWritten;
-
-const deadlines = new WeakMap<Operations, Deadlines>();
-/** One Operations per process in practice: the last one used, without a map lookup per request. */
-let current: { ops: Operations; d: Deadlines } | undefined;
-
-function deadlinesOf(ops: Operations, ms: number): Deadlines {
-  if (current?.ops === ops) return current.d;
-  let d = deadlines.get(ops);
-  if (!d) deadlines.set(ops, (d = new Deadlines(ops, ms)));
-  current = { ops, d };
-  return d;
-}
-
-/**
- * The request deadline: an exchange without progress (no response head, and no byte read or written
- * on its connection) for request-timeout aborts its signal with a TimeoutError, then gets 504, or its
- * connection is cut once the head has left. The exchange ends there; the handler's late answer is dropped.
- */
-export function opsTimer(x: Exchange, ops: Operations): void {
-  const ms = ops.s.requestTimeoutMs;
-  if (ms <= 0) return;
-  x.deadline = deadlinesOf(ops, ms).add(x);
-}
-
-/** The exchange ended (answered, cut, or timed out): off the deadline. */
-export function opsEnded(x: Exchange): void {
-  const w = x.deadline as Watched | undefined;
-  if (w) w.on.remove(w);
 }
 
 /** The response as written: with Server-Timing (queue, auth, fetch) when asked for. */
 export function opsWire(x: Exchange, ops: Operations, raw: RawResponse): RawResponse {
   if (!ops.s.serverTiming) return raw;
   const t = tickets.get(x.req);
-  if (!t) return raw;
-  const auth = authMs(x.ctx);
-  const value = serverTimingValue({ queueMs: t.admitted - t.arrived, authMs: auth, fetchMs: performance.now() - t.admitted - (auth ?? 0) });
-  return { ...raw, headers: [...raw.headers, 'server-timing', value] };
+  return t ? withServerTiming(raw, t.arrived, t.admitted, x.ctx) : raw;
 }

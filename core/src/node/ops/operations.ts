@@ -6,6 +6,7 @@
  */
 import { getHeapStatistics } from 'node:v8';
 import { Admission } from './admission.js';
+import { Deadlines } from './deadlines.js';
 import { Metrics, PROMETHEUS_TYPE, renderPrometheus, type MetricsSnapshot } from './metrics.js';
 import { DEFAULT_OPS, type OpsSettings } from './options.js';
 
@@ -36,12 +37,22 @@ export function isLoopback(ip: string): boolean {
 // Bundled into the njs runtime as well: its own module, free of Node.
 export { serverTimingValue } from '../../server-timing.js';
 
+/** The head of a probe's (or the host's own) answer: its type, length, no-store, and its extra headers. */
+export function answerHeaders(a: ProbeAnswer, close: boolean): string[] {
+  const headers = ['content-type', a.type, 'content-length', String(Buffer.byteLength(a.body)), 'cache-control', 'no-store'];
+  if (a.headers) for (const [name, value] of a.headers) headers.push(name, value);
+  if (close) headers.push('connection', 'close');
+  return headers;
+}
+
 const text = (status: number, body: string): ProbeAnswer => ({ status, type: 'text/plain;charset=UTF-8', body });
 
 export class Operations {
   readonly s: OpsSettings;
   readonly admission: Admission;
   readonly metrics = new Metrics();
+  /** The requests under request-timeout (deadlines.ts); undefined when there is none. */
+  readonly deadlines: Deadlines | undefined;
   /** init has run in this process. */
   ready = false;
   /** This process stops (or is being replaced): health says 503. */
@@ -68,6 +79,7 @@ export class Operations {
   constructor(settings: Partial<OpsSettings> = {}, random: () => number = Math.random) {
     this.s = { ...DEFAULT_OPS, ...settings };
     this.admission = new Admission({ maxInflight: this.s.maxInflight, queueTimeoutMs: this.s.queueTimeoutMs });
+    this.deadlines = this.s.requestTimeoutMs > 0 ? new Deadlines(this, this.s.requestTimeoutMs) : undefined;
     this.recycleAfter = this.s.maxRequests > 0 ? this.s.maxRequests + Math.floor(random() * this.s.maxRequests * RECYCLE_JITTER) : 0;
     this.probes = this.s.healthPath !== undefined || this.s.metricsPath !== undefined;
     this.counts = this.s.maxInflight > 0 || this.s.metricsPath !== undefined || this.s.serverTiming || this.s.maxRequests > 0 || this.s.maxHeapBytes > 0;

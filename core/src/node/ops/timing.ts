@@ -5,6 +5,8 @@
  * handler itself is never changed) and read back by the request's Context.
  */
 import type { Context, Handler } from '../../contract.js';
+import type { RawResponse } from '../../response.js';
+import { serverTimingValue } from '../../server-timing.js';
 
 const spent = new WeakMap<Context, number>();
 
@@ -30,4 +32,14 @@ export function timedHandler(h: Handler): Handler {
   if (h.authenticate) timed.authenticate = time(h.authenticate) as Handler['authenticate'];
   if (h.authorize) timed.authorize = time(h.authorize) as Handler['authorize'];
   return timed;
+}
+
+/**
+ * The response as written under --server-timing: its headers plus `server-timing` with the queue
+ * (arrival to admission), auth and fetch phases; `arrived` and `admitted` are performance.now() times.
+ */
+export function withServerTiming(raw: RawResponse, arrived: number, admitted: number, ctx: Context): RawResponse {
+  const auth = authMs(ctx);
+  const value = serverTimingValue({ queueMs: admitted - arrived, authMs: auth, fetchMs: performance.now() - admitted - (auth ?? 0) });
+  return { ...raw, headers: [...raw.headers, 'server-timing', value] };
 }
