@@ -1,8 +1,10 @@
 /**
- * One Node worker of workers mode: the node-http adapter on the Unix socket
- * the supervisor passes as fd 3. The supervisor keeps its own copy of that
- * listening socket, so connections that arrive while a crashed worker is
- * being replaced wait in the backlog instead of failing.
+ * One Node worker of workers mode, on the Unix socket the supervisor passes
+ * as fd 3. The supervisor keeps its own copy of that listening socket, so
+ * connections that arrive while a crashed worker is being replaced wait in
+ * the backlog instead of failing. Each connection's requests are read by
+ * connection.ts; one that needs node:http (an upgrade, a streamed upload, a
+ * rare framing) is handed to the node-http adapter on a server of its own.
  *
  * Bundled (with the handler, @tsgi/node-http and @tsgi/core) into the run's
  * temp dir by `tsgi nginx run --workers N`, and started as the unprivileged user.
@@ -13,12 +15,14 @@
  * access phase from the headers nginx set, and hides its X-Tsgi-* headers from the handler.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { ServerResponse, createServer, type IncomingMessage } from 'node:http';
-import { Server as NetServer } from 'node:net';
+import { ServerResponse, createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type Handler } from '@tsgi/core';
-import { EXIT_STARTUP, Operations, linkWorker, loadFailure, shutdown, startupReason, type OpsSettings, type ShutdownSteps } from '@tsgi/core/node';
-import { refuseOnSocket, toNodeListener } from '@tsgi/node-http';
+import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type ErrorLogger, type Handler } from '@tsgi/core';
+import { EXIT_STARTUP, Operations, linkWorker, loadFailure, shutdown, startupReason, timedHandler, type OpsSettings, type ShutdownSteps } from '@tsgi/core/node';
+import { refuseOnSocket, toNodeListener, type NodeListener } from '@tsgi/node-http';
+import { NginxConnection } from './connection.js';
+import type { NginxHost } from './exchange.js';
 
 /** What the supervisor sends over IPC before the worker listens (never in the environment). */
 export interface WorkerConfig {
@@ -62,7 +66,7 @@ async function cannotStart(err: unknown): Promise<never> {
 }
 
 /** The largest request head the worker reads: more than nginx forwards (config.ts httpPart). */
-const MAX_HEAD = 256 * 1024;
+export const MAX_HEAD = 256 * 1024;
 
 /** How long a response waits for the rest of a request body the handler did not read (HoldEndResponse). */
 const HOLD_END_MS = 1_000;
@@ -146,33 +150,21 @@ function replaceHost(req: IncomingMessage, authority: string): void {
   req.headers.host = authority;
 }
 
-/**
- * `load` imports the handler module (the bundle's lazy import of it), so a module that throws while
- * loading is a start-up failure like a missing fetch or a failing init, reported the same way.
- */
-export async function runWorker(load: () => Promise<unknown>, where: string): Promise<void> {
-  // Listening before anything awaits: the supervisor sends the config right after spawning us.
-  const config = configFromSupervisor();
-  // The supervisor gone before we listen: nothing to drain.
-  const orphaned = (): never => process.exit(0);
-  process.once('disconnect', orphaned);
-  let handler: Handler;
-  try {
-    let mod: unknown;
-    try {
-      mod = await load();
-    } catch (err) {
-      throw loadFailure(where, err);
-    }
-    handler = assertHandler(mod, where);
-  } catch (err) {
-    return cannotStart(err);
-  }
-  const cfg = await config;
+/** What serves nginx's connections in one worker (runWorker listens and stops it; tests drive it directly). */
+export interface WorkerServers {
+  /** Accepts nginx's connections; connection.ts reads them. */
+  direct: NetServer;
+  /** The node-http adapter for the connections handed to it (upgrades, streamed uploads, rare framings). */
+  server: Server;
+  listener: NodeListener;
+  host: NginxHost;
+  /** Every connection nginx has open (a forced stop cuts them). */
+  sockets: Set<Socket>;
+}
+
+/** The worker's servers for `handler`, once its init has run (rejects with init's StartupError). */
+export async function workerServers(handler: Handler, cfg: WorkerConfig, ops: Operations | undefined, log: ErrorLogger): Promise<WorkerServers> {
   const fromSecret = secretCheck(cfg.secret);
-  const log = defaultErrorLogger;
-  const ops = cfg.ops ? new Operations(cfg.ops) : undefined;
-  const link = ops ? linkWorker(ops) : undefined;
   const listener = toNodeListener(handler, {
     ops,
     server: 'nginx',
@@ -191,15 +183,11 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     },
     onError: log,
   });
-  try {
-    await listener.ready;
-  } catch (err) {
-    return cannotStart(err);
-  }
+  await listener.ready;
 
   let warned = false;
-  const fromNginx = (req: IncomingMessage): boolean => {
-    if (fromSecret(req.headers['x-tsgi-secret'])) return true;
+  const fromNginx = (secret: string | string[] | undefined): boolean => {
+    if (fromSecret(secret)) return true;
     if (!warned) {
       warned = true;
       log(
@@ -210,10 +198,9 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     return false;
   };
 
-  let stopping = false;
   /** The checks before the handler (the secret, an absolute-form target's authority): a refusal, or undefined. */
   const admit = (req: IncomingMessage): [number, string] | undefined => {
-    if (!fromNginx(req)) return [403, FORBIDDEN_TEXT];
+    if (!fromNginx(req.headers['x-tsgi-secret'])) return [403, FORBIDDEN_TEXT];
     const path = req.url ?? '/';
     const target = clientTarget(req.headers['x-tsgi-request'], path);
     if (target !== path) {
@@ -229,7 +216,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     const refused = admit(req);
     if (refused) return refuse(res, refused[0], refused[1]);
     // Draining: answer, then close (Connection: close), so nginx does not keep the connection.
-    if (stopping) res.shouldKeepAlive = false;
+    if (host.draining) res.shouldKeepAlive = false;
     listener(req, res);
   };
 
@@ -254,7 +241,71 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
     if (refused) return refuseOnSocket(req, socket, refused[0], refused[1]);
     listener.upgrade(req, socket, head);
   });
-  server.listen({ fd: 3 }, () => {
+
+  const host: NginxHost = {
+    handler,
+    pipeline: ops?.s.serverTiming ? timedHandler(handler) : handler,
+    lifecycle: listener.lifecycle,
+    ops,
+    log,
+    hasLog: typeof handler.log === 'function',
+    draining: false,
+  };
+  const sockets = new Set<Socket>();
+  const direct = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    new NginxConnection(socket, {
+      host,
+      fromNginx,
+      maxHead: MAX_HEAD,
+      maxBody: cfg.maxBody,
+      handOff: (sock, read) => {
+        // node:http reads what was read already first, then the rest as it comes.
+        if (read.length > 0) sock.unshift(read);
+        server.emit('connection', sock);
+        sock.resume();
+      },
+    });
+  });
+  return { direct, server, listener, host, sockets };
+}
+
+/**
+ * `load` imports the handler module (the bundle's lazy import of it), so a module that throws while
+ * loading is a start-up failure like a missing fetch or a failing init, reported the same way.
+ */
+export async function runWorker(load: () => Promise<unknown>, where: string): Promise<void> {
+  // Listening before anything awaits: the supervisor sends the config right after spawning us.
+  const config = configFromSupervisor();
+  // The supervisor gone before we listen: nothing to drain.
+  const orphaned = (): never => process.exit(0);
+  process.once('disconnect', orphaned);
+  let handler: Handler;
+  try {
+    let mod: unknown;
+    try {
+      mod = await load();
+    } catch (err) {
+      throw loadFailure(where, err);
+    }
+    handler = assertHandler(mod, where);
+  } catch (err) {
+    return cannotStart(err);
+  }
+  const cfg = await config;
+  const log = defaultErrorLogger;
+  const ops = cfg.ops ? new Operations(cfg.ops) : undefined;
+  const link = ops ? linkWorker(ops) : undefined;
+  let servers: WorkerServers;
+  try {
+    servers = await workerServers(handler, cfg, ops, log);
+  } catch (err) {
+    return cannotStart(err);
+  }
+  const { direct, server, listener, host, sockets } = servers;
+  let stopping = false;
+  direct.listen({ fd: 3 }, () => {
     if (ops) ops.ready = true;
     process.send?.({ tsgi: 'ready' });
   });
@@ -262,16 +313,17 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    host.draining = true;
     if (ops) ops.draining = true;
     const deadline = Date.now() + (Number(process.env.TSGI_GRACEFUL_MS) || 10_000);
     const timeLeft = (): number => Math.max(0, deadline - Date.now());
     const steps: ShutdownSteps = {
       // Stop accepting (new connections wait in the supervisor's copy of the socket for our successor),
-      // but keep the open ones: http.Server#close would close the idle ones while nginx may be writing a
-      // request on them. net.Server#close calls back once nginx has closed every connection (within its
-      // keepalive_timeout, or after the Connection: close answer to the next request on it).
+      // but keep the open ones: closing an idle one could cut a request nginx is writing on it.
+      // net.Server#close calls back once nginx has closed every connection (within its keepalive_timeout,
+      // or after the Connection: close answer to the next request on it), handed-off ones included.
       stopAccepting: async () => {
-        const closed = new Promise<boolean>((r) => NetServer.prototype.close.call(server, () => r(true)));
+        const closed = new Promise<boolean>((r) => direct.close(() => r(true)));
         const late = new Promise<false>((r) => setTimeout(() => r(false), timeLeft()).unref());
         if (!(await Promise.race([closed, late]))) log('worker shutdown: nginx still holds connections at the graceful timeout');
         // The drain gets what is left of the one graceful timeout.
@@ -283,6 +335,7 @@ export async function runWorker(load: () => Promise<unknown>, where: string): Pr
         // Open WebSockets had the graceful timeout: now they get 1001 (the tunnels through nginx end with them).
         await listener.closeSockets();
         server.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
       },
       handler,
       log,
