@@ -85,6 +85,8 @@ export class NginxConnection implements Sink {
   private readonly onData = (d: Buffer): void => {
     this.buf = this.buf === undefined ? d : Buffer.concat([this.buf, d]);
     if (!this.busy) this.pump();
+    // More than one request's worth sent ahead while one is in flight: read no more until it is answered.
+    else if (this.buf.length > this.o.maxHead + DIRECT_BODY_MAX) this.socket.pause();
   };
 
   constructor(
@@ -147,6 +149,7 @@ export class NginxConnection implements Sink {
       this.socket.end();
       return;
     }
+    if (this.socket.isPaused()) this.socket.resume();
     if (!this.pumping && this.buf !== undefined) this.pump();
   }
 

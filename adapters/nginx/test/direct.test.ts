@@ -50,6 +50,9 @@ const handler: Handler = {
           ),
         );
       }
+      case '/slow':
+        await new Promise((r) => setTimeout(r, 400));
+        return new Response('slow\n');
       case '/fails-mid-stream':
         return new Response(
           new ReadableStream({
@@ -249,6 +252,19 @@ describe('the worker reads nginx requests itself', () => {
     w.send(get('/hello'));
     expect((await w.reply()).status).toBe(200);
     expect(logged.some((l) => l.includes('did not come through nginx'))).toBe(true);
+    w.close();
+  });
+
+  it('reads no further ahead than one request while one is in flight', async () => {
+    const w = new Wire();
+    const ahead = Buffer.concat(Array.from({ length: 100 }, (_, i) => post('/echo', noise(32 * 1024, i))));
+    w.send(Buffer.concat([Buffer.from(get('/slow')), ahead]));
+    await sleep(200);
+    const mine = [...servers.sockets].find((s) => s.remotePort === w.socket.localPort)!;
+    expect(mine.bytesRead).toBeLessThan(MAX_HEAD + DIRECT_BODY_MAX + 4 * 65536);
+    expect((await w.reply()).body.toString()).toBe('slow\n');
+    // Then every request sent ahead is answered, in order.
+    for (let i = 0; i < 100; i++) expect((await w.reply()).headers['x-sha']).toBe(sha(noise(32 * 1024, i)));
     w.close();
   });
 
