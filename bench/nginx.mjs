@@ -6,6 +6,7 @@
 //   /return   `return 200 "Hello, world!\n"`
 //   /workers  workers mode: one supervised Node worker (the same tsgi handler) on a Unix socket
 //   /raw      proxy_pass to a raw node:http hello on a Unix socket, upstream keep-alive
+//   /floor    proxy_pass to bench/servers/floor-node.mjs (canned bytes, nothing parsed): the ceiling of any Node worker
 // nginx and every Node process are pinned to core 0, wrk to core 1. Interleaved rounds, median.
 // Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (50).
 import { spawn, spawnSync } from 'node:child_process';
@@ -66,6 +67,7 @@ export async function run(argv = []) {
   let sup;
   let nginx;
   let raw;
+  let floor;
   try {
     const { file: bundle, report } = await buildNjs({ handler: HANDLER, outDir: dir });
     writeFileSync(
@@ -92,6 +94,12 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
     chmodSync(join(dir, 'raw.mjs'), 0o644);
     raw = spawn(process.execPath, [join(dir, 'raw.mjs')], { uid: user?.uid, gid: user?.gid, cwd: dir, stdio: 'inherit' });
     for (let i = 0; i < 100 && !existsSync(rawSock); i++) await sleep(50);
+    const floorSock = join(sockets, 'floor.sock');
+    // In the run's dir, as raw.mjs: the unprivileged user may not read the checkout.
+    writeFileSync(join(dir, 'floor.mjs'), readFileSync(new URL('servers/floor-node.mjs', import.meta.url)));
+    chmodSync(join(dir, 'floor.mjs'), 0o644);
+    floor = spawn(process.execPath, [join(dir, 'floor.mjs'), floorSock], { uid: user?.uid, gid: user?.gid, cwd: dir, stdio: 'inherit' });
+    for (let i = 0; i < 100 && !existsSync(floorSock); i++) await sleep(50);
 
     const port = await freePort();
     const proxy = proxyCommon({ secret: sup.secret }).map((l) => `  ${l}`).join('\n');
@@ -115,6 +123,7 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
           `js_import hand from ${join(dir, 'hand.js')};`,
           `upstream tsgi_workers { server unix:${sup.sockets[0]}; keepalive 64; }`,
           `upstream raw_node { server unix:${rawSock}; keepalive 64; }`,
+          `upstream floor_node { server unix:${floorSock}; keepalive 64; }`,
         ].join('\n'),
         extraServer: [
           // postpone_output 0 as in the tsgi location (config.ts, for streamed chunks): both njs handlers then write the head and
@@ -123,6 +132,7 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
           `location = /return { default_type 'text/plain;charset=UTF-8'; return 200 'Hello, world!\\n'; }`,
           `location = /workers {\n  proxy_pass http://tsgi_workers;\n  proxy_set_header X-Tsgi-Phase "";\n${proxy}\n}`,
           `location = /raw {\n  proxy_pass http://raw_node;\n${proxy}\n}`,
+          `location = /floor {\n  proxy_pass http://floor_node;\n${proxy}\n}`,
         ].join('\n'),
       }),
     );
@@ -132,7 +142,7 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
       await sleep(50);
     }
     const base = `http://127.0.0.1:${port}`;
-    for (const p of ['/tsgi', '/njs', '/return', '/workers', '/raw']) {
+    for (const p of ['/tsgi', '/njs', '/return', '/workers', '/raw', '/floor']) {
       const r = await fetch(base + p);
       const t = await r.text();
       if (r.status !== 200 || t !== 'Hello, world!\n') throw new Error(`bench nginx: ${p} answered ${r.status} ${JSON.stringify(t)}`);
@@ -145,11 +155,13 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
       { key: 'return', name: 'return 200', url: `${base}/return` },
       { key: 'workers', name: 'workers mode (1 Node worker)', url: `${base}/workers` },
       { key: 'raw', name: 'proxy_pass raw node:http', url: `${base}/raw` },
+      { key: 'floor', name: 'proxy_pass canned bytes (floor)', url: `${base}/floor` },
     ];
     await checkAnchor('proxy_pass raw node:http', `${base}/raw`, (r) => (r.headers.get('x-anchor') === 'raw-node' ? '' : 'no x-anchor: raw-node'));
+    await checkAnchor('proxy_pass canned bytes (floor)', `${base}/floor`, (r) => (r.headers.get('x-anchor') === 'floor' ? '' : 'no x-anchor: floor'));
     await checkAnchor('return 200', `${base}/return`, (r) => (r.headers.get('x-anchor') ? 'proxied' : ''));
     if (await holdIfAsked(all.map((s) => [s.key, s.url]))) return;
-    // BENCH_ONLY=workers,raw runs a subset (exploration; the recorded table uses all five).
+    // BENCH_ONLY=workers,raw runs a subset (exploration; the recorded table uses all six).
     const only = process.env.BENCH_ONLY?.split(',');
     const scenarios = only ? all.filter((s) => only.includes(s.key)) : all;
     if (only && record) throw new Error('bench nginx: --record needs all scenarios (unset BENCH_ONLY)');
@@ -163,6 +175,7 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
       // Context, not targets: what nginx itself can do beside the raw proxy on this box.
       ['(ceiling) return 200 vs proxy_pass -> node:http', 'return', 'raw', null],
       ['(ceiling) hand-written njs vs proxy_pass -> node:http', 'njs', 'raw', null],
+      ['(ceiling) any Node worker: canned bytes vs proxy_pass -> node:http', 'floor', 'raw', null],
     ]
       .filter(([, a, b]) => has(a) && has(b))
       .map(([n, a, b, t]) => [n, ratios(res, byKey(a), byKey(b)), t]);
@@ -190,6 +203,7 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
   } finally {
     nginx?.kill('SIGTERM');
     raw?.kill('SIGTERM');
+    floor?.kill('SIGTERM');
     await sup?.stop(2000);
     await sleep(300);
     rmSync(dir, { recursive: true, force: true });

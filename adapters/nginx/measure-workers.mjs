@@ -39,23 +39,6 @@ createServer({ keepAliveTimeout: 75000 }, (req, res) => {
 }).listen(process.argv[2]);
 `;
 
-// The floor: the least any Node upstream can do per request over HTTP. It parses nothing (counts the
-// ends of request heads; nginx sends GETs without a body) and writes a canned response per request.
-const FLOOR = `import net from 'node:net';
-const ONE = Buffer.from('HTTP/1.1 200 OK\\r\\ncontent-type: text/plain;charset=UTF-8\\r\\ncontent-length: 14\\r\\n\\r\\n' + ${JSON.stringify(HELLO)});
-net.createServer((s) => {
-  let tail = '';
-  s.on('data', (d) => {
-    const t = tail + d.toString('latin1');
-    let n = 0;
-    for (let i = t.indexOf('\\r\\n\\r\\n'); i >= 0; i = t.indexOf('\\r\\n\\r\\n', i + 4)) n++;
-    tail = t.slice(-3);
-    if (n === 1) s.write(ONE);
-    else if (n > 1) s.write(Buffer.concat(Array(n).fill(ONE)));
-  });
-}).listen(process.argv[2]);
-`;
-
 const freePort = () =>
   new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -136,7 +119,8 @@ function rawNode(sock, wrap = [], script = RAW, name = 'raw.mjs') {
   rmSync(sock, { force: true });
   return start(wrap[0] ?? process.execPath, [...wrap.slice(1), ...(wrap.length ? [process.execPath] : []), '--single-threaded', join(dir, name), sock]);
 }
-const floorNode = (sock, wrap = []) => rawNode(sock, wrap, FLOOR, 'floor.mjs');
+// The floor (bench/servers/floor-node.mjs): the least any Node upstream can do per request over HTTP.
+const floorNode = (sock, wrap = []) => rawNode(sock, wrap, readFileSync(join(here, '../../bench/servers/floor-node.mjs'), 'utf8'), 'floor.mjs');
 function nginxConf(port, sockets, single) {
   const proxy = proxyCommon({ secret: SECRET }).map((l) => `  ${l}`).join('\n');
   const conf = mainConf({

@@ -212,13 +212,14 @@ export class NginxConnection implements Sink {
       const n = name.length;
       if (n > 7 && (name.charCodeAt(0) | 32) === 120 /* x */ && (name.charCodeAt(1) === 45 /* - */)) {
         if ((name.charCodeAt(2) | 32) === 116 /* t */ && n >= 12 && name.slice(0, 7).toLowerCase() === 'x-tsgi-') {
-          // nginx's own lines (config.ts proxyCommon): read here, never shown to the handler.
-          const lower = name.toLowerCase();
+          // nginx's own lines (config.ts proxyCommon, worker.ts PROXY_HEADERS): read here, never shown to the handler.
+          let lower = name.toLowerCase();
           if (lower === 'x-tsgi-secret') secret = value;
           else if (lower === 'x-tsgi-request') line = value;
           else if (lower === 'x-tsgi-base-path') basePath = value;
           else if (lower === 'x-tsgi-phase') access = value === 'access';
-          continue;
+          else lower = ''; // another X-Tsgi- name: the handler's, as on node:http
+          if (lower !== '') continue;
         }
         if (n === 9 && lowerIs(name, 'x-real-ip')) ip = value;
         else if (n === 17 && lowerIs(name, 'x-forwarded-proto') && (value === 'https' || value === 'http')) scheme = value;
