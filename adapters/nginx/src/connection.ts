@@ -38,6 +38,7 @@ export interface ConnectionOptions {
 }
 
 const HEAD_END = Buffer.from('\r\n\r\n');
+const EMPTY = Buffer.alloc(0);
 const FORBIDDEN_HEAD = ['content-type', PLAIN_TEXT_TYPE, 'content-length', String(FORBIDDEN_TEXT.length)];
 
 /** A method of upper-case letters only; any other goes to node:http (decision 8: lower-case letters get 400). */
@@ -127,18 +128,15 @@ export class NginxConnection implements Sink {
     this.closing = true;
   }
 
-  /** `fn` once what was written has left for the kernel (or the connection is gone). */
+  /**
+   * `fn` once what was written has left for the kernel, or the connection is gone. An empty write queues
+   * behind the rest and calls back when they have gone (as node:http's end does): 'drain' would not
+   * come for bytes still pending below the socket's high-water mark.
+   */
   whenFlushed(fn: () => void): void {
     const socket = this.socket;
     if (this.gone || socket.writableLength === 0) return fn();
-    const key = {};
-    const go = (): void => {
-      socket.off('drain', go);
-      this.offGone(key);
-      fn();
-    };
-    socket.on('drain', go);
-    this.onGone(key, go);
+    socket.write(EMPTY, () => fn());
   }
 
   /** The request in flight has its answer written: the next one may start (or the connection ends). */
