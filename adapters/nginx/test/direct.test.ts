@@ -4,12 +4,12 @@
 // The worker's servers run in this process (workerServers); the behaviour through real nginx is the
 // conformance and lifecycle matrices' (conformance-workers.test.ts, lifecycle.test.ts).
 import { createHash } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Handler } from '@tsgi/core';
 import { Operations } from '@tsgi/core/node';
 import { noise, sleep, waitFor } from '@tsgi/conformance/testing';
-import { DIRECT_BODY_MAX } from '../src/connection.js';
+import { DIRECT_BODY_MAX, NginxConnection } from '../src/connection.js';
 import { MAX_HEAD, workerServers, type WorkerServers } from '../src/worker.js';
 
 const SECRET = 's'.repeat(64);
@@ -325,5 +325,32 @@ describe('the worker reads nginx requests itself', () => {
     w.send(get('/hello'));
     expect((await w.reply()).body.toString()).toBe('hello\n');
     w.close();
+  });
+
+  it('tells when a response has left also for bytes pending below the high-water mark (the counts and the log hook wait for it)', async () => {
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<Socket>((r) => srv.once('connection', r));
+    const peer = connect((srv.address() as { port: number }).port, '127.0.0.1');
+    peer.pause();
+    const socket = await accepted;
+    const conn = new NginxConnection(socket, { host: servers.host, fromNginx: () => true, maxHead: MAX_HEAD, maxBody: 1 << 20, handOff: () => {} });
+    // Fill the kernel's buffers a KiB at a time, so what is left pending stays below the high-water
+    // mark: write() keeps returning true and 'drain' never comes.
+    const kib = Buffer.alloc(1024, 120);
+    for (let i = 0; i < 64 * 1024 && socket.writableLength === 0; i++) {
+      socket.write(kib);
+      if (i % 256 === 0) await sleep(1);
+    }
+    expect(socket.writableLength).toBeGreaterThan(0);
+    expect(socket.writableNeedDrain).toBe(false);
+    let flushed = false;
+    conn.whenFlushed(() => (flushed = true));
+    await sleep(100);
+    expect(flushed).toBe(false);
+    peer.resume();
+    await waitFor(() => flushed, 5_000, 'whenFlushed after the peer read');
+    peer.destroy();
+    await new Promise((r) => srv.close(r));
   });
 });
