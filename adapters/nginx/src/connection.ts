@@ -153,10 +153,17 @@ export class NginxConnection implements Sink {
 
   private pump(): void {
     this.pumping = true;
-    while (!this.busy && !this.closing && !this.handed && this.buf !== undefined) {
-      if (!this.next(this.buf)) break;
+    try {
+      while (!this.busy && !this.closing && !this.handed && this.buf !== undefined) {
+        if (!this.next(this.buf)) break;
+      }
+    } catch (err) {
+      // A reader bug must cost one connection, not the worker and every request it holds.
+      this.host.log('worker: a request from nginx could not be read; its connection is closed', err);
+      this.socket.destroy();
+    } finally {
+      this.pumping = false;
     }
-    this.pumping = false;
   }
 
   /** Gives the connection to node:http, from the first byte not yet served. */

@@ -353,4 +353,54 @@ describe('the worker reads nginx requests itself', () => {
     peer.destroy();
     await new Promise((r) => srv.close(r));
   });
+
+  it('survives mangled requests on its socket: each gets an HTTP answer or a closed connection, and the worker serves on', async () => {
+    const rand = noise(4096, 99);
+    let r = 0;
+    const next = (n: number): number => rand[r++ % rand.length]! % n;
+    const valid = post('/echo', noise(200, 5));
+    const mangle = (): Buffer => {
+      const b = Buffer.from(valid);
+      const edits = 1 + next(4);
+      for (let e = 0; e < edits; e++) {
+        const at = next(b.length);
+        switch (next(5)) {
+          case 0:
+            b[at] = rand[r++ % rand.length]!;
+            break;
+          case 1:
+            b[at] = [13, 10, 58, 32, 0, 9][next(6)]!;
+            break;
+          case 2:
+            return Buffer.concat([b.subarray(0, at), Buffer.from('\r\n'), b.subarray(at)]);
+          case 3:
+            return b.subarray(0, at);
+          default:
+            return Buffer.concat([b.subarray(0, at), b.subarray(at, at + next(40)), b.subarray(at)]);
+        }
+      }
+      return b;
+    };
+    const one = (bytes: Buffer): Promise<string> =>
+      new Promise((resolve) => {
+        const s = connect(port, '127.0.0.1');
+        let got = '';
+        s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+        s.on('error', () => {});
+        s.write(bytes);
+        setTimeout(() => {
+          s.destroy();
+          resolve(got);
+        }, 300);
+      });
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(Array.from({ length: 20 }, () => one(mangle())));
+      for (const a of answers) if (a !== '') expect(a.slice(0, 9)).toBe('HTTP/1.1 ');
+    }
+    expect(logged.filter((l) => l.includes('could not be read'))).toEqual([]);
+    const w = new Wire();
+    w.send(get('/hello'));
+    expect((await w.reply()).body.toString()).toBe('hello\n');
+    w.close();
+  });
 });
