@@ -173,6 +173,9 @@ describe('Operations', () => {
     expect(o.probe('/healthz')).toBe('health');
     expect(o.probe('/metrics')).toBe('metrics');
     expect(o.probe('/other')).toBeUndefined();
+    // The query does not count; a path that only starts like a probe is no probe.
+    expect(o.probe('/healthz?verbose=1')).toBe('health');
+    expect(o.probe('/healthz/x')).toBeUndefined();
     expect(new Operations().probe('/')).toBeUndefined();
     expect(o.health().status).toBe(503);
     o.ready = true;

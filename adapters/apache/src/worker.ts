@@ -221,8 +221,7 @@ export class Worker implements ConnectionHost, Responder {
     const o = this.opts;
     const ops = this.ops;
     if (ops?.probes && m.phase === Phase.FULL) {
-      const q = m.uri.indexOf('?');
-      const probe = ops.probe(q < 0 ? m.uri : m.uri.slice(0, q));
+      const probe = ops.probe(m.uri);
       // Before admission: a probe is never shed.
       if (probe) {
         this.probe(conn, m, body, probe);

@@ -99,7 +99,7 @@ export class NginxExchange implements Timed {
    * admitted (true), queued (false: it begins once admitted) or shed with 503 + Retry-After (false).
    */
   private gate(ops: Operations): boolean {
-    const probe = ops.probes ? ops.probe(pathOf(this.path)) : undefined;
+    const probe = ops.probes ? ops.probe(this.path) : undefined;
     if (probe) {
       void ops.answer(probe, this.ip).then((a) => this.own(a, this.conn.host.draining || ops.draining));
       return false;
@@ -239,11 +239,6 @@ export class NginxExchange implements Timed {
     }
   }
 }
-
-const pathOf = (target: string): string => {
-  const q = target.indexOf('?');
-  return q < 0 ? target : target.slice(0, q);
-};
 
 /** A Response that will not be written: its stream is cancelled. */
 function release(response: Response): void {

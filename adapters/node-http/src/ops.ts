@@ -21,12 +21,6 @@ const tickets = new WeakMap<IncomingMessage, Ticket>();
 /** nginx's status for a client that closed before the response: what the metrics count such a request as. */
 const CLIENT_CLOSED = 499;
 
-const pathOf = (url: string | undefined): string => {
-  const u = url ?? '/';
-  const q = u.indexOf('?');
-  return q < 0 ? u : u.slice(0, q);
-};
-
 function write(res: ServerResponse, a: ProbeAnswer, close: boolean): void {
   if (res.headersSent) return;
   res.writeHead(a.status, answerHeaders(a, close));
@@ -48,7 +42,7 @@ function settle(ops: Operations, res: ServerResponse, t: Ticket): void {
  * host.serve again) or shed with 503 + Retry-After (false).
  */
 export function opsGate(host: NodeHost, ops: Operations, req: IncomingMessage, res: ServerResponse): boolean {
-  const probe = ops.probes ? ops.probe(pathOf(req.url)) : undefined;
+  const probe = ops.probes ? ops.probe(req.url ?? '/') : undefined;
   if (!probe && !ops.counts) return true;
   if (tickets.has(req)) return true; // back from the queue, or from waiting for init
   if (probe) {

@@ -85,8 +85,10 @@ export class Operations {
     this.counts = this.s.maxInflight > 0 || this.s.metricsPath !== undefined || this.s.serverTiming || this.s.maxRequests > 0 || this.s.maxHeapBytes > 0;
   }
 
-  /** The probe a request path (without its query) names, if any. Probes are never shed, timed or counted. */
-  probe(path: string): Probe | undefined {
+  /** The probe a request target names (its path; the query does not count), if any. Probes are never shed, timed or counted. */
+  probe(target: string): Probe | undefined {
+    const q = target.indexOf('?');
+    const path = q < 0 ? target : target.slice(0, q);
     if (path === this.s.healthPath) return 'health';
     if (path === this.s.metricsPath) return 'metrics';
     return undefined;
