@@ -61,11 +61,17 @@ function fieldValue(s: string, from: number, to: number): string {
 /** `name` lower-cased is `lower` (a name of its length); no new string when nginx spells it so. */
 const lowerIs = (name: string, lower: string): boolean => name === lower || name.toLowerCase() === lower;
 
-/** A target the client sent in absolute-form (X-Tsgi-Request holds the client's request line). */
-function absoluteForm(line: string | undefined): boolean {
-  if (line === undefined) return false;
+/**
+ * The request target as the client sent it, from the request line nginx passes in X-Tsgi-Request
+ * (nginx forwards every request in origin-form, as `path`). Only a target that is not origin-form
+ * (absolute-form) is taken from the line; the usual one is `path` itself.
+ */
+export function clientTarget(line: string | string[] | undefined, path: string): string {
+  if (typeof line !== 'string') return path;
   const sp = line.indexOf(' ');
-  return sp >= 0 && line.charCodeAt(sp + 1) !== 47 /* / */;
+  if (sp < 0 || line.charCodeAt(sp + 1) === 47 /* / */) return path;
+  const end = line.lastIndexOf(' ');
+  return line.slice(sp + 1, end > sp ? end : line.length);
 }
 
 /** One connection from nginx: requests answered in order; a later one waits in `buf`. */
@@ -262,7 +268,7 @@ export class NginxConnection implements Sink {
       }
       headers.push(name, value);
     }
-    if (hosts !== 1 || absoluteForm(line)) return this.handOff(buf);
+    if (hosts !== 1 || clientTarget(line, path) !== path) return this.handOff(buf);
     // The body: by one Content-Length, small enough to wait for here.
     let size = 0;
     if (lengths > 0) {

@@ -21,7 +21,7 @@ import type { Duplex } from 'node:stream';
 import { BAD_REQUEST_TEXT, FORBIDDEN_TEXT, PLAIN_TEXT_TYPE, assertHandler, defaultErrorLogger, requestAuthority, type ErrorLogger, type Handler } from '@tsgi/core';
 import { EXIT_STARTUP, Operations, linkWorker, loadFailure, shutdown, startupReason, timedHandler, type OpsSettings, type ShutdownSteps } from '@tsgi/core/node';
 import { refuseOnSocket, toNodeListener, type NodeListener } from '@tsgi/node-http';
-import { NginxConnection } from './connection.js';
+import { NginxConnection, clientTarget } from './connection.js';
 import type { NginxHost } from './exchange.js';
 
 /** What the supervisor sends over IPC before the worker listens (never in the environment). */
@@ -118,19 +118,6 @@ function secretCheck(secret: string): (got: string | string[] | undefined) => bo
   const scratch = Buffer.alloc(want.length);
   return (got) =>
     typeof got === 'string' && got.length === want.length && scratch.write(got, 0, 'latin1') === want.length && timingSafeEqual(scratch, want);
-}
-
-/**
- * The request target as the client sent it, from the request line nginx passes in X-Tsgi-Request
- * (nginx forwards every request in origin-form, as `path`). Only a target that is not origin-form
- * (absolute-form) is taken from the line; the usual one is `path` itself.
- */
-function clientTarget(line: string | string[] | undefined, path: string): string {
-  if (typeof line !== 'string') return path;
-  const sp = line.indexOf(' ');
-  if (sp < 0 || line.charCodeAt(sp + 1) === 47 /* / */) return path;
-  const end = line.lastIndexOf(' ');
-  return line.slice(sp + 1, end > sp ? end : line.length);
 }
 
 /**
