@@ -8,7 +8,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { isAscii, statusHasNoBody, type RawResponse } from '@tsgi/core';
-import { StreamStartError, asciiHead, firstChunkWait, wireHead, type WireHead } from '@tsgi/node-http';
+import { StreamStartError, asciiHead, pumpStream, wireHead, type WireHead } from '@tsgi/node-http';
 
 /** Where a response goes: the socket, and whether the client (nginx) has gone. */
 export interface Sink {
@@ -80,15 +80,12 @@ export function writeResponse(sink: Sink, raw: RawResponse, isHead: boolean, clo
   return len;
 }
 
-type Read = ReadableStreamReadResult<Uint8Array>;
-
 const CRLF = Buffer.from('\r\n');
 
 async function pump(sink: Sink, body: ReadableStream<Uint8Array>, status: number, head: WireHead): Promise<number> {
   const socket = sink.socket;
   const reader = body.getReader();
-  const declared = head.declared;
-  const chunked = declared === undefined;
+  const chunked = head.declared === undefined;
   // Watched from the start: a client that leaves during the first-chunk wait cancels the stream too.
   const key = {};
   let gone = false;
@@ -98,49 +95,30 @@ async function pump(sink: Sink, body: ReadableStream<Uint8Array>, status: number
   });
   let pendingHead: string | undefined = headText(status, head, chunked);
   try {
-    let pending: Promise<Read> | undefined = reader.read();
-    const early = await Promise.race([
-      pending.then(
-        (r) => ({ r }),
-        (e: unknown) => ({ e }),
-      ),
-      firstChunkWait(),
-    ]);
-    if (gone) return 0;
-    if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
-    if (!early) {
-      socket.write(pendingHead, 'latin1');
-      pendingHead = undefined;
-    }
-    let bytes = 0;
-    for (;;) {
-      const { done, value } = early && pending ? early.r : await (pending ?? reader.read());
-      pending = undefined;
-      if (done || gone) break;
-      const chunk = typeof value === 'string' ? Buffer.from(value) : value;
-      if (declared !== undefined && bytes + chunk.byteLength > declared) {
-        throw new Error(`response stream delivered more than its Content-Length ${declared}; connection cut`);
-      }
-      bytes += chunk.byteLength;
-      if (chunk.byteLength === 0) continue; // a zero-size chunk would end a chunked body
-      socket.cork();
-      if (pendingHead !== undefined) {
-        socket.write(pendingHead, 'latin1');
+    return await pumpStream(reader, head.declared, () => gone, {
+      head: (alone) => {
+        if (!alone) return; // it goes with the first chunk, in one write
+        socket.write(pendingHead!, 'latin1');
         pendingHead = undefined;
-      }
-      if (chunked) socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1');
-      const more = socket.write(chunk);
-      if (chunked) socket.write(CRLF);
-      socket.uncork();
-      if (!more) await drained(sink);
-    }
-    if (gone) return bytes;
-    if (declared !== undefined && bytes !== declared) {
-      throw new Error(`response stream delivered ${bytes} bytes, not its Content-Length ${declared}; connection cut`);
-    }
-    if (pendingHead !== undefined) socket.write(pendingHead, 'latin1');
-    if (chunked) socket.write('0\r\n\r\n', 'latin1');
-    return bytes;
+      },
+      write: (chunk) => {
+        if (chunk.byteLength === 0) return undefined; // a zero-size chunk would end a chunked body
+        socket.cork();
+        if (pendingHead !== undefined) {
+          socket.write(pendingHead, 'latin1');
+          pendingHead = undefined;
+        }
+        if (chunked) socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1');
+        const more = socket.write(chunk);
+        if (chunked) socket.write(CRLF);
+        socket.uncork();
+        return more ? undefined : drained(sink);
+      },
+      end: () => {
+        if (pendingHead !== undefined) socket.write(pendingHead, 'latin1');
+        if (chunked) socket.write('0\r\n\r\n', 'latin1');
+      },
+    });
   } catch (err) {
     if (err instanceof StreamStartError) throw err;
     // Mid-stream failure: the status is already out, so cut the connection and let the client (nginx) see it.

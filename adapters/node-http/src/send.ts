@@ -124,6 +124,70 @@ export function clientGone(res: ServerResponse): boolean {
   return res.destroyed || res.closed;
 }
 
+/** Where pumpStream sends a stream, in the host's own framing. */
+export interface StreamWriter {
+  /** The head may leave: `alone` when no chunk came within FIRST_CHUNK_WAIT_MS (it goes now); else with the first chunk. */
+  head(alone: boolean): void;
+  /** One chunk; a promise while the connection wants a pause (back-pressure). */
+  write(chunk: Uint8Array): Promise<void> | undefined;
+  /** The stream ended with its declared count, if it had one. */
+  end(): void;
+}
+
+/**
+ * A response stream through `w` by core's rules, on every Node transport (send.ts's node:http, nginx
+ * workers mode's respond.ts): the head with the first chunk or after FIRST_CHUNK_WAIT_MS, a declared
+ * Content-Length held to, chunks written as `w` drains. Resolves with the bytes sent, or as soon as
+ * `gone()` (the caller watches the client and cancels `reader`). Throws StreamStartError when the
+ * stream fails before its head left; throws on a later failure or another count than `declared` (the
+ * caller cuts the connection).
+ */
+export async function pumpStream(reader: ReadableStreamDefaultReader<Uint8Array>, declared: number | undefined, gone: () => boolean, w: StreamWriter): Promise<number> {
+  let pending: Promise<Read> | undefined = reader.read();
+  const early = await Promise.race([
+    pending.then(
+      (r) => ({ r }),
+      (e: unknown) => ({ e }),
+    ),
+    firstChunkWait(),
+  ]);
+  if (gone()) return 0;
+  if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
+  w.head(!early);
+  let bytes = 0;
+  for (;;) {
+    const { done, value } = early && pending ? early.r : await (pending ?? reader.read());
+    pending = undefined;
+    if (done || gone()) break;
+    const chunk = typeof value === 'string' ? Buffer.from(value) : value;
+    if (declared !== undefined && bytes + chunk.byteLength > declared) {
+      throw new Error(`response stream delivered more than its Content-Length ${declared}; connection cut`);
+    }
+    bytes += chunk.byteLength;
+    const pause = w.write(chunk);
+    if (pause) await pause;
+  }
+  if (gone()) return bytes;
+  if (declared !== undefined && bytes !== declared) {
+    throw new Error(`response stream delivered ${bytes} bytes, not its Content-Length ${declared}; connection cut`);
+  }
+  w.end();
+  return bytes;
+}
+
+/** Until `res` wants more, or it closed. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const go = (): void => {
+      res.off('drain', go);
+      res.off('close', go);
+      resolve();
+    };
+    res.on('drain', go);
+    res.on('close', go);
+  });
+}
+
 async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, status: number, head: WireHead): Promise<number> {
   const reader = body.getReader();
   // Watch the client from the start: one that leaves during the first-chunk wait must cancel the stream too.
@@ -135,47 +199,14 @@ async function pump(body: ReadableStream<Uint8Array>, res: ServerResponse, statu
   if (clientGone(res)) onClose();
   else res.once('close', onClose);
   try {
-    let pending: Promise<Read> | undefined = reader.read();
-    const early = await Promise.race([
-      pending.then(
-        (r) => ({ r }),
-        (e: unknown) => ({ e }),
-      ),
-      firstChunkWait(),
-    ]);
-    if (gone) return 0;
-    if (early && 'e' in early) throw new StreamStartError('response stream failed before its first chunk', { cause: early.e });
-    res.writeHead(status, head.reason, head.headers as string[]);
-    if (!early) res.flushHeaders();
-    const declared = head.declared;
-    let bytes = 0;
-    for (;;) {
-      const { done, value } = early && pending ? early.r : await (pending ?? reader.read());
-      pending = undefined;
-      if (done || gone) break;
-      const chunk = typeof value === 'string' ? Buffer.from(value) : value;
-      if (declared !== undefined && bytes + chunk.byteLength > declared) {
-        throw new Error(`response stream delivered more than its Content-Length ${declared}; connection cut`);
-      }
-      bytes += chunk.byteLength;
-      if (!res.write(chunk)) {
-        await new Promise<void>((resolve) => {
-          const go = (): void => {
-            res.off('drain', go);
-            res.off('close', go);
-            resolve();
-          };
-          res.on('drain', go);
-          res.on('close', go);
-        });
-      }
-    }
-    if (gone) return bytes;
-    if (declared !== undefined && bytes !== declared) {
-      throw new Error(`response stream delivered ${bytes} bytes, not its Content-Length ${declared}; connection cut`);
-    }
-    res.end();
-    return bytes;
+    return await pumpStream(reader, head.declared, () => gone, {
+      head: (alone) => {
+        res.writeHead(status, head.reason, head.headers as string[]);
+        if (alone) res.flushHeaders();
+      },
+      write: (chunk) => (res.write(chunk) ? undefined : drained(res)),
+      end: () => res.end(),
+    });
   } catch (err) {
     if (err instanceof StreamStartError) throw err;
     // Mid-stream failure: the status is already out, so cut the connection and let the client see it.
